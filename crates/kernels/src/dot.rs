@@ -1,0 +1,162 @@
+//! Dot products of one weight row with one activation row, per weight type.
+//!
+//! Each weight type names the format its activations are quantized to ([`ActType`]), as in
+//! ggml (`vec_dot_type`): Q4_1/Q5_1 take Q8_1, the other 32-blocks take Q8_0, the k-quants
+//! take Q8_K. Those pairs are integer dot products; the float types (F32, F16, BF16) are
+//! converted in 256-element chunks and dotted with f32 activations.
+//!
+//! [`dot_fn`] picks the kernel for the running CPU once; every SIMD kernel has the scalar
+//! twin in [`scalar`] and a test comparing them on random blocks.
+
+use crate::blocks::*;
+use crate::dequant::dequantize_row;
+use crate::quantize::{quantize_q8_0, quantize_q8_1, quantize_q8_k};
+use gguf::GgmlType;
+
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+
+/// The format of the activation operand of a weight type's dot product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActType {
+    F32,
+    Q8_0,
+    Q8_1,
+    Q8K,
+}
+
+impl ActType {
+    pub fn of(ty: GgmlType) -> ActType {
+        use GgmlType::*;
+        match ty {
+            Q4_0 | Q5_0 | Q8_0 => ActType::Q8_0,
+            Q4_1 | Q5_1 => ActType::Q8_1,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => ActType::Q8K,
+            F32 | F16 | BF16 | Q8_1 | Q8_K => ActType::F32,
+        }
+    }
+
+    /// Bytes of an activation row of `n` elements (`n` a multiple of the block length).
+    pub fn row_bytes(self, n: usize) -> usize {
+        match self {
+            ActType::F32 => n * 4,
+            ActType::Q8_0 => n / QK * std::mem::size_of::<BlockQ8_0>(),
+            ActType::Q8_1 => n / QK * std::mem::size_of::<BlockQ8_1>(),
+            ActType::Q8K => n / QK_K * std::mem::size_of::<BlockQ8K>(),
+        }
+    }
+
+    /// Quantize (or copy) an f32 row into `out` (`row_bytes(x.len())` bytes, 4-aligned).
+    pub fn quantize(self, x: &[f32], out: &mut [u8]) {
+        fn view<T: Block>(out: &mut [u8]) -> &mut [T] {
+            let n = out.len() / std::mem::size_of::<T>();
+            assert!(out.as_ptr() as usize % std::mem::align_of::<T>() == 0);
+            // SAFETY: aligned (checked), in bounds, T is plain old data.
+            unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut T, n) }
+        }
+        match self {
+            ActType::F32 => {
+                for (o, v) in out.chunks_exact_mut(4).zip(x) {
+                    o.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            ActType::Q8_0 => quantize_q8_0(x, view(out)),
+            ActType::Q8_1 => quantize_q8_1(x, view(out)),
+            ActType::Q8K => quantize_q8_k(x, view(out)),
+        }
+    }
+}
+
+/// `dot(weight_row_bytes, activation_row_bytes) -> f32`.
+pub type DotFn = fn(&[u8], &[u8]) -> f32;
+
+/// Which instruction set the kernels use on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+}
+
+impl Isa {
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("BANTAM_SCALAR").is_none()
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// [`Isa::detect`], computed once per process.
+    pub fn detect_cached() -> Isa {
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(Isa::detect)
+    }
+}
+
+/// The dot product for weight type `ty` on instruction set `isa`.
+pub fn dot_fn(ty: GgmlType, isa: Isa) -> DotFn {
+    use GgmlType::*;
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        match ty {
+            Q4_0 => return avx2::q4_0,
+            Q4_1 => return avx2::q4_1,
+            Q5_0 => return avx2::q5_0,
+            Q8_0 => return avx2::q8_0,
+            Q4_K => return avx2::q4_k,
+            Q6_K => return avx2::q6_k,
+            Q2_K | Q3_K | Q5_1 | Q5_K | F32 | F16 | BF16 | Q8_1 | Q8_K => {}
+        }
+    }
+    let _ = isa;
+    match ty {
+        Q4_0 => scalar::q4_0,
+        Q4_1 => scalar::q4_1,
+        Q5_0 => scalar::q5_0,
+        Q5_1 => scalar::q5_1,
+        Q8_0 => scalar::q8_0,
+        Q4_K => scalar::q4_k,
+        Q5_K => scalar::q5_k,
+        Q6_K => scalar::q6_k,
+        F32 => |w, a| dequant_dot(F32, w, a),
+        F16 => |w, a| dequant_dot(F16, w, a),
+        BF16 => |w, a| dequant_dot(BF16, w, a),
+        Q2_K => scalar::q2_k,
+        Q3_K => scalar::q3_k,
+        Q8_1 => |w, a| dequant_dot(Q8_1, w, a),
+        Q8_K => |w, a| dequant_dot(Q8_K, w, a),
+    }
+}
+
+/// Dequantize 256 elements at a time onto the stack and dot with f32 activations.
+fn dequant_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
+    const CHUNK: usize = 256;
+    let n = a.len() / 4;
+    let chunk = CHUNK.max(ty.block_len());
+    let chunk_bytes = ty.row_bytes(chunk).expect("chunk is whole blocks");
+    let mut buf = [0f32; CHUNK];
+    let mut sum = 0f32;
+    let mut i = 0;
+    while i < n {
+        let len = chunk.min(n - i);
+        let wb = &w[i / ty.block_len() * ty.block_bytes()..][..ty.row_bytes(len).unwrap_or(chunk_bytes)];
+        dequantize_row(ty, wb, &mut buf[..len]);
+        let mut s = 0f32;
+        for (x, y) in buf[..len].iter().zip(a[i * 4..(i + len) * 4].chunks_exact(4)) {
+            s += x * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+        }
+        sum += s;
+        i += len;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests;

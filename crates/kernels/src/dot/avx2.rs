@@ -1,0 +1,215 @@
+//! AVX2 + FMA + F16C dot products (x86_64), after ggml's `arch/x86/quants.c`.
+//!
+//! The public functions are safe wrappers: [`super::dot_fn`] hands them out only after
+//! `is_x86_feature_detected!` confirmed the features. Each one has a scalar twin in
+//! [`super::scalar`] and is compared with it in the tests.
+
+use crate::blocks::*;
+use std::arch::x86_64::*;
+
+macro_rules! safe_wrapper {
+    ($name:ident, $inner:ident) => {
+        pub fn $name(w: &[u8], a: &[u8]) -> f32 {
+            // SAFETY: only reachable through dot_fn(_, Isa::Avx2), chosen after the CPU
+            // reported avx2, fma and f16c.
+            unsafe { $inner(w, a) }
+        }
+    };
+}
+safe_wrapper!(q4_0, q4_0_impl);
+safe_wrapper!(q4_1, q4_1_impl);
+safe_wrapper!(q5_0, q5_0_impl);
+safe_wrapper!(q8_0, q8_0_impl);
+safe_wrapper!(q4_k, q4_k_impl);
+safe_wrapper!(q6_k, q6_k_impl);
+
+#[inline(always)]
+fn h(x: u16) -> f32 {
+    f16_to_f32(x)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+/// 16 packed bytes -> 32 nibbles: low nibbles in the low lane (elements 0..16), high
+/// nibbles in the high lane (elements 16..32).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: caller passes a pointer to 16 readable bytes.
+    let t = unsafe { _mm_loadu_si128(p as *const __m128i) };
+    let b = _mm256_insertf128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    _mm256_and_si256(_mm256_set1_epi8(0xF), b)
+}
+
+/// 32 bits -> 32 bytes, 0xFF where the bit is set.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bits_to_bytes(x: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// Signed bytes x·y summed in pairs of 4 into 8 i32 lanes, as floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_i8(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    dot_u8i8(ax, sy)
+}
+
+/// Unsigned x times signed y, summed in groups of 4 into 8 i32 lanes, as floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_u8i8(x: __m256i, y: __m256i) -> __m256 {
+    let p = _mm256_maddubs_epi16(x, y);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load(p: &[i8; 32]) -> __m256i {
+    // SAFETY: 32 readable bytes.
+    unsafe { _mm256_loadu_si256(p.as_ptr() as *const __m256i) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_impl(w: &[u8], a: &[u8]) -> f32 {
+    let (xs, ys) = (as_blocks::<BlockQ4_0>(w), as_blocks::<BlockQ8_0>(a));
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in xs.iter().zip(ys) {
+        let d = _mm256_set1_ps(h(x.d) * h(y.d));
+        // SAFETY: qs has 16 bytes, y.qs 32.
+        let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
+        let qx = _mm256_sub_epi8(qx, _mm256_set1_epi8(8));
+        acc = _mm256_fmadd_ps(d, dot_i8(qx, qy), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_impl(w: &[u8], a: &[u8]) -> f32 {
+    let (xs, ys) = (as_blocks::<BlockQ4_1>(w), as_blocks::<BlockQ8_1>(a));
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for (x, y) in xs.iter().zip(ys) {
+        summs += h(x.m) * h(y.s);
+        let d = _mm256_set1_ps(h(x.d) * h(y.d));
+        // SAFETY: as above.
+        let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
+        acc = _mm256_fmadd_ps(d, dot_u8i8(qx, qy), acc);
+    }
+    hsum(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_impl(w: &[u8], a: &[u8]) -> f32 {
+    let (xs, ys) = (as_blocks::<BlockQ5_0>(w), as_blocks::<BlockQ8_0>(a));
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in xs.iter().zip(ys) {
+        let d = _mm256_set1_ps(h(x.d) * h(y.d));
+        // SAFETY: as above.
+        let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
+        // q - 16 in two's complement: the high nibble is 0xF0 where the fifth bit is clear.
+        let hi = _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8));
+        acc = _mm256_fmadd_ps(d, dot_i8(_mm256_or_si256(qx, hi), qy), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_impl(w: &[u8], a: &[u8]) -> f32 {
+    let (xs, ys) = (as_blocks::<BlockQ8_0>(w), as_blocks::<BlockQ8_0>(a));
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in xs.iter().zip(ys) {
+        let d = _mm256_set1_ps(h(x.d) * h(y.d));
+        // SAFETY: 32-byte arrays.
+        let (qx, qy) = unsafe { (load(&x.qs), load(&y.qs)) };
+        acc = _mm256_fmadd_ps(d, dot_i8(qx, qy), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_impl(w: &[u8], a: &[u8]) -> f32 {
+    let (xs, ys) = (as_blocks::<BlockQ4K>(w), as_blocks::<BlockQ8K>(a));
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = 0f32;
+    for (x, y) in xs.iter().zip(ys) {
+        let (sc, mn) = unpack_scale_min_k4(&x.scales);
+        let mut mins = 0i32;
+        for j in 0..8 {
+            mins += (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32) * mn[j] as i32;
+        }
+        acc_m -= h(x.dmin) * y.d * mins as f32;
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            // SAFETY: j*32 + 32 <= 128 bytes of qs; y.qs has 256.
+            let (q4, ql, qh) = unsafe {
+                (
+                    _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i),
+                    _mm256_loadu_si256(y.qs.as_ptr().add(64 * j) as *const __m256i),
+                    _mm256_loadu_si256(y.qs.as_ptr().add(64 * j + 32) as *const __m256i),
+                )
+            };
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            let pl = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), _mm256_maddubs_epi16(lo, ql));
+            let ph = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), _mm256_maddubs_epi16(hi, qh));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc) + acc_m
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_impl(w: &[u8], a: &[u8]) -> f32 {
+    let (xs, ys) = (as_blocks::<BlockQ6K>(w), as_blocks::<BlockQ8K>(a));
+    let m4 = _mm256_set1_epi8(0xF);
+    let m2 = _mm256_set1_epi8(3);
+    let m32 = _mm256_set1_epi8(32);
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in xs.iter().zip(ys) {
+        let mut sumi = _mm256_setzero_si256();
+        for n in 0..2 {
+            let sc = &x.scales[n * 8..n * 8 + 8];
+            // SAFETY: offsets stay inside ql (128), qh (64) and y.qs (256).
+            let (bh, b1, b2, y0, y1, y2, y3) = unsafe {
+                let q8 = y.qs.as_ptr().add(128 * n);
+                (
+                    _mm256_loadu_si256(x.qh.as_ptr().add(32 * n) as *const __m256i),
+                    _mm256_loadu_si256(x.ql.as_ptr().add(64 * n) as *const __m256i),
+                    _mm256_loadu_si256(x.ql.as_ptr().add(64 * n + 32) as *const __m256i),
+                    _mm256_loadu_si256(q8 as *const __m256i),
+                    _mm256_loadu_si256(q8.add(32) as *const __m256i),
+                    _mm256_loadu_si256(q8.add(64) as *const __m256i),
+                    _mm256_loadu_si256(q8.add(96) as *const __m256i),
+                )
+            };
+            let h0 = _mm256_slli_epi16(_mm256_and_si256(bh, m2), 4);
+            let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m2), 4);
+            let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 4), m2), 4);
+            let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 6), m2), 4);
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(b1, m4), h0),
+                _mm256_or_si256(_mm256_and_si256(b2, m4), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h3),
+            ];
+            let yv = [y0, y1, y2, y3];
+            for k in 0..4 {
+                // (q - 32)·y = q·y - 32·y, with q unsigned for maddubs.
+                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], yv[k]), _mm256_maddubs_epi16(m32, yv[k]));
+                let s = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1] as i16), _mm_set1_epi16(sc[2 * k] as i16));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}

@@ -1,0 +1,135 @@
+use super::*;
+
+/// Small deterministic generator for test data.
+pub(crate) struct Lcg(pub u64);
+impl Lcg {
+    pub fn next_u32(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    pub fn f32(&mut self) -> f32 {
+        self.next_u32() as f32 / (1u64 << 31) as f32 - 1.0
+    }
+}
+
+/// Random bytes for `nb` blocks of `ty`, with every f16 scale set to a sane value so the
+/// sums stay finite.
+fn random_row(ty: GgmlType, n: usize, rng: &mut Lcg) -> Vec<u8> {
+    let bytes = ty.row_bytes(n).unwrap();
+    let mut v: Vec<u8> = (0..bytes).map(|_| rng.next_u32() as u8).collect();
+    let scale_offsets: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
+        GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    };
+    for b in 0..bytes / ty.block_bytes() {
+        for &o in scale_offsets {
+            let s = f32_to_f16(0.001 + (rng.next_u32() % 1000) as f32 * 1e-5).to_le_bytes();
+            v[b * ty.block_bytes() + o..][..2].copy_from_slice(&s);
+        }
+    }
+    if matches!(ty, GgmlType::F16 | GgmlType::BF16 | GgmlType::F32) {
+        let f: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+        v = match ty {
+            GgmlType::F32 => f.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            GgmlType::F16 => f.iter().flat_map(|x| f32_to_f16(*x).to_le_bytes()).collect(),
+            _ => f.iter().flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes()).collect(),
+        };
+    }
+    v
+}
+
+fn aligned(n: usize) -> Vec<u32> {
+    vec![0u32; n.div_ceil(4)]
+}
+
+const ALL: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Each kernel (scalar and SIMD) against the f32 dot of the dequantized operands.
+#[test]
+fn kernels_match_dequantized_reference() {
+    let mut rng = Lcg(7);
+    let n = 512;
+    for ty in ALL {
+        for _ in 0..20 {
+            let w = random_row(ty, n, &mut rng);
+            let x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+            let at = ActType::of(ty);
+            let mut abuf = aligned(at.row_bytes(n));
+            let ab = &mut bytemuck_u8(&mut abuf)[..at.row_bytes(n)];
+            at.quantize(&x, ab);
+            // Reference: dequantize both sides to f32.
+            let mut wf = vec![0f32; n];
+            dequantize_row(ty, &w, &mut wf);
+            let mut af = vec![0f32; n];
+            let act_ty = match at {
+                ActType::F32 => GgmlType::F32,
+                ActType::Q8_0 => GgmlType::Q8_0,
+                ActType::Q8_1 => GgmlType::Q8_1,
+                ActType::Q8K => GgmlType::Q8_K,
+            };
+            dequantize_row(act_ty, ab, &mut af);
+            let want: f64 = wf.iter().zip(&af).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let scale: f64 = wf.iter().zip(&af).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>() + 1e-6;
+            for isa in [Isa::Scalar, Isa::detect()] {
+                let got = dot_fn(ty, isa)(&w, ab) as f64;
+                assert!((got - want).abs() / scale < 1e-4, "{ty} {isa:?}: got {got} want {want} (scale {scale})");
+            }
+        }
+    }
+}
+
+/// SIMD kernels against their scalar twins, tightly.
+#[test]
+fn simd_matches_scalar() {
+    let isa = Isa::detect();
+    let mut rng = Lcg(11);
+    for ty in ALL {
+        for n in [256, 1024, 2816] {
+            let w = random_row(ty, n, &mut rng);
+            let x: Vec<f32> = (0..n).map(|_| rng.f32() * 3.0).collect();
+            let at = ActType::of(ty);
+            let mut abuf = aligned(at.row_bytes(n));
+            let ab = &mut bytemuck_u8(&mut abuf)[..at.row_bytes(n)];
+            at.quantize(&x, ab);
+            let s = dot_fn(ty, Isa::Scalar)(&w, ab);
+            let v = dot_fn(ty, isa)(&w, ab);
+            assert!((s - v).abs() <= 1e-4 * s.abs().max(1.0), "{ty} n={n}: scalar {s} simd {v}");
+        }
+    }
+}
+
+pub(crate) fn bytemuck_u8(v: &mut [u32]) -> &mut [u8] {
+    // SAFETY: u32 storage viewed as bytes.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 4) }
+}
+
+#[test]
+fn q8_k_quantization_matches_ggml_rule() {
+    let mut x = vec![0.5f32; 256];
+    x[3] = -2.0;
+    let mut b = [BlockQ8K { d: 0.0, qs: [0; 256], bsums: [0; 16] }];
+    crate::quantize::quantize_q8_k(&x, &mut b);
+    assert_eq!(b[0].qs[3], -127); // iscale = -127 / max = 63.5; the max maps to -127
+    assert_eq!(b[0].qs[0], 32); // round(63.5 * 0.5) = round(31.75)
+    assert_eq!(b[0].d, 1.0 / 63.5);
+    assert_eq!(b[0].bsums[0], b[0].qs[..16].iter().map(|&q| q as i16).sum::<i16>());
+}

@@ -1,0 +1,146 @@
+//! Quantization of f32 rows: activations into the 8-bit formats the dot products take
+//! (as ggml's x86 path does), and reference quantizers for the weight formats used to make
+//! test models.
+
+use crate::blocks::*;
+
+/// Round half to even, as `_mm256_round_ps(_, _MM_ROUND_NEAREST)` and ggml's `nearest_int`.
+#[inline(always)]
+fn round_even(x: f32) -> i32 {
+    x.round_ties_even() as i32
+}
+
+/// Activations to Q8_0 (`quantize_row_q8_0`, x86): `d = amax / 127`, `q = round(x * 127 / amax)`.
+pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        b.d = f32_to_f16(d);
+        for (q, v) in b.qs.iter_mut().zip(xs) {
+            *q = round_even(v * id) as i8;
+        }
+    }
+}
+
+/// Activations to Q8_1: as Q8_0 plus `s = d * sum(q)`.
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in b.qs.iter_mut().zip(xs) {
+            let r = round_even(v * id);
+            *q = r as i8;
+            sum += r;
+        }
+        b.d = f32_to_f16(d);
+        b.s = f32_to_f16(d * sum as f32);
+    }
+}
+
+/// Activations to Q8_K (`quantize_row_q8_K_ref`): scale from the element of largest
+/// magnitude, keeping its sign, so that element maps to -127; sums per 16 for the mins.
+pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            b.d = 0.0;
+            b.qs = [0; QK_K];
+            b.bsums = [0; QK_K / 16];
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, v) in b.qs.iter_mut().zip(xs) {
+            *q = round_even(iscale * v).min(127) as i8;
+        }
+        for (j, s) in b.bsums.iter_mut().enumerate() {
+            *s = b.qs[j * 16..j * 16 + 16].iter().map(|&q| q as i16).sum();
+        }
+        b.d = 1.0 / iscale;
+    }
+}
+
+/// Reference weight quantizer to Q8_0 (`quantize_row_q8_0_ref`).
+pub fn quantize_weights_q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
+    let mut out = vec![BlockQ8_0 { d: 0, qs: [0; QK] }; x.len() / QK];
+    quantize_q8_0(x, &mut out);
+    out
+}
+
+/// Reference weight quantizer to Q4_0 (`quantize_row_q4_0_ref`).
+pub fn quantize_weights_q4_0(x: &[f32]) -> Vec<BlockQ4_0> {
+    x.chunks_exact(QK)
+        .map(|xs| {
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in xs {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let d = max / -8.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut qs = [0u8; 16];
+            for j in 0..16 {
+                let q0 = ((xs[j] * id + 8.5) as i32).min(15) as u8;
+                let q1 = ((xs[j + 16] * id + 8.5) as i32).min(15) as u8;
+                qs[j] = q0 | (q1 << 4);
+            }
+            BlockQ4_0 { d: f32_to_f16(d), qs }
+        })
+        .collect()
+}
+
+/// Reference weight quantizer to Q4_1 (`quantize_row_q4_1_ref`).
+pub fn quantize_weights_q4_1(x: &[f32]) -> Vec<BlockQ4_1> {
+    x.chunks_exact(QK)
+        .map(|xs| {
+            let min = xs.iter().cloned().fold(f32::INFINITY, f32::min);
+            let max = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let d = (max - min) / 15.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut qs = [0u8; 16];
+            for j in 0..16 {
+                let q0 = (((xs[j] - min) * id + 0.5) as i32).min(15) as u8;
+                let q1 = (((xs[j + 16] - min) * id + 0.5) as i32).min(15) as u8;
+                qs[j] = q0 | (q1 << 4);
+            }
+            BlockQ4_1 { d: f32_to_f16(d), m: f32_to_f16(min), qs }
+        })
+        .collect()
+}
+
+/// Reference weight quantizer to Q5_0 (`quantize_row_q5_0_ref`).
+pub fn quantize_weights_q5_0(x: &[f32]) -> Vec<BlockQ5_0> {
+    x.chunks_exact(QK)
+        .map(|xs| {
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in xs {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let d = max / -16.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut qs = [0u8; 16];
+            let mut qh = 0u32;
+            for j in 0..16 {
+                let q0 = ((xs[j] * id + 16.5) as i32).min(31) as u32;
+                let q1 = ((xs[j + 16] * id + 16.5) as i32).min(31) as u32;
+                qs[j] = ((q0 & 0xF) | ((q1 & 0xF) << 4)) as u8;
+                qh |= ((q0 & 0x10) >> 4) << j;
+                qh |= ((q1 & 0x10) >> 4) << (j + 16);
+            }
+            BlockQ5_0 { d: f32_to_f16(d), qh: qh.to_le_bytes(), qs }
+        })
+        .collect()
+}
