@@ -1,0 +1,267 @@
+//! The forward pass: ONE decoder block, configured by [`Config`], run over a flattened
+//! batch of tokens from several sequences, each at its own position with its own cache.
+//!
+//! Per layer, for `T` tokens (shapes in comments):
+//! ```text
+//! x [T, n_embd] ── rms_norm ── Wq,Wk,Wv (+bias) ── q [T, n_head*hd], k/v [T, n_kv*hd]
+//!     qk-norm (opt) ── rope(pos) ── k,v → cache ── attention over own sequence (causal,
+//!     sliding window opt) ── Wo ── post-norm (opt) ── + x
+//! x ── rms_norm ── gate,up [T, n_ff] ── act(gate)*up ── Wdown ── post-norm (opt) ── + x
+//! ```
+//! then the final norm and output projection for the tokens that asked for logits.
+
+use crate::config::{Activation, RopeStyle};
+use crate::kv_cache::KvCache;
+use crate::weights::Mat;
+use crate::{Model, ModelError};
+use kernels::matmul::{matmul, ActBuf, QMatrix};
+use kernels::ops;
+use kernels::pool::Pool;
+
+/// A flattened batch: token `i` belongs to sequence `seq[i]` (an index into the caches
+/// passed to [`Model::forward`]) and is appended at that sequence's next position. Tokens of
+/// one sequence must appear in order.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub tokens: Vec<u32>,
+    pub seq: Vec<usize>,
+    /// Whether to compute logits for this token.
+    pub logits: Vec<bool>,
+}
+
+impl Batch {
+    pub fn clear(&mut self) {
+        self.tokens.clear();
+        self.seq.clear();
+        self.logits.clear();
+    }
+    pub fn push(&mut self, token: u32, seq: usize, logits: bool) {
+        self.tokens.push(token);
+        self.seq.push(seq);
+        self.logits.push(logits);
+    }
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// Buffers of the forward pass, reused across calls (they grow to the largest batch seen,
+/// so a decode step allocates nothing).
+#[derive(Default)]
+pub struct Scratch {
+    pos: Vec<usize>,
+    x: Vec<f32>,    // [T, n_embd] residual stream
+    h: Vec<f32>,    // [T, n_embd] normed input of a sub-block
+    q: Vec<f32>,    // [T, n_head * hd]
+    k: Vec<f32>,    // [T, n_kv * hd]
+    v: Vec<f32>,    // [T, n_kv * hd_v]
+    att: Vec<f32>,  // [T, n_head * hd_v]
+    o: Vec<f32>,    // [T, n_embd]
+    gate: Vec<f32>, // [T, n_ff]
+    up: Vec<f32>,   // [T, n_ff]
+    f16: Vec<u16>,  // [max(kv_dim, v_dim)]
+    scores: Vec<f32>, // [n_threads, max_positions + hd_v] per-thread attention scratch
+    last: Vec<f32>, // [n_out, n_embd]
+    pub logits: Vec<f32>, // [n_out, n_vocab]
+    act: ActBuf,
+}
+
+fn fit(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: threads write disjoint (token, head) slices.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl Model {
+    fn mm(&self, pool: &Pool, m: &Mat, x: &[f32], n: usize, act: &mut ActBuf, out: &mut [f32]) {
+        let w: QMatrix = m.view(&self.file, self.isa);
+        matmul(pool, &w, &x[..n * m.cols], n, act, &mut out[..n * m.rows]);
+    }
+
+    /// Run the batch; returns the logits `[n_out, n_vocab]` of the tokens marked in
+    /// `batch.logits`, in batch order.
+    pub fn forward<'s>(
+        &self,
+        pool: &Pool,
+        batch: &Batch,
+        caches: &mut [&mut KvCache],
+        s: &'s mut Scratch,
+    ) -> Result<&'s [f32], ModelError> {
+        let c = &self.config;
+        let t_n = batch.len();
+        // Positions: each sequence continues from its cache length.
+        s.pos.clear();
+        let mut next: Vec<usize> = caches.iter().map(|k| k.len()).collect();
+        for (i, (&tok, &sq)) in batch.tokens.iter().zip(&batch.seq).enumerate() {
+            let cache = caches.get(sq).ok_or(ModelError::BadBatch(format!("token {i} names sequence {sq} of {}", caches.len())))?;
+            if tok as usize >= c.n_vocab {
+                return Err(ModelError::BadBatch(format!("token id {tok} is outside the vocabulary ({})", c.n_vocab)));
+            }
+            if next[sq] >= cache.capacity() {
+                return Err(ModelError::ContextFull { capacity: cache.capacity() });
+            }
+            s.pos.push(next[sq]);
+            next[sq] += 1;
+        }
+        let (ne, qd, kvd, vd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.v_dim());
+        let att_dim = c.n_head * c.head_dim_v;
+        fit(&mut s.x, t_n * ne);
+        fit(&mut s.h, t_n * ne);
+        fit(&mut s.q, t_n * qd);
+        fit(&mut s.k, t_n * kvd);
+        fit(&mut s.v, t_n * vd);
+        fit(&mut s.att, t_n * att_dim);
+        fit(&mut s.o, t_n * ne);
+        fit(&mut s.gate, t_n * c.n_ff);
+        fit(&mut s.up, t_n * c.n_ff);
+        if s.f16.len() < kvd.max(vd) {
+            s.f16.resize(kvd.max(vd), 0);
+        }
+        let max_pos = next.iter().copied().max().unwrap_or(0);
+        fit(&mut s.scores, pool.n_threads() * (max_pos + c.head_dim_v));
+
+        // Embeddings. [T, n_embd]
+        let embd = self.weights.tok_embd.view(&self.file, self.isa);
+        for (t, &tok) in batch.tokens.iter().enumerate() {
+            let row = &mut s.x[t * ne..(t + 1) * ne];
+            embd.dequantize_row(tok as usize, row);
+            if c.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= c.embed_scale);
+            }
+        }
+
+        for (il, lw) in self.weights.layers.iter().enumerate() {
+            // Attention sub-block.
+            for t in 0..t_n {
+                ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], &s.x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps);
+            }
+            self.mm(pool, &lw.wq, &s.h, t_n, &mut s.act, &mut s.q);
+            self.mm(pool, &lw.wk, &s.h, t_n, &mut s.act, &mut s.k);
+            self.mm(pool, &lw.wv, &s.h, t_n, &mut s.act, &mut s.v);
+            let swa = c.swa_layers[il];
+            let base = if swa { c.rope_base_swa } else { c.rope_base };
+            for t in 0..t_n {
+                let q = &mut s.q[t * qd..(t + 1) * qd];
+                let k = &mut s.k[t * kvd..(t + 1) * kvd];
+                let v = &mut s.v[t * vd..(t + 1) * vd];
+                if let (Some(bq), Some(bk), Some(bv)) = (&lw.bq, &lw.bk, &lw.bv) {
+                    ops::add_assign(q, bq);
+                    ops::add_assign(k, bk);
+                    ops::add_assign(v, bv);
+                }
+                for (x, norm) in [(&mut *q, &lw.q_norm), (&mut *k, &lw.k_norm)] {
+                    if let Some(w) = norm {
+                        for head in x.chunks_exact_mut(c.head_dim) {
+                            ops::rms_norm(head, w, c.rms_eps);
+                        }
+                    }
+                }
+                let neox = c.rope_style == RopeStyle::Neox;
+                for head in q.chunks_exact_mut(c.head_dim).chain(k.chunks_exact_mut(c.head_dim)) {
+                    ops::rope(head, s.pos[t], base, neox, None);
+                }
+                let (kslot, vslot) = caches[batch.seq[t]].slot_mut(il, s.pos[t]);
+                ops::to_f16(kslot, k);
+                ops::to_f16(vslot, v);
+            }
+            self.attention(pool, il, batch, caches, s);
+            self.mm(pool, &lw.wo, &s.att, t_n, &mut s.act, &mut s.o);
+            for t in 0..t_n {
+                let o = &mut s.o[t * ne..(t + 1) * ne];
+                if let Some(w) = &lw.attn_post_norm {
+                    ops::rms_norm(o, w, c.rms_eps);
+                }
+                ops::add_assign(&mut s.x[t * ne..(t + 1) * ne], o);
+                ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], &s.x[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps);
+            }
+            // Feed-forward sub-block.
+            self.mm(pool, &lw.w_gate, &s.h, t_n, &mut s.act, &mut s.gate);
+            self.mm(pool, &lw.w_up, &s.h, t_n, &mut s.act, &mut s.up);
+            let nf = t_n * c.n_ff;
+            match c.activation {
+                Activation::SwiGlu => ops::swiglu(&mut s.gate[..nf], &s.up[..nf]),
+                Activation::GeGlu => ops::geglu(&mut s.gate[..nf], &s.up[..nf]),
+            }
+            self.mm(pool, &lw.w_down, &s.gate, t_n, &mut s.act, &mut s.o);
+            for t in 0..t_n {
+                let o = &mut s.o[t * ne..(t + 1) * ne];
+                if let Some(w) = &lw.ffn_post_norm {
+                    ops::rms_norm(o, w, c.rms_eps);
+                }
+                ops::add_assign(&mut s.x[t * ne..(t + 1) * ne], o);
+            }
+        }
+        for (cache, &n) in caches.iter_mut().zip(&next) {
+            cache.set_len(n);
+        }
+
+        // Output: final norm and projection for the tokens that want logits.
+        let n_out = batch.logits.iter().filter(|&&b| b).count();
+        fit(&mut s.last, n_out * ne);
+        let mut j = 0;
+        for t in (0..t_n).filter(|&t| batch.logits[t]) {
+            ops::rms_norm_into(&mut s.last[j * ne..(j + 1) * ne], &s.x[t * ne..(t + 1) * ne], &self.weights.output_norm, c.rms_eps);
+            j += 1;
+        }
+        let nv = c.n_vocab;
+        if s.logits.len() != n_out * nv {
+            s.logits.resize(n_out * nv, 0.0);
+        }
+        if n_out > 0 {
+            let w = self.weights.output.view(&self.file, self.isa);
+            matmul(pool, &w, &s.last[..n_out * ne], n_out, &mut s.act, &mut s.logits);
+        }
+        Ok(&s.logits[..n_out * nv])
+    }
+
+    /// Attention of every (token, head) pair over its own sequence's cache.
+    /// In: s.q `[T, n_head*hd]`, the caches; out: s.att `[T, n_head*hd_v]`.
+    fn attention(&self, pool: &Pool, il: usize, batch: &Batch, caches: &[&mut KvCache], s: &mut Scratch) {
+        let c = &self.config;
+        let (hd, hdv) = (c.head_dim, c.head_dim_v);
+        let (qd, kvd, vd) = (c.q_dim(), c.kv_dim(), c.v_dim());
+        let group = c.n_head / c.n_head_kv;
+        let window = if c.swa_layers[il] { c.sliding_window } else { None };
+        let t_n = batch.len();
+        let stride = s.scores.len() / pool.n_threads();
+        let scores = SendPtr(s.scores.as_mut_ptr());
+        let att = SendPtr(s.att.as_mut_ptr());
+        let (q, pos) = (&s.q, &s.pos);
+        pool.run(|ti, nt| {
+            let (scores, att) = (scores, att);
+            // SAFETY: each thread owns its stride of the scores buffer.
+            let buf = unsafe { std::slice::from_raw_parts_mut(scores.0.add(ti * stride), stride) };
+            for item in Pool::range(ti, nt, t_n * c.n_head) {
+                let (t, h) = (item / c.n_head, item % c.n_head);
+                let g = h / group;
+                let p = pos[t];
+                let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let (kc, vc) = caches[batch.seq[t]].layer(il);
+                let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
+                let (sc, acc) = buf.split_at_mut(p + 1 - start);
+                for (j, s) in sc.iter_mut().enumerate() {
+                    let kr = &kc[(start + j) * kvd + g * hd..][..hd];
+                    *s = ops::dot_f16(kr, qh) * c.attn_scale;
+                }
+                ops::softmax(sc);
+                let acc = &mut acc[..hdv];
+                acc.fill(0.0);
+                for (j, &w) in sc.iter().enumerate() {
+                    ops::axpy_f16(acc, &vc[(start + j) * vd + g * hdv..][..hdv], w);
+                }
+                // SAFETY: (t, h) is owned by this thread; the slice is inside s.att.
+                let out = unsafe { std::slice::from_raw_parts_mut(att.0.add(t * c.n_head * hdv + h * hdv), hdv) };
+                out.copy_from_slice(acc);
+            }
+        });
+    }
+}
