@@ -75,6 +75,9 @@ fn fit(v: &mut Vec<f32>, n: usize) {
     }
 }
 
+/// Largest head dimension the attention kernel takes (checked at load).
+pub(crate) const MAX_HEAD_DIM: usize = 512;
+
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 // SAFETY: threads write disjoint (token, head) slices.

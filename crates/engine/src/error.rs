@@ -1,0 +1,18 @@
+/// Why an engine request could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] model::ModelError),
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
+    #[error(transparent)]
+    Tokenizer(#[from] tokenizer::TokenizerError),
+    #[error(transparent)]
+    Template(#[from] crate::template::TemplateError),
+    #[error(transparent)]
+    Sampler(#[from] crate::sampler::SamplerError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the prompt has {n_prompt} tokens but the context holds {n_ctx}")]
+    PromptTooLong { n_prompt: usize, n_ctx: usize },
+}
