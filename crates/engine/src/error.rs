@@ -13,6 +13,8 @@ pub enum EngineError {
     Sampler(#[from] crate::sampler::SamplerError),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    ModelNotFound(String),
     #[error("the prompt has {n_prompt} tokens but the context holds {n_ctx}")]
     PromptTooLong { n_prompt: usize, n_ctx: usize },
 }

@@ -554,13 +554,13 @@ mod tests {
 
     /// `tokenizer.chat_template` of a real test model. Fails (never skips) when missing.
     fn real_template(model: &str) -> String {
-        let dir = std::env::var_os("BANTAM_TEST_MODELS")
+        let dir = std::env::var_os("BANTAM_MODELS")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
                 let home = std::env::var_os("HOME")
                     .map(PathBuf::from)
                     .unwrap_or_default();
-                home.join(".cache/bantam/test-models")
+                home.join(".bantam/models")
             });
         let path = dir.join(format!("{model}.gguf"));
         let gguf = gguf::Gguf::open(&path).unwrap_or_else(|e| {

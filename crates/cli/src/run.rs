@@ -1,0 +1,231 @@
+//! `bantam run MODEL [PROMPT]`: stream an answer, or chat on a terminal.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use engine::sampler::SamplingParams;
+use engine::template::ChatMessage;
+use engine::{GenerateParams, GenerateStats, LoadedModel, Sequence};
+use kernels::pool::Pool;
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Model name (smollm2:135m, gemma3:270m, qwen2.5-coder:0.5b) or path to a .gguf file
+    model: String,
+    /// The prompt; without it, a chat on a terminal, or the prompt read from stdin
+    prompt: Option<String>,
+    /// System message for the chat template
+    #[arg(long)]
+    system: Option<String>,
+    /// Send the prompt as it is, without the chat template
+    #[arg(long)]
+    raw: bool,
+    /// Sampling temperature; 0 means greedy
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.1)]
+    repeat_penalty: f32,
+    /// Tokens considered by the penalties (-1: the whole context, 0: off)
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
+    repeat_last_n: i32,
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Random seed (same seed, same output)
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Most tokens to generate (-1: until the context is full)
+    #[arg(short = 'n', long = "num-predict", default_value_t = -1, allow_negative_numbers = true)]
+    num_predict: i64,
+    /// Stop at this string (repeatable; not printed)
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Context size in tokens (default: 4096, or the model's training context if smaller)
+    #[arg(short = 'c', long)]
+    ctx_size: Option<usize>,
+    /// Worker threads (default: all cores)
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Print timings to stderr, as `ollama run --verbose`
+    #[arg(long)]
+    verbose: bool,
+}
+
+impl RunArgs {
+    fn params(&self) -> Result<GenerateParams> {
+        let mut sampling = SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            ..SamplingParams::default()
+        };
+        if let Some(s) = self.seed {
+            sampling.seed = s;
+        }
+        sampling.validate()?;
+        let num_predict = match self.num_predict {
+            n if n < -1 => bail!("--num-predict must be -1 or more, got {n}"),
+            -1 => None,
+            n => Some(n as usize),
+        };
+        Ok(GenerateParams { sampling, num_predict, stop: self.stop.clone() })
+    }
+}
+
+struct Session {
+    lm: LoadedModel,
+    pool: Pool,
+    seq: Sequence,
+    params: GenerateParams,
+    cancel: Arc<AtomicBool>,
+    verbose: bool,
+    raw: bool,
+}
+
+impl Session {
+    /// Token ids for the conversation so far (templated) or the raw prompt.
+    fn prompt_tokens(&self, messages: &[ChatMessage], raw_prompt: &str) -> Result<Vec<u32>> {
+        let tok = &self.lm.tokenizer;
+        let text = match (&self.lm.template, self.raw) {
+            (Some(t), false) => t.render(messages, true, None)?,
+            _ => raw_prompt.to_string(),
+        };
+        // A template that writes BOS itself must not get a second one.
+        let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
+        let add_bos = !(self.lm.template.is_some() && !self.raw && !bos_text.is_empty() && text.starts_with(bos_text));
+        Ok(tok.encode(&text, add_bos, true))
+    }
+
+    fn answer(&mut self, tokens: &[u32]) -> Result<(String, GenerateStats)> {
+        self.cancel.store(false, Ordering::SeqCst);
+        let mut out = std::io::stdout().lock();
+        let mut answer = String::new();
+        let stats = self.seq.generate(&self.lm, &self.pool, tokens, &self.params, &self.cancel, |piece| {
+            answer.push_str(piece);
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        })?;
+        let _ = writeln!(out);
+        if self.verbose {
+            print_verbose(&self.lm, &stats);
+        }
+        Ok((answer, stats))
+    }
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    if d.as_secs_f64() > 0.0 {
+        n as f64 / d.as_secs_f64()
+    } else {
+        0.0
+    }
+}
+
+fn print_verbose(lm: &LoadedModel, s: &GenerateStats) {
+    let total = lm.load_duration + s.prompt_eval_duration + s.eval_duration;
+    eprintln!("total duration:       {total:?}");
+    eprintln!("load duration:        {:?}", lm.load_duration);
+    eprintln!("prompt eval count:    {} token(s)", s.prompt_eval_count);
+    eprintln!("prompt eval duration: {:?}", s.prompt_eval_duration);
+    eprintln!("prompt eval rate:     {:.2} tokens/s", rate(s.prompt_eval_count, s.prompt_eval_duration));
+    eprintln!("eval count:           {} token(s)", s.eval_count);
+    eprintln!("eval duration:        {:?}", s.eval_duration);
+    eprintln!("eval rate:            {:.2} tokens/s", rate(s.eval_count, s.eval_duration));
+}
+
+pub fn main(a: RunArgs) -> Result<()> {
+    let params = a.params()?;
+    let lm = LoadedModel::load(&a.model)?;
+    let n_ctx = a.ctx_size.unwrap_or_else(|| lm.model.config.ctx_train.min(4096));
+    if n_ctx < 2 {
+        bail!("--ctx-size must be at least 2");
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = cancel.clone();
+    // Ctrl-C stops the current answer, not the program (a second one exits).
+    ctrlc::set_handler(move || {
+        if c.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })?;
+    let seq = Sequence::new(&lm, n_ctx);
+    let mut s = Session { lm, pool: Pool::new(crate::threads(a.threads)), seq, params, cancel, verbose: a.verbose, raw: a.raw };
+    let mut messages = Vec::new();
+    if let Some(sys) = &a.system {
+        messages.push(ChatMessage::new("system", sys.clone()));
+    }
+    let prompt = match a.prompt {
+        Some(p) => Some(p),
+        None if !std::io::stdin().is_terminal() => {
+            let mut p = String::new();
+            std::io::stdin().read_to_string(&mut p)?;
+            Some(p)
+        }
+        None => None,
+    };
+    if let Some(p) = prompt {
+        messages.push(ChatMessage::new("user", p.clone()));
+        let tokens = s.prompt_tokens(&messages, &p)?;
+        s.answer(&tokens)?;
+        return Ok(());
+    }
+    chat(&mut s, messages)
+}
+
+/// The interactive chat: history kept, `/bye` leaves, `/clear` resets.
+fn chat(s: &mut Session, base: Vec<ChatMessage>) -> Result<()> {
+    let mut messages = base.clone();
+    let stdin = std::io::stdin();
+    eprintln!("Chat with {} (/bye to leave, /clear to reset, Ctrl-C stops an answer)", s.lm.name);
+    loop {
+        eprint!(">>> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        match line.trim() {
+            "" => continue,
+            "/bye" => return Ok(()),
+            "/clear" => {
+                messages = base.clone();
+                s.seq.clear();
+                eprintln!("Cleared the conversation.");
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(ChatMessage::new("user", line));
+        let tokens = s.prompt_tokens(&messages, line)?;
+        if s.raw || s.lm.template.is_none() {
+            // Without a template each line is its own raw prompt.
+            messages.clear();
+        }
+        match s.answer(&tokens) {
+            Ok((answer, _)) => {
+                if s.lm.template.is_some() && !s.raw {
+                    messages.push(ChatMessage::new("assistant", answer));
+                }
+            }
+            Err(e) => {
+                messages.pop();
+                eprintln!("Error: {e}");
+            }
+        }
+    }
+}
