@@ -61,6 +61,8 @@ impl ActType {
                     o.copy_from_slice(&v.to_le_bytes());
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            ActType::Q8_0 | ActType::Q8_1 if Isa::detect_cached() == Isa::Avx2 => avx2::quantize_q8(x, out, self == ActType::Q8_1),
             ActType::Q8_0 => quantize_q8_0(x, view(out)),
             ActType::Q8_1 => quantize_q8_1(x, view(out)),
             ActType::Q8K => quantize_q8_k(x, view(out)),
@@ -70,6 +72,25 @@ impl ActType {
 
 /// `dot(weight_row_bytes, activation_row_bytes) -> f32`.
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
+
+/// Four dot products of one weight row with four activation rows.
+pub type Dot4Fn = fn(&[u8], [&[u8]; 4]) -> [f32; 4];
+
+/// The four-row kernel for `ty` on `isa`, where one exists.
+pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        return match ty {
+            GgmlType::Q4_0 => Some(avx2::q4_0_x4),
+            GgmlType::Q4_1 => Some(avx2::q4_1_x4),
+            GgmlType::Q5_0 => Some(avx2::q5_0_x4),
+            GgmlType::Q8_0 => Some(avx2::q8_0_x4),
+            _ => None,
+        };
+    }
+    let _ = (ty, isa);
+    None
+}
 
 /// Which instruction set the kernels use on this CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

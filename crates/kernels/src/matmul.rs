@@ -4,7 +4,7 @@
 //! W are split across the pool's threads, and each thread walks its rows in tiles so a
 //! tile of weights stays in cache while every token of the batch passes over it.
 
-use crate::dot::{dot_fn, ActType, DotFn, Isa};
+use crate::dot::{dot4_fn, dot_fn, ActType, Dot4Fn, DotFn, Isa};
 use crate::pool::Pool;
 use gguf::GgmlType;
 
@@ -17,6 +17,7 @@ pub struct QMatrix<'a> {
     pub cols: usize,
     pub data: &'a [u8],
     dot: DotFn,
+    dot4: Option<Dot4Fn>,
     row_bytes: usize,
 }
 
@@ -24,7 +25,7 @@ impl<'a> QMatrix<'a> {
     /// `data` must be exactly `rows` rows of `cols` elements of `ty`; returns `None` if not.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8], isa: Isa) -> Option<Self> {
         let row_bytes = ty.row_bytes(cols)?;
-        (row_bytes * rows == data.len()).then_some(QMatrix { ty, rows, cols, data, dot: dot_fn(ty, isa), row_bytes })
+        (row_bytes * rows == data.len()).then_some(QMatrix { ty, rows, cols, data, dot: dot_fn(ty, isa), dot4: dot4_fn(ty, isa), row_bytes })
     }
 
     pub fn row(&self, r: usize) -> &'a [u8] {
@@ -93,7 +94,21 @@ pub fn matmul(pool: &Pool, w: &QMatrix, x: &[f32], n: usize, act: &mut ActBuf, o
         let mut r0 = range.start;
         while r0 < range.end {
             let r1 = (r0 + TILE).min(range.end);
-            for t in 0..n {
+            let mut t = 0;
+            if let Some(dot4) = w.dot4 {
+                while t + 4 <= n {
+                    let a: [&[u8]; 4] = std::array::from_fn(|k| &abytes[(t + k) * arb..(t + k + 1) * arb]);
+                    for r in r0..r1 {
+                        let v = dot4(w.row(r), a);
+                        for (k, vk) in v.into_iter().enumerate() {
+                            // SAFETY: r is in this thread's range, t + k < n: in bounds, unshared.
+                            unsafe { *optr.0.add((t + k) * rows + r) = vk };
+                        }
+                    }
+                    t += 4;
+                }
+            }
+            for t in t..n {
                 let a = &abytes[t * arb..(t + 1) * arb];
                 for r in r0..r1 {
                     let v = (w.dot)(w.row(r), a);

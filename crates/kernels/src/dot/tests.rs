@@ -1,4 +1,5 @@
 use super::*;
+use crate::blocks::Block;
 
 /// Small deterministic generator for test data.
 pub(crate) struct Lcg(pub u64);
@@ -132,4 +133,51 @@ fn q8_k_quantization_matches_ggml_rule() {
     assert_eq!(b[0].qs[0], 32); // round(63.5 * 0.5) = round(31.75)
     assert_eq!(b[0].d, 1.0 / 63.5);
     assert_eq!(b[0].bsums[0], b[0].qs[..16].iter().map(|&q| q as i16).sum::<i16>());
+}
+
+#[test]
+fn simd_activation_quantizers_match_scalar() {
+    let mut rng = Lcg(5);
+    for at in [ActType::Q8_0, ActType::Q8_1] {
+        let x: Vec<f32> = (0..1024).map(|i| if i % 97 == 0 { 0.0 } else { rng.f32() * 5.0 }).collect();
+        let n = at.row_bytes(x.len());
+        let (mut a, mut b) = (aligned(n), aligned(n));
+        at.quantize(&x, &mut bytemuck_u8(&mut a)[..n]);
+        let bs = &mut bytemuck_u8(&mut b)[..n];
+        match at {
+            ActType::Q8_0 => crate::quantize::quantize_q8_0(&x, view_mut(bs)),
+            _ => crate::quantize::quantize_q8_1(&x, view_mut(bs)),
+        }
+        assert_eq!(&bytemuck_u8(&mut a)[..n], &bytemuck_u8(&mut b)[..n], "{at:?}");
+    }
+}
+
+fn view_mut<T: Block>(b: &mut [u8]) -> &mut [T] {
+    let n = b.len() / std::mem::size_of::<T>();
+    // SAFETY: test buffers are u32-aligned and sized to whole blocks.
+    unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut T, n) }
+}
+
+#[test]
+fn four_row_kernels_match_single_row() {
+    let isa = Isa::detect();
+    let mut rng = Lcg(3);
+    for ty in ALL {
+        let Some(d4) = dot4_fn(ty, isa) else { continue };
+        let n = 1024;
+        let w = random_row(ty, n, &mut rng);
+        let at = ActType::of(ty);
+        let nb = at.row_bytes(n);
+        let mut bufs: Vec<Vec<u32>> = (0..4).map(|_| aligned(nb)).collect();
+        for b in bufs.iter_mut() {
+            let x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+            at.quantize(&x, &mut bytemuck_u8(b)[..nb]);
+        }
+        let rows: Vec<&[u8]> = bufs.iter_mut().map(|b| &bytemuck_u8(b)[..nb]).map(|s| &*s).collect();
+        let got = d4(&w, [rows[0], rows[1], rows[2], rows[3]]);
+        for k in 0..4 {
+            let one = dot_fn(ty, isa)(&w, rows[k]);
+            assert!((got[k] - one).abs() <= 1e-5 * one.abs().max(1.0), "{ty} row {k}: {} vs {one}", got[k]);
+        }
+    }
 }
