@@ -19,6 +19,7 @@
 mod block;
 pub mod config;
 mod kv_cache;
+pub mod tiny;
 mod weights;
 
 pub use block::{Batch, Scratch};
