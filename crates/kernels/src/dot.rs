@@ -15,7 +15,9 @@ use gguf::GgmlType;
 
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
-pub mod avx2;
+mod x86;
+#[cfg(target_arch = "x86_64")]
+pub use x86::{avx2, vnni};
 
 /// The format of the activation operand of a weight type's dot product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +64,9 @@ impl ActType {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            ActType::Q8_0 | ActType::Q8_1 if Isa::detect_cached() == Isa::Avx2 => avx2::quantize_q8(x, out, self == ActType::Q8_1),
+            ActType::Q8_0 | ActType::Q8_1 if Isa::detect_cached() != Isa::Scalar => {
+                avx2::quantize_q8(x, out, self == ActType::Q8_1)
+            }
             ActType::Q8_0 => quantize_q8_0(x, view(out)),
             ActType::Q8_1 => quantize_q8_1(x, view(out)),
             ActType::Q8K => quantize_q8_k(x, view(out)),
@@ -73,20 +77,54 @@ impl ActType {
 /// `dot(weight_row_bytes, activation_row_bytes) -> f32`.
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
 
-/// Four dot products of one weight row with four activation rows.
-pub type Dot4Fn = fn(&[u8], [&[u8]; 4]) -> [f32; 4];
+/// Four dot products of one weight row with four activation rows (Q8_0 or Q8_1), given
+/// the activations' block scales as f32, block-major: `d[4 * block + row]`, and for Q8_1
+/// `s` likewise (empty for Q8_0).
+pub type Dot4Fn = fn(&[u8], [&[u8]; 4], &[f32], &[f32]) -> [f32; 4];
+
+/// Fill `d` (and `s` for Q8_1) with the f32 block scales of four activation rows in the
+/// layout [`Dot4Fn`] takes.
+pub fn act_scales_x4(at: ActType, rows: [&[u8]; 4], d: &mut Vec<f32>, s: &mut Vec<f32>) {
+    d.clear();
+    s.clear();
+    match at {
+        ActType::Q8_0 => {
+            let b = rows.map(as_blocks::<BlockQ8_0>);
+            for i in 0..b[0].len() {
+                d.extend(b.iter().map(|r| f16_to_f32(r[i].d)));
+            }
+        }
+        ActType::Q8_1 => {
+            let b = rows.map(as_blocks::<BlockQ8_1>);
+            for i in 0..b[0].len() {
+                d.extend(b.iter().map(|r| f16_to_f32(r[i].d)));
+                s.extend(b.iter().map(|r| f16_to_f32(r[i].s)));
+            }
+        }
+        ActType::F32 | ActType::Q8K => {}
+    }
+}
 
 /// The four-row kernel for `ty` on `isa`, where one exists.
 pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
-        return match ty {
-            GgmlType::Q4_0 => Some(avx2::q4_0_x4),
-            GgmlType::Q4_1 => Some(avx2::q4_1_x4),
-            GgmlType::Q5_0 => Some(avx2::q5_0_x4),
-            GgmlType::Q8_0 => Some(avx2::q8_0_x4),
-            _ => None,
-        };
+    {
+        macro_rules! pick {
+            ($m:ident) => {
+                match ty {
+                    GgmlType::Q4_0 => Some($m::q4_0_x4 as Dot4Fn),
+                    GgmlType::Q4_1 => Some($m::q4_1_x4),
+                    GgmlType::Q5_0 => Some($m::q5_0_x4),
+                    GgmlType::Q8_0 => Some($m::q8_0_x4),
+                    _ => None,
+                }
+            };
+        }
+        match isa {
+            Isa::Avx2 => return pick!(avx2),
+            Isa::Vnni => return pick!(vnni),
+            Isa::Scalar => {}
+        }
     }
     let _ = (ty, isa);
     None
@@ -97,17 +135,27 @@ pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
 pub enum Isa {
     Scalar,
     Avx2,
+    /// AVX2 plus AVX-512 VNNI (`vpdpbusd` on 256-bit vectors).
+    Vnni,
 }
 
 impl Isa {
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var_os("BANTAM_SCALAR").is_none()
+            // BANTAM_ISA=scalar|avx2 caps the instruction set (for comparisons and tests).
+            let cap = std::env::var("BANTAM_ISA").unwrap_or_default();
+            if cap != "scalar"
                 && is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("f16c")
             {
+                if cap != "avx2"
+                    && is_x86_feature_detected!("avx512vnni")
+                    && is_x86_feature_detected!("avx512vl")
+                {
+                    return Isa::Vnni;
+                }
                 return Isa::Avx2;
             }
         }
@@ -125,15 +173,24 @@ impl Isa {
 pub fn dot_fn(ty: GgmlType, isa: Isa) -> DotFn {
     use GgmlType::*;
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
-        match ty {
-            Q4_0 => return avx2::q4_0,
-            Q4_1 => return avx2::q4_1,
-            Q5_0 => return avx2::q5_0,
-            Q8_0 => return avx2::q8_0,
-            Q4_K => return avx2::q4_k,
-            Q6_K => return avx2::q6_k,
-            Q2_K | Q3_K | Q5_1 | Q5_K | F32 | F16 | BF16 | Q8_1 | Q8_K => {}
+    {
+        macro_rules! pick {
+            ($m:ident) => {
+                match ty {
+                    Q4_0 => return $m::q4_0,
+                    Q4_1 => return $m::q4_1,
+                    Q5_0 => return $m::q5_0,
+                    Q8_0 => return $m::q8_0,
+                    Q4_K => return $m::q4_k,
+                    Q6_K => return $m::q6_k,
+                    Q2_K | Q3_K | Q5_1 | Q5_K | F32 | F16 | BF16 | Q8_1 | Q8_K => {}
+                }
+            };
+        }
+        match isa {
+            Isa::Avx2 => pick!(avx2),
+            Isa::Vnni => pick!(vnni),
+            Isa::Scalar => {}
         }
     }
     let _ = isa;
@@ -167,10 +224,14 @@ fn dequant_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     let mut i = 0;
     while i < n {
         let len = chunk.min(n - i);
-        let wb = &w[i / ty.block_len() * ty.block_bytes()..][..ty.row_bytes(len).unwrap_or(chunk_bytes)];
+        let wb =
+            &w[i / ty.block_len() * ty.block_bytes()..][..ty.row_bytes(len).unwrap_or(chunk_bytes)];
         dequantize_row(ty, wb, &mut buf[..len]);
         let mut s = 0f32;
-        for (x, y) in buf[..len].iter().zip(a[i * 4..(i + len) * 4].chunks_exact(4)) {
+        for (x, y) in buf[..len]
+            .iter()
+            .zip(a[i * 4..(i + len) * 4].chunks_exact(4))
+        {
             s += x * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
         }
         sum += s;

@@ -4,7 +4,7 @@
 //! W are split across the pool's threads, and each thread walks its rows in tiles so a
 //! tile of weights stays in cache while every token of the batch passes over it.
 
-use crate::dot::{dot4_fn, dot_fn, ActType, Dot4Fn, DotFn, Isa};
+use crate::dot::{act_scales_x4, dot4_fn, dot_fn, ActType, Dot4Fn, DotFn, Isa};
 use crate::pool::Pool;
 use gguf::GgmlType;
 
@@ -25,7 +25,15 @@ impl<'a> QMatrix<'a> {
     /// `data` must be exactly `rows` rows of `cols` elements of `ty`; returns `None` if not.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8], isa: Isa) -> Option<Self> {
         let row_bytes = ty.row_bytes(cols)?;
-        (row_bytes * rows == data.len()).then_some(QMatrix { ty, rows, cols, data, dot: dot_fn(ty, isa), dot4: dot4_fn(ty, isa), row_bytes })
+        (row_bytes * rows == data.len()).then_some(QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+            dot: dot_fn(ty, isa),
+            dot4: dot4_fn(ty, isa),
+            row_bytes,
+        })
     }
 
     pub fn row(&self, r: usize) -> &'a [u8] {
@@ -43,6 +51,8 @@ impl<'a> QMatrix<'a> {
 #[derive(Default)]
 pub struct ActBuf {
     words: Vec<u64>,
+    /// Per group of four activation rows: f32 block scales (`d`, then `s`), for [`Dot4Fn`].
+    scales: Vec<Vec<f32>>,
 }
 
 impl ActBuf {
@@ -71,21 +81,38 @@ pub fn matmul(pool: &Pool, w: &QMatrix, x: &[f32], n: usize, act: &mut ActBuf, o
     let at = ActType::of(w.ty);
     let arb = at.row_bytes(w.cols);
     let abytes = act.bytes(arb * n);
+    // SAFETY: detach the byte view from `act` so its scale vectors can be filled below;
+    // `bytes` returned a slice of `act.words`, which is not touched again in this call.
+    let abytes = unsafe { std::slice::from_raw_parts_mut(abytes.as_mut_ptr(), abytes.len()) };
     if n >= 8 {
         let p = abytes.as_mut_ptr() as usize;
         pool.run(|i, nt| {
             for t in Pool::range(i, nt, n) {
                 // SAFETY: each thread writes its own activation rows.
-                let dst = unsafe { std::slice::from_raw_parts_mut((p as *mut u8).add(t * arb), arb) };
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut((p as *mut u8).add(t * arb), arb) };
                 at.quantize(&x[t * w.cols..(t + 1) * w.cols], dst);
             }
         });
     } else {
         for t in 0..n {
-            at.quantize(&x[t * w.cols..(t + 1) * w.cols], &mut abytes[t * arb..(t + 1) * arb]);
+            at.quantize(
+                &x[t * w.cols..(t + 1) * w.cols],
+                &mut abytes[t * arb..(t + 1) * arb],
+            );
         }
     }
     let abytes: &[u8] = abytes;
+    let n_groups = if w.dot4.is_some() { n / 4 } else { 0 };
+    if act.scales.len() < 2 * n_groups {
+        act.scales.resize_with(2 * n_groups, Vec::new);
+    }
+    for g in 0..n_groups {
+        let rows: [&[u8]; 4] = std::array::from_fn(|k| &abytes[(4 * g + k) * arb..(4 * g + k + 1) * arb]);
+        let (d, s) = act.scales[2 * g..2 * g + 2].split_at_mut(1);
+        act_scales_x4(at, rows, &mut d[0], &mut s[0]);
+    }
+    let scales = &act.scales;
     let optr = SendPtr(out.as_mut_ptr());
     let rows = w.rows;
     pool.run(|i, nt| {
@@ -98,8 +125,9 @@ pub fn matmul(pool: &Pool, w: &QMatrix, x: &[f32], n: usize, act: &mut ActBuf, o
             if let Some(dot4) = w.dot4 {
                 while t + 4 <= n {
                     let a: [&[u8]; 4] = std::array::from_fn(|k| &abytes[(t + k) * arb..(t + k + 1) * arb]);
+                    let (d, s) = (&scales[2 * (t / 4)], &scales[2 * (t / 4) + 1]);
                     for r in r0..r1 {
-                        let v = dot4(w.row(r), a);
+                        let v = dot4(w.row(r), a, d, s);
                         for (k, vk) in v.into_iter().enumerate() {
                             // SAFETY: r is in this thread's range, t + k < n: in bounds, unshared.
                             unsafe { *optr.0.add((t + k) * rows + r) = vk };
@@ -129,11 +157,15 @@ mod tests {
     #[test]
     fn matmul_matches_naive() {
         let (rows, cols, n) = (37, 64, 9);
-        let wf: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.5).collect();
+        let wf: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.5)
+            .collect();
         let wq = quantize_weights_q8_0(&wf);
         let bytes = crate::blocks::block_bytes(&wq);
         let w = QMatrix::new(GgmlType::Q8_0, rows, cols, bytes, Isa::detect()).unwrap();
-        let x: Vec<f32> = (0..n * cols).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5).collect();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5)
+            .collect();
         for threads in [1, 2, 3] {
             let pool = Pool::new(threads);
             let mut out = vec![0f32; n * rows];
@@ -141,7 +173,11 @@ mod tests {
             for t in 0..n {
                 for r in 0..rows {
                     let want: f32 = (0..cols).map(|k| wf[r * cols + k] * x[t * cols + k]).sum();
-                    assert!((out[t * rows + r] - want).abs() < 0.05, "t{t} r{r}: {} vs {want}", out[t * rows + r]);
+                    assert!(
+                        (out[t * rows + r] - want).abs() < 0.05,
+                        "t{t} r{r}: {} vs {want}",
+                        out[t * rows + r]
+                    );
                 }
             }
         }

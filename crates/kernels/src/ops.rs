@@ -43,7 +43,11 @@ fn gelu_exact_tanh(x: f32) -> f32 {
 /// outputs (`ggml_table_gelu_f16`, GGML_GELU_FP16); we do the same to match its results.
 fn gelu_table() -> &'static [u16] {
     static T: OnceLock<Vec<u16>> = OnceLock::new();
-    T.get_or_init(|| (0..=u16::MAX).map(|b| f32_to_f16(gelu_exact_tanh(f16_to_f32(b)))).collect())
+    T.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|b| f32_to_f16(gelu_exact_tanh(f16_to_f32(b))))
+            .collect()
+    })
 }
 
 /// GeGLU: `gate = gelu(gate) * up` (`ggml_vec_geglu_f32`).
@@ -75,7 +79,11 @@ pub fn rope(x: &mut [f32], pos: usize, base: f32, neox: bool, freq_factors: Opti
             None => theta,
         };
         let (s, c) = t.sin_cos();
-        let (a, b) = if neox { (i, i + d / 2) } else { (2 * i, 2 * i + 1) };
+        let (a, b) = if neox {
+            (i, i + d / 2)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (x0, x1) = (x[a], x[b]);
         x[a] = x0 * c - x1 * s;
         x[b] = x0 * s + x1 * c;
@@ -100,7 +108,7 @@ pub fn softmax(x: &mut [f32]) {
 /// `sum(k[i] * q[i])` with `k` in f16 bits.
 pub fn dot_f16(k: &[u16], q: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if crate::dot::Isa::detect_cached() == crate::dot::Isa::Avx2 {
+    if crate::dot::Isa::detect_cached() != crate::dot::Isa::Scalar {
         // SAFETY: AVX2/F16C/FMA present (detected).
         return unsafe { x86::dot_f16(k, q) };
     }
@@ -110,7 +118,7 @@ pub fn dot_f16(k: &[u16], q: &[f32]) -> f32 {
 /// `out += a * v` with `v` in f16 bits.
 pub fn axpy_f16(out: &mut [f32], v: &[u16], a: f32) {
     #[cfg(target_arch = "x86_64")]
-    if crate::dot::Isa::detect_cached() == crate::dot::Isa::Avx2 {
+    if crate::dot::Isa::detect_cached() != crate::dot::Isa::Scalar {
         // SAFETY: as above.
         return unsafe { x86::axpy_f16(out, v, a) };
     }
@@ -139,7 +147,10 @@ mod x86 {
         while i + 8 <= n {
             // SAFETY: i + 8 <= n for both slices.
             let (kv, qv) = unsafe {
-                (_mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i) as *const __m128i)), _mm256_loadu_ps(q.as_ptr().add(i)))
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i) as *const __m128i)),
+                    _mm256_loadu_ps(q.as_ptr().add(i)),
+                )
             };
             acc = _mm256_fmadd_ps(kv, qv, acc);
             i += 8;
@@ -181,7 +192,9 @@ mod tests {
     use super::*;
     #[test]
     fn f16_kernels_match_scalar() {
-        let k: Vec<u16> = (0..77).map(|i| f32_to_f16((i as f32 * 0.37).sin())).collect();
+        let k: Vec<u16> = (0..77)
+            .map(|i| f32_to_f16((i as f32 * 0.37).sin()))
+            .collect();
         let q: Vec<f32> = (0..77).map(|i| (i as f32 * 0.11).cos()).collect();
         let want: f32 = k.iter().zip(&q).map(|(&a, &b)| f16_to_f32(a) * b).sum();
         assert!((dot_f16(&k, &q) - want).abs() < 1e-4);

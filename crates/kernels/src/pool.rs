@@ -72,7 +72,9 @@ impl Pool {
         let job: *const (dyn Fn(usize, usize) + Sync + '_) = &f;
         // SAFETY: we erase the lifetime; every worker finishes with the pointer before
         // this function returns (we wait for `pending` to reach zero below).
-        let ptr = JobPtr(unsafe { std::mem::transmute::<*const (dyn Fn(usize, usize) + Sync + '_), *const Job>(job) });
+        let ptr = JobPtr(unsafe {
+            std::mem::transmute::<*const (dyn Fn(usize, usize) + Sync + '_), *const Job>(job)
+        });
         *self.shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(ptr);
         self.shared.pending.store(n - 1, Ordering::SeqCst);
         self.shared.generation.fetch_add(1, Ordering::SeqCst);

@@ -1,0 +1,414 @@
+//! x86_64 dot products after ggml's `arch/x86/quants.c`, compiled twice from one source:
+//! [`avx2`] (AVX2 + FMA + F16C) and [`vnni`] (the same plus AVX-512 VNNI on 256-bit
+//! vectors, where one `vpdpbusd` replaces the `vpmaddubsw` + `vpmaddwd` pair).
+//!
+//! The public functions are safe wrappers: [`super::dot_fn`] hands them out only after
+//! `is_x86_feature_detected!` confirmed the features. Each one has a scalar twin in
+//! [`super::scalar`] and is compared with it in the tests.
+
+
+macro_rules! x86_kernels {
+    ($feat:literal, |$x:ident, $y:ident| $udot:expr) => {
+        use crate::blocks::*;
+        use std::arch::x86_64::*;
+
+        /// f16 bits to f32 with the F16C instruction (the `half` crate's portable path is a
+        /// software conversion, which costs more than the block's arithmetic).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn h(x: u16) -> f32 {
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x as i32)))
+        }
+
+        macro_rules! safe_wrapper {
+            ($name:ident, $inner:ident) => {
+                pub fn $name(w: &[u8], a: &[u8]) -> f32 {
+                    // SAFETY: only reachable through dot_fn / dot4_fn, chosen after the CPU
+                    // reported the features this module is compiled for.
+                    unsafe { $inner(w, a) }
+                }
+            };
+        }
+        safe_wrapper!(q4_0, q4_0_impl);
+        safe_wrapper!(q4_1, q4_1_impl);
+        safe_wrapper!(q5_0, q5_0_impl);
+        safe_wrapper!(q8_0, q8_0_impl);
+        safe_wrapper!(q4_k, q4_k_impl);
+        safe_wrapper!(q6_k, q6_k_impl);
+
+        #[target_feature(enable = $feat)]
+        fn hsum(v: __m256) -> f32 {
+            let r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+            let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+            _mm_cvtss_f32(r)
+        }
+
+        /// 16 packed bytes -> 32 nibbles: low nibbles in the low lane (elements 0..16), high
+        /// nibbles in the high lane (elements 16..32).
+        #[target_feature(enable = $feat)]
+        unsafe fn nibbles(p: *const u8) -> __m256i {
+            // SAFETY: caller passes a pointer to 16 readable bytes.
+            let t = unsafe { _mm_loadu_si128(p as *const __m128i) };
+            let b = _mm256_insertf128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+            _mm256_and_si256(_mm256_set1_epi8(0xF), b)
+        }
+
+        /// 32 bits -> 32 bytes, 0xFF where the bit is set.
+        #[target_feature(enable = $feat)]
+        fn bits_to_bytes(x: u32) -> __m256i {
+            let shuf = _mm256_set_epi64x(
+                0x0303030303030303,
+                0x0202020202020202,
+                0x0101010101010101,
+                0,
+            );
+            let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+            let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+            _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+        }
+
+        /// Signed bytes x·y summed in pairs of 4 into 8 i32 lanes, as floats.
+        #[target_feature(enable = $feat)]
+        fn dot_i8(x: __m256i, y: __m256i) -> __m256 {
+            let ax = _mm256_sign_epi8(x, x);
+            let sy = _mm256_sign_epi8(y, x);
+            dot_u8i8(ax, sy)
+        }
+
+        /// Unsigned x times signed y, summed in groups of 4 into 8 i32 lanes, as floats.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn dot_u8i8(x: __m256i, y: __m256i) -> __m256 {
+            _mm256_cvtepi32_ps(idot(x, y))
+        }
+
+        /// Unsigned x times signed y, summed in groups of 4 into 8 i32 lanes.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn idot($x: __m256i, $y: __m256i) -> __m256i {
+            $udot
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn load(p: &[i8; 32]) -> __m256i {
+            // SAFETY: 32 readable bytes.
+            unsafe { _mm256_loadu_si256(p.as_ptr() as *const __m256i) }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_0_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ4_0>(w), as_blocks::<BlockQ8_0>(a));
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in xs.iter().zip(ys) {
+                let d = _mm256_set1_ps(h(x.d) * h(y.d));
+                // SAFETY: qs has 16 bytes, y.qs 32.
+                let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
+                let qx = _mm256_sub_epi8(qx, _mm256_set1_epi8(8));
+                acc = _mm256_fmadd_ps(d, dot_i8(qx, qy), acc);
+            }
+            hsum(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_1_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ4_1>(w), as_blocks::<BlockQ8_1>(a));
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            for (x, y) in xs.iter().zip(ys) {
+                summs += h(x.m) * h(y.s);
+                let d = _mm256_set1_ps(h(x.d) * h(y.d));
+                // SAFETY: as above.
+                let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
+                acc = _mm256_fmadd_ps(d, dot_u8i8(qx, qy), acc);
+            }
+            hsum(acc) + summs
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q5_0_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ5_0>(w), as_blocks::<BlockQ8_0>(a));
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in xs.iter().zip(ys) {
+                let d = _mm256_set1_ps(h(x.d) * h(y.d));
+                // SAFETY: as above.
+                let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
+                // q - 16 in two's complement: the high nibble is 0xF0 where the fifth bit is clear.
+                let hi = _mm256_andnot_si256(
+                    bits_to_bytes(u32::from_le_bytes(x.qh)),
+                    _mm256_set1_epi8(0xF0u8 as i8),
+                );
+                acc = _mm256_fmadd_ps(d, dot_i8(_mm256_or_si256(qx, hi), qy), acc);
+            }
+            hsum(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q8_0_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ8_0>(w), as_blocks::<BlockQ8_0>(a));
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in xs.iter().zip(ys) {
+                let d = _mm256_set1_ps(h(x.d) * h(y.d));
+                // SAFETY: 32-byte arrays.
+                let (qx, qy) = unsafe { (load(&x.qs), load(&y.qs)) };
+                acc = _mm256_fmadd_ps(d, dot_i8(qx, qy), acc);
+            }
+            hsum(acc)
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_k_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ4K>(w), as_blocks::<BlockQ8K>(a));
+            let m4 = _mm256_set1_epi8(0xF);
+            let mut acc = _mm256_setzero_ps();
+            let mut acc_m = 0f32;
+            for (x, y) in xs.iter().zip(ys) {
+                let (sc, mn) = unpack_scale_min_k4(&x.scales);
+                let mut mins = 0i32;
+                for j in 0..8 {
+                    mins += (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32) * mn[j] as i32;
+                }
+                acc_m -= h(x.dmin) * y.d * mins as f32;
+                let mut sumi = _mm256_setzero_si256();
+                for j in 0..4 {
+                    // SAFETY: j*32 + 32 <= 128 bytes of qs; y.qs has 256.
+                    let (q4, ql, qh) = unsafe {
+                        (
+                            _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i),
+                            _mm256_loadu_si256(y.qs.as_ptr().add(64 * j) as *const __m256i),
+                            _mm256_loadu_si256(y.qs.as_ptr().add(64 * j + 32) as *const __m256i),
+                        )
+                    };
+                    let lo = _mm256_and_si256(q4, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                    let pl = _mm256_madd_epi16(
+                        _mm256_set1_epi16(sc[2 * j] as i16),
+                        _mm256_maddubs_epi16(lo, ql),
+                    );
+                    let ph = _mm256_madd_epi16(
+                        _mm256_set1_epi16(sc[2 * j + 1] as i16),
+                        _mm256_maddubs_epi16(hi, qh),
+                    );
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum(acc) + acc_m
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q6_k_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ6K>(w), as_blocks::<BlockQ8K>(a));
+            let m4 = _mm256_set1_epi8(0xF);
+            let m2 = _mm256_set1_epi8(3);
+            let m32 = _mm256_set1_epi8(32);
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in xs.iter().zip(ys) {
+                let mut sumi = _mm256_setzero_si256();
+                for n in 0..2 {
+                    let sc = &x.scales[n * 8..n * 8 + 8];
+                    // SAFETY: offsets stay inside ql (128), qh (64) and y.qs (256).
+                    let (bh, b1, b2, y0, y1, y2, y3) = unsafe {
+                        let q8 = y.qs.as_ptr().add(128 * n);
+                        (
+                            _mm256_loadu_si256(x.qh.as_ptr().add(32 * n) as *const __m256i),
+                            _mm256_loadu_si256(x.ql.as_ptr().add(64 * n) as *const __m256i),
+                            _mm256_loadu_si256(x.ql.as_ptr().add(64 * n + 32) as *const __m256i),
+                            _mm256_loadu_si256(q8 as *const __m256i),
+                            _mm256_loadu_si256(q8.add(32) as *const __m256i),
+                            _mm256_loadu_si256(q8.add(64) as *const __m256i),
+                            _mm256_loadu_si256(q8.add(96) as *const __m256i),
+                        )
+                    };
+                    let h0 = _mm256_slli_epi16(_mm256_and_si256(bh, m2), 4);
+                    let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m2), 4);
+                    let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 4), m2), 4);
+                    let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 6), m2), 4);
+                    let q = [
+                        _mm256_or_si256(_mm256_and_si256(b1, m4), h0),
+                        _mm256_or_si256(_mm256_and_si256(b2, m4), h1),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), h2),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h3),
+                    ];
+                    let yv = [y0, y1, y2, y3];
+                    for k in 0..4 {
+                        // (q - 32)·y = q·y - 32·y, with q unsigned for maddubs.
+                        let p = _mm256_sub_epi16(
+                            _mm256_maddubs_epi16(q[k], yv[k]),
+                            _mm256_maddubs_epi16(m32, yv[k]),
+                        );
+                        let s = _mm256_set_m128i(
+                            _mm_set1_epi16(sc[2 * k + 1] as i16),
+                            _mm_set1_epi16(sc[2 * k] as i16),
+                        );
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                    }
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum(acc)
+        }
+
+        // ---- Four activation rows at once ------------------------------------------------
+        //
+        // Prompt processing multiplies each weight row with many tokens. These kernels
+        // unpack a weight block once and use it against four activation rows; the four
+        // integer block sums are reduced together and scaled by one vector multiply, with
+        // the activation scales (`d`, and `s` for Q8_1) given as f32, block-major
+        // (`[n_blocks, 4]`), by the caller.
+
+        macro_rules! x4_wrapper {
+            ($name:ident, $inner:ident) => {
+                pub fn $name(w: &[u8], a: [&[u8]; 4], d: &[f32], s: &[f32]) -> [f32; 4] {
+                    // SAFETY: as for the single-row kernels (reached only after detection);
+                    // the scale arrays are checked against the block count inside.
+                    unsafe { $inner(w, a, d, s) }
+                }
+            };
+        }
+        x4_wrapper!(q4_0_x4, q4_0_x4_impl);
+        x4_wrapper!(q4_1_x4, q4_1_x4_impl);
+        x4_wrapper!(q5_0_x4, q5_0_x4_impl);
+        x4_wrapper!(q8_0_x4, q8_0_x4_impl);
+
+        /// The four full sums of four 8-lane i32 vectors, as 4 floats.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn reduce4(p: [__m256i; 4]) -> __m128 {
+            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+            _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)))
+        }
+
+        /// Signed weight bytes `qx` (block `i`) against four Q8_0 rows: the four block sums.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn signed_x4(qx: __m256i, ys: &[&[BlockQ8_0]; 4], i: usize) -> __m128 {
+            let ax = _mm256_sign_epi8(qx, qx);
+            // SAFETY: 32-byte arrays.
+            let p: [__m256i; 4] = std::array::from_fn(|k| idot(ax, _mm256_sign_epi8(unsafe { load(&ys[k][i].qs) }, qx)));
+            reduce4(p)
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn to_array(v: __m128) -> [f32; 4] {
+            let mut out = [0f32; 4];
+            // SAFETY: 4 floats.
+            unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
+            out
+        }
+
+        macro_rules! signed_x4_kernel {
+            ($impl:ident, $block:ty, |$b:ident| $unpack:expr) => {
+                #[target_feature(enable = $feat)]
+                unsafe fn $impl(w: &[u8], a: [&[u8]; 4], d: &[f32], _s: &[f32]) -> [f32; 4] {
+                    let xs = as_blocks::<$block>(w);
+                    let ys = a.map(as_blocks::<BlockQ8_0>);
+                    assert!(d.len() >= 4 * xs.len() && ys.iter().all(|y| y.len() >= xs.len()));
+                    let mut acc = _mm_setzero_ps();
+                    for (i, $b) in xs.iter().enumerate() {
+                        let qx = $unpack;
+                        // SAFETY: 4 * i + 4 <= d.len() (asserted above).
+                        let dy = unsafe { _mm_loadu_ps(d.as_ptr().add(4 * i)) };
+                        acc = _mm_fmadd_ps(signed_x4(qx, &ys, i), _mm_mul_ps(_mm_set1_ps(h($b.d)), dy), acc);
+                    }
+                    to_array(acc)
+                }
+            };
+        }
+        // SAFETY (each unpack): nibbles reads the block's 16 bytes; load its 32.
+        signed_x4_kernel!(q4_0_x4_impl, BlockQ4_0, |x| _mm256_sub_epi8(unsafe { nibbles(x.qs.as_ptr()) }, _mm256_set1_epi8(8)));
+        signed_x4_kernel!(q5_0_x4_impl, BlockQ5_0, |x| _mm256_or_si256(
+            unsafe { nibbles(x.qs.as_ptr()) },
+            _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8))
+        ));
+        signed_x4_kernel!(q8_0_x4_impl, BlockQ8_0, |x| unsafe { load(&x.qs) });
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_1_x4_impl(w: &[u8], a: [&[u8]; 4], d: &[f32], s: &[f32]) -> [f32; 4] {
+            let xs = as_blocks::<BlockQ4_1>(w);
+            let ys = a.map(as_blocks::<BlockQ8_1>);
+            assert!(d.len() >= 4 * xs.len() && s.len() >= 4 * xs.len() && ys.iter().all(|y| y.len() >= xs.len()));
+            let mut acc = _mm_setzero_ps();
+            let mut accm = _mm_setzero_ps();
+            for (i, x) in xs.iter().enumerate() {
+                // SAFETY: 16 bytes of nibbles; 32-byte arrays; 4 * i + 4 <= d.len(), s.len().
+                let (qx, dy, sy) = unsafe { (nibbles(x.qs.as_ptr()), _mm_loadu_ps(d.as_ptr().add(4 * i)), _mm_loadu_ps(s.as_ptr().add(4 * i))) };
+                let p: [__m256i; 4] = std::array::from_fn(|k| idot(qx, unsafe { load(&ys[k][i].qs) }));
+                acc = _mm_fmadd_ps(reduce4(p), _mm_mul_ps(_mm_set1_ps(h(x.d)), dy), acc);
+                accm = _mm_fmadd_ps(_mm_set1_ps(h(x.m)), sy, accm);
+            }
+            to_array(_mm_add_ps(acc, accm))
+        }
+    };
+}
+
+pub mod avx2 {
+    x86_kernels!("avx2,fma,f16c", |x, y| _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)));
+
+    /// Activations to Q8_0 / Q8_1 with AVX2 (`quantize_row_q8_0` / `q8_1` in ggml's x86 path):
+    /// the same rule as the scalar quantizer, round half to even.
+    pub fn quantize_q8(x: &[f32], out: &mut [u8], with_sum: bool) {
+        // SAFETY: chosen only after AVX2/FMA/F16C were detected; bounds checked inside.
+        unsafe { quantize_q8_impl(x, out, with_sum) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quantize_q8_impl(x: &[f32], out: &mut [u8], with_sum: bool) {
+        let bsize = if with_sum { 36 } else { 34 };
+        assert!(out.len() >= x.len() / QK * bsize);
+        let sign = _mm256_set1_ps(-0.0);
+        for (b, xs) in x.chunks_exact(QK).enumerate() {
+            // SAFETY: xs has 32 floats.
+            let v: [__m256; 4] =
+                unsafe { std::array::from_fn(|i| _mm256_loadu_ps(xs.as_ptr().add(8 * i))) };
+            let mut m = _mm256_andnot_ps(sign, v[0]);
+            for vi in &v[1..] {
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *vi));
+            }
+            let m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+            let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            let amax = _mm_cvtss_f32(m4);
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            let q: [__m256i; 4] = std::array::from_fn(|i| {
+                _mm256_cvtps_epi32(_mm256_round_ps(
+                    _mm256_mul_ps(v[i], id),
+                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+                ))
+            });
+            let dst = &mut out[b * bsize..(b + 1) * bsize];
+            let dbits =
+                _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT), 0) as u16;
+            dst[..2].copy_from_slice(&dbits.to_le_bytes());
+            let qoff = if with_sum {
+                let s =
+                    _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+                let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                let s4 = _mm_hadd_epi32(s4, s4);
+                let s4 = _mm_hadd_epi32(s4, s4);
+                let sum = _mm_cvtsi128_si32(s4);
+                let sbits = _mm_extract_epi16(
+                    _mm_cvtps_ph(_mm_set_ss(d * sum as f32), _MM_FROUND_TO_NEAREST_INT),
+                    0,
+                ) as u16;
+                dst[2..4].copy_from_slice(&sbits.to_le_bytes());
+                4
+            } else {
+                2
+            };
+            // Pack 32 i32 -> 32 i8 in order (packs interleave lanes; permute restores order).
+            let p01 = _mm256_packs_epi32(q[0], q[1]);
+            let p23 = _mm256_packs_epi32(q[2], q[3]);
+            let p = _mm256_packs_epi16(p01, p23);
+            let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            // SAFETY: dst has 32 bytes after the header.
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(qoff) as *mut __m256i, p) };
+        }
+    }
+}
+
+pub mod vnni {
+    x86_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", |x, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y));
+}
