@@ -47,21 +47,67 @@ impl<'a> QMatrix<'a> {
 }
 
 /// Scratch for quantized activations, grown on demand and reused (no allocation per call
-/// once it has reached its working size).
+/// once it has reached its working size). One slot per activation type, so matrices of
+/// different types can share one input.
 #[derive(Default)]
 pub struct ActBuf {
+    slots: [ActSlot; 4],
+}
+
+#[derive(Default)]
+struct ActSlot {
     words: Vec<u64>,
     /// Per group of four activation rows: f32 block scales (`d`, then `s`), for [`Dot4Fn`].
     scales: Vec<Vec<f32>>,
 }
 
-impl ActBuf {
-    fn bytes(&mut self, n: usize) -> &mut [u8] {
-        if self.words.len() * 8 < n {
-            self.words.resize(n.div_ceil(8), 0);
+fn slot_index(at: ActType) -> usize {
+    match at {
+        ActType::F32 => 0,
+        ActType::Q8_0 => 1,
+        ActType::Q8_1 => 2,
+        ActType::Q8K => 3,
+    }
+}
+
+impl ActSlot {
+    /// Quantize `x` (`[n, cols]`) into this slot; returns the bytes of the `n` rows.
+    fn fill(&mut self, pool: &Pool, at: ActType, x: &[f32], n: usize, cols: usize, with_scales: bool) {
+        let arb = at.row_bytes(cols);
+        let len = arb * n;
+        if self.words.len() * 8 < len {
+            self.words.resize(len.div_ceil(8), 0);
         }
         // SAFETY: u64 storage viewed as bytes (8-aligned, so any block type fits).
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, n) }
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, len) };
+        if n >= 8 {
+            let p = bytes.as_mut_ptr() as usize;
+            pool.run(|i, nt| {
+                for t in Pool::range(i, nt, n) {
+                    // SAFETY: each thread writes its own activation rows.
+                    let dst = unsafe { std::slice::from_raw_parts_mut((p as *mut u8).add(t * arb), arb) };
+                    at.quantize(&x[t * cols..(t + 1) * cols], dst);
+                }
+            });
+        } else {
+            for t in 0..n {
+                at.quantize(&x[t * cols..(t + 1) * cols], &mut bytes[t * arb..(t + 1) * arb]);
+            }
+        }
+        let n_groups = if with_scales { n / 4 } else { 0 };
+        if self.scales.len() < 2 * n_groups {
+            self.scales.resize_with(2 * n_groups, Vec::new);
+        }
+        for g in 0..n_groups {
+            let rows: [&[u8]; 4] = std::array::from_fn(|k| &bytes[(4 * g + k) * arb..(4 * g + k + 1) * arb]);
+            let (d, s) = self.scales[2 * g..2 * g + 2].split_at_mut(1);
+            act_scales_x4(at, rows, &mut d[0], &mut s[0]);
+        }
+    }
+
+    fn bytes(&self, len: usize) -> &[u8] {
+        // SAFETY: as in `fill`; `len` bytes were written there.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, len) }
     }
 }
 
@@ -71,82 +117,92 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+/// Most matrices [`matmul_many`] takes in one pass.
+pub const MAX_JOBS: usize = 4;
+
 /// Rows of W a thread handles per tile.
 const TILE: usize = 16;
 
 /// `out[t * w.rows + r] = W[r] · x[t]` for `t < n`. x: `[n, w.cols]`, out: `[n, w.rows]`.
 pub fn matmul(pool: &Pool, w: &QMatrix, x: &[f32], n: usize, act: &mut ActBuf, out: &mut [f32]) {
-    assert_eq!(x.len(), n * w.cols, "activation shape");
-    assert_eq!(out.len(), n * w.rows, "output shape");
-    let at = ActType::of(w.ty);
-    let arb = at.row_bytes(w.cols);
-    let abytes = act.bytes(arb * n);
-    // SAFETY: detach the byte view from `act` so its scale vectors can be filled below;
-    // `bytes` returned a slice of `act.words`, which is not touched again in this call.
-    let abytes = unsafe { std::slice::from_raw_parts_mut(abytes.as_mut_ptr(), abytes.len()) };
-    if n >= 8 {
-        let p = abytes.as_mut_ptr() as usize;
-        pool.run(|i, nt| {
-            for t in Pool::range(i, nt, n) {
-                // SAFETY: each thread writes its own activation rows.
-                let dst =
-                    unsafe { std::slice::from_raw_parts_mut((p as *mut u8).add(t * arb), arb) };
-                at.quantize(&x[t * w.cols..(t + 1) * w.cols], dst);
-            }
-        });
-    } else {
-        for t in 0..n {
-            at.quantize(
-                &x[t * w.cols..(t + 1) * w.cols],
-                &mut abytes[t * arb..(t + 1) * arb],
-            );
+    matmul_many(pool, &mut [(w, out)], x, n, act)
+}
+
+/// Several matrices applied to one input in one parallel pass (Q, K and V; gate and up):
+/// the input is quantized once per activation type and the rows of all matrices are split
+/// across the threads together, so a decode step waits on one job instead of several.
+/// x: `[n, cols]`; each output `[n, rows_i]`.
+pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], n: usize, act: &mut ActBuf) {
+    let Some(cols) = jobs.first().map(|(w, _)| w.cols) else { return };
+    assert_eq!(x.len(), n * cols, "activation shape");
+    for (w, out) in jobs.iter() {
+        assert_eq!(w.cols, cols, "matrices sharing an input must have the same columns");
+        assert_eq!(out.len(), n * w.rows, "output shape");
+    }
+    let mut filled = [false; 4];
+    for (w, _) in jobs.iter() {
+        let at = ActType::of(w.ty);
+        let k = slot_index(at);
+        if !filled[k] {
+            let with_scales = jobs.iter().any(|(v, _)| ActType::of(v.ty) == at && v.dot4.is_some());
+            act.slots[k].fill(pool, at, x, n, cols, with_scales);
+            filled[k] = true;
         }
     }
-    let abytes: &[u8] = abytes;
-    let n_groups = if w.dot4.is_some() { n / 4 } else { 0 };
-    if act.scales.len() < 2 * n_groups {
-        act.scales.resize_with(2 * n_groups, Vec::new);
+    let total: usize = jobs.iter().map(|(w, _)| w.rows).sum();
+    assert!(jobs.len() <= MAX_JOBS, "at most {MAX_JOBS} matrices per pass");
+    let mut parts: [Option<(QMatrix, SendPtr)>; MAX_JOBS] = [None; MAX_JOBS];
+    for (p, (w, out)) in parts.iter_mut().zip(jobs.iter_mut()) {
+        *p = Some((**w, SendPtr(out.as_mut_ptr())));
     }
-    for g in 0..n_groups {
-        let rows: [&[u8]; 4] = std::array::from_fn(|k| &abytes[(4 * g + k) * arb..(4 * g + k + 1) * arb]);
-        let (d, s) = act.scales[2 * g..2 * g + 2].split_at_mut(1);
-        act_scales_x4(at, rows, &mut d[0], &mut s[0]);
-    }
-    let scales = &act.scales;
-    let optr = SendPtr(out.as_mut_ptr());
-    let rows = w.rows;
+    let act = &*act;
     pool.run(|i, nt| {
-        let optr = optr;
-        let range = Pool::range(i, nt, rows);
-        let mut r0 = range.start;
-        while r0 < range.end {
-            let r1 = (r0 + TILE).min(range.end);
-            let mut t = 0;
-            if let Some(dot4) = w.dot4 {
-                while t + 4 <= n {
-                    let a: [&[u8]; 4] = std::array::from_fn(|k| &abytes[(t + k) * arb..(t + k + 1) * arb]);
-                    let (d, s) = (&scales[2 * (t / 4)], &scales[2 * (t / 4) + 1]);
-                    for r in r0..r1 {
-                        let v = dot4(w.row(r), a, d, s);
-                        for (k, vk) in v.into_iter().enumerate() {
-                            // SAFETY: r is in this thread's range, t + k < n: in bounds, unshared.
-                            unsafe { *optr.0.add((t + k) * rows + r) = vk };
-                        }
-                    }
-                    t += 4;
-                }
+        let range = Pool::range(i, nt, total);
+        let mut base = 0;
+        for (w, optr) in parts.iter().flatten() {
+            let (lo, hi) = (range.start.max(base), range.end.min(base + w.rows));
+            if lo < hi {
+                let at = ActType::of(w.ty);
+                let slot = &act.slots[slot_index(at)];
+                let arb = at.row_bytes(cols);
+                rows_times_acts(w, slot.bytes(arb * n), &slot.scales, arb, n, lo - base..hi - base, *optr);
             }
-            for t in t..n {
-                let a = &abytes[t * arb..(t + 1) * arb];
-                for r in r0..r1 {
-                    let v = (w.dot)(w.row(r), a);
-                    // SAFETY: r is in this thread's range, t < n: in bounds and unshared.
-                    unsafe { *optr.0.add(t * rows + r) = v };
-                }
-            }
-            r0 = r1;
+            base += w.rows;
         }
     });
+}
+
+/// The products of rows `range` of `w` with all `n` activation rows, tile by tile.
+fn rows_times_acts(w: &QMatrix, abytes: &[u8], scales: &[Vec<f32>], arb: usize, n: usize, range: std::ops::Range<usize>, optr: SendPtr) {
+    let rows = w.rows;
+    let mut r0 = range.start;
+    while r0 < range.end {
+        let r1 = (r0 + TILE).min(range.end);
+        let mut t = 0;
+        if let Some(dot4) = w.dot4 {
+            while t + 4 <= n {
+                let a: [&[u8]; 4] = std::array::from_fn(|k| &abytes[(t + k) * arb..(t + k + 1) * arb]);
+                let (d, s) = (&scales[2 * (t / 4)], &scales[2 * (t / 4) + 1]);
+                for r in r0..r1 {
+                    let v = dot4(w.row(r), a, d, s);
+                    for (k, vk) in v.into_iter().enumerate() {
+                        // SAFETY: r is in this thread's range, t + k < n: in bounds, unshared.
+                        unsafe { *optr.0.add((t + k) * rows + r) = vk };
+                    }
+                }
+                t += 4;
+            }
+        }
+        for t in t..n {
+            let a = &abytes[t * arb..(t + 1) * arb];
+            for r in r0..r1 {
+                let v = (w.dot)(w.row(r), a);
+                // SAFETY: r is in this thread's range, t < n: in bounds and unshared.
+                unsafe { *optr.0.add(t * rows + r) = v };
+            }
+        }
+        r0 = r1;
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +226,11 @@ mod tests {
             let pool = Pool::new(threads);
             let mut out = vec![0f32; n * rows];
             matmul(&pool, &w, &x, n, &mut ActBuf::default(), &mut out);
+            // The same matrix twice through matmul_many gives the same products.
+            let (mut o1, mut o2) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+            matmul_many(&pool, &mut [(&w, &mut o1[..]), (&w, &mut o2[..])], &x, n, &mut ActBuf::default());
+            assert_eq!(o1, out);
+            assert_eq!(o2, out);
             for t in 0..n {
                 for r in 0..rows {
                     let want: f32 = (0..cols).map(|k| wf[r * cols + k] * x[t * cols + k]).sum();

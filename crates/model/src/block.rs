@@ -14,7 +14,7 @@ use crate::config::{Activation, RopeStyle};
 use crate::kv_cache::KvCache;
 use crate::weights::Mat;
 use crate::{Model, ModelError};
-use kernels::matmul::{matmul, ActBuf, QMatrix};
+use kernels::matmul::{matmul, matmul_many, ActBuf, QMatrix};
 use kernels::ops;
 use kernels::pool::Pool;
 
@@ -85,9 +85,12 @@ unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl Model {
+    fn view(&self, m: &Mat) -> QMatrix<'_> {
+        m.view(&self.file, self.isa)
+    }
+
     fn mm(&self, pool: &Pool, m: &Mat, x: &[f32], n: usize, act: &mut ActBuf, out: &mut [f32]) {
-        let w: QMatrix = m.view(&self.file, self.isa);
-        matmul(pool, &w, &x[..n * m.cols], n, act, &mut out[..n * m.rows]);
+        matmul(pool, &self.view(m), &x[..n * m.cols], n, act, &mut out[..n * m.rows]);
     }
 
     /// Run the batch; returns the logits `[n_out, n_vocab]` of the tokens marked in
@@ -147,9 +150,14 @@ impl Model {
             for t in 0..t_n {
                 ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], &s.x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps);
             }
-            self.mm(pool, &lw.wq, &s.h, t_n, &mut s.act, &mut s.q);
-            self.mm(pool, &lw.wk, &s.h, t_n, &mut s.act, &mut s.k);
-            self.mm(pool, &lw.wv, &s.h, t_n, &mut s.act, &mut s.v);
+            let (wq, wk, wv) = (self.view(&lw.wq), self.view(&lw.wk), self.view(&lw.wv));
+            matmul_many(
+                pool,
+                &mut [(&wq, &mut s.q[..t_n * qd]), (&wk, &mut s.k[..t_n * kvd]), (&wv, &mut s.v[..t_n * vd])],
+                &s.h[..t_n * ne],
+                t_n,
+                &mut s.act,
+            );
             let swa = c.swa_layers[il];
             let base = if swa { c.rope_base_swa } else { c.rope_base };
             for t in 0..t_n {
@@ -187,9 +195,9 @@ impl Model {
                 ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], &s.x[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps);
             }
             // Feed-forward sub-block.
-            self.mm(pool, &lw.w_gate, &s.h, t_n, &mut s.act, &mut s.gate);
-            self.mm(pool, &lw.w_up, &s.h, t_n, &mut s.act, &mut s.up);
             let nf = t_n * c.n_ff;
+            let (wg, wu) = (self.view(&lw.w_gate), self.view(&lw.w_up));
+            matmul_many(pool, &mut [(&wg, &mut s.gate[..nf]), (&wu, &mut s.up[..nf])], &s.h[..t_n * ne], t_n, &mut s.act);
             match c.activation {
                 Activation::SwiGlu => ops::swiglu(&mut s.gate[..nf], &s.up[..nf]),
                 Activation::GeGlu => ops::geglu(&mut s.gate[..nf], &s.up[..nf]),
