@@ -156,8 +156,10 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
         *p = Some((**w, SendPtr(out.as_mut_ptr())));
     }
     let act = &*act;
-    pool.run(|i, nt| {
-        let range = Pool::range(i, nt, total);
+    // Several chunks per thread, so threads that run sooner take more of them.
+    let n_chunks = (total / TILE).clamp(1, 4 * pool.n_threads());
+    pool.run_chunks(n_chunks, |i, nc| {
+        let range = Pool::range(i, nc, total);
         let mut base = 0;
         for (w, optr) in parts.iter().flatten() {
             let (lo, hi) = (range.start.max(base), range.end.min(base + w.rows));

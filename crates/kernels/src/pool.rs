@@ -1,21 +1,38 @@
 //! One pool of worker threads, sized by `--threads`, for the parallel parts of a step.
 //!
-//! `run(f)` calls `f(i, n)` on every thread `i` of `n` (the caller is thread 0) and returns
-//! when all are done. Workers spin briefly for the next job (a decode step issues hundreds
-//! of small jobs, so waking from sleep each time would cost more than the work), then park,
-//! so an idle pool uses no CPU.
+//! `run_chunks(n, f)` calls `f(i, n)` once for every chunk `i < n`, on whichever threads are
+//! running: each thread (the caller included) claims chunks from a shared counter until none
+//! are left, and the caller waits only for chunks already claimed. So a worker that the OS
+//! has not scheduled (another process holds its core) delays nothing: the others take its
+//! share. `run(f)` is the common case of one chunk per thread.
+//!
+//! Workers spin briefly for the next job (a decode step issues hundreds of small jobs, so
+//! waking from sleep each time would cost more than the work), then park, so an idle pool
+//! uses no CPU.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, Thread};
 
 type Job = dyn Fn(usize, usize) + Sync;
 
+/// `state` packs the job generation, its chunk count and the next unclaimed chunk, so a
+/// claim (one compare-and-swap) is valid only for the generation the claimer saw.
+const GEN_SHIFT: u32 = 40;
+const N_SHIFT: u32 = 20;
+const FIELD: u64 = (1 << 20) - 1;
+
+fn pack(gen: u64, n: u64, next: u64) -> u64 {
+    (gen << GEN_SHIFT) | (n << N_SHIFT) | next
+}
+fn unpack(s: u64) -> (u64, u64, u64) {
+    (s >> GEN_SHIFT, (s >> N_SHIFT) & FIELD, s & FIELD)
+}
+
 struct Shared {
-    /// Bumped once per job; workers run each generation once.
-    generation: AtomicUsize,
-    /// Workers still running the current job.
-    pending: AtomicUsize,
+    state: AtomicU64,
+    /// Chunks of the current job finished.
+    done: AtomicUsize,
     job: Mutex<Option<JobPtr>>,
     stop: AtomicBool,
     panicked: AtomicBool,
@@ -23,7 +40,8 @@ struct Shared {
 
 #[derive(Clone, Copy)]
 struct JobPtr(*const Job);
-// SAFETY: the pointee is Sync and outlives every use (run() waits for all workers).
+// SAFETY: the pointee is Sync, and is used only while its job has unfinished chunks, during
+// which `run_chunks` has not returned.
 unsafe impl Send for JobPtr {}
 
 pub struct Pool {
@@ -32,13 +50,15 @@ pub struct Pool {
 }
 
 const SPIN: u32 = 20_000;
+/// Most chunks one job may have.
+pub const MAX_CHUNKS: usize = FIELD as usize;
 
 impl Pool {
     /// A pool of `n_threads` threads in all (the caller counts as one).
     pub fn new(n_threads: usize) -> Pool {
         let shared = Arc::new(Shared {
-            generation: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
             job: Mutex::new(None),
             stop: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
@@ -47,10 +67,7 @@ impl Pool {
         let workers = (1..n)
             .map(|i| {
                 let s = shared.clone();
-                let h = thread::Builder::new()
-                    .name(format!("bantam-worker-{i}"))
-                    .spawn(move || worker(s, i, n))
-                    .expect("spawn worker thread");
+                let h = thread::Builder::new().name(format!("bantam-worker-{i}")).spawn(move || worker(s)).expect("spawn worker thread");
                 let t = h.thread().clone();
                 (h, t)
             })
@@ -62,28 +79,43 @@ impl Pool {
         self.workers.len() + 1
     }
 
-    /// Run `f(i, n)` on all `n` threads and wait for them.
+    /// Run `f(i, n)` for each `i < n` where `n` is the number of threads.
     pub fn run<F: Fn(usize, usize) + Sync>(&self, f: F) {
-        let n = self.n_threads();
-        if n == 1 {
-            f(0, 1);
+        self.run_chunks(self.n_threads(), f)
+    }
+
+    /// Run `f(i, n)` once for each chunk `i < n`, spread over the running threads.
+    pub fn run_chunks<F: Fn(usize, usize) + Sync>(&self, n: usize, f: F) {
+        assert!(n <= MAX_CHUNKS, "too many chunks");
+        if n == 0 {
+            return;
+        }
+        if self.workers.is_empty() || n == 1 {
+            (0..n).for_each(|i| f(i, n));
             return;
         }
         let job: *const (dyn Fn(usize, usize) + Sync + '_) = &f;
-        // SAFETY: we erase the lifetime; every worker finishes with the pointer before
-        // this function returns (we wait for `pending` to reach zero below).
-        let ptr = JobPtr(unsafe {
-            std::mem::transmute::<*const (dyn Fn(usize, usize) + Sync + '_), *const Job>(job)
-        });
-        *self.shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(ptr);
-        self.shared.pending.store(n - 1, Ordering::SeqCst);
-        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: we erase the lifetime; a pointer is used only by a thread holding a claimed
+        // chunk of this job, and we return only when every chunk is done.
+        let ptr = JobPtr(unsafe { std::mem::transmute::<*const (dyn Fn(usize, usize) + Sync + '_), *const Job>(job) });
+        let s = &self.shared;
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(ptr);
+        s.done.store(0, Ordering::SeqCst);
+        let (gen, _, _) = unpack(s.state.load(Ordering::SeqCst));
+        let gen = (gen + 1) & ((1 << (64 - GEN_SHIFT)) - 1);
+        s.state.store(pack(gen, n as u64, 0), Ordering::SeqCst);
         for (_, t) in &self.workers {
             t.unpark();
         }
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0, n)));
+        let mut first_panic = None;
+        while let Some(i) = claim(s, gen) {
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i, n))) {
+                first_panic.get_or_insert(p);
+            }
+            s.done.fetch_add(1, Ordering::AcqRel);
+        }
         let mut spins = 0u32;
-        while self.shared.pending.load(Ordering::Acquire) != 0 {
+        while s.done.load(Ordering::Acquire) < n {
             spins += 1;
             if spins < SPIN {
                 std::hint::spin_loop();
@@ -91,10 +123,10 @@ impl Pool {
                 thread::yield_now();
             }
         }
-        if let Err(p) = r {
+        if let Some(p) = first_panic {
             std::panic::resume_unwind(p);
         }
-        if self.shared.panicked.swap(false, Ordering::SeqCst) {
+        if s.panicked.swap(false, Ordering::SeqCst) {
             panic!("a worker thread panicked");
         }
     }
@@ -108,18 +140,35 @@ impl Pool {
     }
 }
 
-fn worker(s: Arc<Shared>, i: usize, n: usize) {
-    let mut seen = 0usize;
+/// Claim the next chunk of generation `gen`, if any is left.
+fn claim(s: &Shared, gen: u64) -> Option<usize> {
+    let mut cur = s.state.load(Ordering::Acquire);
+    loop {
+        let (g, n, next) = unpack(cur);
+        if g != gen || next >= n {
+            return None;
+        }
+        match s.state.compare_exchange_weak(cur, pack(g, n, next + 1), Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Some(next as usize),
+            Err(c) => cur = c,
+        }
+    }
+}
+
+fn worker(s: Arc<Shared>) {
+    let mut seen = 0u64;
     loop {
         let mut spins = 0u32;
-        loop {
+        let gen = loop {
             if s.stop.load(Ordering::Acquire) {
                 return;
             }
-            let g = s.generation.load(Ordering::Acquire);
+            let (g, n, next) = unpack(s.state.load(Ordering::Acquire));
             if g != seen {
                 seen = g;
-                break;
+                if next < n {
+                    break g;
+                }
             }
             spins += 1;
             if spins < SPIN {
@@ -127,16 +176,20 @@ fn worker(s: Arc<Shared>, i: usize, n: usize) {
             } else {
                 thread::park_timeout(std::time::Duration::from_millis(50));
             }
-        }
-        let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(JobPtr(p)) = job {
-            // SAFETY: the job outlives this call (Pool::run waits on `pending`).
-            let f = unsafe { &*p };
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i, n))).is_err() {
-                s.panicked.store(true, Ordering::SeqCst);
+        };
+        while let Some(i) = claim(&s, gen) {
+            // A claimed chunk keeps its job alive: read the pointer after claiming.
+            let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(JobPtr(p)) = job {
+                let (_, n, _) = unpack(s.state.load(Ordering::Acquire));
+                // SAFETY: the job outlives every claimed chunk (run_chunks waits on `done`).
+                let f = unsafe { &*p };
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i, n as usize))).is_err() {
+                    s.panicked.store(true, Ordering::SeqCst);
+                }
             }
+            s.done.fetch_add(1, Ordering::AcqRel);
         }
-        s.pending.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -154,16 +207,29 @@ impl Drop for Pool {
 mod tests {
     use super::*;
     #[test]
-    fn runs_every_thread_once_per_job() {
+    fn runs_every_chunk_once_per_job() {
         let pool = Pool::new(3);
-        for _ in 0..1000 {
-            let hits = AtomicUsize::new(0);
-            pool.run(|i, n| {
-                assert_eq!(n, 3);
-                hits.fetch_add(1 << (8 * i), Ordering::SeqCst);
+        for round in 0..2000 {
+            let n = 1 + round % 9;
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            pool.run_chunks(n, |i, total| {
+                assert_eq!(total, n);
+                hits[i].fetch_add(1, Ordering::SeqCst);
             });
-            assert_eq!(hits.load(Ordering::SeqCst), 0x010101);
+            assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == 1));
         }
+    }
+    #[test]
+    fn a_busy_core_does_not_stall_the_caller() {
+        // More threads than cores: jobs still complete (the caller takes unclaimed chunks).
+        let pool = Pool::new(8);
+        let sum = AtomicUsize::new(0);
+        for _ in 0..500 {
+            pool.run(|i, _| {
+                sum.fetch_add(i, Ordering::SeqCst);
+            });
+        }
+        assert_eq!(sum.load(Ordering::SeqCst), 500 * 28);
     }
     #[test]
     fn ranges_cover_exactly() {
@@ -173,5 +239,12 @@ mod tests {
                 assert_eq!(v, (0..len).collect::<Vec<_>>());
             }
         }
+    }
+    #[test]
+    fn panics_propagate() {
+        let pool = Pool::new(2);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.run_chunks(4, |i, _| assert!(i != 2))));
+        assert!(r.is_err());
+        pool.run_chunks(4, |_, _| {}); // still usable
     }
 }
