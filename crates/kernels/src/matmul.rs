@@ -4,7 +4,7 @@
 //! W are split across the pool's threads, and each thread walks its rows in tiles so a
 //! tile of weights stays in cache while every token of the batch passes over it.
 
-use crate::dot::{act_scales_x4, dot4_fn, dot_fn, ActType, Dot4Fn, DotFn, Isa};
+use crate::dot::{dot4_fn, dot_fn, Act4, ActType, Dot4Fn, DotFn, Isa};
 use crate::pool::Pool;
 use gguf::GgmlType;
 
@@ -57,8 +57,8 @@ pub struct ActBuf {
 #[derive(Default)]
 struct ActSlot {
     words: Vec<u64>,
-    /// Per group of four activation rows: f32 block scales (`d`, then `s`), for [`Dot4Fn`].
-    scales: Vec<Vec<f32>>,
+    /// Per group of four activation rows, what a [`Dot4Fn`] takes besides the rows.
+    groups: Vec<Act4>,
 }
 
 fn slot_index(at: ActType) -> usize {
@@ -95,13 +95,11 @@ impl ActSlot {
             }
         }
         let n_groups = if with_scales { n / 4 } else { 0 };
-        if self.scales.len() < 2 * n_groups {
-            self.scales.resize_with(2 * n_groups, Vec::new);
+        if self.groups.len() < n_groups {
+            self.groups.resize_with(n_groups, Act4::default);
         }
-        for g in 0..n_groups {
-            let rows: [&[u8]; 4] = std::array::from_fn(|k| &bytes[(4 * g + k) * arb..(4 * g + k + 1) * arb]);
-            let (d, s) = self.scales[2 * g..2 * g + 2].split_at_mut(1);
-            act_scales_x4(at, rows, &mut d[0], &mut s[0]);
+        for (g, group) in self.groups[..n_groups].iter_mut().enumerate() {
+            group.prepare(at, std::array::from_fn(|k| &bytes[(4 * g + k) * arb..(4 * g + k + 1) * arb]));
         }
     }
 
@@ -167,7 +165,7 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
                 let at = ActType::of(w.ty);
                 let slot = &act.slots[slot_index(at)];
                 let arb = at.row_bytes(cols);
-                rows_times_acts(w, slot.bytes(arb * n), &slot.scales, arb, n, lo - base..hi - base, *optr);
+                rows_times_acts(w, slot.bytes(arb * n), &slot.groups, arb, n, lo - base..hi - base, *optr);
             }
             base += w.rows;
         }
@@ -175,7 +173,7 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
 }
 
 /// The products of rows `range` of `w` with all `n` activation rows, tile by tile.
-fn rows_times_acts(w: &QMatrix, abytes: &[u8], scales: &[Vec<f32>], arb: usize, n: usize, range: std::ops::Range<usize>, optr: SendPtr) {
+fn rows_times_acts(w: &QMatrix, abytes: &[u8], groups: &[Act4], arb: usize, n: usize, range: std::ops::Range<usize>, optr: SendPtr) {
     let rows = w.rows;
     let mut r0 = range.start;
     while r0 < range.end {
@@ -184,9 +182,9 @@ fn rows_times_acts(w: &QMatrix, abytes: &[u8], scales: &[Vec<f32>], arb: usize, 
         if let Some(dot4) = w.dot4 {
             while t + 4 <= n {
                 let a: [&[u8]; 4] = std::array::from_fn(|k| &abytes[(t + k) * arb..(t + k + 1) * arb]);
-                let (d, s) = (&scales[2 * (t / 4)], &scales[2 * (t / 4) + 1]);
+                let g = &groups[t / 4];
                 for r in r0..r1 {
-                    let v = dot4(w.row(r), a, d, s);
+                    let v = dot4(w.row(r), a, g);
                     for (k, vk) in v.into_iter().enumerate() {
                         // SAFETY: r is in this thread's range, t + k < n: in bounds, unshared.
                         unsafe { *optr.0.add((t + k) * rows + r) = vk };

@@ -230,9 +230,9 @@ fn four_row_kernels_match_single_row() {
                 .map(|b| &bytemuck_u8(b)[..nb])
                 .map(|s| &*s)
                 .collect();
-            let (mut d, mut s) = (Vec::new(), Vec::new());
-        act_scales_x4(at, [rows[0], rows[1], rows[2], rows[3]], &mut d, &mut s);
-        let got = d4(&w, [rows[0], rows[1], rows[2], rows[3]], &d, &s);
+            let mut g = Act4::default();
+        g.prepare(at, [rows[0], rows[1], rows[2], rows[3]]);
+        let got = d4(&w, [rows[0], rows[1], rows[2], rows[3]], &g);
             for k in 0..4 {
                 let one = dot_fn(ty, isa)(&w, rows[k]);
                 assert!(

@@ -259,10 +259,10 @@ macro_rules! x86_kernels {
 
         macro_rules! x4_wrapper {
             ($name:ident, $inner:ident) => {
-                pub fn $name(w: &[u8], a: [&[u8]; 4], d: &[f32], s: &[f32]) -> [f32; 4] {
+                pub fn $name(w: &[u8], a: [&[u8]; 4], g: &crate::dot::Act4) -> [f32; 4] {
                     // SAFETY: as for the single-row kernels (reached only after detection);
                     // the scale arrays are checked against the block count inside.
-                    unsafe { $inner(w, a, d, s) }
+                    unsafe { $inner(w, a, g) }
                 }
             };
         }
@@ -298,34 +298,169 @@ macro_rules! x86_kernels {
             out
         }
 
-        macro_rules! signed_x4_kernel {
-            ($impl:ident, $block:ty, |$b:ident| $unpack:expr) => {
+        /// The four full sums of four 8-lane i32 vectors.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn reduce4i(p: [__m256i; 4]) -> __m128i {
+            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+            _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1))
+        }
+
+        /// Unsigned weight values with a fixed offset (`x = d * (q - 2^shift)`: Q4_0, Q5_0):
+        /// `q·y` for the four rows, minus the offset through the rows' exact block sums.
+        macro_rules! offset_x4_kernel {
+            ($impl:ident, $block:ty, $shift:literal, |$b:ident| $unpack:expr) => {
                 #[target_feature(enable = $feat)]
-                unsafe fn $impl(w: &[u8], a: [&[u8]; 4], d: &[f32], _s: &[f32]) -> [f32; 4] {
+                unsafe fn $impl(w: &[u8], a: [&[u8]; 4], g: &crate::dot::Act4) -> [f32; 4] {
                     let xs = as_blocks::<$block>(w);
                     let ys = a.map(as_blocks::<BlockQ8_0>);
-                    assert!(d.len() >= 4 * xs.len() && ys.iter().all(|y| y.len() >= xs.len()));
+                    assert!(g.d.len() >= 4 * xs.len() && g.sums.len() >= 4 * xs.len());
+                    assert!(ys.iter().all(|y| y.len() >= xs.len()));
                     let mut acc = _mm_setzero_ps();
                     for (i, $b) in xs.iter().enumerate() {
                         let qx = $unpack;
-                        // SAFETY: 4 * i + 4 <= d.len() (asserted above).
-                        let dy = unsafe { _mm_loadu_ps(d.as_ptr().add(4 * i)) };
-                        acc = _mm_fmadd_ps(signed_x4(qx, &ys, i), _mm_mul_ps(_mm_set1_ps(h($b.d)), dy), acc);
+                        // SAFETY: 32-byte arrays; 4 * i + 4 <= d.len(), sums.len() (asserted).
+                        let p: [__m256i; 4] = std::array::from_fn(|k| idot(qx, unsafe { load(&ys[k].get_unchecked(i).qs) }));
+                        let (dy, sy) = unsafe {
+                            (_mm_loadu_ps(g.d.as_ptr().add(4 * i)), _mm_loadu_si128(g.sums.as_ptr().add(4 * i) as *const __m128i))
+                        };
+                        let sumi = _mm_sub_epi32(reduce4i(p), _mm_slli_epi32(sy, $shift));
+                        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(_mm_set1_ps(h($b.d)), dy), acc);
                     }
                     to_array(acc)
                 }
             };
         }
-        // SAFETY (each unpack): nibbles reads the block's 16 bytes; load its 32.
-        signed_x4_kernel!(q4_0_x4_impl, BlockQ4_0, |x| _mm256_sub_epi8(unsafe { nibbles(x.qs.as_ptr()) }, _mm256_set1_epi8(8)));
-        signed_x4_kernel!(q5_0_x4_impl, BlockQ5_0, |x| _mm256_or_si256(
+        // SAFETY (each unpack): nibbles reads the block's 16 bytes.
+        offset_x4_kernel!(q4_0_x4_impl, BlockQ4_0, 3, |x| unsafe { nibbles(x.qs.as_ptr()) });
+        offset_x4_kernel!(q5_0_x4_impl, BlockQ5_0, 4, |x| _mm256_or_si256(
             unsafe { nibbles(x.qs.as_ptr()) },
-            _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8))
+            _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10))
         ));
-        signed_x4_kernel!(q8_0_x4_impl, BlockQ8_0, |x| unsafe { load(&x.qs) });
 
         #[target_feature(enable = $feat)]
-        unsafe fn q4_1_x4_impl(w: &[u8], a: [&[u8]; 4], d: &[f32], s: &[f32]) -> [f32; 4] {
+        unsafe fn q8_0_x4_impl(w: &[u8], a: [&[u8]; 4], g: &crate::dot::Act4) -> [f32; 4] {
+            let xs = as_blocks::<BlockQ8_0>(w);
+            let ys = a.map(as_blocks::<BlockQ8_0>);
+            assert!(g.d.len() >= 4 * xs.len() && ys.iter().all(|y| y.len() >= xs.len()));
+            let mut acc = _mm_setzero_ps();
+            for (i, x) in xs.iter().enumerate() {
+                // SAFETY: 32-byte arrays; 4 * i + 4 <= d.len() (asserted above).
+                let dy = unsafe { _mm_loadu_ps(g.d.as_ptr().add(4 * i)) };
+                let qx = unsafe { load(&x.qs) };
+                acc = _mm_fmadd_ps(signed_x4(qx, &ys, i), _mm_mul_ps(_mm_set1_ps(h(x.d)), dy), acc);
+            }
+            to_array(acc)
+        }
+
+        x4_wrapper!(q4_k_x4, q4_k_x4_impl);
+        x4_wrapper!(q6_k_x4, q6_k_x4_impl);
+
+        /// Q4_K against four Q8_K rows (the scale arrays are unused: Q8_K carries f32 `d`).
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_k_x4_impl(w: &[u8], a: [&[u8]; 4], _g: &crate::dot::Act4) -> [f32; 4] {
+            let xs = as_blocks::<BlockQ4K>(w);
+            let ys = a.map(as_blocks::<BlockQ8K>);
+            assert!(ys.iter().all(|y| y.len() >= xs.len()));
+            let m4 = _mm256_set1_epi8(0xF);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc_m = [0f32; 4];
+            for (i, x) in xs.iter().enumerate() {
+                let (sc, mn) = unpack_scale_min_k4(&x.scales);
+                let mut sumi = [_mm256_setzero_si256(); 4];
+                for j in 0..4 {
+                    // SAFETY: j*32 + 32 <= 128 bytes of qs.
+                    let q4 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i) };
+                    let lo = _mm256_and_si256(q4, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                    let (sl, sh) = (_mm256_set1_epi16(sc[2 * j] as i16), _mm256_set1_epi16(sc[2 * j + 1] as i16));
+                    for k in 0..4 {
+                        let yq = ys[k][i].qs.as_ptr();
+                        // SAFETY: 64*j + 64 <= 256 bytes of y.qs.
+                        let (ql, qh) = unsafe {
+                            (_mm256_loadu_si256(yq.add(64 * j) as *const __m256i), _mm256_loadu_si256(yq.add(64 * j + 32) as *const __m256i))
+                        };
+                        let pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(lo, ql));
+                        let ph = _mm256_madd_epi16(sh, _mm256_maddubs_epi16(hi, qh));
+                        sumi[k] = _mm256_add_epi32(sumi[k], _mm256_add_epi32(pl, ph));
+                    }
+                }
+                let (dx, dmin) = (h(x.d), h(x.dmin));
+                for k in 0..4 {
+                    let y = &ys[k][i];
+                    let mut mins = 0i32;
+                    for j in 0..8 {
+                        mins += (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32) * mn[j] as i32;
+                    }
+                    acc_m[k] -= dmin * y.d * mins as f32;
+                    acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y.d), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
+                }
+            }
+            std::array::from_fn(|k| hsum(acc[k]) + acc_m[k])
+        }
+
+        /// Q6_K against four Q8_K rows. The `-32` offset is applied through the Q8_K
+        /// per-16 sums (`bsums`) instead of per product: the same integers, less work.
+        #[target_feature(enable = $feat)]
+        unsafe fn q6_k_x4_impl(w: &[u8], a: [&[u8]; 4], _g: &crate::dot::Act4) -> [f32; 4] {
+            let xs = as_blocks::<BlockQ6K>(w);
+            let ys = a.map(as_blocks::<BlockQ8K>);
+            assert!(ys.iter().all(|y| y.len() >= xs.len()));
+            let m4 = _mm256_set1_epi8(0xF);
+            let m2 = _mm256_set1_epi8(3);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, x) in xs.iter().enumerate() {
+                let mut sumi = [_mm256_setzero_si256(); 4];
+                for n in 0..2 {
+                    let sc = &x.scales[n * 8..n * 8 + 8];
+                    // SAFETY: offsets stay inside ql (128) and qh (64).
+                    let (bh, b1, b2) = unsafe {
+                        (
+                            _mm256_loadu_si256(x.qh.as_ptr().add(32 * n) as *const __m256i),
+                            _mm256_loadu_si256(x.ql.as_ptr().add(64 * n) as *const __m256i),
+                            _mm256_loadu_si256(x.ql.as_ptr().add(64 * n + 32) as *const __m256i),
+                        )
+                    };
+                    let hbits = |shift: i32| match shift {
+                        0 => _mm256_slli_epi16(_mm256_and_si256(bh, m2), 4),
+                        2 => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m2), 4),
+                        4 => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 4), m2), 4),
+                        _ => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 6), m2), 4),
+                    };
+                    let q = [
+                        _mm256_or_si256(_mm256_and_si256(b1, m4), hbits(0)),
+                        _mm256_or_si256(_mm256_and_si256(b2, m4), hbits(2)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), hbits(4)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), hbits(6)),
+                    ];
+                    let s: [__m256i; 4] = std::array::from_fn(|kk| {
+                        _mm256_set_m128i(_mm_set1_epi16(sc[2 * kk + 1] as i16), _mm_set1_epi16(sc[2 * kk] as i16))
+                    });
+                    for k in 0..4 {
+                        let yq = ys[k][i].qs.as_ptr();
+                        for kk in 0..4 {
+                            // SAFETY: 128*n + 32*kk + 32 <= 256 bytes of y.qs.
+                            let yv = unsafe { _mm256_loadu_si256(yq.add(128 * n + 32 * kk) as *const __m256i) };
+                            sumi[k] = _mm256_add_epi32(sumi[k], _mm256_madd_epi16(s[kk], _mm256_maddubs_epi16(q[kk], yv)));
+                        }
+                    }
+                }
+                let dx = h(x.d);
+                for k in 0..4 {
+                    let y = &ys[k][i];
+                    // Σ sc_g * 32 * Σ_{group g} y: the offset the unsigned values carried.
+                    let corr: i32 = (0..16).map(|g| x.scales[g] as i32 * y.bsums[g] as i32).sum::<i32>() * 32;
+                    let v = _mm256_cvtepi32_ps(sumi[k]);
+                    acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y.d), v, acc[k]);
+                    acc[k] = _mm256_add_ps(acc[k], _mm256_setr_ps(-(dx * y.d) * corr as f32, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0));
+                }
+            }
+            std::array::from_fn(|k| hsum(acc[k]))
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_1_x4_impl(w: &[u8], a: [&[u8]; 4], g: &crate::dot::Act4) -> [f32; 4] {
+            let (d, s) = (&g.d[..], &g.s[..]);
             let xs = as_blocks::<BlockQ4_1>(w);
             let ys = a.map(as_blocks::<BlockQ8_1>);
             assert!(d.len() >= 4 * xs.len() && s.len() >= 4 * xs.len() && ys.iter().all(|y| y.len() >= xs.len()));
