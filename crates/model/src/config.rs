@@ -12,6 +12,8 @@ pub enum Arch {
     Qwen2,
     Qwen3,
     Gemma3,
+    Phi3,
+    Granite,
 }
 
 impl Arch {
@@ -21,6 +23,8 @@ impl Arch {
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
             "gemma3" => Arch::Gemma3,
+            "phi3" => Arch::Phi3,
+            "granite" => Arch::Granite,
             _ => return None,
         })
     }
@@ -30,6 +34,8 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
+            Arch::Phi3 => "phi3",
+            Arch::Granite => "granite",
         }
     }
 }
@@ -83,6 +89,12 @@ pub struct Config {
     pub embed_scale: f32,
     /// Scale of q·k (1/sqrt(head_dim) unless the family says otherwise).
     pub attn_scale: f32,
+    /// Dimensions of each head that rotary embedding rotates (phi3: fewer than head_dim).
+    pub n_rot: usize,
+    /// Scale of each attention and feed-forward branch before its residual add (granite).
+    pub residual_scale: f32,
+    /// Logits are divided by this (granite).
+    pub logit_scale: f32,
 }
 
 fn key(f: &Gguf, arch: &str, k: &str) -> String {
@@ -138,7 +150,14 @@ impl Config {
             activation: Activation::SwiGlu,
             embed_scale: 1.0,
             attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            n_rot: u("rope.dimension_count").unwrap_or(head_dim),
+            residual_scale: 1.0,
+            logit_scale: 1.0,
         };
+        if c.n_rot == 0 || c.n_rot > head_dim || c.n_rot % 2 != 0 {
+            return Err(ModelError::BadConfig(format!("{a}: rope dimension count {} does not fit head dim {head_dim}", c.n_rot)));
+        }
+        let scale = |k: &str| f.metadata_f32(&key(f, a, k)).ok().filter(|v| *v != 0.0);
         // The family mapping: what each architecture changes in the shared block
         // (after llama.cpp's llama-model.cpp and src/models/<arch>.cpp).
         match arch {
@@ -150,6 +169,14 @@ impl Config {
             Arch::Qwen3 => {
                 c.rope_style = RopeStyle::Neox;
                 c.qk_norm = true;
+            }
+            Arch::Phi3 => c.rope_style = RopeStyle::Neox,
+            Arch::Granite => {
+                // llama.cpp's llm_build_granite: each scale applies only when present.
+                c.embed_scale = scale("embedding_scale").unwrap_or(1.0);
+                c.residual_scale = scale("residual_scale").unwrap_or(1.0);
+                c.attn_scale = scale("attention.scale").unwrap_or(c.attn_scale);
+                c.logit_scale = scale("logit_scale").unwrap_or(1.0);
             }
             Arch::Gemma3 => {
                 c.rope_style = RopeStyle::Neox;

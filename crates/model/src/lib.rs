@@ -25,7 +25,7 @@ mod weights;
 pub use block::{Batch, Scratch};
 pub use config::{Arch, Config};
 pub use kv_cache::KvCache;
-pub use weights::{Mat, Weights};
+pub use weights::{GateUpProj, Mat, QkvProj, Weights};
 
 use gguf::Gguf;
 use kernels::dot::Isa;
@@ -35,7 +35,7 @@ use std::path::Path;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] gguf::GgufError),
-    #[error("architecture {0:?} is not supported (llama, qwen2, qwen3 and gemma3 are)")]
+    #[error("architecture {0:?} is not supported (llama, qwen2, qwen3, gemma3, phi3 and granite are)")]
     UnsupportedArch(String),
     #[error("tensor {0} is missing")]
     MissingTensor(String),

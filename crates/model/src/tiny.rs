@@ -97,6 +97,8 @@ pub fn tiny_model(spec: &TinySpec) -> Vec<u8> {
     let ones = |n: usize| -> Vec<u8> { (0..n).flat_map(|i| (1.0f32 + 0.01 * (i % 7) as f32).to_le_bytes()).collect() };
     let (ne, kv) = (spec.n_embd, spec.n_head_kv * hd);
     mat(&mut w, "token_embd.weight", ne, n_vocab, 1.0);
+    // Untied and small, so the next-token distribution is broad enough for sampling tests.
+    mat(&mut w, "output.weight", ne, n_vocab, 2.0 / (ne as f32).sqrt());
     w.tensor("output_norm.weight", GgmlType::F32, &[ne as u64], ones(ne));
     for il in 0..spec.n_layer {
         let n = |s: &str| format!("blk.{il}.{s}");

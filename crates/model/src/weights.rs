@@ -27,11 +27,23 @@ impl Mat {
     }
 }
 
+/// How a layer projects its input to Q, K and V.
+pub enum QkvProj {
+    Separate { wq: Mat, wk: Mat, wv: Mat },
+    /// One matrix whose output rows are Q, then K, then V (phi3's `attn_qkv`).
+    Fused(Mat),
+}
+
+/// How a layer computes the gate and up halves of its feed-forward.
+pub enum GateUpProj {
+    Separate { gate: Mat, up: Mat },
+    /// One matrix whose output rows are the gate, then the up projection (phi3's `ffn_up`).
+    Fused(Mat),
+}
+
 pub struct LayerWeights {
     pub attn_norm: Vec<f32>,
-    pub wq: Mat,
-    pub wk: Mat,
-    pub wv: Mat,
+    pub qkv: QkvProj,
     pub bq: Option<Vec<f32>>,
     pub bk: Option<Vec<f32>>,
     pub bv: Option<Vec<f32>>,
@@ -40,8 +52,7 @@ pub struct LayerWeights {
     pub wo: Mat,
     pub attn_post_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>,
-    pub w_gate: Mat,
-    pub w_up: Mat,
+    pub gate_up: GateUpProj,
     pub w_down: Mat,
     pub ffn_post_norm: Option<Vec<f32>>,
 }
@@ -51,6 +62,8 @@ pub struct Weights {
     pub output_norm: Vec<f32>,
     /// The output projection (`output.weight`, or the embeddings when tied).
     pub output: Mat,
+    /// Per-pair rotary frequency divisors (Llama-3 rope scaling, `rope_freqs.weight`).
+    pub rope_freqs: Option<Vec<f32>>,
     pub layers: Vec<LayerWeights>,
 }
 
@@ -97,9 +110,15 @@ impl Weights {
             let n = |s: &str| format!("blk.{il}.{s}");
             layers.push(LayerWeights {
                 attn_norm: b.vec(&n("attn_norm.weight"), c.n_embd)?,
-                wq: b.mat(&n("attn_q.weight"), c.n_embd, c.q_dim())?,
-                wk: b.mat(&n("attn_k.weight"), c.n_embd, c.kv_dim())?,
-                wv: b.mat(&n("attn_v.weight"), c.n_embd, c.v_dim())?,
+                qkv: if f.tensor(&n("attn_qkv.weight")).is_some() {
+                    QkvProj::Fused(b.mat(&n("attn_qkv.weight"), c.n_embd, c.q_dim() + c.kv_dim() + c.v_dim())?)
+                } else {
+                    QkvProj::Separate {
+                        wq: b.mat(&n("attn_q.weight"), c.n_embd, c.q_dim())?,
+                        wk: b.mat(&n("attn_k.weight"), c.n_embd, c.kv_dim())?,
+                        wv: b.mat(&n("attn_v.weight"), c.n_embd, c.v_dim())?,
+                    }
+                },
                 bq: b.opt_vec(&n("attn_q.bias"), c.q_dim(), c.qkv_bias)?,
                 bk: b.opt_vec(&n("attn_k.bias"), c.kv_dim(), c.qkv_bias)?,
                 bv: b.opt_vec(&n("attn_v.bias"), c.v_dim(), c.qkv_bias)?,
@@ -108,12 +127,16 @@ impl Weights {
                 wo: b.mat(&n("attn_output.weight"), c.n_head * c.head_dim_v, c.n_embd)?,
                 attn_post_norm: b.opt_vec(&n("post_attention_norm.weight"), c.n_embd, c.post_norms)?,
                 ffn_norm: b.vec(&n("ffn_norm.weight"), c.n_embd)?,
-                w_gate: b.mat(&n("ffn_gate.weight"), c.n_embd, c.n_ff)?,
-                w_up: b.mat(&n("ffn_up.weight"), c.n_embd, c.n_ff)?,
+                gate_up: if f.tensor(&n("ffn_gate.weight")).is_some() {
+                    GateUpProj::Separate { gate: b.mat(&n("ffn_gate.weight"), c.n_embd, c.n_ff)?, up: b.mat(&n("ffn_up.weight"), c.n_embd, c.n_ff)? }
+                } else {
+                    GateUpProj::Fused(b.mat(&n("ffn_up.weight"), c.n_embd, 2 * c.n_ff)?)
+                },
                 w_down: b.mat(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
                 ffn_post_norm: b.opt_vec(&n("post_ffw_norm.weight"), c.n_embd, c.post_norms)?,
             });
         }
-        Ok(Weights { tok_embd, output_norm: b.vec("output_norm.weight", c.n_embd)?, output, layers })
+        let rope_freqs = b.opt_vec("rope_freqs.weight", c.n_rot / 2, f.tensor("rope_freqs.weight").is_some())?;
+        Ok(Weights { tok_embd, output_norm: b.vec("output_norm.weight", c.n_embd)?, output, rope_freqs, layers })
     }
 }

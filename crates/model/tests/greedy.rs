@@ -1,11 +1,11 @@
 //! Greedy continuations against llama.cpp's (../shared/reference/*/greedy.json), from the
 //! reference prompt ids, so only the forward pass is under test here.
 //!
-//! Rule (vLLM's, for comparing two implementations): ids must match exactly up to the first
-//! divergence; there, each side's token must be in the other's top-k (ours: the reference's
-//! top two, which is all it records; the reference's: our top five), and the reference's two
-//! top logits must be closer than our numeric error (`TIE`). After a legitimate divergence
-//! the rest of the continuation is not compared.
+//! Rule (after vLLM's for comparing two implementations): ids must match exactly up to the
+//! first divergence; there, both sides must see a near-tie between the two tokens: the
+//! reference's top-1/top-2 gap is under `TIE`, and our logit for the reference's token is
+//! within `TIE` of our top-1. After a legitimate divergence the rest of the continuation is
+//! not compared.
 //!
 //! `TIE` is measured, not chosen: the logits of our scalar and AVX2 kernels differ by up to
 //! ~0.25 on gemma3 (its large activations amplify rounding), and ours differ from llama.cpp's
@@ -32,10 +32,6 @@ fn model_path(name: &str) -> PathBuf {
 fn reference(name: &str) -> Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference").join(name).join("greedy.json");
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
-}
-
-fn rank_of(l: &[f32], id: usize) -> usize {
-    l.iter().filter(|&&v| v > l[id]).count()
 }
 
 fn top2(l: &[f32]) -> ((usize, f32), (usize, f32)) {
@@ -77,8 +73,8 @@ fn check(name: &str) {
             max_err = max_err.max((logits[w as usize] as f64 - ref_logit).abs());
             if std::env::var_os("GREEDY_TRACE").is_some() { eprintln!("step {i} err {:.4} ref {ref_logit:.3}", logits[w as usize] as f64 - ref_logit); }
             if id as u32 != w {
-                let ref_has_ours = st["top2_id"].as_u64() == Some(id as u64);
-                let ok = ref_gap < TIE && ref_has_ours && rank_of(logits, w as usize) < 5;
+                let our_gap = (lg - logits[w as usize]) as f64;
+                let ok = ref_gap < TIE && our_gap < TIE;
                 let _ = id2;
                 let msg = format!(
                     "{name} {:?} step {i}: ours {id} ({lg:.4}, runner-up {id2} {lg2:.4}), reference {w} ({ref_logit:.4}, gap {ref_gap:.4}) — {}",

@@ -1,0 +1,161 @@
+//! The `bantam` binary end to end: on the tiny deterministic model (fast) and on the real
+//! smollm2 model against llama.cpp's greedy reference.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bantam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bantam")).args(args).stdin(Stdio::null()).output().expect("run bantam")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "bantam failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn tiny() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bantam-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("tiny.gguf");
+    if !p.exists() {
+        std::fs::write(&p, model::tiny::tiny_model(&model::tiny::TinySpec::default())).unwrap();
+    }
+    p
+}
+
+fn real(name: &str) -> PathBuf {
+    let dir = std::env::var_os("BANTAM_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".bantam/models"));
+    let p = dir.join(format!("{name}.gguf"));
+    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh", p.display());
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn tokenize_and_detokenize_round_trip() {
+    let m = tiny();
+    let ids: Vec<u32> = serde_json::from_str(&stdout(&bantam(&["tokenize", s(&m), "the cat"]))).unwrap();
+    assert!(!ids.is_empty());
+    let args: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let mut a = vec!["detokenize", s(&m)];
+    a.extend(args.iter().map(|x| x.as_str()));
+    assert_eq!(stdout(&bantam(&a)).trim_end_matches('\n'), "the cat");
+    // --special turns <|im_start|> into one token.
+    let special: Vec<u32> = serde_json::from_str(&stdout(&bantam(&["tokenize", s(&m), "<|im_start|>", "--special"]))).unwrap();
+    assert_eq!(special.len(), 1);
+    let plain: Vec<u32> = serde_json::from_str(&stdout(&bantam(&["tokenize", s(&m), "<|im_start|>"]))).unwrap();
+    assert!(plain.len() > 1);
+}
+
+#[test]
+fn greedy_run_is_deterministic_and_seeded_sampling_repeats() {
+    let m = tiny();
+    let greedy = |extra: &[&str]| {
+        let mut a = vec!["run", s(&m), "hello there", "-n", "12", "-t", "1"];
+        a.extend_from_slice(extra);
+        stdout(&bantam(&a))
+    };
+    assert_eq!(greedy(&["--temperature", "0"]), greedy(&["--temperature", "0"]));
+    assert_eq!(greedy(&["--seed", "7"]), greedy(&["--seed", "7"]));
+    let outs: std::collections::HashSet<String> = (0..6).map(|i| greedy(&["--seed", &i.to_string(), "--temperature", "1.5"])).collect();
+    assert!(outs.len() > 1, "different seeds gave the same output every time");
+}
+
+#[test]
+fn verbose_prints_ollama_style_timings() {
+    let m = tiny();
+    let o = bantam(&["run", s(&m), "hi", "-n", "4", "--temperature", "0", "--verbose"]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    for field in ["load duration:", "prompt eval count:", "prompt eval rate:", "eval count:", "eval rate:"] {
+        assert!(err.contains(field), "missing {field:?} in {err}");
+    }
+    assert!(err.contains("eval count:           4 token(s)"), "{err}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let o = bantam(&["run", "no-such-model:7b", "hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("model 'no-such-model:7b' not found"));
+    let o = bantam(&["run", "../../etc/passwd", "hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = bantam(&["show", "/nonexistent/x.gguf"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+    let m = tiny();
+    let o = bantam(&["detokenize", s(&m), "999999"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("outside the vocabulary"));
+    let o = bantam(&["run", s(&m), "hi", "--temperature", "NaN"]);
+    assert_eq!(o.status.code(), Some(1));
+    let bad = std::env::temp_dir().join(format!("bantam-bad-{}.gguf", std::process::id()));
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00trunc").unwrap();
+    let o = bantam(&["run", s(&bad), "hi"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && err.contains(s(&bad)), "{err}");
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_refused() {
+    let m = tiny();
+    let long = "word ".repeat(100);
+    let o = bantam(&["run", s(&m), &long, "--raw", "--ctx-size", "16"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("the context holds 16"), "{err}");
+}
+
+#[test]
+fn show_and_bench_and_perplexity_run() {
+    let m = tiny();
+    let out = stdout(&bantam(&["show", s(&m)]));
+    assert!(out.contains("architecture        llama") && out.contains("chat template       yes"), "{out}");
+    let j: serde_json::Value = serde_json::from_str(&stdout(&bantam(&["bench", s(&m), "-p", "8", "-n", "4", "-r", "2", "--json", "-t", "1"]))).unwrap();
+    assert_eq!(j.as_array().unwrap().len(), 2);
+    assert!(j[0]["avg_ts"].as_f64().unwrap() > 0.0);
+    let text = std::env::temp_dir().join(format!("bantam-ppl-{}.txt", std::process::id()));
+    std::fs::write(&text, "the cat sat on the mat and then the other cat sat there too\n".repeat(4)).unwrap();
+    let out = stdout(&bantam(&["perplexity", s(&m), s(&text), "-c", "16", "-t", "1"]));
+    assert!(out.starts_with("PPL = "), "{out}");
+}
+
+#[test]
+fn stop_strings_end_the_answer_and_are_not_printed() {
+    let m = tiny();
+    let full = stdout(&bantam(&["run", s(&m), "hello", "-n", "24", "--temperature", "0", "--raw"]));
+    // Stop at the first character of the output after a few characters: the answer must
+    // end before it.
+    let chars: Vec<char> = full.trim_end_matches('\n').chars().collect();
+    if chars.len() > 4 {
+        let stop: String = chars[3..5].iter().collect();
+        let out = stdout(&bantam(&["run", s(&m), "hello", "-n", "24", "--temperature", "0", "--raw", "--stop", &stop]));
+        let out = out.trim_end_matches('\n');
+        assert!(!out.contains(&stop), "{out:?} contains the stop string {stop:?}");
+        assert!(full.starts_with(out), "{out:?} is not a prefix of {full:?}");
+    }
+}
+
+/// The whole path (tokenizer, forward pass, greedy sampling, streaming detokenizer) on the
+/// real smollm2 model reproduces llama.cpp's greedy text for a prompt with no near-tie.
+#[test]
+fn smollm2_greedy_text_matches_llama_cpp() {
+    let m = real("smollm2-135m");
+    let out = stdout(&bantam(&["run", s(&m), "The capital of France is", "--raw", "--temperature", "0", "--repeat-penalty", "1", "-n", "48", "-t", "2"]));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/smollm2-135m/greedy.json")).unwrap()).unwrap();
+    let want = r[0]["text"].as_str().unwrap();
+    assert_eq!(r[0]["prompt"].as_str(), Some("The capital of France is"));
+    assert_eq!(out.strip_suffix('\n').unwrap_or(&out), want);
+}
+
+#[test]
+fn smollm2_chat_template_answers() {
+    let m = real("smollm2-135m");
+    let out = stdout(&bantam(&["run", s(&m), "What is 2+2? Answer with one number.", "--temperature", "0", "-n", "16", "--system", "You are terse."]));
+    assert!(!out.trim().is_empty());
+    assert!(!out.contains("<|im_end|>") && !out.contains("<|im_start|>"), "{out}");
+}
