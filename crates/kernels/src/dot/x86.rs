@@ -7,6 +7,36 @@
 //! [`super::scalar`] and is compared with it in the tests.
 
 
+/// Sum a per-block FMA over blocks with two accumulators, so consecutive blocks' FMAs do
+/// not wait on each other (one accumulator makes the FMA latency the loop's bound). Expands
+/// inside the kernels' `#[target_feature]` functions.
+macro_rules! pairwise_blocks {
+    ($xs:expr, $ys:expr, |$bx:ident, $by:ident, $bacc:ident| $body:expr) => {{
+        let (xs, ys) = ($xs, $ys);
+        let n = xs.len().min(ys.len());
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 2 <= n {
+            a0 = {
+                let ($bx, $by, $bacc) = (&xs[i], &ys[i], a0);
+                $body
+            };
+            a1 = {
+                let ($bx, $by, $bacc) = (&xs[i + 1], &ys[i + 1], a1);
+                $body
+            };
+            i += 2;
+        }
+        if i < n {
+            a0 = {
+                let ($bx, $by, $bacc) = (&xs[i], &ys[i], a0);
+                $body
+            };
+        }
+        _mm256_add_ps(a0, a1)
+    }};
+}
+
 macro_rules! x86_kernels {
     ($feat:literal, |$x:ident, $y:ident| $udot:expr) => {
         use crate::blocks::*;
@@ -99,61 +129,45 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         unsafe fn q4_0_impl(w: &[u8], a: &[u8]) -> f32 {
             let (xs, ys) = (as_blocks::<BlockQ4_0>(w), as_blocks::<BlockQ8_0>(a));
-            let mut acc = _mm256_setzero_ps();
-            for (x, y) in xs.iter().zip(ys) {
-                let d = _mm256_set1_ps(h(x.d) * h(y.d));
+            hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
                 // SAFETY: qs has 16 bytes, y.qs 32.
                 let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
                 let qx = _mm256_sub_epi8(qx, _mm256_set1_epi8(8));
-                acc = _mm256_fmadd_ps(d, dot_i8(qx, qy), acc);
-            }
-            hsum(acc)
+                _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_i8(qx, qy), acc)
+            }))
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn q4_1_impl(w: &[u8], a: &[u8]) -> f32 {
             let (xs, ys) = (as_blocks::<BlockQ4_1>(w), as_blocks::<BlockQ8_1>(a));
-            let mut acc = _mm256_setzero_ps();
-            let mut summs = 0f32;
-            for (x, y) in xs.iter().zip(ys) {
-                summs += h(x.m) * h(y.s);
-                let d = _mm256_set1_ps(h(x.d) * h(y.d));
+            let summs: f32 = xs.iter().zip(ys).map(|(x, y)| h(x.m) * h(y.s)).sum();
+            hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
                 // SAFETY: as above.
                 let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
-                acc = _mm256_fmadd_ps(d, dot_u8i8(qx, qy), acc);
-            }
-            hsum(acc) + summs
+                _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_u8i8(qx, qy), acc)
+            })) + summs
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn q5_0_impl(w: &[u8], a: &[u8]) -> f32 {
             let (xs, ys) = (as_blocks::<BlockQ5_0>(w), as_blocks::<BlockQ8_0>(a));
-            let mut acc = _mm256_setzero_ps();
-            for (x, y) in xs.iter().zip(ys) {
-                let d = _mm256_set1_ps(h(x.d) * h(y.d));
+            hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
                 // SAFETY: as above.
                 let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
                 // q - 16 in two's complement: the high nibble is 0xF0 where the fifth bit is clear.
-                let hi = _mm256_andnot_si256(
-                    bits_to_bytes(u32::from_le_bytes(x.qh)),
-                    _mm256_set1_epi8(0xF0u8 as i8),
-                );
-                acc = _mm256_fmadd_ps(d, dot_i8(_mm256_or_si256(qx, hi), qy), acc);
-            }
-            hsum(acc)
+                let hi = _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8));
+                _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_i8(_mm256_or_si256(qx, hi), qy), acc)
+            }))
         }
 
         #[target_feature(enable = $feat)]
         unsafe fn q8_0_impl(w: &[u8], a: &[u8]) -> f32 {
             let (xs, ys) = (as_blocks::<BlockQ8_0>(w), as_blocks::<BlockQ8_0>(a));
-            let mut acc = _mm256_setzero_ps();
-            for (x, y) in xs.iter().zip(ys) {
-                let d = _mm256_set1_ps(h(x.d) * h(y.d));
+            hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
                 // SAFETY: 32-byte arrays.
                 let (qx, qy) = unsafe { (load(&x.qs), load(&y.qs)) };
-                acc = _mm256_fmadd_ps(d, dot_i8(qx, qy), acc);
-            }
-            hsum(acc)
+                _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_i8(qx, qy), acc)
+            }))
         }
 
         #[target_feature(enable = $feat)]
