@@ -24,9 +24,7 @@ fn tiny() -> PathBuf {
 }
 
 fn real(name: &str) -> PathBuf {
-    let dir = std::env::var_os("BANTAM_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".bantam/models"));
+    let dir = model::models_dir();
     let p = dir.join(format!("{name}.gguf"));
     assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh", p.display());
     p

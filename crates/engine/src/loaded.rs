@@ -15,13 +15,7 @@ pub const CATALOG: &[(&str, &str)] = &[
     ("qwen2.5-coder:0.5b", "qwen2.5-coder-0.5b.gguf"),
 ];
 
-/// `$BANTAM_MODELS`, else `~/.bantam/models`.
-pub fn models_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("BANTAM_MODELS") {
-        return PathBuf::from(d);
-    }
-    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".bantam").join("models")
-}
+pub use model::models_dir;
 
 /// Resolve a model name: a path to an existing file, or a catalog short name (a `:latest`
 /// tag and a missing tag resolve as Ollama does). Names are checked before any file system

@@ -5,9 +5,7 @@ use model::{Model, ModelError};
 use std::path::PathBuf;
 
 fn real_bytes() -> Vec<u8> {
-    let dir = std::env::var_os("BANTAM_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".bantam/models"));
+    let dir = model::models_dir();
     let p = dir.join("smollm2-135m.gguf");
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}; run scripts/fetch-models.sh", p.display()))
 }
