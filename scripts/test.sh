@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-models.sh
-cargo test --workspace --release -- --test-threads=1
+cargo test --workspace --release --no-fail-fast -- --test-threads=1
