@@ -200,6 +200,16 @@ mod tests {
     }
 
     #[test]
+    fn reads_version_2() {
+        // v2 has v3's layout (v3 only added big-endian files, which carry the version swapped).
+        let mut b = sample();
+        b[4] = 2;
+        let f = Gguf::from_vec("v2.gguf", b).unwrap();
+        assert_eq!(f.version(), 2);
+        assert_eq!(f.metadata_u64("x.u32").unwrap(), 7);
+    }
+
+    #[test]
     fn rejects_v1_and_bad_magic() {
         let mut b = sample();
         b[4] = 1;
