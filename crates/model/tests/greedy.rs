@@ -69,11 +69,9 @@ fn check(name: &str) {
             let (ref_logit, ref_gap) =
                 (st["logit"].as_f64().unwrap(), st["logit"].as_f64().unwrap() - st["top2_logit"].as_f64().unwrap());
             max_err = max_err.max((logits[w as usize] as f64 - ref_logit).abs());
-            if std::env::var_os("GREEDY_TRACE").is_some() { eprintln!("step {i} err {:.4} ref {ref_logit:.3}", logits[w as usize] as f64 - ref_logit); }
             if id as u32 != w {
                 let our_gap = (lg - logits[w as usize]) as f64;
                 let ok = ref_gap < TIE && our_gap < TIE;
-                let _ = id2;
                 let msg = format!(
                     "{name} {:?} step {i}: ours {id} ({lg:.4}, runner-up {id2} {lg2:.4}), reference {w} ({ref_logit:.4}, gap {ref_gap:.4}) — {}",
                     case["prompt"].as_str().unwrap(),
