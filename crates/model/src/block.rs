@@ -113,7 +113,7 @@ impl Model {
         next.clear();
         next.extend(caches.iter().map(|k| k.len()));
         for (i, (&tok, &sq)) in batch.tokens.iter().zip(&batch.seq).enumerate() {
-            let cache = caches.get(sq).ok_or(ModelError::BadBatch(format!("token {i} names sequence {sq} of {}", caches.len())))?;
+            let cache = caches.get(sq).ok_or_else(|| ModelError::BadBatch(format!("token {i} names sequence {sq} of {}", caches.len())))?;
             if tok as usize >= c.n_vocab {
                 return Err(ModelError::BadBatch(format!("token id {tok} is outside the vocabulary ({})", c.n_vocab)));
             }
@@ -137,7 +137,8 @@ impl Model {
         if s.f16.len() < kvd.max(vd) {
             s.f16.resize(kvd.max(vd), 0);
         }
-        let max_pos = next.iter().copied().max().unwrap_or(0);
+        // Sized for the longest cache, not the current position, so it never grows mid-run.
+        let max_pos = caches.iter().map(|k| k.capacity()).max().unwrap_or(0);
         fit(&mut s.scores, pool.n_threads() * (max_pos + c.head_dim_v));
 
         // Embeddings. [T, n_embd]
