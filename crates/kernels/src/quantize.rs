@@ -13,6 +13,18 @@ fn round_even(x: f32) -> i32 {
     (v & 0x007f_ffff) - 0x0040_0000
 }
 
+/// The element of largest magnitude, with its sign (0 for an all-zero block).
+fn signed_absmax(xs: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in xs {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
 /// Activations to Q8_0 (`quantize_row_q8_0`, x86): `d = amax / 127`, `q = round(x * 127 / amax)`.
 pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
@@ -47,14 +59,8 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
 /// magnitude, keeping its sign, so that element maps to -127; sums per 16 for the mins.
 pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
     for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in xs {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        if amax == 0.0 {
+        let max = signed_absmax(xs);
+        if max == 0.0 {
             b.d = 0.0;
             b.qs = [0; QK_K];
             b.bsums = [0; QK_K / 16];
@@ -82,13 +88,7 @@ pub fn quantize_weights_q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
 pub fn quantize_weights_q4_0(x: &[f32]) -> Vec<BlockQ4_0> {
     x.chunks_exact(QK)
         .map(|xs| {
-            let (mut amax, mut max) = (0f32, 0f32);
-            for &v in xs {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
+            let max = signed_absmax(xs);
             let d = max / -8.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let mut qs = [0u8; 16];
@@ -132,13 +132,7 @@ pub fn quantize_weights_q4_1(x: &[f32]) -> Vec<BlockQ4_1> {
 pub fn quantize_weights_q5_0(x: &[f32]) -> Vec<BlockQ5_0> {
     x.chunks_exact(QK)
         .map(|xs| {
-            let (mut amax, mut max) = (0f32, 0f32);
-            for &v in xs {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
+            let max = signed_absmax(xs);
             let d = max / -16.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let mut qs = [0u8; 16];

@@ -95,6 +95,19 @@ impl Model {
         matmul(pool, &self.view(m), &x[..n * m.cols], n, act, &mut out[..n * m.rows]);
     }
 
+    /// A sub-block's output `o` joins the residual stream `x`: post-norm (gemma3) and
+    /// residual scale (granite) where configured, then `x += o`. Both `[n_embd]`.
+    fn add_branch(&self, x: &mut [f32], o: &mut [f32], post_norm: Option<&[f32]>) {
+        let c = &self.config;
+        if let Some(w) = post_norm {
+            ops::rms_norm(o, w, c.rms_eps);
+        }
+        if c.residual_scale != 1.0 {
+            o.iter_mut().for_each(|v| *v *= c.residual_scale);
+        }
+        ops::add_assign(x, o);
+    }
+
     /// Run the batch; returns the logits `[n_out, n_vocab]` of the tokens marked in
     /// `batch.logits`, in batch order.
     pub fn forward<'s>(
@@ -210,15 +223,9 @@ impl Model {
             self.attention(pool, il, batch, caches, s);
             self.mm(pool, &lw.wo, &s.att, t_n, &mut s.act, &mut s.o);
             for t in 0..t_n {
-                let o = &mut s.o[t * ne..(t + 1) * ne];
-                if let Some(w) = &lw.attn_post_norm {
-                    ops::rms_norm(o, w, c.rms_eps);
-                }
-                if c.residual_scale != 1.0 {
-                    o.iter_mut().for_each(|v| *v *= c.residual_scale);
-                }
-                ops::add_assign(&mut s.x[t * ne..(t + 1) * ne], o);
-                ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], &s.x[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps);
+                let x = &mut s.x[t * ne..(t + 1) * ne];
+                self.add_branch(x, &mut s.o[t * ne..(t + 1) * ne], lw.attn_post_norm.as_deref());
+                ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], x, &lw.ffn_norm, c.rms_eps);
             }
             // Feed-forward sub-block.
             let nf = t_n * c.n_ff;
@@ -244,14 +251,7 @@ impl Model {
             }
             self.mm(pool, &lw.w_down, &s.gate, t_n, &mut s.act, &mut s.o);
             for t in 0..t_n {
-                let o = &mut s.o[t * ne..(t + 1) * ne];
-                if let Some(w) = &lw.ffn_post_norm {
-                    ops::rms_norm(o, w, c.rms_eps);
-                }
-                if c.residual_scale != 1.0 {
-                    o.iter_mut().for_each(|v| *v *= c.residual_scale);
-                }
-                ops::add_assign(&mut s.x[t * ne..(t + 1) * ne], o);
+                self.add_branch(&mut s.x[t * ne..(t + 1) * ne], &mut s.o[t * ne..(t + 1) * ne], lw.ffn_post_norm.as_deref());
             }
         }
         for (cache, &n) in caches.iter_mut().zip(&next) {
