@@ -173,6 +173,11 @@ impl Gguf {
 
     /// The bytes of a tensor; bounds were checked when the file was indexed.
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
-        &self.bytes.as_slice()[t.offset..t.offset + t.size]
+        self.data(t.offset, t.size)
+    }
+
+    /// `size` bytes at absolute `offset` (a range taken from a [`TensorInfo`]).
+    pub fn data(&self, offset: usize, size: usize) -> &[u8] {
+        &self.bytes.as_slice()[offset..offset + size]
     }
 }

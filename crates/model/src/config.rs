@@ -97,8 +97,7 @@ pub struct Config {
     pub logit_scale: f32,
 }
 
-fn key(f: &Gguf, arch: &str, k: &str) -> String {
-    let _ = f;
+fn key(arch: &str, k: &str) -> String {
     format!("{arch}.{k}")
 }
 
@@ -107,7 +106,7 @@ impl Config {
         let arch_name = f.metadata_str("general.architecture")?;
         let arch = Arch::from_name(arch_name).ok_or_else(|| ModelError::UnsupportedArch(arch_name.to_string()))?;
         let a = arch_name;
-        let u = |k: &str| -> Result<usize, ModelError> { Ok(f.metadata_u64(&key(f, a, k))? as usize) };
+        let u = |k: &str| -> Result<usize, ModelError> { Ok(f.metadata_u64(&key(a, k))? as usize) };
         let n_embd = u("embedding_length")?;
         let n_layer = u("block_count")?;
         let n_head = u("attention.head_count")?;
@@ -115,8 +114,8 @@ impl Config {
         let head_dim = u("attention.key_length").unwrap_or(if n_head > 0 { n_embd / n_head } else { 0 });
         let head_dim_v = u("attention.value_length").unwrap_or(head_dim);
         let n_ff = u("feed_forward_length")?;
-        let rms_eps = f.metadata_f32(&key(f, a, "attention.layer_norm_rms_epsilon"))?;
-        let rope_base = f.metadata_f32(&key(f, a, "rope.freq_base")).unwrap_or(10000.0);
+        let rms_eps = f.metadata_f32(&key(a, "attention.layer_norm_rms_epsilon"))?;
+        let rope_base = f.metadata_f32(&key(a, "rope.freq_base")).unwrap_or(10000.0);
         let ctx_train = u("context_length")?;
         let n_vocab = match f.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
             Some(t) => t.len(),
@@ -157,7 +156,7 @@ impl Config {
         if c.n_rot == 0 || c.n_rot > head_dim || c.n_rot % 2 != 0 {
             return Err(ModelError::BadConfig(format!("{a}: rope dimension count {} does not fit head dim {head_dim}", c.n_rot)));
         }
-        let scale = |k: &str| f.metadata_f32(&key(f, a, k)).ok().filter(|v| *v != 0.0);
+        let scale = |k: &str| f.metadata_f32(&key(a, k)).ok().filter(|v| *v != 0.0);
         // The family mapping: what each architecture changes in the shared block
         // (after llama.cpp's llama-model.cpp and src/models/<arch>.cpp).
         match arch {

@@ -22,8 +22,7 @@ pub struct Mat {
 
 impl Mat {
     pub fn view<'a>(&self, f: &'a Gguf, isa: Isa) -> QMatrix<'a> {
-        let info = gguf::TensorInfo { name: String::new(), ggml_type: self.ty, dims: vec![], offset: self.offset, size: self.len };
-        QMatrix::new(self.ty, self.rows, self.cols, f.tensor_data(&info), isa).expect("shape checked at load")
+        QMatrix::new(self.ty, self.rows, self.cols, f.data(self.offset, self.len), isa).expect("shape checked at load")
     }
 }
 
