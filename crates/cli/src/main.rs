@@ -5,6 +5,7 @@
 mod bench;
 mod perplexity;
 mod run;
+mod serve;
 mod show;
 mod tokens;
 
@@ -29,6 +30,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Prompt-processing and generation speed, measured as llama-bench does
     Bench(bench::BenchArgs),
+    /// Serve the Ollama and OpenAI APIs (default 127.0.0.1:11434)
+    Serve(serve::ServeArgs),
     /// Describe a model: architecture, parameters, quantization, context, template, size
     Show(show::ShowArgs),
 }
@@ -42,6 +45,7 @@ fn main() {
         Command::Perplexity(a) => perplexity::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Show(a) => show::main(a),
+        Command::Serve(a) => serve::main(a),
     };
     if let Err(e) = r {
         eprintln!("Error: {e:#}");

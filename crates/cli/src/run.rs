@@ -100,15 +100,10 @@ struct Session {
 impl Session {
     /// Token ids for the conversation so far (templated) or the raw prompt.
     fn prompt_tokens(&self, messages: &[ChatMessage], raw_prompt: &str) -> Result<Vec<u32>> {
-        let tok = &self.lm.tokenizer;
-        let text = match (&self.lm.template, self.raw) {
-            (Some(t), false) => t.render(messages, true, None)?,
-            _ => raw_prompt.to_string(),
-        };
-        // A template that writes BOS itself must not get a second one.
-        let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
-        let add_bos = !(self.lm.template.is_some() && !self.raw && !bos_text.is_empty() && text.starts_with(bos_text));
-        Ok(tok.encode(&text, add_bos, true))
+        if self.raw || self.lm.template.is_none() {
+            return Ok(self.lm.tokenizer.encode(raw_prompt, true, true));
+        }
+        Ok(self.lm.chat_prompt(messages, None)?)
     }
 
     fn answer(&mut self, tokens: &[u32]) -> Result<(String, GenerateStats)> {

@@ -15,6 +15,8 @@ pub enum EngineError {
     BadRequest(String),
     #[error("{0}")]
     ModelNotFound(String),
+    #[error("the request was cancelled")]
+    Cancelled,
     #[error("the prompt has {n_prompt} tokens but the context holds {n_ctx}")]
     PromptTooLong { n_prompt: usize, n_ctx: usize },
 }

@@ -146,7 +146,7 @@ impl Sequence {
                 break FinishReason::Stop;
             }
             if self.tokens.len() + 1 >= self.n_ctx() || eval_count >= limit {
-                self.tokens.push(id);
+                // `id` is not pushed: `tokens` lists exactly what the cache holds.
                 break FinishReason::Length;
             }
             self.batch.clear();

@@ -6,10 +6,15 @@ mod error;
 pub mod generate;
 pub mod loaded;
 pub mod perplexity;
+pub mod request;
 pub mod sampler;
+pub mod scheduler;
 pub mod stop;
 pub mod template;
+pub mod worker;
 
 pub use error::EngineError;
 pub use generate::{FinishReason, GenerateParams, GenerateStats, Sequence};
-pub use loaded::{resolve_model, LoadedModel};
+pub use loaded::{canonical_name, resolve_model, LoadedModel};
+pub use request::{Event, Request, SubmitError, Usage};
+pub use worker::{EngineHandle, EngineOptions, EngineStats};

@@ -117,6 +117,37 @@ impl Model {
         caches: &mut [&mut KvCache],
         s: &'s mut Scratch,
     ) -> Result<&'s [f32], ModelError> {
+        let n_out = self.forward_hidden(pool, batch, caches, s)?;
+        let (ne, nv) = (self.config.n_embd, self.config.n_vocab);
+        if s.logits.len() != n_out * nv {
+            s.logits.resize(n_out * nv, 0.0);
+        }
+        if n_out > 0 {
+            let w = self.weights.output.view(&self.file, self.isa);
+            matmul(pool, &w, &s.last[..n_out * ne], n_out, &mut s.act, &mut s.logits);
+            if self.config.logit_scale != 1.0 {
+                s.logits.iter_mut().for_each(|v| *v /= self.config.logit_scale);
+            }
+        }
+        Ok(&s.logits[..n_out * nv])
+    }
+
+    /// Run the batch up to the final norm; returns the final hidden states
+    /// `[n_out, n_embd]` of the tokens marked in `batch.logits` (what embeddings pool).
+    pub fn hidden<'s>(
+        &self,
+        pool: &Pool,
+        batch: &Batch,
+        caches: &mut [&mut KvCache],
+        s: &'s mut Scratch,
+    ) -> Result<&'s [f32], ModelError> {
+        let n_out = self.forward_hidden(pool, batch, caches, s)?;
+        Ok(&s.last[..n_out * self.config.n_embd])
+    }
+
+    /// The decoder layers and the final norm; leaves `[n_out, n_embd]` in `s.last` and
+    /// returns `n_out`.
+    fn forward_hidden(&self, pool: &Pool, batch: &Batch, caches: &mut [&mut KvCache], s: &mut Scratch) -> Result<usize, ModelError> {
         let c = &self.config;
         let t_n = batch.len();
         // Positions: each sequence continues from its cache length.
@@ -259,7 +290,7 @@ impl Model {
         }
         s.next = next;
 
-        // Output: final norm and projection for the tokens that want logits.
+        // Final norm for the tokens that want output.
         let n_out = batch.logits.iter().filter(|&&b| b).count();
         fit(&mut s.last, n_out * ne);
         let mut j = 0;
@@ -267,18 +298,7 @@ impl Model {
             ops::rms_norm_into(&mut s.last[j * ne..(j + 1) * ne], &s.x[t * ne..(t + 1) * ne], &self.weights.output_norm, c.rms_eps);
             j += 1;
         }
-        let nv = c.n_vocab;
-        if s.logits.len() != n_out * nv {
-            s.logits.resize(n_out * nv, 0.0);
-        }
-        if n_out > 0 {
-            let w = self.weights.output.view(&self.file, self.isa);
-            matmul(pool, &w, &s.last[..n_out * ne], n_out, &mut s.act, &mut s.logits);
-            if c.logit_scale != 1.0 {
-                s.logits.iter_mut().for_each(|v| *v /= c.logit_scale);
-            }
-        }
-        Ok(&s.logits[..n_out * nv])
+        Ok(n_out)
     }
 
     /// Attention of every (token, head) pair over its own sequence's cache.

@@ -1,0 +1,88 @@
+//! What callers send to an [`Engine`](crate::Engine) and the domain events it sends back.
+//! Wire formats (Ollama, OpenAI) are built from these at the edge.
+
+use crate::generate::{FinishReason, GenerateParams};
+use crate::EngineError;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// A generation request. Dropping the receiver of `events` cancels it: the engine frees its
+/// sequence at the next step.
+#[derive(Debug)]
+pub struct Request {
+    /// Prompt token ids; not empty, shorter than the context.
+    pub prompt: Vec<u32>,
+    pub params: GenerateParams,
+    /// `Some(k)`: report each chosen token's log-probability and the `k` most likely
+    /// alternatives (k may be 0).
+    pub logprobs: Option<usize>,
+    /// Added to the logits of these tokens before sampling (OpenAI `logit_bias`).
+    pub logit_bias: Vec<(u32, f32)>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub submitted: Instant,
+}
+
+/// What happens to a request, in order: `Token`s, then one `Done` or one `Error`.
+#[derive(Debug)]
+pub enum Event {
+    /// One sampled token. `text` is the text that became final with it: empty while a
+    /// possible stop string or a split UTF-8 character is held back.
+    Token { id: u32, text: String, logprob: Option<TokenLogprob> },
+    /// The end: the text still held back (if not a stop string), and the figures.
+    Done { text: String, usage: Usage },
+    Error(EngineError),
+}
+
+/// Log-probability of one chosen token and of the most likely alternatives, from the raw
+/// logits (before penalties and sampling filters), as OpenAI reports them.
+#[derive(Debug, Clone)]
+pub struct TokenLogprob {
+    pub token: Candidate,
+    pub top: Vec<Candidate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub id: u32,
+    /// The token's bytes (a token may hold part of a UTF-8 character).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+impl Candidate {
+    /// The token's text, lossily decoded.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// Figures of one finished request.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    /// Prompt tokens found in the prefix cache (not recomputed).
+    pub cached_tokens: usize,
+    /// From submission until the first prompt chunk ran (queueing).
+    pub queue_duration: Duration,
+    pub prompt_eval_duration: Duration,
+    pub eval_count: usize,
+    pub eval_duration: Duration,
+    pub finish: FinishReason,
+}
+
+/// An embedding request: one vector per input, mean-pooled over the final hidden states and
+/// L2-normalised.
+#[derive(Debug)]
+pub struct EmbedRequest {
+    pub inputs: Vec<Vec<u32>>,
+    pub reply: oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>,
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("server busy: {running} requests running and {queued} queued for this model; retry later")]
+    Overloaded { running: usize, queued: usize },
+    #[error("the model is shutting down")]
+    Closed,
+}

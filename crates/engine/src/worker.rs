@@ -1,0 +1,537 @@
+//! The engine thread of one loaded model. It alone owns the KV caches and the sequences;
+//! callers talk to it through an [`EngineHandle`]. Each loop turn it takes new requests,
+//! drops the cancelled ones, plans a step with [`scheduler::plan`], runs ONE forward pass
+//! over every running sequence's tokens, and samples for those that produced logits.
+//!
+//! Slots keep their cache after a request ends: a new request goes to the free slot whose
+//! cached tokens share the longest prefix with its prompt, so a repeated system prompt or a
+//! growing chat is not recomputed.
+
+use crate::generate::FinishReason;
+use crate::loaded::LoadedModel;
+use crate::request::{Candidate, EmbedRequest, Event, Request, SubmitError, TokenLogprob, Usage};
+use crate::sampler::Sampler;
+use crate::scheduler::{self, Budget, SeqView, StepPlan};
+use crate::stop::StopMatcher;
+use crate::EngineError;
+use kernels::pool::Pool;
+use model::{Batch, KvCache, Scratch};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+use tokenizer::StreamDecoder;
+
+/// How an engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Sequences decoded together (slots, each with its own cache).
+    pub max_parallel: usize,
+    /// Requests waiting for a slot before new ones are refused.
+    pub max_queue: usize,
+    /// Context of each slot, in tokens.
+    pub n_ctx: usize,
+    pub budget: Budget,
+    pub threads: usize,
+}
+
+/// Counters the engine keeps for metrics and /api/ps; read without locking.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Requests accepted and not yet finished (running + queued).
+    pub outstanding: AtomicUsize,
+    pub running: AtomicUsize,
+    pub queued: AtomicUsize,
+    /// Tokens held in all slot caches.
+    pub kv_tokens: AtomicUsize,
+    pub prompt_tokens: AtomicU64,
+    /// Prompt tokens served from the prefix cache.
+    pub prefix_hit_tokens: AtomicU64,
+    /// Requests that found a non-empty prefix in the cache.
+    pub prefix_hits: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    pub steps: AtomicU64,
+    /// Nanoseconds spent in forward steps.
+    pub busy_ns: AtomicU64,
+}
+
+enum Command {
+    Generate(Request),
+    Embed(EmbedRequest),
+    CancelAll,
+}
+
+/// The caller's side of an engine. Dropping it lets the thread finish what runs and exit.
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    pub model: Arc<LoadedModel>,
+    pub stats: Arc<EngineStats>,
+    pub options: EngineOptions,
+}
+
+impl EngineHandle {
+    /// Start the engine thread for `model`.
+    pub fn spawn(model: Arc<LoadedModel>, options: EngineOptions) -> std::io::Result<EngineHandle> {
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(EngineStats::default());
+        let engine = Engine::new(model.clone(), &options, stats.clone(), rx);
+        std::thread::Builder::new().name(format!("engine {}", model.name)).spawn(move || engine.run())?;
+        Ok(EngineHandle { tx, model, stats, options })
+    }
+
+    /// Queue a request, or refuse it when `max_parallel + max_queue` are outstanding.
+    pub fn submit(&self, req: Request) -> Result<(), SubmitError> {
+        let limit = self.options.max_parallel + self.options.max_queue;
+        let taken = self.stats.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1));
+        if taken.is_err() {
+            return Err(SubmitError::Overloaded {
+                running: self.stats.running.load(Ordering::Relaxed),
+                queued: self.stats.queued.load(Ordering::Relaxed),
+            });
+        }
+        self.tx.send(Command::Generate(req)).map_err(|_| {
+            self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
+            SubmitError::Closed
+        })
+    }
+
+    pub fn embed(&self, req: EmbedRequest) -> Result<(), SubmitError> {
+        self.tx.send(Command::Embed(req)).map_err(|_| SubmitError::Closed)
+    }
+
+    /// Finish every running and queued request now (as cancelled).
+    pub fn cancel_all(&self) {
+        let _ = self.tx.send(Command::CancelAll);
+    }
+
+    /// Whether no request is running or queued.
+    pub fn is_idle(&self) -> bool {
+        self.stats.outstanding.load(Ordering::SeqCst) == 0
+    }
+
+    /// Bytes the weights and the slot caches may take.
+    pub fn memory_bytes(&self) -> usize {
+        self.model.model.file.file_size() + self.options.max_parallel * self.options.n_ctx * self.model.kv_bytes_per_token()
+    }
+}
+
+/// A request that holds a slot.
+struct Active {
+    req: Request,
+    sampler: Sampler,
+    stop: StopMatcher,
+    decoder: StreamDecoder,
+    /// Prompt tokens already in the cache.
+    n_done: usize,
+    cached: usize,
+    /// The sampled token not yet in the cache (decoding sequences).
+    next: Option<u32>,
+    eval_count: usize,
+    admitted: Instant,
+    first_token: Option<Instant>,
+    /// Admission order, for first-come-first-served prompt chunks.
+    order: u64,
+}
+
+struct Slot {
+    cache: KvCache,
+    /// Exactly the tokens the cache holds.
+    tokens: Vec<u32>,
+    active: Option<Active>,
+    /// When the slot last finished a request (least recently used is reused first).
+    last_used: u64,
+}
+
+struct Engine {
+    lm: Arc<LoadedModel>,
+    pool: Pool,
+    rx: mpsc::Receiver<Command>,
+    stats: Arc<EngineStats>,
+    budget: Budget,
+    slots: Vec<Slot>,
+    waiting: VecDeque<Request>,
+    batch: Batch,
+    scratch: Scratch,
+    plan: StepPlan,
+    views: Vec<SeqView>,
+    /// [n_vocab] logits with `logit_bias` applied.
+    biased: Vec<f32>,
+    /// [n_vocab] token ids, partially sorted for top log-probabilities.
+    order: Vec<u32>,
+    /// Slots whose request ended in this step.
+    ended: Vec<(usize, FinishReason)>,
+    clock: u64,
+    closed: bool,
+}
+
+impl Engine {
+    fn new(lm: Arc<LoadedModel>, o: &EngineOptions, stats: Arc<EngineStats>, rx: mpsc::Receiver<Command>) -> Engine {
+        let slots = (0..o.max_parallel.max(1))
+            .map(|_| Slot { cache: KvCache::new(&lm.model.config, o.n_ctx), tokens: Vec::new(), active: None, last_used: 0 })
+            .collect();
+        Engine {
+            pool: Pool::new(o.threads.max(1)),
+            lm,
+            rx,
+            stats,
+            budget: o.budget,
+            slots,
+            waiting: VecDeque::new(),
+            batch: Batch::default(),
+            scratch: Scratch::default(),
+            plan: StepPlan::default(),
+            views: Vec::new(),
+            biased: Vec::new(),
+            order: Vec::new(),
+            ended: Vec::new(),
+            clock: 0,
+            closed: false,
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            let busy = self.slots.iter().any(|s| s.active.is_some()) || !self.waiting.is_empty();
+            if !busy {
+                if self.closed {
+                    return;
+                }
+                match self.rx.recv() {
+                    Ok(c) => self.command(c),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(c) => self.command(c),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.closed = true;
+                        break;
+                    }
+                }
+            }
+            self.drop_cancelled();
+            self.admit();
+            self.publish();
+            if let Err(e) = self.step() {
+                // A failed step (it should not happen: inputs are checked on admission)
+                // fails the requests in it, never the engine.
+                for slot in &mut self.slots {
+                    if let Some(a) = slot.active.take() {
+                        self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
+                        let _ = a.req.events.send(Event::Error(EngineError::BadRequest(format!("generation failed: {e}"))));
+                    }
+                    slot.cache.clear();
+                    slot.tokens.clear();
+                }
+            }
+            self.publish();
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Generate(r) => self.waiting.push_back(r),
+            Command::Embed(e) => {
+                let result = self.embed(&e.inputs);
+                let _ = e.reply.send(result);
+            }
+            Command::CancelAll => {
+                for r in self.waiting.drain(..) {
+                    self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
+                    let _ = r.events.send(Event::Error(EngineError::Cancelled));
+                }
+                for i in 0..self.slots.len() {
+                    if self.slots[i].active.is_some() {
+                        self.finish(i, FinishReason::Cancelled);
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let running = self.slots.iter().filter(|s| s.active.is_some()).count();
+        self.stats.running.store(running, Ordering::Relaxed);
+        self.stats.queued.store(self.waiting.len(), Ordering::Relaxed);
+        self.stats.kv_tokens.store(self.slots.iter().map(|s| s.cache.len()).sum(), Ordering::Relaxed);
+    }
+
+    /// A request whose receiver is gone (the client left) frees its slot now.
+    fn drop_cancelled(&mut self) {
+        let before = self.waiting.len();
+        self.waiting.retain(|r| !r.events.is_closed());
+        self.stats.outstanding.fetch_sub(before - self.waiting.len(), Ordering::SeqCst);
+        for i in 0..self.slots.len() {
+            if self.slots[i].active.as_ref().is_some_and(|a| a.req.events.is_closed()) {
+                self.finish(i, FinishReason::Cancelled);
+            }
+        }
+    }
+
+    /// Move waiting requests into free slots, each into the one sharing the longest prefix
+    /// with its prompt (then the least recently used).
+    fn admit(&mut self) {
+        while !self.waiting.is_empty() {
+            let prompt = &self.waiting[0].prompt;
+            let best = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.active.is_none())
+                .map(|(i, s)| (i, common_prefix(&s.tokens, prompt), s.last_used))
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
+            let Some((i, common, _)) = best else { break };
+            let req = self.waiting.pop_front().expect("not empty");
+            if let Err(e) = self.check(&req) {
+                self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
+                let _ = req.events.send(Event::Error(e));
+                continue;
+            }
+            // The last prompt token is always recomputed: its logits are needed.
+            let reuse = common.min(req.prompt.len() - 1);
+            let slot = &mut self.slots[i];
+            slot.cache.truncate(reuse);
+            slot.tokens.truncate(reuse);
+            self.stats.prompt_tokens.fetch_add(req.prompt.len() as u64, Ordering::Relaxed);
+            if reuse > 0 {
+                self.stats.prefix_hits.fetch_add(1, Ordering::Relaxed);
+                self.stats.prefix_hit_tokens.fetch_add(reuse as u64, Ordering::Relaxed);
+            }
+            self.clock += 1;
+            slot.active = Some(Active {
+                sampler: Sampler::new(req.params.sampling.clone(), self.lm.model.config.n_vocab),
+                stop: StopMatcher::new(req.params.stop.clone()),
+                decoder: StreamDecoder::new(false),
+                n_done: reuse,
+                cached: reuse,
+                next: None,
+                eval_count: 0,
+                admitted: Instant::now(),
+                first_token: None,
+                order: self.clock,
+                req,
+            });
+        }
+    }
+
+    fn check(&self, req: &Request) -> Result<(), EngineError> {
+        req.params.sampling.validate()?;
+        let n_ctx = self.slots[0].cache.capacity();
+        if req.prompt.is_empty() {
+            return Err(EngineError::BadRequest("the prompt is empty".into()));
+        }
+        if req.prompt.len() >= n_ctx {
+            return Err(EngineError::PromptTooLong { n_prompt: req.prompt.len(), n_ctx });
+        }
+        let n_vocab = self.lm.model.config.n_vocab;
+        if let Some(&t) = req.prompt.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(EngineError::BadRequest(format!("token id {t} is outside the vocabulary ({n_vocab})")));
+        }
+        Ok(())
+    }
+
+    /// One forward pass over the planned tokens of every running sequence, then sampling.
+    fn step(&mut self) -> Result<(), EngineError> {
+        self.views.clear();
+        let mut running: Vec<(u64, usize)> =
+            self.slots.iter().enumerate().filter_map(|(i, s)| s.active.as_ref().map(|a| (a.order, i))).collect();
+        running.sort_unstable();
+        for &(_, i) in &running {
+            let a = self.slots[i].active.as_ref().expect("running");
+            self.views.push(SeqView { slot: i, pending: a.req.prompt.len() - a.n_done });
+        }
+        scheduler::plan(&self.views, self.budget, &mut self.plan);
+        if self.plan.items.is_empty() {
+            return Ok(());
+        }
+        // The batch: each planned slot's tokens; logits for a decode token and for the
+        // last token of a prompt.
+        self.batch.clear();
+        for item in &self.plan.items {
+            let a = self.slots[item.slot].active.as_ref().expect("planned slots run");
+            match a.next {
+                Some(t) => self.batch.push(t, item.slot, true),
+                None => {
+                    let chunk = &a.req.prompt[a.n_done..a.n_done + item.n_tokens];
+                    let ends = a.n_done + item.n_tokens == a.req.prompt.len();
+                    for (j, &t) in chunk.iter().enumerate() {
+                        self.batch.push(t, item.slot, ends && j + 1 == chunk.len());
+                    }
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let mut caches: Vec<&mut KvCache> = self.slots.iter_mut().map(|s| &mut s.cache).collect();
+        let logits = self.lm.model.forward(&self.pool, &self.batch, &mut caches, &mut self.scratch)?;
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        self.stats.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // Record what the caches now hold, then sample in plan order (the logits' order).
+        let n_vocab = self.lm.model.config.n_vocab;
+        let mut row = 0;
+        for k in 0..self.plan.items.len() {
+            let item = self.plan.items[k];
+            let slot = &mut self.slots[item.slot];
+            let a = slot.active.as_mut().expect("planned slots run");
+            let wants_logits = match a.next.take() {
+                Some(t) => {
+                    slot.tokens.push(t);
+                    true
+                }
+                None => {
+                    slot.tokens.extend_from_slice(&a.req.prompt[a.n_done..a.n_done + item.n_tokens]);
+                    a.n_done += item.n_tokens;
+                    a.n_done == a.req.prompt.len()
+                }
+            };
+            if wants_logits {
+                let l = &logits[row * n_vocab..(row + 1) * n_vocab];
+                row += 1;
+                self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
+                if let Some(reason) = sample(&self.lm, slot, l, &mut self.biased, &mut self.order) {
+                    self.ended.push((item.slot, reason));
+                }
+            }
+        }
+        let mut ended = std::mem::take(&mut self.ended);
+        for (i, reason) in ended.drain(..) {
+            self.finish(i, reason);
+        }
+        self.ended = ended;
+        Ok(())
+    }
+
+    /// End the slot's request: flush held-back text and send `Done`. The slot keeps its
+    /// cache for prefix reuse.
+    fn finish(&mut self, i: usize, reason: FinishReason) {
+        self.clock += 1;
+        let slot = &mut self.slots[i];
+        slot.last_used = self.clock;
+        let Some(mut a) = slot.active.take() else { return };
+        let mut text = String::new();
+        if !a.stop.is_stopped() {
+            let (t, _) = a.stop.push(&a.decoder.finish());
+            text = t;
+            if !a.stop.is_stopped() {
+                text += &a.stop.finish();
+            }
+        }
+        let now = Instant::now();
+        let first = a.first_token.unwrap_or(now);
+        let usage = Usage {
+            prompt_tokens: a.req.prompt.len(),
+            cached_tokens: a.cached,
+            queue_duration: a.admitted.saturating_duration_since(a.req.submitted),
+            prompt_eval_duration: first.saturating_duration_since(a.admitted),
+            eval_count: a.eval_count,
+            eval_duration: now.saturating_duration_since(first),
+            finish: reason,
+        };
+        // Counted out before the caller hears of it, so an idle check right after sees it.
+        self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
+        let _ = a.req.events.send(Event::Done { text, usage });
+    }
+
+    /// Mean-pooled, L2-normalised final hidden states of each input, computed in a
+    /// temporary cache so no slot is disturbed.
+    fn embed(&mut self, inputs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let c = &self.lm.model.config;
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            if input.is_empty() {
+                return Err(EngineError::BadRequest("an input to embed is empty".into()));
+            }
+            if let Some(&t) = input.iter().find(|&&t| t as usize >= c.n_vocab) {
+                return Err(EngineError::BadRequest(format!("token id {t} is outside the vocabulary ({})", c.n_vocab)));
+            }
+            let mut cache = KvCache::new(c, input.len());
+            let mut sum = vec![0f64; c.n_embd]; // [n_embd]
+            for chunk in input.chunks(crate::generate::PROMPT_BATCH) {
+                self.batch.clear();
+                chunk.iter().for_each(|&t| self.batch.push(t, 0, true));
+                let h = self.lm.model.hidden(&self.pool, &self.batch, &mut [&mut cache], &mut self.scratch)?; // [chunk, n_embd]
+                for row in h.chunks_exact(c.n_embd) {
+                    sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+                }
+            }
+            let norm = sum.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+            out.push(sum.iter().map(|v| (v / norm) as f32).collect());
+        }
+        Ok(out)
+    }
+}
+
+/// Sample the slot's next token from `logits` [n_vocab], report it, and say whether the
+/// request ends (and why).
+fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f32>, order: &mut Vec<u32>) -> Option<FinishReason> {
+    let n_ctx = slot.cache.capacity();
+    let a = slot.active.as_mut().expect("sampling a running slot");
+    let now = Instant::now();
+    a.first_token.get_or_insert(now);
+    let input = if a.req.logit_bias.is_empty() {
+        logits
+    } else {
+        biased.clear();
+        biased.extend_from_slice(logits);
+        for &(id, bias) in &a.req.logit_bias {
+            if let Some(l) = biased.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
+        &biased[..]
+    };
+    let id = a.sampler.sample(input, &slot.tokens);
+    a.eval_count += 1;
+    let logprob = a.req.logprobs.map(|k| token_logprob(lm, logits, id, k, order));
+    if lm.tokenizer.is_eog(id) {
+        if logprob.is_some() {
+            let _ = a.req.events.send(Event::Token { id, text: String::new(), logprob });
+        }
+        return Some(FinishReason::Stop);
+    }
+    let (text, hit) = a.stop.push(&a.decoder.push(&lm.tokenizer, id));
+    let _ = a.req.events.send(Event::Token { id, text, logprob });
+    if hit {
+        return Some(FinishReason::Stop);
+    }
+    let limit = a.req.params.num_predict.unwrap_or(usize::MAX);
+    if slot.tokens.len() + 1 >= n_ctx || a.eval_count >= limit {
+        return Some(FinishReason::Length);
+    }
+    a.next = Some(id);
+    None
+}
+
+/// log-softmax of `logits` at `id`, and the `k` most likely tokens.
+fn token_logprob(lm: &LoadedModel, logits: &[f32], id: u32, k: usize, order: &mut Vec<u32>) -> TokenLogprob {
+    let max = logits.iter().copied().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().filter(|v| !v.is_nan()).map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln() as f32;
+    let lp = |i: u32| logits.get(i as usize).map_or(f32::NEG_INFINITY, |&v| if v.is_nan() { f32::NEG_INFINITY } else { v - lse });
+    let cand = |i: u32| Candidate { id: i, bytes: lm.tokenizer.token_to_piece(i, true), logprob: lp(i) };
+    let k = k.min(logits.len());
+    let mut top = Vec::with_capacity(k);
+    if k > 0 {
+        order.clear();
+        order.extend(0..logits.len() as u32);
+        let key = |i: &u32| std::cmp::Reverse(OrdF32(lp(*i)));
+        order.select_nth_unstable_by_key(k - 1, key);
+        order[..k].sort_unstable_by_key(key);
+        top.extend(order[..k].iter().map(|&i| cand(i)));
+    }
+    TokenLogprob { token: cand(id), top }
+}
+
+#[derive(PartialEq, PartialOrd)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl Ord for OrdF32 {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}

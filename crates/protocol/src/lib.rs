@@ -1,0 +1,31 @@
+//! Wire types of the APIs bantam speaks, and nothing else: Ollama's `/api/*` and OpenAI's
+//! `/v1/*` requests and responses as serde structs. Requests ignore unknown fields, as the
+//! reference servers do; responses leave out absent optional fields as they do.
+//!
+//! ```
+//! let req: protocol::ollama::ChatRequest =
+//!     serde_json::from_str(r#"{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]}"#).unwrap();
+//! assert_eq!(req.messages[0].content, "hi");
+//! ```
+
+pub mod ollama;
+pub mod openai;
+
+use serde::{Deserialize, Serialize};
+
+/// A field that takes one string or a list of them (`stop`, `input`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(t) => vec![t],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! bantam's HTTP server: Ollama's `/api/*`, OpenAI's `/v1/*` and llama-server's
+//! `/tokenize`, `/detokenize`, `/health` and `/metrics`, over one engine thread per loaded
+//! model. [`app`] builds the whole router from a state, so tests drive it without a socket:
+//!
+//! ```no_run
+//! # async fn f() {
+//! let state = server::AppState::new(server::ServeConfig::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:11434").await.unwrap();
+//! axum::serve(listener, server::app(state)).await.unwrap();
+//! # }
+//! ```
+
+pub mod describe;
+pub mod error;
+pub mod generation;
+pub mod gotemplate;
+mod llama;
+pub mod metrics;
+pub mod models;
+mod ollama;
+mod openai;
+pub mod security;
+
+use axum::Router;
+use engine::scheduler::Budget;
+use engine::EngineOptions;
+use models::{KeepAlive, ModelLimits, ModelSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything `bantam serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub limits: ModelLimits,
+    /// Bearer token required on every route but the health checks; `None`: no auth.
+    pub api_key: Option<String>,
+    /// Extra allowed CORS origins (`*` allows any), beside the loopback ones.
+    pub origins: Vec<String>,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Model used by routes that name none (/tokenize, /detokenize).
+    pub default_model: Option<String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            limits: ModelLimits {
+                max_loaded: 3,
+                max_memory: default_memory_budget(),
+                default_keep_alive: KeepAlive::For(Duration::from_secs(300)),
+                engine: EngineOptions {
+                    max_parallel: 8,
+                    max_queue: 64,
+                    n_ctx: 4096,
+                    budget: Budget::default(),
+                    threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                },
+            },
+            api_key: None,
+            origins: Vec::new(),
+            max_body: 16 << 20,
+            default_model: None,
+        }
+    }
+}
+
+/// Three quarters of the machine's memory (from /proc/meminfo; 8 GiB where unknown).
+pub fn default_memory_budget() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<usize>().ok()))
+            .map(|kb| kb * 1024)
+    });
+    total.unwrap_or(8 << 30) / 4 * 3
+}
+
+/// The state every route shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    pub models: Arc<ModelSet>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    pub fn new(config: ServeConfig) -> AppState {
+        AppState {
+            models: Arc::new(ModelSet::new(config.limits.clone())),
+            config: Arc::new(config),
+            metrics: Arc::new(metrics::Metrics::default()),
+        }
+    }
+
+    /// Unload expired models once a second, for as long as the state lives.
+    pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
+        let models = Arc::downgrade(&self.models);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match models.upgrade() {
+                    Some(m) => m.reap(),
+                    None => return,
+                }
+            }
+        })
+    }
+}
+
+/// The whole server as a router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(ollama::routes())
+        .merge(openai::routes())
+        .merge(llama::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), security::authorize))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body))
+        .layer(security::cors(&state.config.origins))
+        .with_state(state)
+}

@@ -1,0 +1,298 @@
+//! The models a server holds loaded: each with its engine thread, kept for its keep-alive
+//! after the last request, within a count and a memory budget (least recently used idle
+//! model evicted first). A request for a model that is not loaded loads it.
+
+use crate::error::ApiError;
+use axum::http::StatusCode;
+use engine::{EngineHandle, EngineOptions, LoadedModel};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a model stays loaded after its last request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    For(Duration),
+    Forever,
+}
+
+impl KeepAlive {
+    /// Ollama's forms: a duration string ("5m", "1h30m", "10s", "0"), a number of seconds,
+    /// or a negative value for "forever".
+    pub fn parse(v: &Value) -> Result<KeepAlive, ApiError> {
+        let bad = || ApiError::bad_request(format!("invalid keep_alive {v}: use a duration like \"5m\", seconds, or -1"));
+        match v {
+            Value::Number(n) => {
+                let secs = n.as_f64().ok_or_else(bad)?;
+                if secs < 0.0 {
+                    Ok(KeepAlive::Forever)
+                } else {
+                    Ok(KeepAlive::For(Duration::from_secs_f64(secs.min(1e9))))
+                }
+            }
+            Value::String(s) => parse_duration(s.trim()).ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Go's time.ParseDuration subset Ollama accepts: "300ms", "1.5h", "2h45m", "-1m", or a
+/// bare number of seconds.
+fn parse_duration(s: &str) -> Option<KeepAlive> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Some(if secs < 0.0 { KeepAlive::Forever } else { KeepAlive::For(Duration::from_secs_f64(secs.min(1e9))) });
+    }
+    let (neg, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Some(if neg { KeepAlive::Forever } else { KeepAlive::For(Duration::from_secs_f64(total.min(1e9))) })
+}
+
+/// Limits on what stays loaded.
+#[derive(Debug, Clone)]
+pub struct ModelLimits {
+    pub max_loaded: usize,
+    /// Bytes of weights plus slot caches all loaded models may take.
+    pub max_memory: usize,
+    pub default_keep_alive: KeepAlive,
+    pub engine: EngineOptions,
+}
+
+/// A loaded model.
+pub struct Resident {
+    pub handle: Arc<EngineHandle>,
+    /// `None` while requests run or for "forever".
+    pub expires: Option<Instant>,
+    pub keep_alive: KeepAlive,
+    pub last_used: Instant,
+    pub loaded_at: SystemTime,
+}
+
+/// The loaded models, by canonical name.
+pub struct ModelSet {
+    pub limits: ModelLimits,
+    resident: Mutex<HashMap<String, Resident>>,
+    /// Serialises loads so two requests never load the same model twice.
+    loading: tokio::sync::Mutex<()>,
+}
+
+/// A request's hold on a model: when dropped, the model's keep-alive starts counting.
+pub struct Lease {
+    pub handle: Arc<EngineHandle>,
+    pub name: String,
+    keep_alive: KeepAlive,
+    set: Arc<ModelSet>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.set.release(&self.name, self.keep_alive);
+    }
+}
+
+impl ModelSet {
+    pub fn new(limits: ModelLimits) -> ModelSet {
+        ModelSet { limits, resident: Mutex::new(HashMap::new()), loading: tokio::sync::Mutex::new(()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Resident>> {
+        // A panic while holding this lock cannot leave the map half-updated (every update
+        // is a single insert or remove), so a poisoned lock is still usable.
+        self.resident.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The model named `name`, loaded if it is not. `keep_alive` applies once the request
+    /// ends.
+    pub async fn acquire(self: &Arc<Self>, name: &str, keep_alive: Option<&Value>) -> Result<Lease, ApiError> {
+        if name.is_empty() {
+            return Err(ApiError::bad_request("model is required").with_param("model"));
+        }
+        let keep_alive = match keep_alive {
+            Some(v) if !v.is_null() => KeepAlive::parse(v)?,
+            _ => self.limits.default_keep_alive,
+        };
+        let canonical = engine::canonical_name(name);
+        if let Some(handle) = self.touch(&canonical) {
+            return Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() });
+        }
+        let _guard = self.loading.lock().await;
+        if let Some(handle) = self.touch(&canonical) {
+            return Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() });
+        }
+        let load_name = canonical.clone();
+        let lm = tokio::task::spawn_blocking(move || LoadedModel::load(&load_name))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("loading failed: {e}")))?
+            .map_err(|e| match e {
+                engine::EngineError::ModelNotFound(_) => ApiError::not_found(format!("model '{name}' not found")),
+                other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("model '{name}' could not be loaded: {other}")),
+            })?;
+        let lm = Arc::new(lm);
+        let need = lm.model.file.file_size() + self.limits.engine.max_parallel * self.limits.engine.n_ctx * lm.kv_bytes_per_token();
+        self.make_room(need)?;
+        let handle = Arc::new(
+            EngineHandle::spawn(lm, self.limits.engine.clone())
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("engine thread: {e}")))?,
+        );
+        let now = Instant::now();
+        self.lock().insert(
+            canonical.clone(),
+            Resident { handle: handle.clone(), expires: None, keep_alive, last_used: now, loaded_at: SystemTime::now() },
+        );
+        Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() })
+    }
+
+    /// The handle of a loaded model, marked in use.
+    fn touch(&self, name: &str) -> Option<Arc<EngineHandle>> {
+        let mut map = self.lock();
+        let r = map.get_mut(name)?;
+        r.last_used = Instant::now();
+        r.expires = None;
+        Some(r.handle.clone())
+    }
+
+    /// Evict idle models, least recently used first, until one more of `need` bytes fits.
+    fn make_room(&self, need: usize) -> Result<(), ApiError> {
+        let mib = |b: usize| b / (1 << 20);
+        if need > self.limits.max_memory {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "model requires {} MiB (weights and {} slots of {} tokens) but the memory budget is {} MiB; lower --ctx-size or --max-parallel, or raise --max-memory",
+                    mib(need),
+                    self.limits.engine.max_parallel,
+                    self.limits.engine.n_ctx,
+                    mib(self.limits.max_memory)
+                ),
+            ));
+        }
+        let mut map = self.lock();
+        loop {
+            let used: usize = map.values().map(|r| r.handle.memory_bytes()).sum();
+            if map.len() < self.limits.max_loaded && used + need <= self.limits.max_memory {
+                return Ok(());
+            }
+            let victim = map.iter().filter(|(_, r)| r.handle.is_idle()).min_by_key(|(_, r)| r.last_used).map(|(n, _)| n.clone());
+            match victim {
+                Some(n) => {
+                    map.remove(&n);
+                }
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("no room to load another model: {} loaded, {} MiB in use, all busy", map.len(), mib(used)),
+                    )
+                    .with_code("server_busy"))
+                }
+            }
+        }
+    }
+
+    fn release(&self, name: &str, keep_alive: KeepAlive) {
+        let mut map = self.lock();
+        let Some(r) = map.get_mut(name) else { return };
+        r.keep_alive = keep_alive;
+        r.expires = match keep_alive {
+            KeepAlive::Forever => None,
+            KeepAlive::For(d) => Some(Instant::now() + d),
+        };
+        if keep_alive == KeepAlive::For(Duration::ZERO) && r.handle.is_idle() {
+            map.remove(name);
+        }
+    }
+
+    /// Unload models whose keep-alive has run out and that have nothing running.
+    pub fn reap(&self) {
+        let now = Instant::now();
+        self.lock().retain(|_, r| !(r.expires.is_some_and(|t| t <= now) && r.handle.is_idle()));
+    }
+
+    /// Unload `name` now if it is loaded and idle; returns whether it was loaded.
+    pub fn unload(&self, name: &str) -> bool {
+        let canonical = engine::canonical_name(name);
+        let mut map = self.lock();
+        match map.get(&canonical) {
+            Some(r) if r.handle.is_idle() => map.remove(&canonical).is_some(),
+            Some(r) => {
+                r.handle.cancel_all();
+                map.remove(&canonical).is_some()
+            }
+            None => false,
+        }
+    }
+
+    /// Snapshot of what is loaded: (name, handle, expiry as wall time or None, loaded at).
+    pub fn snapshot(&self) -> Vec<(String, Arc<EngineHandle>, Option<SystemTime>, SystemTime)> {
+        let now_i = Instant::now();
+        let now_s = SystemTime::now();
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(n, r)| {
+                let expires = match (r.expires, r.keep_alive) {
+                    (Some(t), _) => Some(now_s + t.saturating_duration_since(now_i)),
+                    (None, KeepAlive::For(d)) => Some(now_s + d),
+                    (None, KeepAlive::Forever) => None,
+                };
+                (n.clone(), r.handle.clone(), expires, r.loaded_at)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    pub fn cancel_all(&self) {
+        for r in self.lock().values() {
+            r.handle.cancel_all();
+        }
+    }
+
+    /// Whether any request is running or queued on any model.
+    pub fn is_idle(&self) -> bool {
+        self.lock().values().all(|r| r.handle.is_idle())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_forms() {
+        let p = |v: Value| KeepAlive::parse(&v);
+        assert_eq!(p(serde_json::json!("5m")), Ok(KeepAlive::For(Duration::from_secs(300))));
+        assert_eq!(p(serde_json::json!("1h30m")), Ok(KeepAlive::For(Duration::from_secs(5400))));
+        assert_eq!(p(serde_json::json!("250ms")), Ok(KeepAlive::For(Duration::from_millis(250))));
+        assert_eq!(p(serde_json::json!(0)), Ok(KeepAlive::For(Duration::ZERO)));
+        assert_eq!(p(serde_json::json!("0")), Ok(KeepAlive::For(Duration::ZERO)));
+        assert_eq!(p(serde_json::json!(-1)), Ok(KeepAlive::Forever));
+        assert_eq!(p(serde_json::json!("-1m")), Ok(KeepAlive::Forever));
+        assert_eq!(p(serde_json::json!(30)), Ok(KeepAlive::For(Duration::from_secs(30))));
+        assert!(p(serde_json::json!("5 minutes")).is_err());
+        assert!(p(serde_json::json!("m")).is_err());
+        assert!(p(serde_json::json!([1])).is_err());
+    }
+}

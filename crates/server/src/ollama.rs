@@ -1,0 +1,494 @@
+//! Ollama's routes: /api/generate, /api/chat (NDJSON streams by default), /api/embed,
+//! /api/embeddings, /api/tags, /api/show, /api/ps, /api/version, and `/` for health.
+
+use crate::error::{parse_json, ApiError, OllamaError};
+use crate::generation::{self, collect, events, random_seed, rfc3339, Job};
+use crate::models::Lease;
+use crate::{describe, gotemplate, AppState};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use engine::generate::GenerateParams;
+use engine::request::TokenLogprob;
+use engine::sampler::SamplingParams;
+use engine::template::ChatMessage;
+use engine::{Event, Usage};
+use futures_util::StreamExt;
+use protocol::ollama as api;
+use std::time::{Instant, SystemTime};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { "bantam is running" }).head(|| async {}))
+        .route("/api/generate", post(generate))
+        .route("/api/chat", post(chat))
+        .route("/api/embed", post(embed))
+        .route("/api/embeddings", post(embeddings))
+        .route("/api/tags", get(tags))
+        .route("/api/show", post(show))
+        .route("/api/ps", get(ps))
+        .route("/api/version", get(|| async { Json(api::VersionResponse { version: env!("CARGO_PKG_VERSION").into() }) }))
+}
+
+type Body_ = Result<Bytes, BytesRejection>;
+
+/// Ollama `options` → generation parameters and the request's own context size.
+pub fn params(o: Option<&api::Options>) -> Result<(GenerateParams, Option<usize>), ApiError> {
+    let d = api::Options::default();
+    let o = o.unwrap_or(&d);
+    let mut s = SamplingParams { seed: random_seed(), ..SamplingParams::default() };
+    let bad = |field: &'static str, v: String, want: &str| ApiError::bad_request(format!("invalid option {field}={v}: expected {want}")).with_param(field);
+    if let Some(t) = o.temperature {
+        s.temperature = t;
+    }
+    if let Some(k) = o.top_k {
+        s.top_k = usize::try_from(k).map_err(|_| bad("top_k", k.to_string(), "a number >= 0"))?;
+    }
+    if let Some(p) = o.top_p {
+        s.top_p = p;
+    }
+    if let Some(p) = o.min_p {
+        s.min_p = p;
+    }
+    if let Some(r) = o.repeat_penalty {
+        s.repeat_penalty = r;
+    }
+    if let Some(n) = o.repeat_last_n {
+        s.repeat_last_n = i32::try_from(n).map_err(|_| bad("repeat_last_n", n.to_string(), "-1, 0 or a window size"))?;
+    }
+    if let Some(p) = o.presence_penalty {
+        s.presence_penalty = p;
+    }
+    if let Some(p) = o.frequency_penalty {
+        s.frequency_penalty = p;
+    }
+    if let Some(seed) = o.seed.filter(|&x| x >= 0) {
+        s.seed = seed as u64;
+    }
+    s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let num_predict = match o.num_predict {
+        None | Some(-1) | Some(-2) => None,
+        Some(n) if n >= 0 => Some(n as usize),
+        Some(n) => return Err(bad("num_predict", n.to_string(), "a number >= 0, or -1 for no limit")),
+    };
+    let num_ctx = match o.num_ctx {
+        None => None,
+        Some(n) if n > 0 => Some(n as usize),
+        Some(n) => return Err(bad("num_ctx", n.to_string(), "a number > 0")),
+    };
+    let stop = o.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
+    Ok((GenerateParams { sampling: s, num_predict, stop }, num_ctx))
+}
+
+/// `format` asks for structured output, which is not enforced yet: refuse it rather than
+/// return unconstrained text.
+fn refuse_format(format: Option<&serde_json::Value>) -> Result<(), ApiError> {
+    match format {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(()),
+        Some(_) => Err(ApiError::bad_request("format (structured output) is not supported by this server yet").with_param("format")),
+    }
+}
+
+fn ns(d: std::time::Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+fn metrics(started: Instant, load: std::time::Duration, u: &Usage) -> api::Metrics {
+    api::Metrics {
+        total_duration: ns(started.elapsed()),
+        load_duration: ns(load),
+        prompt_eval_count: u.prompt_tokens,
+        prompt_eval_duration: ns(u.prompt_eval_duration),
+        eval_count: u.eval_count,
+        eval_duration: ns(u.eval_duration),
+    }
+}
+
+fn logprobs(v: &[TokenLogprob]) -> Vec<api::Logprob> {
+    v.iter()
+        .map(|l| api::Logprob {
+            token: l.token.text(),
+            logprob: l.token.logprob,
+            bytes: l.token.bytes.clone(),
+            top_logprobs: l.top.iter().map(|c| api::TopLogprob { token: c.text(), logprob: c.logprob, bytes: c.bytes.clone() }).collect(),
+        })
+        .collect()
+}
+
+fn want_logprobs(logprobs: Option<bool>, top: Option<usize>) -> Option<usize> {
+    (logprobs == Some(true)).then(|| top.unwrap_or(0).min(20))
+}
+
+/// A loaded model, and how long loading it took (zero if it was loaded already).
+async fn acquire(state: &AppState, model: &str, keep_alive: Option<&serde_json::Value>) -> Result<(Lease, std::time::Duration), ApiError> {
+    let t = Instant::now();
+    let lease = state.models.acquire(model, keep_alive).await?;
+    Ok((lease, t.elapsed()))
+}
+
+fn ndjson(lines: impl futures_util::Stream<Item = String> + Send + 'static) -> Response {
+    let body = Body::from_stream(lines.map(|mut l| {
+        l.push('\n');
+        Ok::<_, std::convert::Infallible>(l)
+    }));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+fn line<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+async fn generate(State(state): State<AppState>, body: Body_) -> Result<Response, OllamaError> {
+    let started = Instant::now();
+    let req: api::GenerateRequest = parse_json(body)?;
+    refuse_format(req.format.as_ref())?;
+    if req.images.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(ApiError::bad_request("this model does not accept images").into());
+    }
+    if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_request(format!("{} does not support insert", req.model)).into());
+    }
+    let (gen, num_ctx) = params(req.options.as_ref())?;
+    let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
+    let model = req.model.clone();
+    if req.prompt.is_empty() && req.context.as_ref().is_none_or(|c| c.is_empty()) {
+        // An empty prompt loads (or, with keep_alive 0, unloads) the model.
+        let unload = req.keep_alive.as_ref().and_then(|v| crate::models::KeepAlive::parse(v).ok())
+            == Some(crate::models::KeepAlive::For(std::time::Duration::ZERO));
+        let r = api::GenerateResponse {
+            model,
+            created_at: rfc3339(SystemTime::now()),
+            done: true,
+            done_reason: Some(if unload { "unload" } else { "load" }.into()),
+            ..Default::default()
+        };
+        drop(lease);
+        return Ok(Json(r).into_response());
+    }
+    let lm = &lease.handle.model;
+    let mut prompt = req.context.clone().unwrap_or_default();
+    if req.raw {
+        prompt.extend(lm.tokenizer.encode(&req.prompt, prompt.is_empty(), true));
+    } else if let Some(t) = req.template.as_deref().filter(|t| !t.is_empty()) {
+        let text = gotemplate::render(t, &gotemplate::Vars { system: req.system.as_deref().unwrap_or(""), prompt: &req.prompt, response: "" })?;
+        if prompt.is_empty() {
+            prompt = lm.tokenize_templated(&text);
+        } else {
+            prompt.extend(lm.tokenizer.encode(&text, false, true));
+        }
+    } else {
+        let mut messages = Vec::new();
+        if let Some(s) = req.system.as_deref().filter(|s| !s.is_empty()) {
+            messages.push(ChatMessage::new("system", s));
+        }
+        messages.push(ChatMessage::new("user", req.prompt.as_str()));
+        let turn = lm.chat_prompt(&messages, None)?;
+        if prompt.is_empty() {
+            prompt = turn;
+        } else {
+            // Continue an earlier exchange: its tokens, then this turn without a second BOS.
+            let skip = usize::from(lm.tokenizer.bos().is_some_and(|b| turn.first() == Some(&b)));
+            prompt.extend_from_slice(&turn[skip..]);
+        }
+    }
+    let job = Job {
+        prompt: prompt.clone(),
+        params: gen,
+        logprobs: want_logprobs(req.logprobs, req.top_logprobs),
+        logit_bias: Vec::new(),
+        num_ctx,
+        truncate: req.truncate == Some(true),
+    };
+    let rx = generation::start(&lease, job)?;
+    let with_context = !req.raw;
+    let done = move |ids: &[u32], u: &Usage, text: String| api::GenerateResponse {
+        model: model.clone(),
+        created_at: rfc3339(SystemTime::now()),
+        response: text,
+        done: true,
+        done_reason: Some(u.finish.as_str().into()),
+        context: with_context.then(|| prompt.iter().chain(ids).copied().collect()),
+        metrics: Some(metrics(started, load, u)),
+        logprobs: None,
+    };
+    if req.stream == Some(false) {
+        let c = collect(rx).await?;
+        let u = c.usage.clone().expect("collect returns usage");
+        let mut r = done(&c.ids, &u, c.text.clone());
+        r.logprobs = (!c.logprobs.is_empty()).then(|| logprobs(&c.logprobs));
+        return Ok(Json(r).into_response());
+    }
+    let model = req.model.clone();
+    let mut ids: Vec<u32> = Vec::new();
+    let lines = events(rx).filter_map(move |ev| {
+        let _hold = &lease;
+        let out = match ev {
+            Event::Token { id, text, logprob } => {
+                ids.push(id);
+                // A token whose text is held back (and without logprobs) makes no line.
+                (!text.is_empty() || logprob.is_some()).then(|| {
+                    line(&api::GenerateResponse {
+                        model: model.clone(),
+                        created_at: rfc3339(SystemTime::now()),
+                        response: text,
+                        logprobs: logprob.map(|l| logprobs(&[l])),
+                        ..Default::default()
+                    })
+                })
+            }
+            Event::Done { text, usage } => Some(line(&done(&ids, &usage, text))),
+            Event::Error(e) => Some(line(&api::ErrorResponse { error: e.to_string() })),
+        };
+        async move { out }
+    });
+    Ok(ndjson(lines))
+}
+
+fn chat_messages(msgs: &[api::Message]) -> Result<Vec<ChatMessage>, ApiError> {
+    msgs.iter()
+        .map(|m| {
+            if m.images.as_ref().is_some_and(|v| !v.is_empty()) {
+                return Err(ApiError::bad_request("this model does not accept images"));
+            }
+            if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
+                return Err(ApiError::bad_request(format!("invalid message role {:?}", m.role)));
+            }
+            let mut c = ChatMessage::new(m.role.as_str(), m.content.as_str());
+            c.tool_calls = m.tool_calls.clone();
+            c.name = m.tool_name.clone();
+            Ok(c)
+        })
+        .collect()
+}
+
+async fn chat(State(state): State<AppState>, body: Body_) -> Result<Response, OllamaError> {
+    let started = Instant::now();
+    let req: api::ChatRequest = parse_json(body)?;
+    refuse_format(req.format.as_ref())?;
+    let (gen, num_ctx) = params(req.options.as_ref())?;
+    let messages = chat_messages(&req.messages)?;
+    let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
+    let model = req.model.clone();
+    if messages.is_empty() {
+        // As Ollama: no messages loads (or unloads) the model.
+        let unload = req.keep_alive.as_ref().and_then(|v| crate::models::KeepAlive::parse(v).ok())
+            == Some(crate::models::KeepAlive::For(std::time::Duration::ZERO));
+        let r = api::ChatResponse {
+            model,
+            created_at: rfc3339(SystemTime::now()),
+            message: api::Message { role: "assistant".into(), ..Default::default() },
+            done: true,
+            done_reason: Some(if unload { "unload" } else { "load" }.into()),
+            ..Default::default()
+        };
+        drop(lease);
+        return Ok(Json(r).into_response());
+    }
+    let prompt = lease.handle.model.chat_prompt(&messages, req.tools.as_ref())?;
+    let job = Job {
+        prompt,
+        params: gen,
+        logprobs: want_logprobs(req.logprobs, req.top_logprobs),
+        logit_bias: Vec::new(),
+        num_ctx,
+        truncate: req.truncate == Some(true),
+    };
+    let rx = generation::start(&lease, job)?;
+    let message = |content: String| api::Message { role: "assistant".into(), content, ..Default::default() };
+    let done = move |u: &Usage, text: String| api::ChatResponse {
+        model: model.clone(),
+        created_at: rfc3339(SystemTime::now()),
+        message: message(text),
+        done: true,
+        done_reason: Some(u.finish.as_str().into()),
+        metrics: Some(metrics(started, load, u)),
+        logprobs: None,
+    };
+    if req.stream == Some(false) {
+        let c = collect(rx).await?;
+        let u = c.usage.clone().expect("collect returns usage");
+        let mut r = done(&u, c.text.clone());
+        r.logprobs = (!c.logprobs.is_empty()).then(|| logprobs(&c.logprobs));
+        return Ok(Json(r).into_response());
+    }
+    let model = req.model.clone();
+    let lines = events(rx).filter_map(move |ev| {
+        let _hold = &lease;
+        let out = match ev {
+            Event::Token { text, logprob, .. } if !text.is_empty() || logprob.is_some() => Some(line(&api::ChatResponse {
+                model: model.clone(),
+                created_at: rfc3339(SystemTime::now()),
+                message: message(text),
+                logprobs: logprob.map(|l| logprobs(&[l])),
+                ..Default::default()
+            })),
+            Event::Token { .. } => None,
+            Event::Done { text, usage } => {
+                // Text still held back goes in its own chunk, then the final one.
+                let mut s = String::new();
+                if !text.is_empty() {
+                    s = line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message: message(text), ..Default::default() });
+                    s.push('\n');
+                }
+                s += &line(&done(&usage, String::new()));
+                Some(s)
+            }
+            Event::Error(e) => Some(line(&api::ErrorResponse { error: e.to_string() })),
+        };
+        async move { out }
+    });
+    Ok(ndjson(lines))
+}
+
+/// Token ids of each input, truncated to the context when `truncate` (the default) is on.
+fn embed_inputs(lease: &Lease, inputs: Vec<String>, truncate: bool) -> Result<Vec<Vec<u32>>, ApiError> {
+    let n_ctx = lease.handle.options.n_ctx;
+    inputs
+        .iter()
+        .map(|text| {
+            let mut ids = lease.handle.model.tokenizer.encode(text, true, true);
+            if ids.len() > n_ctx {
+                if !truncate {
+                    return Err(engine::EngineError::PromptTooLong { n_prompt: ids.len(), n_ctx }.into());
+                }
+                ids.truncate(n_ctx);
+            }
+            if ids.is_empty() {
+                return Err(ApiError::bad_request("an input to embed is empty"));
+            }
+            Ok(ids)
+        })
+        .collect()
+}
+
+/// Embed on the model's engine thread.
+pub async fn run_embed(lease: &Lease, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    lease.handle.embed(engine::request::EmbedRequest { inputs, reply: tx })?;
+    rx.await.map_err(|_| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped"))?.map_err(Into::into)
+}
+
+async fn embed(State(state): State<AppState>, body: Body_) -> Result<Response, OllamaError> {
+    let started = Instant::now();
+    let req: api::EmbedRequest = parse_json(body)?;
+    let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
+    let inputs = req.input.map(|i| i.into_vec()).unwrap_or_default();
+    let ids = embed_inputs(&lease, inputs, req.truncate != Some(false))?;
+    let n_tokens = ids.iter().map(Vec::len).sum();
+    let mut embeddings = if ids.is_empty() { Vec::new() } else { run_embed(&lease, ids).await? };
+    if let Some(d) = req.dimensions {
+        truncate_dims(&mut embeddings, d)?;
+    }
+    Ok(Json(api::EmbedResponse {
+        model: req.model,
+        embeddings,
+        total_duration: ns(started.elapsed()),
+        load_duration: ns(load),
+        prompt_eval_count: n_tokens,
+    })
+    .into_response())
+}
+
+/// Keep the first `d` dimensions and renormalise (Matryoshka-style, as Ollama does).
+pub fn truncate_dims(v: &mut [Vec<f32>], d: usize) -> Result<(), ApiError> {
+    if d == 0 {
+        return Err(ApiError::bad_request("dimensions must be > 0").with_param("dimensions"));
+    }
+    for e in v.iter_mut() {
+        if d < e.len() {
+            e.truncate(d);
+            let n = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            e.iter_mut().for_each(|x| *x /= n);
+        }
+    }
+    Ok(())
+}
+
+async fn embeddings(State(state): State<AppState>, body: Body_) -> Result<Response, OllamaError> {
+    let req: api::EmbeddingsRequest = parse_json(body)?;
+    let (lease, _) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
+    if req.prompt.is_empty() {
+        return Ok(Json(api::EmbeddingsResponse { embedding: Vec::new() }).into_response());
+    }
+    let ids = embed_inputs(&lease, vec![req.prompt], true)?;
+    let mut v = run_embed(&lease, ids).await?;
+    Ok(Json(api::EmbeddingsResponse { embedding: v.pop().unwrap_or_default() }).into_response())
+}
+
+fn modified_at(path: &std::path::Path) -> String {
+    rfc3339(std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH))
+}
+
+async fn tags() -> Result<Response, OllamaError> {
+    let models = tokio::task::spawn_blocking(|| {
+        describe::installed()
+            .into_iter()
+            .filter_map(|(name, path, sha)| {
+                let file = gguf::Gguf::open(&path).ok()?;
+                Some(api::ListModel {
+                    model: name.clone(),
+                    name,
+                    modified_at: modified_at(&path),
+                    size: file.file_size() as u64,
+                    digest: sha,
+                    details: describe::details(&file),
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    Ok(Json(api::ListResponse { models }).into_response())
+}
+
+async fn show(body: Body_) -> Result<Response, OllamaError> {
+    let req: api::ShowRequest = parse_json(body)?;
+    let name = if req.model.is_empty() { req.name } else { req.model };
+    if name.is_empty() {
+        return Err(ApiError::bad_request("model is required").into());
+    }
+    let path = engine::resolve_model(&engine::canonical_name(&name)).map_err(|_| ApiError::not_found(format!("model '{name}' not found")))?;
+    let r = tokio::task::spawn_blocking(move || -> Result<api::ShowResponse, ApiError> {
+        let file = gguf::Gguf::open(&path).map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let template = file.get("tokenizer.chat_template").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let license = file.get("general.license").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        Ok(api::ShowResponse {
+            modelfile: format!("# Modelfile generated by \"bantam show\"\nFROM {}\nTEMPLATE \"\"\"{template}\"\"\"\n", path.display()),
+            license,
+            parameters: String::new(),
+            template,
+            details: describe::details(&file),
+            model_info: describe::model_info(&file),
+            capabilities: vec!["completion".into()],
+            modified_at: modified_at(&path),
+        })
+    })
+    .await
+    .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(r).into_response())
+}
+
+async fn ps(State(state): State<AppState>) -> Result<Response, OllamaError> {
+    let models = state
+        .models
+        .snapshot()
+        .into_iter()
+        .map(|(name, h, expires, _)| api::RunningModel {
+            model: name.clone(),
+            name,
+            size: h.memory_bytes() as u64,
+            digest: describe::digest(&h.model.path),
+            details: describe::details(&h.model.model.file),
+            // "forever" shows as a far-future date, as Ollama does.
+            expires_at: rfc3339(expires.unwrap_or(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799))),
+            size_vram: 0,
+            context_length: h.options.n_ctx,
+        })
+        .collect();
+    Ok(Json(api::ProcessResponse { models }).into_response())
+}
