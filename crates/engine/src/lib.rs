@@ -15,6 +15,6 @@ pub mod worker;
 
 pub use error::EngineError;
 pub use generate::{FinishReason, GenerateParams, GenerateStats, Sequence};
-pub use loaded::{canonical_name, resolve_model, LoadedModel};
+pub use loaded::{canonical_name, resolve_model, resolve_served_model, LoadedModel};
 pub use request::{Event, Request, SubmitError, Usage};
 pub use worker::{EngineHandle, EngineOptions, EngineStats};

@@ -23,8 +23,7 @@ pub use model::models_dir;
 /// access: a short name never contains a path separator or `..`.
 pub fn resolve_model(name: &str) -> Result<PathBuf, EngineError> {
     let as_path = Path::new(name);
-    let looks_like_path = name.ends_with(".gguf") || name.contains('/') || name.contains(std::path::MAIN_SEPARATOR);
-    if looks_like_path {
+    if looks_like_path(name) {
         return if as_path.is_file() {
             Ok(as_path.to_path_buf())
         } else {
@@ -55,6 +54,28 @@ pub fn resolve_model(name: &str) -> Result<PathBuf, EngineError> {
     }
 }
 
+/// Whether a model name is a file path rather than a short name.
+pub fn looks_like_path(name: &str) -> bool {
+    name.ends_with(".gguf") || name.contains('/') || name.contains(std::path::MAIN_SEPARATOR)
+}
+
+/// Resolve a name as a server does: like [`resolve_model`], but a path must lie inside the
+/// models directory (after resolving `..` and links), so a request cannot make the server
+/// open arbitrary files.
+pub fn resolve_served_model(name: &str) -> Result<PathBuf, EngineError> {
+    let not_found = || EngineError::ModelNotFound(format!("model '{name}' not found"));
+    if !looks_like_path(name) {
+        return resolve_model(name);
+    }
+    let dir = models_dir().canonicalize().map_err(|_| not_found())?;
+    let path = Path::new(name);
+    let full = if path.is_absolute() { path.to_path_buf() } else { dir.join(path) };
+    match full.canonicalize() {
+        Ok(p) if p.starts_with(&dir) && p.is_file() => Ok(p),
+        _ => Err(not_found()),
+    }
+}
+
 /// The name a model is known by once loaded: the catalog short name with its tag
 /// (`smollm2` and `smollm2:latest` are `smollm2:135m`), or the path as given.
 pub fn canonical_name(name: &str) -> String {
@@ -78,8 +99,12 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     pub fn load(name: &str) -> Result<LoadedModel, EngineError> {
+        Self::load_path(name, resolve_model(name)?)
+    }
+
+    /// Load the file `path`, known as `name`.
+    pub fn load_path(name: &str, path: PathBuf) -> Result<LoadedModel, EngineError> {
         let start = Instant::now();
-        let path = resolve_model(name)?;
         let model = Model::open(&path)?;
         let tokenizer = Tokenizer::from_gguf(&model.file)?;
         let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tokenizer.token_to_piece(i, true)).into_owned()).unwrap_or_default();

@@ -3,9 +3,9 @@
 //! drops the cancelled ones, plans a step with [`scheduler::plan`], runs ONE forward pass
 //! over every running sequence's tokens, and samples for those that produced logits.
 //!
-//! Slots keep their cache after a request ends: a new request goes to the free slot whose
-//! cached tokens share the longest prefix with its prompt, so a repeated system prompt or a
-//! growing chat is not recomputed.
+//! Slots keep their cache after a request ends, and a new request starts from the longest
+//! prefix of its prompt found in any slot (copied if it sits in another one), so a repeated
+//! system prompt or a growing chat is not recomputed.
 
 use crate::generate::FinishReason;
 use crate::loaded::LoadedModel;
@@ -271,37 +271,47 @@ impl Engine {
         }
     }
 
-    /// Move waiting requests into free slots, each into the one sharing the longest prefix
-    /// with its prompt (then the least recently used).
+    /// Move waiting requests into free slots. The longest cached prefix of a prompt may sit
+    /// in any slot, running or free; the request takes the free slot that loses the fewest
+    /// cached tokens by being reused (then the least recently used), and the prefix is copied
+    /// in from wherever it is longest. So a shared system prompt is computed once, and a
+    /// slot's cached conversation survives other requests for as long as there is room.
     fn admit(&mut self) {
         while !self.waiting.is_empty() {
             let prompt = &self.waiting[0].prompt;
-            let best = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.active.is_none())
-                .map(|(i, s)| (i, common_prefix(&s.tokens, prompt), s.last_used))
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
-            let Some((i, common, _)) = best else { break };
+            // The last prompt token is always recomputed: its logits are needed.
+            let usable = prompt.len().saturating_sub(1);
+            let common: Vec<usize> = self.slots.iter().map(|s| common_prefix(&s.tokens, prompt).min(usable)).collect();
+            let dest = (0..self.slots.len())
+                .filter(|&i| self.slots[i].active.is_none())
+                .min_by_key(|&i| (self.slots[i].tokens.len() - common[i], std::cmp::Reverse(common[i]), self.slots[i].last_used));
+            let Some(d) = dest else { break };
             let req = self.waiting.pop_front().expect("not empty");
             if let Err(e) = self.check(&req) {
                 self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
                 let _ = req.events.send(Event::Error(e));
                 continue;
             }
-            // The last prompt token is always recomputed: its logits are needed.
-            let reuse = common.min(req.prompt.len() - 1);
-            let slot = &mut self.slots[i];
-            slot.cache.truncate(reuse);
-            slot.tokens.truncate(reuse);
+            let (src, best) = common.iter().copied().enumerate().max_by_key(|&(i, c)| (c, i == d)).unwrap_or((d, 0));
+            let slot_d = &mut self.slots[d];
+            slot_d.cache.truncate(common[d]);
+            slot_d.tokens.truncate(common[d]);
+            if best > common[d] {
+                let (a, b) = (d.min(src), d.max(src));
+                let (lo, hi) = self.slots.split_at_mut(b);
+                let (dst, from) = if d < src { (&mut lo[a], &hi[0]) } else { (&mut hi[0], &lo[a]) };
+                dst.cache.copy_prefix_from(&from.cache, best);
+                dst.tokens.clear();
+                dst.tokens.extend_from_slice(&from.tokens[..best]);
+            }
+            let reuse = best;
             self.stats.prompt_tokens.fetch_add(req.prompt.len() as u64, Ordering::Relaxed);
             if reuse > 0 {
                 self.stats.prefix_hits.fetch_add(1, Ordering::Relaxed);
                 self.stats.prefix_hit_tokens.fetch_add(reuse as u64, Ordering::Relaxed);
             }
             self.clock += 1;
-            slot.active = Some(Active {
+            self.slots[d].active = Some(Active {
                 sampler: Sampler::new(req.params.sampling.clone(), self.lm.model.config.n_vocab),
                 stop: StopMatcher::new(req.params.stop.clone()),
                 decoder: StreamDecoder::new(false),
@@ -431,6 +441,7 @@ impl Engine {
         };
         // Counted out before the caller hears of it, so an idle check right after sees it.
         self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
+        self.publish();
         let _ = a.req.events.send(Event::Done { text, usage });
     }
 

@@ -43,6 +43,23 @@ impl KvCache {
     pub fn truncate(&mut self, n: usize) {
         self.len = self.len.min(n);
     }
+    /// Make this cache hold the first `n` positions of `src` (a prefix another sequence
+    /// computed): positions this cache already shares with it (`self.len()` of them, the
+    /// caller's claim) are kept, the rest copied. Both caches must be of one model.
+    pub fn copy_prefix_from(&mut self, src: &KvCache, n: usize) {
+        let n = n.min(src.len).min(self.capacity);
+        let from = self.len.min(n);
+        let (kd, vd) = (self.kv_dim, self.v_dim);
+        assert!(kd == src.kv_dim && vd == src.v_dim && self.k.len() == src.k.len(), "caches of different models");
+        for (dst, s) in self.k.iter_mut().zip(&src.k) {
+            dst[from * kd..n * kd].copy_from_slice(&s[from * kd..n * kd]);
+        }
+        for (dst, s) in self.v.iter_mut().zip(&src.v) {
+            dst[from * vd..n * vd].copy_from_slice(&s[from * vd..n * vd]);
+        }
+        self.len = n;
+    }
+
     pub(crate) fn set_len(&mut self, n: usize) {
         debug_assert!(n <= self.capacity);
         self.len = n;

@@ -241,10 +241,18 @@ pub struct EmbeddingRequest {
     pub dimensions: Option<usize>,
 }
 
+/// A vector as floats, or as base64 of its little-endian f32 bytes.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Embedding {
     pub object: &'static str,
-    pub embedding: Value,
+    pub embedding: EmbeddingVector,
     pub index: usize,
 }
 

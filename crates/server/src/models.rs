@@ -142,8 +142,9 @@ impl ModelSet {
         if let Some(handle) = self.touch(&canonical) {
             return Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() });
         }
+        let path = engine::resolve_served_model(&canonical).map_err(|_| ApiError::not_found(format!("model '{name}' not found")))?;
         let load_name = canonical.clone();
-        let lm = tokio::task::spawn_blocking(move || LoadedModel::load(&load_name))
+        let lm = tokio::task::spawn_blocking(move || LoadedModel::load_path(&load_name, path))
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("loading failed: {e}")))?
             .map_err(|e| match e {

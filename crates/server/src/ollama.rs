@@ -452,7 +452,7 @@ async fn show(body: Body_) -> Result<Response, OllamaError> {
     if name.is_empty() {
         return Err(ApiError::bad_request("model is required").into());
     }
-    let path = engine::resolve_model(&engine::canonical_name(&name)).map_err(|_| ApiError::not_found(format!("model '{name}' not found")))?;
+    let path = engine::resolve_served_model(&engine::canonical_name(&name)).map_err(|_| ApiError::not_found(format!("model '{name}' not found")))?;
     let r = tokio::task::spawn_blocking(move || -> Result<api::ShowResponse, ApiError> {
         let file = gguf::Gguf::open(&path).map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let template = file.get("tokenizer.chat_template").and_then(|v| v.as_str()).unwrap_or("").to_string();

@@ -464,7 +464,7 @@ async fn embeddings(State(state): State<AppState>, body: Body_) -> Result<Respon
         .enumerate()
         .map(|(index, v)| api::Embedding {
             object: "embedding",
-            embedding: if base64 { base64_f32(&v).into() } else { v.into() },
+            embedding: if base64 { api::EmbeddingVector::Base64(base64_f32(&v)) } else { api::EmbeddingVector::Float(v) },
             index,
         })
         .collect();

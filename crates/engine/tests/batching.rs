@@ -1,0 +1,183 @@
+//! The engine thread against the one-sequence path on a real model (smollm2:135m): a greedy
+//! request gives the same text as `Sequence::generate` alone, beside seven others, with its
+//! prompt read in small chunks next to running streams, and again from the prefix cache.
+//! A dropped receiver frees its slot.
+
+use engine::generate::{FinishReason, GenerateParams, Sequence};
+use engine::sampler::SamplingParams;
+use engine::scheduler::Budget;
+use engine::template::ChatMessage;
+use engine::{EngineHandle, EngineOptions, Event, LoadedModel, Request, Usage};
+use kernels::pool::Pool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const PROMPTS: [&str; 8] = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three prime numbers.",
+    "Explain what a CPU does in one sentence.",
+    "What colour is the sky on a clear day?",
+    "Name a famous physicist.",
+    "How many legs does a spider have?",
+    "Translate 'good morning' into Spanish.",
+];
+
+fn load() -> Arc<LoadedModel> {
+    Arc::new(LoadedModel::load("smollm2:135m").expect("smollm2:135m must be fetched by scripts/fetch-models.sh"))
+}
+
+fn prompt(lm: &LoadedModel, text: &str) -> Vec<u32> {
+    lm.chat_prompt(&[ChatMessage::new("user", text)], None).unwrap()
+}
+
+fn params(n: usize) -> GenerateParams {
+    GenerateParams { sampling: SamplingParams::greedy(), num_predict: Some(n), stop: Vec::new() }
+}
+
+fn engine(lm: &Arc<LoadedModel>, budget: Budget) -> EngineHandle {
+    EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 8, max_queue: 8, n_ctx: 1024, budget, threads: 2 }).unwrap()
+}
+
+fn submit(h: &EngineHandle, prompt: Vec<u32>, n: usize) -> mpsc::UnboundedReceiver<Event> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    h.submit(Request { prompt, params: params(n), logprobs: None, logit_bias: Vec::new(), events: tx, submitted: Instant::now() }).unwrap();
+    rx
+}
+
+fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> (String, Usage) {
+    let mut text = String::new();
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            Event::Token { text: t, .. } => text += &t,
+            Event::Done { text: t, usage } => return (text + &t, usage),
+            Event::Error(e) => panic!("engine error: {e}"),
+        }
+    }
+    panic!("the engine hung up without Done");
+}
+
+fn alone(lm: &LoadedModel, prompt: &[u32], n: usize) -> String {
+    let mut seq = Sequence::new(lm, 1024);
+    let mut out = String::new();
+    seq.generate(lm, &Pool::new(2), prompt, &params(n), &AtomicBool::new(false), |t| out += t).unwrap();
+    out
+}
+
+#[test]
+fn same_tokens_alone_beside_seven_others_and_from_the_prefix_cache() {
+    let lm = load();
+    let target = prompt(&lm, PROMPTS[3]);
+    let reference = alone(&lm, &target, 32);
+    assert!(!reference.is_empty());
+    let h = engine(&lm, Budget::default());
+
+    let (text, usage) = collect(submit(&h, target.clone(), 32));
+    assert_eq!(text, reference, "engine alone vs Sequence::generate");
+    assert_eq!(usage.prompt_tokens, target.len());
+    // Either the limit or an end-of-generation token ended it, and the figures say which.
+    assert!(usage.eval_count <= 32);
+    assert_eq!(usage.finish, if usage.eval_count == 32 { FinishReason::Length } else { FinishReason::Stop });
+
+    // All eight at once: the target's answer does not change.
+    let rxs: Vec<_> = PROMPTS.iter().map(|p| submit(&h, prompt(&lm, p), 32)).collect();
+    let answers: Vec<(String, Usage)> = rxs.into_iter().map(collect).collect();
+    assert_eq!(answers[3].0, reference, "under load");
+    for (i, (t, _)) in answers.iter().enumerate() {
+        assert!(!t.is_empty(), "prompt {i} got no text");
+    }
+    // The target ran before: its prompt comes from a slot's cache.
+    assert!(answers[3].1.cached_tokens >= target.len() - 1, "cached {} of {}", answers[3].1.cached_tokens, target.len());
+    assert!(h.stats.prefix_hit_tokens.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn a_long_prompt_read_in_chunks_beside_running_streams_gives_the_same_answer() {
+    let lm = load();
+    let long_text = format!("{} Summarise the text above in one sentence.", "The quick brown fox jumps over the lazy dog. ".repeat(40));
+    let long = prompt(&lm, &long_text);
+    assert!(long.len() > 300, "{}", long.len());
+    let reference = alone(&lm, &long, 16);
+    // A budget of 16 tokens per step while others decode: the prompt takes many steps.
+    let h = engine(&lm, Budget { busy: 16, idle: 64 });
+    let others: Vec<_> = PROMPTS[..3].iter().map(|p| submit(&h, prompt(&lm, p), 48)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let (text, usage) = collect(submit(&h, long.clone(), 16));
+    assert_eq!(text, reference);
+    assert_eq!(usage.prompt_tokens, long.len());
+    for rx in others {
+        assert!(!collect(rx).0.is_empty());
+    }
+    assert!(h.stats.steps.load(Ordering::Relaxed) > 20);
+}
+
+#[test]
+fn a_dropped_receiver_frees_its_slot_within_a_step() {
+    let lm = load();
+    let h = engine(&lm, Budget::default());
+    let mut rx = submit(&h, prompt(&lm, PROMPTS[1]), 100_000);
+    // Wait for the first token, then walk away.
+    loop {
+        match rx.blocking_recv() {
+            Some(Event::Token { .. }) => break,
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!("hung up"),
+        }
+    }
+    assert_eq!(h.stats.running.load(Ordering::Relaxed), 1);
+    drop(rx);
+    let t = Instant::now();
+    while h.stats.running.load(Ordering::Relaxed) != 0 || !h.is_idle() {
+        assert!(t.elapsed() < Duration::from_secs(2), "the sequence kept running for nobody");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let generated = h.stats.generated_tokens.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(h.stats.generated_tokens.load(Ordering::Relaxed), generated, "still generating after cancel");
+}
+
+#[test]
+fn a_full_queue_refuses_and_a_bad_request_fails_alone() {
+    let lm = load();
+    let h = EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 1, max_queue: 1, n_ctx: 256, budget: Budget::default(), threads: 2 }).unwrap();
+    let a = submit(&h, prompt(&lm, PROMPTS[0]), 8);
+    let b = submit(&h, prompt(&lm, PROMPTS[1]), 8);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let third = h.submit(Request { prompt: prompt(&lm, PROMPTS[2]), params: params(8), logprobs: None, logit_bias: Vec::new(), events: tx, submitted: Instant::now() });
+    assert!(matches!(third, Err(engine::SubmitError::Overloaded { .. })), "{third:?}");
+    assert!(!collect(a).0.is_empty());
+    assert!(!collect(b).0.is_empty());
+    // Too long for the context: an error for this request, the engine carries on.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    h.submit(Request { prompt: vec![1; 300], params: params(8), logprobs: None, logit_bias: Vec::new(), events: tx, submitted: Instant::now() }).unwrap();
+    assert!(matches!(rx.blocking_recv(), Some(Event::Error(engine::EngineError::PromptTooLong { n_prompt: 300, n_ctx: 256 }))));
+    assert!(!collect(submit(&h, prompt(&lm, PROMPTS[0]), 8)).0.is_empty());
+}
+
+#[test]
+fn logprobs_are_normalised_and_the_greedy_token_is_the_top_one() {
+    let lm = load();
+    let h = engine(&lm, Budget::default());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    h.submit(Request { prompt: prompt(&lm, PROMPTS[0]), params: params(6), logprobs: Some(5), logit_bias: Vec::new(), events: tx, submitted: Instant::now() }).unwrap();
+    let mut seen = 0;
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            Event::Token { id, logprob: Some(lp), .. } => {
+                seen += 1;
+                assert_eq!(lp.token.id, id);
+                assert_eq!(lp.top.len(), 5);
+                assert_eq!(lp.top[0].id, id, "greedy picks the most likely token");
+                assert!(lp.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+                let mass: f32 = lp.top.iter().map(|c| c.logprob.exp()).sum();
+                assert!(lp.token.logprob <= 0.0 && mass <= 1.0 + 1e-4, "{mass}");
+            }
+            Event::Token { .. } => panic!("logprobs missing"),
+            Event::Done { .. } => break,
+            Event::Error(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(seen, 6);
+}
