@@ -210,28 +210,24 @@ macro_rules! x86_kernels {
             hsum(acc) + acc_m
         }
 
+        /// Q6_K against one Q8_K row, with the arithmetic of `q6_k_x4_impl` (the `-32`
+        /// offset through `bsums`), so one token gets the same sum alone or in a group.
         #[target_feature(enable = $feat)]
         unsafe fn q6_k_impl(w: &[u8], a: &[u8]) -> f32 {
             let (xs, ys) = (as_blocks::<BlockQ6K>(w), as_blocks::<BlockQ8K>(a));
             let m4 = _mm256_set1_epi8(0xF);
             let m2 = _mm256_set1_epi8(3);
-            let m32 = _mm256_set1_epi8(32);
             let mut acc = _mm256_setzero_ps();
             for (x, y) in xs.iter().zip(ys) {
                 let mut sumi = _mm256_setzero_si256();
                 for n in 0..2 {
                     let sc = &x.scales[n * 8..n * 8 + 8];
                     // SAFETY: offsets stay inside ql (128), qh (64) and y.qs (256).
-                    let (bh, b1, b2, y0, y1, y2, y3) = unsafe {
-                        let q8 = y.qs.as_ptr().add(128 * n);
+                    let (bh, b1, b2) = unsafe {
                         (
                             _mm256_loadu_si256(x.qh.as_ptr().add(32 * n) as *const __m256i),
                             _mm256_loadu_si256(x.ql.as_ptr().add(64 * n) as *const __m256i),
                             _mm256_loadu_si256(x.ql.as_ptr().add(64 * n + 32) as *const __m256i),
-                            _mm256_loadu_si256(q8 as *const __m256i),
-                            _mm256_loadu_si256(q8.add(32) as *const __m256i),
-                            _mm256_loadu_si256(q8.add(64) as *const __m256i),
-                            _mm256_loadu_si256(q8.add(96) as *const __m256i),
                         )
                     };
                     let h0 = _mm256_slli_epi16(_mm256_and_si256(bh, m2), 4);
@@ -244,32 +240,29 @@ macro_rules! x86_kernels {
                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), h2),
                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h3),
                     ];
-                    let yv = [y0, y1, y2, y3];
                     for k in 0..4 {
-                        // (q - 32)·y = q·y - 32·y, with q unsigned for maddubs.
-                        let p = _mm256_sub_epi16(
-                            _mm256_maddubs_epi16(q[k], yv[k]),
-                            _mm256_maddubs_epi16(m32, yv[k]),
-                        );
-                        let s = _mm256_set_m128i(
-                            _mm_set1_epi16(sc[2 * k + 1] as i16),
-                            _mm_set1_epi16(sc[2 * k] as i16),
-                        );
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+                        // SAFETY: 128*n + 32*k + 32 <= 256 bytes of y.qs.
+                        let yv = unsafe { _mm256_loadu_si256(y.qs.as_ptr().add(128 * n + 32 * k) as *const __m256i) };
+                        let s = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1] as i16), _mm_set1_epi16(sc[2 * k] as i16));
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, _mm256_maddubs_epi16(q[k], yv)));
                     }
                 }
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+                let dx = h(x.d);
+                let corr: i32 = (0..16).map(|g| x.scales[g] as i32 * y.bsums[g] as i32).sum::<i32>() * 32;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * y.d), _mm256_cvtepi32_ps(sumi), acc);
+                acc = _mm256_add_ps(acc, _mm256_setr_ps(-(dx * y.d) * corr as f32, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0));
             }
             hsum(acc)
         }
 
         // ---- Four activation rows at once ------------------------------------------------
         //
-        // Prompt processing multiplies each weight row with many tokens. These kernels
-        // unpack a weight block once and use it against four activation rows; the four
-        // integer block sums are reduced together and scaled by one vector multiply, with
-        // the activation scales (`d`, and `s` for Q8_1) given as f32, block-major
-        // (`[n_blocks, 4]`), by the caller.
+        // Prompt processing and batched decoding multiply each weight row with many tokens.
+        // These kernels unpack a weight block once and use it against four activation rows.
+        // Each row's arithmetic is exactly the single-row kernel's (same integer lanes, same
+        // float operations in the same order), so a token's result does not depend on the
+        // batch it is in: a request gets the same tokens alone or beside others. The tests
+        // hold the two to bit equality.
 
         macro_rules! x4_wrapper {
             ($name:ident, $inner:ident) => {
@@ -285,87 +278,69 @@ macro_rules! x86_kernels {
         x4_wrapper!(q5_0_x4, q5_0_x4_impl);
         x4_wrapper!(q8_0_x4, q8_0_x4_impl);
 
-        /// The four full sums of four 8-lane i32 vectors, as 4 floats.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        fn reduce4(p: [__m256i; 4]) -> __m128 {
-            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-            _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)))
+        /// `pairwise_blocks!` for four activation rows: per row the same two alternating
+        /// accumulators over the same blocks, so each row's sum is bit for bit the single-row
+        /// kernel's. `$body` adds block `$i` into `$acc: &mut [__m256; 4]`.
+        macro_rules! pairwise_blocks4 {
+            ($n:expr, |$i:ident, $acc:ident| $body:block) => {{
+                let n = $n;
+                let (mut a0, mut a1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+                let mut i = 0;
+                while i + 2 <= n {
+                    {
+                        let ($i, $acc) = (i, &mut a0);
+                        $body
+                    }
+                    {
+                        let ($i, $acc) = (i + 1, &mut a1);
+                        $body
+                    }
+                    i += 2;
+                }
+                if i < n {
+                    let ($i, $acc) = (i, &mut a0);
+                    $body
+                }
+                [
+                    hsum(_mm256_add_ps(a0[0], a1[0])),
+                    hsum(_mm256_add_ps(a0[1], a1[1])),
+                    hsum(_mm256_add_ps(a0[2], a1[2])),
+                    hsum(_mm256_add_ps(a0[3], a1[3])),
+                ]
+            }};
         }
 
-        /// Signed weight bytes `qx` (block `i`) against four Q8_0 rows: the four block sums.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        fn signed_x4(qx: __m256i, ys: &[&[BlockQ8_0]; 4], i: usize) -> __m128 {
-            let ax = _mm256_sign_epi8(qx, qx);
-            // SAFETY: 32-byte arrays.
-            let p: [__m256i; 4] = std::array::from_fn(|k| idot(ax, _mm256_sign_epi8(unsafe { load(&ys[k][i].qs) }, qx)));
-            reduce4(p)
-        }
-
-        #[inline]
-        #[target_feature(enable = $feat)]
-        fn to_array(v: __m128) -> [f32; 4] {
-            let mut out = [0f32; 4];
-            // SAFETY: 4 floats.
-            unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
-            out
-        }
-
-        /// The four full sums of four 8-lane i32 vectors.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        fn reduce4i(p: [__m256i; 4]) -> __m128i {
-            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-            _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1))
-        }
-
-        /// Unsigned weight values with a fixed offset (`x = d * (q - 2^shift)`: Q4_0, Q5_0):
-        /// `q·y` for the four rows, minus the offset through the rows' exact block sums.
-        macro_rules! offset_x4_kernel {
-            ($impl:ident, $block:ty, $shift:literal, |$b:ident| $unpack:expr) => {
+        /// Signed weight bytes against four Q8_0 rows, each row exactly as the single-row
+        /// kernels compute it (`dot_i8`); the weight block is unpacked once. `$unpack` gives
+        /// the block's signed bytes from `$x`.
+        macro_rules! signed_x4_kernel {
+            ($impl:ident, $block:ty, |$blk:ident| $unpack:expr) => {
                 #[target_feature(enable = $feat)]
-                unsafe fn $impl(w: &[u8], a: [&[u8]; 4], g: &crate::dot::Act4) -> [f32; 4] {
+                unsafe fn $impl(w: &[u8], a: [&[u8]; 4], _g: &crate::dot::Act4) -> [f32; 4] {
                     let xs = as_blocks::<$block>(w);
                     let ys = a.map(as_blocks::<BlockQ8_0>);
-                    assert!(g.d.len() >= 4 * xs.len() && g.sums.len() >= 4 * xs.len());
                     assert!(ys.iter().all(|y| y.len() >= xs.len()));
-                    let mut acc = _mm_setzero_ps();
-                    for (i, $b) in xs.iter().enumerate() {
+                    pairwise_blocks4!(xs.len(), |i, acc| {
+                        let $blk = &xs[i];
                         let qx = $unpack;
-                        // SAFETY: 32-byte arrays; 4 * i + 4 <= d.len(), sums.len() (asserted).
-                        let p: [__m256i; 4] = std::array::from_fn(|k| idot(qx, unsafe { load(&ys[k].get_unchecked(i).qs) }));
-                        let (dy, sy) = unsafe {
-                            (_mm_loadu_ps(g.d.as_ptr().add(4 * i)), _mm_loadu_si128(g.sums.as_ptr().add(4 * i) as *const __m128i))
-                        };
-                        let sumi = _mm_sub_epi32(reduce4i(p), _mm_slli_epi32(sy, $shift));
-                        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sumi), _mm_mul_ps(_mm_set1_ps(h($b.d)), dy), acc);
-                    }
-                    to_array(acc)
+                        let (ax, dx) = (_mm256_sign_epi8(qx, qx), h($blk.d));
+                        for k in 0..4 {
+                            let y = &ys[k][i];
+                            // SAFETY: 32-byte array.
+                            let sy = _mm256_sign_epi8(unsafe { load(&y.qs) }, qx);
+                            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h(y.d)), dot_u8i8(ax, sy), acc[k]);
+                        }
+                    })
                 }
             };
         }
-        // SAFETY (each unpack): nibbles reads the block's 16 bytes.
-        offset_x4_kernel!(q4_0_x4_impl, BlockQ4_0, 3, |x| unsafe { nibbles(x.qs.as_ptr()) });
-        offset_x4_kernel!(q5_0_x4_impl, BlockQ5_0, 4, |x| _mm256_or_si256(
+        // SAFETY (each unpack): nibbles reads the block's 16 bytes; qs is 32 bytes.
+        signed_x4_kernel!(q4_0_x4_impl, BlockQ4_0, |x| _mm256_sub_epi8(unsafe { nibbles(x.qs.as_ptr()) }, _mm256_set1_epi8(8)));
+        signed_x4_kernel!(q5_0_x4_impl, BlockQ5_0, |x| _mm256_or_si256(
             unsafe { nibbles(x.qs.as_ptr()) },
-            _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10))
+            _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8))
         ));
-
-        #[target_feature(enable = $feat)]
-        unsafe fn q8_0_x4_impl(w: &[u8], a: [&[u8]; 4], g: &crate::dot::Act4) -> [f32; 4] {
-            let xs = as_blocks::<BlockQ8_0>(w);
-            let ys = a.map(as_blocks::<BlockQ8_0>);
-            assert!(g.d.len() >= 4 * xs.len() && ys.iter().all(|y| y.len() >= xs.len()));
-            let mut acc = _mm_setzero_ps();
-            for (i, x) in xs.iter().enumerate() {
-                // SAFETY: 32-byte arrays; 4 * i + 4 <= d.len() (asserted above).
-                let dy = unsafe { _mm_loadu_ps(g.d.as_ptr().add(4 * i)) };
-                let qx = unsafe { load(&x.qs) };
-                acc = _mm_fmadd_ps(signed_x4(qx, &ys, i), _mm_mul_ps(_mm_set1_ps(h(x.d)), dy), acc);
-            }
-            to_array(acc)
-        }
+        signed_x4_kernel!(q8_0_x4_impl, BlockQ8_0, |x| unsafe { load(&x.qs) });
 
         x4_wrapper!(q4_k_x4, q4_k_x4_impl);
         x4_wrapper!(q6_k_x4, q6_k_x4_impl);
@@ -473,21 +448,24 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn q4_1_x4_impl(w: &[u8], a: [&[u8]; 4], g: &crate::dot::Act4) -> [f32; 4] {
-            let (d, s) = (&g.d[..], &g.s[..]);
+        unsafe fn q4_1_x4_impl(w: &[u8], a: [&[u8]; 4], _g: &crate::dot::Act4) -> [f32; 4] {
             let xs = as_blocks::<BlockQ4_1>(w);
             let ys = a.map(as_blocks::<BlockQ8_1>);
-            assert!(d.len() >= 4 * xs.len() && s.len() >= 4 * xs.len() && ys.iter().all(|y| y.len() >= xs.len()));
-            let mut acc = _mm_setzero_ps();
-            let mut accm = _mm_setzero_ps();
-            for (i, x) in xs.iter().enumerate() {
-                // SAFETY: 16 bytes of nibbles; 32-byte arrays; 4 * i + 4 <= d.len(), s.len().
-                let (qx, dy, sy) = unsafe { (nibbles(x.qs.as_ptr()), _mm_loadu_ps(d.as_ptr().add(4 * i)), _mm_loadu_ps(s.as_ptr().add(4 * i))) };
-                let p: [__m256i; 4] = std::array::from_fn(|k| idot(qx, unsafe { load(&ys[k][i].qs) }));
-                acc = _mm_fmadd_ps(reduce4(p), _mm_mul_ps(_mm_set1_ps(h(x.d)), dy), acc);
-                accm = _mm_fmadd_ps(_mm_set1_ps(h(x.m)), sy, accm);
-            }
-            to_array(_mm_add_ps(acc, accm))
+            assert!(ys.iter().all(|y| y.len() >= xs.len()));
+            let sums = pairwise_blocks4!(xs.len(), |i, acc| {
+                let x = &xs[i];
+                // SAFETY: 16 bytes of nibbles.
+                let (qx, dx) = (unsafe { nibbles(x.qs.as_ptr()) }, h(x.d));
+                for k in 0..4 {
+                    let y = &ys[k][i];
+                    // SAFETY: 32-byte array.
+                    acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h(y.d)), dot_u8i8(qx, unsafe { load(&y.qs) }), acc[k]);
+                }
+            });
+            std::array::from_fn(|k| {
+                let summs: f32 = xs.iter().zip(ys[k]).map(|(x, y)| h(x.m) * h(y.s)).sum();
+                sums[k] + summs
+            })
         }
     };
 }
