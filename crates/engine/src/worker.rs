@@ -481,6 +481,9 @@ fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f3
     let a = slot.active.as_mut().expect("sampling a running slot");
     let now = Instant::now();
     a.first_token.get_or_insert(now);
+    if a.req.params.num_predict == Some(0) {
+        return Some(FinishReason::Length);
+    }
     let input = if a.req.logit_bias.is_empty() {
         logits
     } else {
@@ -494,14 +497,13 @@ fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f3
         &biased[..]
     };
     let id = a.sampler.sample(input, &slot.tokens);
-    a.eval_count += 1;
-    let logprob = a.req.logprobs.map(|k| token_logprob(lm, logits, id, k, order));
     if lm.tokenizer.is_eog(id) {
-        if logprob.is_some() {
-            let _ = a.req.events.send(Event::Token { id, text: String::new(), logprob });
-        }
+        // The end-of-generation token is not part of the answer: not in its text, its
+        // logprobs or its token count.
         return Some(FinishReason::Stop);
     }
+    a.eval_count += 1;
+    let logprob = a.req.logprobs.map(|k| token_logprob(lm, logits, id, k, order));
     let (text, hit) = a.stop.push(&a.decoder.push(&lm.tokenizer, id));
     let _ = a.req.events.send(Event::Token { id, text, logprob });
     if hit {
