@@ -164,3 +164,11 @@ fn smollm2_chat_template_answers() {
     assert!(!out.trim().is_empty());
     assert!(!out.contains("<|im_end|>") && !out.contains("<|im_start|>"), "{out}");
 }
+
+#[test]
+fn serve_refuses_a_public_address_without_a_key() {
+    let out = bantam(&["serve", "--host", "0.0.0.0", "--port", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--api-key") && err.contains("--no-auth"), "{err}");
+}
