@@ -345,14 +345,13 @@ impl Engine {
 
     /// One forward pass over the planned tokens of every running sequence, then sampling.
     fn step(&mut self) -> Result<(), EngineError> {
+        // Running sequences in arrival order.
         self.views.clear();
-        let mut running: Vec<(u64, usize)> =
-            self.slots.iter().enumerate().filter_map(|(i, s)| s.active.as_ref().map(|a| (a.order, i))).collect();
-        running.sort_unstable();
-        for &(_, i) in &running {
-            let a = self.slots[i].active.as_ref().expect("running");
-            self.views.push(SeqView { slot: i, pending: a.req.prompt.len() - a.n_done });
-        }
+        self.views.extend(self.slots.iter().enumerate().filter_map(|(i, s)| {
+            s.active.as_ref().map(|a| SeqView { slot: i, pending: a.req.prompt.len() - a.n_done })
+        }));
+        let slots = &self.slots;
+        self.views.sort_unstable_by_key(|v| slots[v.slot].active.as_ref().map_or(0, |a| a.order));
         scheduler::plan(&self.views, self.budget, &mut self.plan);
         if self.plan.items.is_empty() {
             return Ok(());

@@ -77,45 +77,9 @@ impl ActType {
 /// `dot(weight_row_bytes, activation_row_bytes) -> f32`.
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
 
-/// Four activation rows (Q8_0, Q8_1 or Q8_K) prepared for a [`Dot4Fn`]: their block
-/// scales as f32 and, for Q8_0, their integer block sums, block-major (`d[4 * block + row]`),
-/// so a kernel loads the four rows' values of a block with one vector load.
-#[derive(Debug, Default, Clone)]
-pub struct Act4 {
-    pub d: Vec<f32>,
-    /// Q8_1's `s` (`d * sum`), for the minimum terms of Q4_1/Q5_1.
-    pub s: Vec<f32>,
-    /// Q8_0's exact sums of each block, for the offsets of Q4_0/Q5_0 (`(q - 8)·y = q·y - 8·Σy`).
-    pub sums: Vec<i32>,
-}
-
-impl Act4 {
-    pub fn prepare(&mut self, at: ActType, rows: [&[u8]; 4]) {
-        self.d.clear();
-        self.s.clear();
-        self.sums.clear();
-        match at {
-            ActType::Q8_0 => {
-                let b = rows.map(as_blocks::<BlockQ8_0>);
-                for i in 0..b[0].len() {
-                    self.d.extend(b.iter().map(|r| f16_to_f32(r[i].d)));
-                    self.sums.extend(b.iter().map(|r| r[i].qs.iter().map(|&q| q as i32).sum::<i32>()));
-                }
-            }
-            ActType::Q8_1 => {
-                let b = rows.map(as_blocks::<BlockQ8_1>);
-                for i in 0..b[0].len() {
-                    self.d.extend(b.iter().map(|r| f16_to_f32(r[i].d)));
-                    self.s.extend(b.iter().map(|r| f16_to_f32(r[i].s)));
-                }
-            }
-            ActType::F32 | ActType::Q8K => {}
-        }
-    }
-}
-
-/// Four dot products of one weight row with four activation rows (see [`Act4`]).
-pub type Dot4Fn = fn(&[u8], [&[u8]; 4], &Act4) -> [f32; 4];
+/// Four dot products of one weight row with four activation rows, each bit for bit what
+/// the [`DotFn`] of the same type gives for that row.
+pub type Dot4Fn = fn(&[u8], [&[u8]; 4]) -> [f32; 4];
 
 /// The four-row kernel for `ty` on `isa`, where one exists.
 pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {

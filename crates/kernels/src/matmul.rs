@@ -4,7 +4,7 @@
 //! W are split across the pool's threads, and each thread walks its rows in tiles so a
 //! tile of weights stays in cache while every token of the batch passes over it.
 
-use crate::dot::{dot4_fn, dot_fn, Act4, ActType, Dot4Fn, DotFn, Isa};
+use crate::dot::{dot4_fn, dot_fn, ActType, Dot4Fn, DotFn, Isa};
 use crate::pool::Pool;
 use gguf::GgmlType;
 
@@ -57,8 +57,6 @@ pub struct ActBuf {
 #[derive(Default)]
 struct ActSlot {
     words: Vec<u64>,
-    /// Per group of four activation rows, what a [`Dot4Fn`] takes besides the rows.
-    groups: Vec<Act4>,
 }
 
 fn slot_index(at: ActType) -> usize {
@@ -72,7 +70,7 @@ fn slot_index(at: ActType) -> usize {
 
 impl ActSlot {
     /// Quantize `x` (`[n, cols]`) into this slot; returns the bytes of the `n` rows.
-    fn fill(&mut self, pool: &Pool, at: ActType, x: &[f32], n: usize, cols: usize, with_scales: bool) {
+    fn fill(&mut self, pool: &Pool, at: ActType, x: &[f32], n: usize, cols: usize) {
         let arb = at.row_bytes(cols);
         let len = arb * n;
         if self.words.len() * 8 < len {
@@ -93,13 +91,6 @@ impl ActSlot {
             for t in 0..n {
                 at.quantize(&x[t * cols..(t + 1) * cols], &mut bytes[t * arb..(t + 1) * arb]);
             }
-        }
-        let n_groups = if with_scales { n / 4 } else { 0 };
-        if self.groups.len() < n_groups {
-            self.groups.resize_with(n_groups, Act4::default);
-        }
-        for (g, group) in self.groups[..n_groups].iter_mut().enumerate() {
-            group.prepare(at, std::array::from_fn(|k| &bytes[(4 * g + k) * arb..(4 * g + k + 1) * arb]));
         }
     }
 
@@ -142,8 +133,7 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
         let at = ActType::of(w.ty);
         let k = slot_index(at);
         if !filled[k] {
-            let with_scales = jobs.iter().any(|(v, _)| ActType::of(v.ty) == at && v.dot4.is_some());
-            act.slots[k].fill(pool, at, x, n, cols, with_scales);
+            act.slots[k].fill(pool, at, x, n, cols);
             filled[k] = true;
         }
     }
@@ -165,7 +155,7 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
                 let at = ActType::of(w.ty);
                 let slot = &act.slots[slot_index(at)];
                 let arb = at.row_bytes(cols);
-                rows_times_acts(w, slot.bytes(arb * n), &slot.groups, arb, n, lo - base..hi - base, *optr);
+                rows_times_acts(w, slot.bytes(arb * n), arb, n, lo - base..hi - base, *optr);
             }
             base += w.rows;
         }
@@ -173,7 +163,7 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
 }
 
 /// The products of rows `range` of `w` with all `n` activation rows, tile by tile.
-fn rows_times_acts(w: &QMatrix, abytes: &[u8], groups: &[Act4], arb: usize, n: usize, range: std::ops::Range<usize>, optr: SendPtr) {
+fn rows_times_acts(w: &QMatrix, abytes: &[u8], arb: usize, n: usize, range: std::ops::Range<usize>, optr: SendPtr) {
     let rows = w.rows;
     let mut r0 = range.start;
     while r0 < range.end {
@@ -182,9 +172,8 @@ fn rows_times_acts(w: &QMatrix, abytes: &[u8], groups: &[Act4], arb: usize, n: u
         if let Some(dot4) = w.dot4 {
             while t + 4 <= n {
                 let a: [&[u8]; 4] = std::array::from_fn(|k| &abytes[(t + k) * arb..(t + k + 1) * arb]);
-                let g = &groups[t / 4];
                 for r in r0..r1 {
-                    let v = dot4(w.row(r), a, g);
+                    let v = dot4(w.row(r), a);
                     for (k, vk) in v.into_iter().enumerate() {
                         // SAFETY: r is in this thread's range, t + k < n: in bounds, unshared.
                         unsafe { *optr.0.add((t + k) * rows + r) = vk };

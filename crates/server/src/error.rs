@@ -112,9 +112,12 @@ impl<E: Into<ApiError>> From<E> for OpenAiError {
     }
 }
 
+/// A request body as routes take it: the bytes, or why they could not be read (too large).
+pub type JsonBody = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
+
 /// Parse a JSON body into `T`: a body over the size limit is 413, anything else that is
 /// not the expected JSON is 400 naming what is wrong.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>) -> Result<T, ApiError> {
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: JsonBody) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("missing request body"));

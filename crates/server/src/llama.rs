@@ -1,9 +1,7 @@
 //! llama-server's extras: /tokenize, /detokenize, /health and /metrics.
 
-use crate::error::{parse_json, ApiError, OpenAiError};
+use crate::error::{parse_json, ApiError, JsonBody, OpenAiError};
 use crate::AppState;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -19,8 +17,6 @@ pub fn routes() -> Router<AppState> {
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
 }
-
-type Body_ = Result<Bytes, BytesRejection>;
 
 #[derive(Deserialize)]
 struct TokenizeRequest {
@@ -53,7 +49,7 @@ fn model_name(state: &AppState, given: Option<String>) -> Result<String, ApiErro
     }
 }
 
-async fn tokenize(State(state): State<AppState>, body: Body_) -> Result<Response, OpenAiError> {
+async fn tokenize(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
     let req: TokenizeRequest = parse_json(body)?;
     let lease = state.models.acquire(&model_name(&state, req.model)?, None).await?;
     let tok = &lease.handle.model.tokenizer;
@@ -74,7 +70,7 @@ async fn tokenize(State(state): State<AppState>, body: Body_) -> Result<Response
     Ok(Json(json!({ "tokens": tokens })).into_response())
 }
 
-async fn detokenize(State(state): State<AppState>, body: Body_) -> Result<Response, OpenAiError> {
+async fn detokenize(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
     let req: DetokenizeRequest = parse_json(body)?;
     let lease = state.models.acquire(&model_name(&state, req.model)?, None).await?;
     let n_vocab = lease.handle.model.model.config.n_vocab;

@@ -54,18 +54,10 @@ fn escape(s: &str) -> String {
 }
 
 pub fn render(state: &AppState) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        name.to_string()
-    };
-    let mut lines: Vec<String> = Vec::new();
-    let n = family("bantam_requests_total", "counter", "HTTP requests by route and status.");
+    let mut out = String::from("# HELP bantam_requests_total HTTP requests by route and status.\n# TYPE bantam_requests_total counter\n");
     for ((route, status), count) in state.metrics.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        lines.push(format!("{n}{{route=\"{route}\",status=\"{status}\"}} {count}"));
+        let _ = writeln!(out, "bantam_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}");
     }
-    let body = std::mem::take(&mut lines).join("\n");
-    let _ = writeln!(out, "{body}");
     let models = state.models.snapshot();
     let _ = writeln!(out, "# HELP bantam_models_loaded Models loaded.\n# TYPE bantam_models_loaded gauge\nbantam_models_loaded {}", models.len());
     type Get = fn(&engine::EngineHandle) -> f64;

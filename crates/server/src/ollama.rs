@@ -1,12 +1,11 @@
 //! Ollama's routes: /api/generate, /api/chat (NDJSON streams by default), /api/embed,
 //! /api/embeddings, /api/tags, /api/show, /api/ps, /api/version, and `/` for health.
 
-use crate::error::{parse_json, ApiError, OllamaError};
+use crate::error::{parse_json, ApiError, JsonBody, OllamaError};
 use crate::generation::{self, collect, events, random_seed, rfc3339, Job};
 use crate::models::Lease;
 use crate::{describe, gotemplate, AppState};
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -33,8 +32,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/ps", get(ps))
         .route("/api/version", get(|| async { Json(api::VersionResponse { version: env!("CARGO_PKG_VERSION").into() }) }))
 }
-
-type Body_ = Result<Bytes, BytesRejection>;
 
 /// Ollama `options` → generation parameters and the request's own context size.
 pub fn params(o: Option<&api::Options>) -> Result<(GenerateParams, Option<usize>), ApiError> {
@@ -124,6 +121,16 @@ fn want_logprobs(logprobs: Option<bool>, top: Option<usize>) -> Option<usize> {
     (logprobs == Some(true)).then(|| top.unwrap_or(0).min(20))
 }
 
+/// `done_reason` of a request that only loads a model: "unload" when `keep_alive` is 0
+/// (the lease's release then unloads it), else "load".
+fn load_reason(keep_alive: Option<&serde_json::Value>) -> &'static str {
+    let zero = crate::models::KeepAlive::For(std::time::Duration::ZERO);
+    match keep_alive.map(crate::models::KeepAlive::parse) {
+        Some(Ok(k)) if k == zero => "unload",
+        _ => "load",
+    }
+}
+
 /// A loaded model, and how long loading it took (zero if it was loaded already).
 async fn acquire(state: &AppState, model: &str, keep_alive: Option<&serde_json::Value>) -> Result<(Lease, std::time::Duration), ApiError> {
     let t = Instant::now();
@@ -143,7 +150,7 @@ fn line<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-async fn generate(State(state): State<AppState>, body: Body_) -> Result<Response, OllamaError> {
+async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let req: api::GenerateRequest = parse_json(body)?;
     refuse_format(req.format.as_ref())?;
@@ -158,13 +165,11 @@ async fn generate(State(state): State<AppState>, body: Body_) -> Result<Response
     let model = req.model.clone();
     if req.prompt.is_empty() && req.context.as_ref().is_none_or(|c| c.is_empty()) {
         // An empty prompt loads (or, with keep_alive 0, unloads) the model.
-        let unload = req.keep_alive.as_ref().and_then(|v| crate::models::KeepAlive::parse(v).ok())
-            == Some(crate::models::KeepAlive::For(std::time::Duration::ZERO));
         let r = api::GenerateResponse {
             model,
             created_at: rfc3339(SystemTime::now()),
             done: true,
-            done_reason: Some(if unload { "unload" } else { "load" }.into()),
+            done_reason: Some(load_reason(req.keep_alive.as_ref()).into()),
             ..Default::default()
         };
         drop(lease);
@@ -266,7 +271,7 @@ fn chat_messages(msgs: &[api::Message]) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-async fn chat(State(state): State<AppState>, body: Body_) -> Result<Response, OllamaError> {
+async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let req: api::ChatRequest = parse_json(body)?;
     refuse_format(req.format.as_ref())?;
@@ -276,14 +281,12 @@ async fn chat(State(state): State<AppState>, body: Body_) -> Result<Response, Ol
     let model = req.model.clone();
     if messages.is_empty() {
         // As Ollama: no messages loads (or unloads) the model.
-        let unload = req.keep_alive.as_ref().and_then(|v| crate::models::KeepAlive::parse(v).ok())
-            == Some(crate::models::KeepAlive::For(std::time::Duration::ZERO));
         let r = api::ChatResponse {
             model,
             created_at: rfc3339(SystemTime::now()),
             message: api::Message { role: "assistant".into(), ..Default::default() },
             done: true,
-            done_reason: Some(if unload { "unload" } else { "load" }.into()),
+            done_reason: Some(load_reason(req.keep_alive.as_ref()).into()),
             ..Default::default()
         };
         drop(lease);
@@ -373,7 +376,7 @@ pub async fn run_embed(lease: &Lease, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f
     rx.await.map_err(|_| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped"))?.map_err(Into::into)
 }
 
-async fn embed(State(state): State<AppState>, body: Body_) -> Result<Response, OllamaError> {
+async fn embed(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let req: api::EmbedRequest = parse_json(body)?;
     let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
@@ -409,7 +412,7 @@ pub fn truncate_dims(v: &mut [Vec<f32>], d: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn embeddings(State(state): State<AppState>, body: Body_) -> Result<Response, OllamaError> {
+async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let req: api::EmbeddingsRequest = parse_json(body)?;
     let (lease, _) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
     if req.prompt.is_empty() {
@@ -446,7 +449,7 @@ async fn tags() -> Result<Response, OllamaError> {
     Ok(Json(api::ListResponse { models }).into_response())
 }
 
-async fn show(body: Body_) -> Result<Response, OllamaError> {
+async fn show(body: JsonBody) -> Result<Response, OllamaError> {
     let req: api::ShowRequest = parse_json(body)?;
     let name = if req.model.is_empty() { req.name } else { req.model };
     if name.is_empty() {

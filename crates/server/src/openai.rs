@@ -1,12 +1,10 @@
 //! OpenAI's routes: /v1/chat/completions, /v1/completions (SSE streams ending with
 //! `data: [DONE]`), /v1/embeddings, /v1/models and /v1/models/{id}.
 
-use crate::error::{parse_json, ApiError, OpenAiError};
+use crate::error::{parse_json, ApiError, JsonBody, OpenAiError};
 use crate::generation::{self, collect, events, random_seed, unix_now, Collected, Job};
 use crate::models::Lease;
 use crate::{describe, AppState};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -29,8 +27,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
 }
-
-type Body_ = Result<Bytes, BytesRejection>;
 
 const FINGERPRINT: &str = concat!("bantam-", env!("CARGO_PKG_VERSION"));
 
@@ -59,7 +55,7 @@ fn params(s: &api::Sampling, max_tokens: Option<i64>, field: &'static str) -> Re
     for (name, v) in [("presence_penalty", s.presence_penalty), ("frequency_penalty", s.frequency_penalty)] {
         if let Some(v) = v {
             if !(-2.0..=2.0).contains(&v) {
-                return Err(ApiError::bad_request(format!("{name} must be between -2 and 2, got {v}")).with_param(if name == "presence_penalty" { "presence_penalty" } else { "frequency_penalty" }));
+                return Err(ApiError::bad_request(format!("{name} must be between -2 and 2, got {v}")).with_param(name));
             }
         }
     }
@@ -209,7 +205,7 @@ fn stream_error(e: engine::EngineError) -> String {
     json(&serde_json::json!({"error": {"message": e.message, "type": "server_error", "param": null, "code": e.code}}))
 }
 
-async fn chat_completions(State(state): State<AppState>, body: Body_) -> Result<Response, OpenAiError> {
+async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
     let req: api::ChatCompletionRequest = parse_json(body)?;
     refuse_response_format(req.response_format.as_ref())?;
     if req.messages.is_empty() {
@@ -325,7 +321,7 @@ fn completion_prompts(lease: &Lease, p: Option<api::Prompt>) -> Result<Vec<Vec<u
     Ok(prompts)
 }
 
-async fn completions(State(state): State<AppState>, body: Body_) -> Result<Response, OpenAiError> {
+async fn completions(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
     let req: api::CompletionRequest = parse_json(body)?;
     refuse_response_format(req.response_format.as_ref())?;
     if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
@@ -431,7 +427,7 @@ fn base64_f32(v: &[f32]) -> String {
     s
 }
 
-async fn embeddings(State(state): State<AppState>, body: Body_) -> Result<Response, OpenAiError> {
+async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
     let req: api::EmbeddingRequest = parse_json(body)?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,

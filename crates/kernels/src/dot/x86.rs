@@ -266,10 +266,10 @@ macro_rules! x86_kernels {
 
         macro_rules! x4_wrapper {
             ($name:ident, $inner:ident) => {
-                pub fn $name(w: &[u8], a: [&[u8]; 4], g: &crate::dot::Act4) -> [f32; 4] {
+                pub fn $name(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
                     // SAFETY: as for the single-row kernels (reached only after detection);
-                    // the scale arrays are checked against the block count inside.
-                    unsafe { $inner(w, a, g) }
+                    // the row lengths are checked against the block count inside.
+                    unsafe { $inner(w, a) }
                 }
             };
         }
@@ -316,7 +316,7 @@ macro_rules! x86_kernels {
         macro_rules! signed_x4_kernel {
             ($impl:ident, $block:ty, |$blk:ident| $unpack:expr) => {
                 #[target_feature(enable = $feat)]
-                unsafe fn $impl(w: &[u8], a: [&[u8]; 4], _g: &crate::dot::Act4) -> [f32; 4] {
+                unsafe fn $impl(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
                     let xs = as_blocks::<$block>(w);
                     let ys = a.map(as_blocks::<BlockQ8_0>);
                     assert!(ys.iter().all(|y| y.len() >= xs.len()));
@@ -345,9 +345,9 @@ macro_rules! x86_kernels {
         x4_wrapper!(q4_k_x4, q4_k_x4_impl);
         x4_wrapper!(q6_k_x4, q6_k_x4_impl);
 
-        /// Q4_K against four Q8_K rows (the scale arrays are unused: Q8_K carries f32 `d`).
+        /// Q4_K against four Q8_K rows.
         #[target_feature(enable = $feat)]
-        unsafe fn q4_k_x4_impl(w: &[u8], a: [&[u8]; 4], _g: &crate::dot::Act4) -> [f32; 4] {
+        unsafe fn q4_k_x4_impl(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
             let xs = as_blocks::<BlockQ4K>(w);
             let ys = a.map(as_blocks::<BlockQ8K>);
             assert!(ys.iter().all(|y| y.len() >= xs.len()));
@@ -391,7 +391,7 @@ macro_rules! x86_kernels {
         /// Q6_K against four Q8_K rows. The `-32` offset is applied through the Q8_K
         /// per-16 sums (`bsums`) instead of per product: the same integers, less work.
         #[target_feature(enable = $feat)]
-        unsafe fn q6_k_x4_impl(w: &[u8], a: [&[u8]; 4], _g: &crate::dot::Act4) -> [f32; 4] {
+        unsafe fn q6_k_x4_impl(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
             let xs = as_blocks::<BlockQ6K>(w);
             let ys = a.map(as_blocks::<BlockQ8K>);
             assert!(ys.iter().all(|y| y.len() >= xs.len()));
@@ -448,7 +448,7 @@ macro_rules! x86_kernels {
         }
 
         #[target_feature(enable = $feat)]
-        unsafe fn q4_1_x4_impl(w: &[u8], a: [&[u8]; 4], _g: &crate::dot::Act4) -> [f32; 4] {
+        unsafe fn q4_1_x4_impl(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
             let xs = as_blocks::<BlockQ4_1>(w);
             let ys = a.map(as_blocks::<BlockQ8_1>);
             assert!(ys.iter().all(|y| y.len() >= xs.len()));
