@@ -114,7 +114,7 @@ def server() -> Server:
         names = [m.get("name") or m.get("model") for m in tags.json().get("models", [])]
         if MODEL not in names:
             pytest.fail(f"model {MODEL} is not installed (server lists {names}); "
-                        "run scripts/fetch-models.sh", pytrace=False)
+                        "run `bantam pull smollm2:135m` (scripts/test.sh does)", pytrace=False)
 
         yield srv
     finally:

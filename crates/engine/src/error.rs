@@ -15,8 +15,19 @@ pub enum EngineError {
     BadRequest(String),
     #[error("{0}")]
     ModelNotFound(String),
+    #[error(transparent)]
+    Store(store::StoreError),
     #[error("the request was cancelled")]
     Cancelled,
     #[error("the prompt has {n_prompt} tokens but the context holds {n_ctx}")]
     PromptTooLong { n_prompt: usize, n_ctx: usize },
+}
+
+impl From<store::StoreError> for EngineError {
+    fn from(e: store::StoreError) -> EngineError {
+        match e {
+            store::StoreError::NotFound { .. } | store::StoreError::InvalidName { .. } => EngineError::ModelNotFound(e.to_string()),
+            e => EngineError::Store(e),
+        }
+    }
 }

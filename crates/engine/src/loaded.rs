@@ -8,82 +8,68 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokenizer::Tokenizer;
 
-/// The short names of the catalog, the file each resolves to in the models directory, and
-/// that file's sha256.
-pub const CATALOG: &[(&str, &str, &str)] = &[
-    ("smollm2:135m", "smollm2-135m.gguf", "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
-    ("gemma3:270m", "gemma3-270m.gguf", "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
-    ("qwen2.5-coder:0.5b", "qwen2.5-coder-0.5b.gguf", "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
-];
-
 pub use model::models_dir;
 
-/// Resolve a model name: a path to an existing file, or a catalog short name (a `:latest`
-/// tag and a missing tag resolve as Ollama does). Names are checked before any file system
-/// access: a short name never contains a path separator or `..`.
+/// Resolve a model name to its GGUF file: a path to an existing file, or a name in the
+/// store (`smollm2`, `smollm2:latest` and `smollm2:135m` all mean the catalog model).
 pub fn resolve_model(name: &str) -> Result<PathBuf, EngineError> {
-    let as_path = Path::new(name);
+    resolve(name).map(|(path, _)| path)
+}
+
+/// Like [`resolve_model`], with the store's record of the model (its Modelfile settings)
+/// when the name is not a path.
+pub fn resolve(name: &str) -> Result<(PathBuf, Option<store::Resolved>), EngineError> {
     if looks_like_path(name) {
+        let as_path = Path::new(name);
         return if as_path.is_file() {
-            Ok(as_path.to_path_buf())
+            Ok((as_path.to_path_buf(), None))
         } else {
             Err(EngineError::ModelNotFound(format!("model file {name} does not exist")))
         };
     }
-    if name.is_empty() || name.contains("..") || name.chars().any(|c| c.is_control() || c == '\\') {
-        return Err(EngineError::ModelNotFound(format!("{name:?} is not a valid model name")));
-    }
-    let key = name.strip_suffix(":latest").unwrap_or(name);
-    let entry = CATALOG.iter().find(|(n, _, _)| *n == key || n.split(':').next() == Some(key));
-    match entry {
-        Some((short, file, _)) => {
-            let p = models_dir().join(file);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(EngineError::ModelNotFound(format!(
-                    "model '{short}' is not in {}; fetch it with scripts/fetch-models.sh",
-                    models_dir().display()
-                )))
-            }
-        }
-        None => {
-            let known: Vec<&str> = CATALOG.iter().map(|(n, _, _)| *n).collect();
-            Err(EngineError::ModelNotFound(format!("model '{name}' not found (known: {})", known.join(", "))))
-        }
-    }
+    let r = store::Store::open_default().resolve(name)?;
+    Ok((r.model.clone(), Some(r)))
 }
 
-/// Whether a model name is a file path rather than a short name.
+/// Whether a model name is a file path rather than a store name.
 pub fn looks_like_path(name: &str) -> bool {
-    name.ends_with(".gguf") || name.contains('/') || name.contains(std::path::MAIN_SEPARATOR)
+    name.ends_with(".gguf")
+        || name.starts_with(['.', '/', '~'])
+        || (name.contains(['/', std::path::MAIN_SEPARATOR]) && store::ModelName::parse(name).is_err())
 }
 
-/// Resolve a name as a server does: like [`resolve_model`], but a path must lie inside the
+/// Resolve a name as a server does: like [`resolve`], but a path must lie inside the
 /// models directory (after resolving `..` and links), so a request cannot make the server
 /// open arbitrary files.
-pub fn resolve_served_model(name: &str) -> Result<PathBuf, EngineError> {
+pub fn resolve_served_model(name: &str) -> Result<(PathBuf, Option<store::Resolved>), EngineError> {
     let not_found = || EngineError::ModelNotFound(format!("model '{name}' not found"));
     if !looks_like_path(name) {
-        return resolve_model(name);
+        return resolve(name);
     }
     let dir = models_dir().canonicalize().map_err(|_| not_found())?;
     let path = Path::new(name);
     let full = if path.is_absolute() { path.to_path_buf() } else { dir.join(path) };
     match full.canonicalize() {
-        Ok(p) if p.starts_with(&dir) && p.is_file() => Ok(p),
+        Ok(p) if p.starts_with(&dir) && p.is_file() => Ok((p, None)),
         _ => Err(not_found()),
     }
 }
 
-/// The name a model is known by once loaded: the catalog short name with its tag
-/// (`smollm2` and `smollm2:latest` are `smollm2:135m`), or the path as given.
+/// The name a model is known by once loaded: its name in the store with the tag
+/// (`smollm2` and `smollm2:latest` are `smollm2:135m` when that is what the store has),
+/// or the name as given.
 pub fn canonical_name(name: &str) -> String {
-    let key = name.strip_suffix(":latest").unwrap_or(name);
-    CATALOG
-        .iter()
-        .find(|(n, _, _)| *n == key || n.split(':').next() == Some(key))
-        .map_or_else(|| name.to_string(), |(n, _, _)| n.to_string())
+    if looks_like_path(name) {
+        return name.to_string();
+    }
+    let store = store::Store::open_default();
+    match store.find(name) {
+        Ok(n) => n.to_string(),
+        Err(_) => match store::catalog::lookup(name) {
+            Some(e) => e.name.to_string(),
+            None => store::ModelName::parse(name).map_or_else(|_| name.to_string(), |n| n.to_string()),
+        },
+    }
 }
 
 /// Model, tokenizer and chat template of one file.
@@ -94,12 +80,30 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     /// `tokenizer.chat_template`, compiled; `None` for base models.
     pub template: Option<ChatTemplate>,
+    /// What the store records of the model (Modelfile settings); `None` for a path.
+    pub stored: Option<store::Resolved>,
     pub load_duration: Duration,
 }
 
 impl LoadedModel {
     pub fn load(name: &str) -> Result<LoadedModel, EngineError> {
-        Self::load_path(name, resolve_model(name)?)
+        let (path, stored) = resolve(name)?;
+        let mut lm = Self::load_path(&canonical_name(name), path)?;
+        lm.apply_stored(stored)?;
+        Ok(lm)
+    }
+
+    /// Take the store's record of the model: a Modelfile TEMPLATE written as a Jinja chat
+    /// template (`{% … %}`) replaces the GGUF's; one in Ollama's Go syntax is kept in
+    /// `stored` for /api/generate to render.
+    pub fn apply_stored(&mut self, stored: Option<store::Resolved>) -> Result<(), EngineError> {
+        if let Some(t) = stored.as_ref().and_then(|r| r.template.as_deref()).filter(|t| t.contains("{%")) {
+            let tok = &self.tokenizer;
+            let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default();
+            self.template = Some(ChatTemplate::new(t, &piece(tok.bos()), &piece(tok.eos()))?);
+        }
+        self.stored = stored;
+        Ok(())
     }
 
     /// Load the file `path`, known as `name`.
@@ -112,7 +116,7 @@ impl LoadedModel {
             Some(src) => Some(ChatTemplate::new(src, &piece(tokenizer.bos()), &piece(tokenizer.eos()))?),
             None => None,
         };
-        Ok(LoadedModel { name: name.to_string(), path, model, tokenizer, template, load_duration: start.elapsed() })
+        Ok(LoadedModel { name: name.to_string(), path, model, tokenizer, template, stored: None, load_duration: start.elapsed() })
     }
 }
 

@@ -550,25 +550,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::path::PathBuf;
 
     /// `tokenizer.chat_template` of a real test model. Fails (never skips) when missing.
     fn real_template(model: &str) -> String {
-        let dir = std::env::var_os("BANTAM_MODELS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_default();
-                home.join(".bantam/models")
-            });
-        let path = dir.join(format!("{model}.gguf"));
-        let gguf = gguf::Gguf::open(&path).unwrap_or_else(|e| {
-            panic!(
-                "cannot open {}: {e}; run scripts/fetch-models.sh to fetch the test models",
-                path.display()
-            )
-        });
+        let path = store::model_file(model).unwrap_or_else(|e| panic!("{e}: run `bantam pull` for the test models (scripts/test.sh does)"));
+        let gguf = gguf::Gguf::open(&path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
         gguf.metadata_str("tokenizer.chat_template")
             .expect("model has a chat template")
             .to_owned()

@@ -26,7 +26,7 @@ const PROMPTS: [&str; 8] = [
 ];
 
 fn load() -> Arc<LoadedModel> {
-    Arc::new(LoadedModel::load("smollm2:135m").expect("smollm2:135m must be fetched by scripts/fetch-models.sh"))
+    Arc::new(LoadedModel::load("smollm2:135m").expect("smollm2:135m must be pulled (scripts/test.sh does)"))
 }
 
 fn prompt(lm: &LoadedModel, text: &str) -> Vec<u32> {

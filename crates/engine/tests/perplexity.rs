@@ -8,10 +8,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn model_path(name: &str) -> PathBuf {
-    let dir = model::models_dir();
-    let p = dir.join(format!("{name}.gguf"));
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh", p.display());
-    p
+    store::model_file(name).unwrap_or_else(|e| panic!("{e}: run `bantam pull` for the test models (scripts/test.sh does)"))
 }
 
 fn check(name: &str, bos: Option<u32>) {

@@ -2,12 +2,10 @@
 //! never a panic or an out-of-bounds read.
 
 use model::{Model, ModelError};
-use std::path::PathBuf;
 
 fn real_bytes() -> Vec<u8> {
-    let dir = model::models_dir();
-    let p = dir.join("smollm2-135m.gguf");
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}; run scripts/fetch-models.sh", p.display()))
+    let p = store::model_file("smollm2:135m").unwrap_or_else(|e| panic!("{e}: run `bantam pull smollm2:135m`"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 fn open(bytes: Vec<u8>) -> Result<Model, ModelError> {

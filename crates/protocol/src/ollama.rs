@@ -234,10 +234,75 @@ pub struct ShowResponse {
     pub modelfile: String,
     pub parameters: String,
     pub template: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub system: String,
     pub details: ModelDetails,
     pub model_info: serde_json::Map<String, Value>,
     pub capabilities: Vec<String>,
     pub modified_at: String,
+}
+
+/// POST /api/pull
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PullRequest {
+    #[serde(default)]
+    pub model: String,
+    /// The older spelling of `model`.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub insecure: bool,
+    pub stream: Option<bool>,
+}
+
+/// A status line of /api/pull and /api/create.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProgressResponse {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
+}
+
+/// DELETE /api/delete
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DeleteRequest {
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// POST /api/copy
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CopyRequest {
+    pub source: String,
+    pub destination: String,
+}
+
+/// POST /api/create: the fields of a Modelfile as JSON, or (older clients) the Modelfile
+/// text itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CreateRequest {
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub name: String,
+    pub from: Option<String>,
+    /// Blobs by file name: `{"model.gguf": "sha256:…"}`.
+    pub files: Option<std::collections::BTreeMap<String, String>>,
+    pub adapters: Option<std::collections::BTreeMap<String, String>>,
+    pub template: Option<String>,
+    pub system: Option<String>,
+    pub license: Option<OneOrMany<String>>,
+    pub parameters: Option<serde_json::Map<String, Value>>,
+    pub messages: Option<Vec<Message>>,
+    pub modelfile: Option<String>,
+    pub quantize: Option<String>,
+    pub stream: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,10 +1,10 @@
 //! What Ollama's /api/tags, /api/show and /api/ps say about a model, read from its GGUF
 //! header.
 
-use engine::loaded::CATALOG;
 use gguf::{Gguf, Value};
 use protocol::ollama::ModelDetails;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::SystemTime;
 
 /// llama.cpp's `llama_ftype` names for `general.file_type`.
 fn file_type_name(ft: u64) -> &'static str {
@@ -81,21 +81,54 @@ pub fn model_info(file: &Gguf) -> serde_json::Map<String, serde_json::Value> {
     m
 }
 
-/// The catalog models present in the models directory: (name, path, sha256).
-pub fn installed() -> Vec<(String, PathBuf, String)> {
-    let dir = engine::loaded::models_dir();
-    CATALOG
-        .iter()
-        .map(|(name, file, sha)| (name.to_string(), dir.join(file), sha.to_string()))
-        .filter(|(_, p, _)| p.is_file())
+/// A model of the store, as /api/tags and /v1/models list it.
+pub struct Installed {
+    pub name: String,
+    pub path: PathBuf,
+    /// The manifest's sha256 (hex), Ollama's `digest`.
+    pub digest: String,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// The models in the store.
+pub fn installed() -> Vec<Installed> {
+    let store = store::Store::open_default();
+    store
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|l| {
+            let path = store.blob_path(l.model_digest.as_ref()?);
+            Some(Installed { name: l.name.to_string(), path, digest: l.id.hex().to_string(), size: l.size, modified: l.modified })
+        })
         .collect()
 }
 
-/// sha256 of a catalog file, or a digest-shaped identity of any other path.
-pub fn digest(path: &Path) -> String {
-    let dir = engine::loaded::models_dir();
-    CATALOG
-        .iter()
-        .find(|(_, file, _)| dir.join(file) == path)
-        .map_or_else(|| String::new(), |(_, _, sha)| sha.to_string())
+/// The Modelfile view of a loaded or stored model: TEMPLATE, SYSTEM, PARAMETER, MESSAGE
+/// and LICENSE as /api/show and `bantam show` report them.
+pub struct ModelfileView {
+    pub template: String,
+    pub system: String,
+    pub parameters: String,
+    pub license: String,
+    pub modelfile: String,
+}
+
+pub fn modelfile_view(name: &str, path: &std::path::Path, file: &Gguf, stored: Option<&store::Resolved>) -> ModelfileView {
+    let template = stored.and_then(|r| r.template.clone()).or_else(|| file.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string));
+    let system = stored.and_then(|r| r.system.clone());
+    let license: Vec<String> = match stored {
+        Some(r) if !r.license.is_empty() => r.license.clone(),
+        _ => file.get("general.license").and_then(|v| v.as_str()).map(|s| vec![s.to_string()]).unwrap_or_default(),
+    };
+    let params = stored.map(|r| r.params.clone()).unwrap_or_default();
+    let messages = stored.map(|r| r.messages.clone()).unwrap_or_default();
+    ModelfileView {
+        modelfile: store::modelfile::render(name, &path.display().to_string(), template.as_deref(), system.as_deref(), &params, &messages, &license),
+        parameters: store::modelfile::render_parameters(&params),
+        template: template.unwrap_or_default(),
+        system: system.unwrap_or_default(),
+        license: license.join("\n\n"),
+    }
 }

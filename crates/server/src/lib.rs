@@ -15,9 +15,10 @@ pub mod error;
 pub mod generation;
 pub mod gotemplate;
 mod llama;
+mod manage;
 pub mod metrics;
 pub mod models;
-mod ollama;
+pub(crate) mod ollama;
 mod openai;
 pub mod security;
 
@@ -65,15 +66,19 @@ impl Default for ServeConfig {
     }
 }
 
-/// Three quarters of the machine's memory (from /proc/meminfo; 8 GiB where unknown).
-pub fn default_memory_budget() -> usize {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+/// The machine's memory, from /proc/meminfo.
+pub fn system_memory_bytes() -> Option<usize> {
+    std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
         s.lines()
             .find(|l| l.starts_with("MemTotal:"))
             .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<usize>().ok()))
             .map(|kb| kb * 1024)
-    });
-    total.unwrap_or(8 << 30) / 4 * 3
+    })
+}
+
+/// Three quarters of the machine's memory (8 GiB where unknown).
+pub fn default_memory_budget() -> usize {
+    system_memory_bytes().unwrap_or(8 << 30) / 4 * 3
 }
 
 /// The state every route shares.
@@ -113,6 +118,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(ollama::routes())
+        .merge(manage::routes())
         .merge(openai::routes())
         .merge(llama::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), security::authorize))

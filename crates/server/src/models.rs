@@ -142,18 +142,14 @@ impl ModelSet {
         if let Some(handle) = self.touch(&canonical) {
             return Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() });
         }
-        let path = engine::resolve_served_model(&canonical).map_err(|_| ApiError::not_found(format!("model '{name}' not found")))?;
-        let load_name = canonical.clone();
-        let lm = tokio::task::spawn_blocking(move || LoadedModel::load_path(&load_name, path))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("loading failed: {e}")))?
-            .map_err(|e| match e {
-                engine::EngineError::ModelNotFound(_) => ApiError::not_found(format!("model '{name}' not found")),
-                other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("model '{name}' could not be loaded: {other}")),
-            })?;
+        let lm = tokio::task::spawn_blocking({
+            let (name, canonical) = (name.to_string(), canonical.clone());
+            move || load(&name, &canonical)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("loading failed: {e}")))??;
         let lm = Arc::new(lm);
-        let need = lm.model.file.file_size() + self.limits.engine.max_parallel * self.limits.engine.n_ctx * lm.kv_bytes_per_token();
-        self.make_room(need)?;
+        self.make_room(lm.model.file.file_size(), lm.kv_bytes_per_token())?;
         let handle = Arc::new(
             EngineHandle::spawn(lm, self.limits.engine.clone())
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("engine thread: {e}")))?,
@@ -176,17 +172,27 @@ impl ModelSet {
     }
 
     /// Evict idle models, least recently used first, until one more of `need` bytes fits.
-    fn make_room(&self, need: usize) -> Result<(), ApiError> {
+    /// Evict idle models until one of `weights` bytes with KV caches of `kv_per_token`
+    /// bytes a token fits; a model that can never fit is refused with what would fit.
+    fn make_room(&self, weights: usize, kv_per_token: usize) -> Result<(), ApiError> {
         let mib = |b: usize| b / (1 << 20);
-        if need > self.limits.max_memory {
+        let (slots, n_ctx, budget) = (self.limits.engine.max_parallel, self.limits.engine.n_ctx, self.limits.max_memory);
+        let need = weights + slots * n_ctx * kv_per_token;
+        if need > budget {
+            let fits = budget.saturating_sub(weights) / (kv_per_token * slots).max(1);
+            let fits_slots = budget.saturating_sub(weights) / (kv_per_token * n_ctx).max(1);
+            let advice = if fits >= 256 {
+                format!("it would fit with --ctx-size {} (or --max-parallel {fits_slots})", fits / 256 * 256)
+            } else {
+                format!("the weights alone take {} MiB of it; raise --max-memory", mib(weights))
+            };
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(
-                    "model requires {} MiB (weights and {} slots of {} tokens) but the memory budget is {} MiB; lower --ctx-size or --max-parallel, or raise --max-memory",
+                    "model requires {} MiB (weights {} MiB and {slots} slots of {n_ctx} tokens) but the memory budget is {} MiB; {advice}",
                     mib(need),
-                    self.limits.engine.max_parallel,
-                    self.limits.engine.n_ctx,
-                    mib(self.limits.max_memory)
+                    mib(weights),
+                    mib(budget)
                 ),
             ));
         }
@@ -296,4 +302,36 @@ mod tests {
         assert!(p(serde_json::json!("m")).is_err());
         assert!(p(serde_json::json!([1])).is_err());
     }
+}
+
+/// Load a model for the server: a catalog model not in the store yet is pulled first (its
+/// progress goes to the server's log); any other name must already be in the store or be
+/// a path inside the models directory.
+fn load(name: &str, canonical: &str) -> Result<LoadedModel, ApiError> {
+    let not_found = |e: engine::EngineError| match e {
+        engine::EngineError::ModelNotFound(m) => ApiError::not_found(if m.contains(name) { m } else { format!("model '{name}' not found") }),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("model '{name}' could not be loaded: {other}")),
+    };
+    let resolved = match engine::resolve_served_model(canonical) {
+        Err(engine::EngineError::ModelNotFound(_)) if store::catalog::lookup(name).is_some() => {
+            let store = store::Store::open_default();
+            eprintln!("pulling {name}");
+            let mut last = std::time::Instant::now();
+            store::pull(&store, name, &store::PullOptions::default(), &mut |p| match p {
+                store::Progress::Status(s) => eprintln!("pull {name}: {s}"),
+                store::Progress::Bytes { part, total, completed, .. } if last.elapsed().as_secs() >= 5 || completed == total => {
+                    last = std::time::Instant::now();
+                    eprintln!("pull {name}: {part} {completed}/{total} bytes");
+                }
+                _ => {}
+            })
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("pulling model '{name}' failed: {e}")))?;
+            engine::resolve_served_model(canonical).map_err(not_found)?
+        }
+        r => r.map_err(not_found)?,
+    };
+    let (path, stored) = resolved;
+    let mut lm = LoadedModel::load_path(canonical, path).map_err(not_found)?;
+    lm.apply_stored(stored).map_err(not_found)?;
+    Ok(lm)
 }

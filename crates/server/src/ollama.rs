@@ -81,6 +81,27 @@ pub fn params(o: Option<&api::Options>) -> Result<(GenerateParams, Option<usize>
     Ok((GenerateParams { sampling: s, num_predict, stop }, num_ctx))
 }
 
+/// A request's options over the model's PARAMETER defaults.
+fn with_defaults(o: Option<&api::Options>, stored: Option<&store::Resolved>) -> Option<api::Options> {
+    let Some(r) = stored.filter(|r| !r.params.is_empty()) else { return o.cloned() };
+    let mut map = r.params.clone();
+    if let Some(serde_json::Value::Object(given)) = o.and_then(|o| serde_json::to_value(o).ok()) {
+        map.extend(given.into_iter().filter(|(_, v)| !v.is_null()));
+    }
+    serde_json::from_value(serde_json::Value::Object(map)).ok().or_else(|| o.cloned())
+}
+
+/// A conversation with the model's SYSTEM (unless it has its own) and MESSAGE lines first.
+pub fn with_model_messages(messages: &mut Vec<ChatMessage>, stored: Option<&store::Resolved>) {
+    let Some(r) = stored else { return };
+    let mut head: Vec<ChatMessage> = Vec::new();
+    if let Some(s) = r.system.as_deref().filter(|_| !messages.iter().any(|m| m.role == "system")) {
+        head.push(ChatMessage::new("system", s));
+    }
+    head.extend(r.messages.iter().map(|m| ChatMessage::new(m.role.as_str(), m.content.as_str())));
+    messages.splice(0..0, head);
+}
+
 /// `format` asks for structured output, which is not enforced yet: refuse it rather than
 /// return unconstrained text.
 fn refuse_format(format: Option<&serde_json::Value>) -> Result<(), ApiError> {
@@ -160,8 +181,10 @@ async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Respo
     if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request(format!("{} does not support insert", req.model)).into());
     }
-    let (gen, num_ctx) = params(req.options.as_ref())?;
+    params(req.options.as_ref())?;
     let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
+    let stored = lease.handle.model.stored.as_ref();
+    let (gen, num_ctx) = params(with_defaults(req.options.as_ref(), stored).as_ref())?;
     let model = req.model.clone();
     if req.prompt.is_empty() && req.context.as_ref().is_none_or(|c| c.is_empty()) {
         // An empty prompt loads (or, with keep_alive 0, unloads) the model.
@@ -179,8 +202,9 @@ async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Respo
     let mut prompt = req.context.clone().unwrap_or_default();
     if req.raw {
         prompt.extend(lm.tokenizer.encode(&req.prompt, prompt.is_empty(), true));
-    } else if let Some(t) = req.template.as_deref().filter(|t| !t.is_empty()) {
-        let text = gotemplate::render(t, &gotemplate::Vars { system: req.system.as_deref().unwrap_or(""), prompt: &req.prompt, response: "" })?;
+    } else if let Some(t) = req.template.as_deref().filter(|t| !t.is_empty()).or(stored.and_then(|r| r.template.as_deref()).filter(|t| !t.contains("{%"))) {
+        let system = req.system.as_deref().or(stored.and_then(|r| r.system.as_deref())).unwrap_or("");
+        let text = gotemplate::render(t, &gotemplate::Vars { system, prompt: &req.prompt, response: "" })?;
         if prompt.is_empty() {
             prompt = lm.tokenize_templated(&text);
         } else {
@@ -188,7 +212,7 @@ async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Respo
         }
     } else {
         let mut messages = Vec::new();
-        if let Some(s) = req.system.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(s) = req.system.as_deref().filter(|s| !s.is_empty()).or(stored.and_then(|r| r.system.as_deref())) {
             messages.push(ChatMessage::new("system", s));
         }
         messages.push(ChatMessage::new("user", req.prompt.as_str()));
@@ -275,9 +299,14 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
     let started = Instant::now();
     let req: api::ChatRequest = parse_json(body)?;
     refuse_format(req.format.as_ref())?;
-    let (gen, num_ctx) = params(req.options.as_ref())?;
-    let messages = chat_messages(&req.messages)?;
+    params(req.options.as_ref())?;
+    let mut messages = chat_messages(&req.messages)?;
     let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
+    let stored = lease.handle.model.stored.as_ref();
+    let (gen, num_ctx) = params(with_defaults(req.options.as_ref(), stored).as_ref())?;
+    if !messages.is_empty() {
+        with_model_messages(&mut messages, stored);
+    }
     let model = req.model.clone();
     if messages.is_empty() {
         // As Ollama: no messages loads (or unloads) the model.
@@ -423,22 +452,18 @@ async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Res
     Ok(Json(api::EmbeddingsResponse { embedding: v.pop().unwrap_or_default() }).into_response())
 }
 
-fn modified_at(path: &std::path::Path) -> String {
-    rfc3339(std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH))
-}
-
 async fn tags() -> Result<Response, OllamaError> {
     let models = tokio::task::spawn_blocking(|| {
         describe::installed()
             .into_iter()
-            .filter_map(|(name, path, sha)| {
-                let file = gguf::Gguf::open(&path).ok()?;
+            .filter_map(|m| {
+                let file = gguf::Gguf::open(&m.path).ok()?;
                 Some(api::ListModel {
-                    model: name.clone(),
-                    name,
-                    modified_at: modified_at(&path),
-                    size: file.file_size() as u64,
-                    digest: sha,
+                    model: m.name.clone(),
+                    name: m.name,
+                    modified_at: rfc3339(m.modified),
+                    size: m.size,
+                    digest: m.digest,
                     details: describe::details(&file),
                 })
             })
@@ -455,20 +480,25 @@ async fn show(body: JsonBody) -> Result<Response, OllamaError> {
     if name.is_empty() {
         return Err(ApiError::bad_request("model is required").into());
     }
-    let path = engine::resolve_served_model(&engine::canonical_name(&name)).map_err(|_| ApiError::not_found(format!("model '{name}' not found")))?;
+    let canonical = engine::canonical_name(&name);
+    let (path, stored) = engine::resolve_served_model(&canonical).map_err(|_| ApiError::not_found(format!("model '{name}' not found")))?;
     let r = tokio::task::spawn_blocking(move || -> Result<api::ShowResponse, ApiError> {
         let file = gguf::Gguf::open(&path).map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let template = file.get("tokenizer.chat_template").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let license = file.get("general.license").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let view = describe::modelfile_view(&canonical, &path, &file, stored.as_ref());
+        let mut capabilities = vec!["completion".to_string()];
+        if view.template.contains("tools") {
+            capabilities.push("tools".into());
+        }
         Ok(api::ShowResponse {
-            modelfile: format!("# Modelfile generated by \"bantam show\"\nFROM {}\nTEMPLATE \"\"\"{template}\"\"\"\n", path.display()),
-            license,
-            parameters: String::new(),
-            template,
+            modelfile: view.modelfile,
+            license: view.license,
+            parameters: view.parameters,
+            template: view.template,
+            system: view.system,
             details: describe::details(&file),
             model_info: describe::model_info(&file),
-            capabilities: vec!["completion".into()],
-            modified_at: modified_at(&path),
+            capabilities,
+            modified_at: rfc3339(stored.as_ref().map_or_else(|| std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH), |r| r.modified)),
         })
     })
     .await
@@ -485,7 +515,7 @@ async fn ps(State(state): State<AppState>) -> Result<Response, OllamaError> {
             model: name.clone(),
             name,
             size: h.memory_bytes() as u64,
-            digest: describe::digest(&h.model.path),
+            digest: h.model.stored.as_ref().map(|r| r.id.hex().to_string()).unwrap_or_default(),
             details: describe::details(&h.model.model.file),
             // "forever" shows as a far-future date, as Ollama does.
             expires_at: rfc3339(expires.unwrap_or(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799))),

@@ -74,6 +74,17 @@ fn params(s: &api::Sampling, max_tokens: Option<i64>, field: &'static str) -> Re
     Ok(GenerateParams { sampling: p, num_predict, stop })
 }
 
+/// The model's `stop` parameters when the request names none (OpenAI's own sampling
+/// defaults stay: they are part of its API).
+fn with_model_stop(mut p: GenerateParams, stored: Option<&store::Resolved>) -> GenerateParams {
+    if p.stop.is_empty() {
+        if let Some(serde_json::Value::Array(stops)) = stored.and_then(|r| r.params.get("stop")) {
+            p.stop = stops.iter().filter_map(|s| s.as_str().map(str::to_string)).collect();
+        }
+    }
+    p
+}
+
 fn logit_bias(s: &api::Sampling, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
     let Some(map) = &s.logit_bias else { return Ok(Vec::new()) };
     map.iter()
@@ -235,6 +246,10 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
         _ => None,
     };
     let lease = state.models.acquire(&req.model, None).await?;
+    let stored = lease.handle.model.stored.as_ref();
+    let mut messages = messages;
+    crate::ollama::with_model_messages(&mut messages, stored);
+    let params = with_model_stop(params, stored);
     let bias = logit_bias(&req.sampling, lease.handle.model.model.config.n_vocab)?;
     let prompt = lease.handle.model.chat_prompt(&messages, req.tools.as_ref())?;
     let rxs = start_n(&lease, &prompt, &params, n, logprobs, &bias)?;
@@ -332,6 +347,7 @@ async fn completions(State(state): State<AppState>, body: JsonBody) -> Result<Re
     let n = choices_n(&req.sampling)?;
     let logprobs = req.logprobs.map(|k| k.min(20));
     let lease = state.models.acquire(&req.model, None).await?;
+    let params = with_model_stop(params, lease.handle.model.stored.as_ref());
     let bias = logit_bias(&req.sampling, lease.handle.model.model.config.n_vocab)?;
     let prompts = completion_prompts(&lease, req.prompt)?;
     let echo = req.echo == Some(true);
@@ -471,14 +487,10 @@ async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Res
 fn known_models(state: &AppState) -> Vec<api::Model> {
     let mut v: Vec<api::Model> = describe::installed()
         .into_iter()
-        .map(|(name, path, _)| api::Model {
-            id: name,
+        .map(|m| api::Model {
+            id: m.name,
             object: "model",
-            created: std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs()),
+            created: m.modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             owned_by: "library".into(),
         })
         .collect();

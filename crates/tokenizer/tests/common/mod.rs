@@ -2,7 +2,6 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use tokenizer::Tokenizer;
@@ -12,28 +11,13 @@ pub const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../share
 
 pub const MODELS: [&str; 3] = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"];
 
-/// Where the test models live: `$BANTAM_MODELS`, else `~/.bantam/models`.
-pub fn models_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BANTAM_MODELS") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_default();
-    PathBuf::from(home).join(".bantam/models")
-}
-
 /// The tokenizer of a test model, loaded once per test binary. A missing file fails the
 /// test: these checks must never pass silently.
 pub fn tokenizer(model: &str) -> &'static Tokenizer {
     static CELLS: [OnceLock<Tokenizer>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let i = MODELS.iter().position(|m| *m == model).expect("a known test model");
     CELLS[i].get_or_init(|| {
-        let path = models_dir().join(format!("{model}.gguf"));
-        if !path.exists() {
-            panic!(
-                "test model {} is missing: run scripts/fetch-models.sh (or point BANTAM_MODELS at a directory holding it)",
-                path.display()
-            );
-        }
+        let path = store::model_file(model).unwrap_or_else(|e| panic!("{e}: run `bantam pull` for the test models (scripts/test.sh does)"));
         let file = gguf::Gguf::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
         Tokenizer::from_gguf(&file).unwrap_or_else(|e| panic!("loading the tokenizer of {}: {e}", path.display()))
     })

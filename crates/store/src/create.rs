@@ -1,0 +1,108 @@
+//! `bantam create` and /api/create: a new name for a model with its own defaults.
+
+use crate::manifest::{self, Config, Layer, Manifest};
+use crate::modelfile::Modelfile;
+use crate::{ModelName, Progress, Store, StoreError};
+use std::path::{Path, PathBuf};
+
+/// Where a Modelfile's `FROM` may read a local file from.
+pub enum FromPaths<'a> {
+    /// Any path; relative ones are relative to this directory (the Modelfile's).
+    Any(&'a Path),
+    /// Only files below this directory (a server's models directory).
+    Within(&'a Path),
+}
+
+impl Store {
+    /// Create (or replace) `name` from a Modelfile. `FROM` names a model of the store —
+    /// whose template, system prompt, parameters and messages are inherited unless the
+    /// Modelfile sets its own — or a GGUF file, which is copied into the store.
+    pub fn create(&self, name: &str, mf: &Modelfile, paths: FromPaths<'_>, progress: &mut dyn FnMut(Progress)) -> Result<ModelName, StoreError> {
+        let name = ModelName::parse(name)?;
+        let from = mf.from.as_deref().ok_or(StoreError::Modelfile { line: 0, why: "a Modelfile needs a FROM line".into() })?;
+        progress(Progress::Status("parsing modelfile".into()));
+        let mut base = Manifest::new(Layer { media_type: String::new(), digest: crate::Digest::of_bytes(b""), size: 0 }, Vec::new());
+        let (model_layer, source) = if is_path(from) {
+            let path = self.local_from(from, &paths)?;
+            progress(Progress::Status(format!("copying file {}", path.display())));
+            (self.import_file(&path, progress)?, path.display().to_string())
+        } else {
+            let base_name = self.find(from)?;
+            let (m, _, _) = self.manifest(&base_name)?.ok_or_else(|| self.not_found(from))?;
+            let layer = m.layer(manifest::MEDIA_MODEL).cloned().ok_or_else(|| StoreError::BadManifest { name: base_name.to_string(), why: "it has no model layer".into() })?;
+            let config: Config = std::fs::read(self.blob_path(&m.config.digest)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+            base = m;
+            (layer, config.source)
+        };
+        progress(Progress::Status("writing layers".into()));
+        let inherited = |media: &str| base.layer(media).cloned();
+        let mut layers = vec![model_layer];
+        let text_layer = |media: &str, own: Option<&String>| -> Result<Option<Layer>, StoreError> {
+            match own {
+                Some(t) => self.put_bytes(media, t.as_bytes()).map(Some),
+                None => Ok(inherited(media)),
+            }
+        };
+        layers.extend(text_layer(manifest::MEDIA_TEMPLATE, mf.template.as_ref())?);
+        layers.extend(text_layer(manifest::MEDIA_SYSTEM, mf.system.as_ref())?);
+        // Parameters merge over the base model's: a Modelfile that sets only `temperature`
+        // keeps the base's `stop`.
+        let mut params = match inherited(manifest::MEDIA_PARAMS) {
+            Some(l) => std::fs::read(self.blob_path(&l.digest)).ok().and_then(|b| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&b).ok()).unwrap_or_default(),
+            None => Default::default(),
+        };
+        params.extend(mf.params.clone());
+        if !params.is_empty() {
+            layers.push(self.put_bytes(manifest::MEDIA_PARAMS, &serde_json::to_vec(&params).expect("parameters serialise"))?);
+        }
+        if !mf.messages.is_empty() {
+            layers.push(self.put_bytes(manifest::MEDIA_MESSAGES, &serde_json::to_vec(&mf.messages).expect("messages serialise"))?);
+        } else if let Some(l) = inherited(manifest::MEDIA_MESSAGES) {
+            layers.push(l);
+        }
+        if mf.license.is_empty() {
+            layers.extend(base.layers.iter().filter(|l| l.media_type == manifest::MEDIA_LICENSE).cloned());
+        } else {
+            for l in &mf.license {
+                layers.push(self.put_bytes(manifest::MEDIA_LICENSE, l.as_bytes())?);
+            }
+        }
+        let config = Config { model_format: "gguf".into(), source };
+        let config = self.put_bytes(manifest::MEDIA_CONFIG, &serde_json::to_vec(&config).expect("config serialises"))?;
+        progress(Progress::Status("writing manifest".into()));
+        self.write_manifest(&name, &Manifest::new(config, layers))?;
+        progress(Progress::Status("success".into()));
+        Ok(name)
+    }
+
+    fn local_from(&self, from: &str, paths: &FromPaths<'_>) -> Result<PathBuf, StoreError> {
+        let expanded = match from.strip_prefix("~/") {
+            Some(rest) => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(rest),
+            None => PathBuf::from(from),
+        };
+        let missing = || StoreError::NotFound { name: from.to_string(), suggestions: Vec::new() };
+        match paths {
+            FromPaths::Any(dir) => {
+                let p = if expanded.is_absolute() { expanded } else { dir.join(expanded) };
+                if p.is_file() {
+                    Ok(p)
+                } else {
+                    Err(missing())
+                }
+            }
+            FromPaths::Within(root) => {
+                let root = root.canonicalize().map_err(|_| missing())?;
+                let p = if expanded.is_absolute() { expanded } else { root.join(expanded) };
+                match p.canonicalize() {
+                    Ok(c) if c.starts_with(&root) && c.is_file() => Ok(c),
+                    _ => Err(missing()),
+                }
+            }
+        }
+    }
+}
+
+/// Whether a `FROM` value is a file path rather than a model name.
+fn is_path(from: &str) -> bool {
+    from.ends_with(".gguf") || from.starts_with(['.', '/', '~'])
+}
