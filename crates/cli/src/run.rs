@@ -61,6 +61,18 @@ pub struct RunArgs {
     /// Print nothing while pulling a model that is not in the store yet
     #[arg(long)]
     quiet: bool,
+    /// Constrain the answer to JSON: "json" for any object, or a file holding a JSON schema
+    #[arg(long, group = "constrain")]
+    format: Option<String>,
+    /// Constrain the answer to one of these comma-separated choices
+    #[arg(long, value_delimiter = ',', group = "constrain")]
+    choice: Option<Vec<String>>,
+    /// Constrain the answer to match this regular expression
+    #[arg(long, group = "constrain")]
+    regex: Option<String>,
+    /// Constrain the answer to a grammar in Lark syntax (a file)
+    #[arg(long, group = "constrain")]
+    grammar: Option<std::path::PathBuf>,
     /// Worker threads (default: all cores)
     #[arg(short = 't', long)]
     threads: Option<usize>,
@@ -85,6 +97,28 @@ impl Defaults<'_> {
 }
 
 impl RunArgs {
+    /// The grammar the answer must follow, if any.
+    fn grammar(&self) -> Result<Option<engine::Grammar>> {
+        use anyhow::Context;
+        Ok(if let Some(f) = &self.format {
+            if f == "json" {
+                Some(engine::Grammar::JsonObject)
+            } else {
+                let text = std::fs::read_to_string(f).with_context(|| format!("cannot read the schema file {f}"))?;
+                let schema: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{f} is not JSON"))?;
+                Some(engine::Grammar::JsonSchema(schema))
+            }
+        } else if let Some(c) = &self.choice {
+            Some(engine::Grammar::Choice(c.clone()))
+        } else if let Some(r) = &self.regex {
+            Some(engine::Grammar::Regex(r.clone()))
+        } else if let Some(g) = &self.grammar {
+            Some(engine::Grammar::Lark(std::fs::read_to_string(g).with_context(|| format!("cannot read {}", g.display()))?))
+        } else {
+            None
+        })
+    }
+
     /// Sampling settings: the command line's, else the model's defaults, else bantam's.
     fn params(&self, d: &Defaults<'_>) -> Result<GenerateParams> {
         let mut sampling = SamplingParams {
@@ -120,6 +154,8 @@ struct Session {
     cancel: Arc<AtomicBool>,
     verbose: bool,
     raw: bool,
+    /// Compiled afresh for each answer.
+    grammar: Option<engine::Grammar>,
 }
 
 impl Session {
@@ -135,7 +171,8 @@ impl Session {
         self.cancel.store(false, Ordering::SeqCst);
         let mut out = std::io::stdout().lock();
         let mut answer = String::new();
-        let stats = self.seq.generate(&self.lm, &self.pool, tokens, &self.params, &self.cancel, |piece| {
+        let mut constraint = self.grammar.as_ref().map(|g| self.lm.constrain(g)).transpose()?;
+        let stats = self.seq.generate(&self.lm, &self.pool, tokens, &self.params, constraint.as_mut(), &self.cancel, |piece| {
             answer.push_str(piece);
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
@@ -175,6 +212,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     let stored = stored.as_ref();
     let defaults = Defaults(stored.map(|r| &r.params));
     let params = a.params(&defaults)?;
+    let grammar = a.grammar()?;
     let n_ctx = a.ctx_size.or(defaults.i64("num_ctx").map(|v| v.max(0) as usize)).unwrap_or_else(|| lm.model.config.ctx_train.min(4096));
     if n_ctx < 2 {
         bail!("--ctx-size must be at least 2");
@@ -188,7 +226,7 @@ pub fn main(a: RunArgs) -> Result<()> {
         }
     })?;
     let seq = Sequence::new(&lm, n_ctx);
-    let mut s = Session { lm, pool: Pool::new(crate::threads(a.threads)), seq, params, cancel, verbose: a.verbose, raw: a.raw };
+    let mut s = Session { lm, pool: Pool::new(crate::threads(a.threads)), seq, params, cancel, verbose: a.verbose, raw: a.raw, grammar };
     let mut messages = Vec::new();
     if let Some(sys) = a.system.as_ref().or(stored.and_then(|r| r.system.as_ref())) {
         messages.push(ChatMessage::new("system", sys.clone()));

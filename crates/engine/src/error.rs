@@ -17,6 +17,8 @@ pub enum EngineError {
     ModelNotFound(String),
     #[error(transparent)]
     Store(store::StoreError),
+    #[error("invalid grammar: {0}")]
+    Grammar(String),
     #[error("the request was cancelled")]
     Cancelled,
     #[error("the prompt has {n_prompt} tokens but the context holds {n_ctx}")]

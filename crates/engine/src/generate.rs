@@ -107,6 +107,7 @@ impl Sequence {
         pool: &Pool,
         prompt: &[u32],
         params: &GenerateParams,
+        mut constraint: Option<&mut crate::Constraint>,
         cancel: &AtomicBool,
         mut on_text: impl FnMut(&str),
     ) -> Result<GenerateStats, EngineError> {
@@ -126,6 +127,7 @@ impl Sequence {
         let limit = params.num_predict.unwrap_or(usize::MAX);
         let t1 = Instant::now();
         let mut eval_count = 0;
+        let mut masked = Vec::new();
         let finish = loop {
             if cancel.load(Ordering::Relaxed) {
                 break FinishReason::Cancelled;
@@ -133,16 +135,29 @@ impl Sequence {
             if eval_count >= limit {
                 break FinishReason::Length;
             }
-            let id = sampler.sample(&logits, &self.tokens);
+            let id = match constraint.as_deref_mut() {
+                Some(c) => {
+                    c.apply(&logits, &mut masked)?;
+                    sampler.sample(&masked, &self.tokens)
+                }
+                None => sampler.sample(&logits, &self.tokens),
+            };
             eval_count += 1;
             if lm.tokenizer.is_eog(id) {
                 break FinishReason::Stop;
             }
+            let grammar_done = match constraint.as_deref_mut() {
+                Some(c) => {
+                    c.commit(id)?;
+                    c.is_done()
+                }
+                None => false,
+            };
             let (text, hit) = stop.push(&decoder.push(&lm.tokenizer, id));
             if !text.is_empty() {
                 on_text(&text);
             }
-            if hit {
+            if hit || grammar_done {
                 break FinishReason::Stop;
             }
             if self.tokens.len() + 1 >= self.n_ctx() || eval_count >= limit {

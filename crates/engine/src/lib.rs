@@ -2,6 +2,7 @@
 //! sampling and stop rules, and perplexity. Wire formats live elsewhere; the engine speaks
 //! in tokens, text and domain events.
 
+pub mod constraint;
 mod error;
 pub mod generate;
 pub mod loaded;
@@ -13,6 +14,7 @@ pub mod stop;
 pub mod template;
 pub mod worker;
 
+pub use constraint::{Constraint, Grammar};
 pub use error::EngineError;
 pub use generate::{FinishReason, GenerateParams, GenerateStats, Sequence};
 pub use loaded::{canonical_name, resolve_model, resolve_served_model, LoadedModel};

@@ -83,6 +83,8 @@ pub struct LoadedModel {
     /// What the store records of the model (Modelfile settings); `None` for a path.
     pub stored: Option<store::Resolved>,
     pub load_duration: Duration,
+    /// The vocabulary index for constrained decoding, built on first use.
+    guidance: std::sync::OnceLock<Result<crate::constraint::Guidance, String>>,
 }
 
 impl LoadedModel {
@@ -116,7 +118,7 @@ impl LoadedModel {
             Some(src) => Some(ChatTemplate::new(src, &piece(tokenizer.bos()), &piece(tokenizer.eos()))?),
             None => None,
         };
-        Ok(LoadedModel { name: name.to_string(), path, model, tokenizer, template, stored: None, load_duration: start.elapsed() })
+        Ok(LoadedModel { name: name.to_string(), path, model, tokenizer, template, stored: None, load_duration: start.elapsed(), guidance: Default::default() })
     }
 }
 
@@ -143,6 +145,15 @@ impl LoadedModel {
         let bos_text = tok.bos().and_then(|b| tok.token_text(b)).unwrap_or("");
         let add_bos = bos_text.is_empty() || !text.starts_with(bos_text);
         tok.encode(text, add_bos, true)
+    }
+
+    /// Compile a grammar for one request against this model's vocabulary.
+    pub fn constrain(&self, g: &crate::Grammar) -> Result<crate::Constraint, EngineError> {
+        let guidance = self.guidance.get_or_init(|| crate::constraint::Guidance::new(self).map_err(|e| e.to_string()));
+        match guidance {
+            Ok(gd) => gd.compile(g),
+            Err(e) => Err(EngineError::Grammar(e.clone())),
+        }
     }
 
     /// Bytes of the KV cache per token of context (all layers, K and V, f16).

@@ -18,6 +18,8 @@ pub struct Request {
     pub logprobs: Option<usize>,
     /// Added to the logits of these tokens before sampling (OpenAI `logit_bias`).
     pub logit_bias: Vec<(u32, f32)>,
+    /// The grammar the output must follow, compiled (`LoadedModel::constrain`).
+    pub constraint: Option<crate::Constraint>,
     pub events: mpsc::UnboundedSender<Event>,
     pub submitted: Instant,
 }

@@ -13,7 +13,7 @@ use crate::request::{Candidate, EmbedRequest, Event, Request, SubmitError, Token
 use crate::sampler::Sampler;
 use crate::scheduler::{self, Budget, SeqView, StepPlan};
 use crate::stop::StopMatcher;
-use crate::EngineError;
+use crate::{Constraint, EngineError};
 use kernels::pool::Pool;
 use model::{Batch, KvCache, Scratch};
 use std::collections::VecDeque;
@@ -372,9 +372,35 @@ impl Engine {
                 }
             }
         }
+        // Grammar masks of the constrained sequences that sample in this step are computed
+        // on a second thread while the forward pass runs, so they delay no one.
+        let mut constrained: Vec<(usize, Constraint)> = Vec::new();
+        for item in &self.plan.items {
+            let a = self.slots[item.slot].active.as_mut().expect("planned slots run");
+            let samples = a.next.is_some() || a.n_done + item.n_tokens == a.req.prompt.len();
+            if samples {
+                if let Some(c) = a.req.constraint.take() {
+                    constrained.push((item.slot, c));
+                }
+            }
+        }
         let t0 = Instant::now();
         let mut caches: Vec<&mut KvCache> = self.slots.iter_mut().map(|s| &mut s.cache).collect();
-        let logits = self.lm.model.forward(&self.pool, &self.batch, &mut caches, &mut self.scratch)?;
+        let (lm, pool, batch, scratch) = (&self.lm, &self.pool, &self.batch, &mut self.scratch);
+        let logits = std::thread::scope(|s| {
+            let masks = (!constrained.is_empty()).then(|| s.spawn(|| constrained.iter_mut().for_each(|(_, c)| c.prepare())));
+            let logits = lm.model.forward(pool, batch, &mut caches, scratch);
+            if let Some(h) = masks {
+                let _ = h.join();
+            }
+            logits
+        });
+        for (i, c) in constrained {
+            if let Some(a) = self.slots[i].active.as_mut() {
+                a.req.constraint = Some(c);
+            }
+        }
+        let logits = logits?;
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         self.stats.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         // Record what the caches now hold, then sample in plan order (the logits' order).
@@ -483,13 +509,23 @@ fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f3
     if a.req.params.num_predict == Some(0) {
         return Some(FinishReason::Length);
     }
-    let input = if a.req.logit_bias.is_empty() {
+    let input: &[f32] = if a.req.constraint.is_none() && a.req.logit_bias.is_empty() {
         logits
     } else {
-        biased.clear();
-        biased.extend_from_slice(logits);
+        match a.req.constraint.as_mut() {
+            // Only the tokens the grammar allows keep their logits.
+            Some(c) => {
+                if c.apply(logits, biased).is_err() {
+                    return Some(FinishReason::Stop);
+                }
+            }
+            None => {
+                biased.clear();
+                biased.extend_from_slice(logits);
+            }
+        }
         for &(id, bias) in &a.req.logit_bias {
-            if let Some(l) = biased.get_mut(id as usize) {
+            if let Some(l) = biased.get_mut(id as usize).filter(|l| l.is_finite()) {
                 *l += bias;
             }
         }
@@ -501,11 +537,16 @@ fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f3
         // logprobs or its token count.
         return Some(FinishReason::Stop);
     }
+    let grammar_done = match a.req.constraint.as_mut() {
+        Some(c) => c.commit(id).is_err() || c.is_done(),
+        None => false,
+    };
     a.eval_count += 1;
-    let logprob = a.req.logprobs.map(|k| token_logprob(lm, logits, id, k, order));
+    let dist = if a.req.constraint.is_some() { input } else { logits };
+    let logprob = a.req.logprobs.map(|k| token_logprob(lm, dist, id, k, order));
     let (text, hit) = a.stop.push(&a.decoder.push(&lm.tokenizer, id));
     let _ = a.req.events.send(Event::Token { id, text, logprob });
-    if hit {
+    if hit || grammar_done {
         return Some(FinishReason::Stop);
     }
     let limit = a.req.params.num_predict.unwrap_or(usize::MAX);

@@ -30,6 +30,12 @@ pub struct Sampling {
     pub n: Option<usize>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
+    /// vLLM's structured-output extras: a JSON schema, a list of choices, a regular
+    /// expression, or a grammar (Lark syntax).
+    pub guided_json: Option<Value>,
+    pub guided_choice: Option<Vec<String>>,
+    pub guided_regex: Option<String>,
+    pub guided_grammar: Option<String>,
 }
 
 /// Message content: a string or a list of parts (only text parts are understood).
@@ -74,6 +80,7 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<Value>,
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// `prompt` of a completion: text, texts, token ids, or lists of token ids.

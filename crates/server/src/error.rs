@@ -74,6 +74,7 @@ impl From<EngineError> for ApiError {
             EngineError::PromptTooLong { .. } => ApiError::bad_request(e.to_string()).with_code("context_length_exceeded"),
             EngineError::BadRequest(_) | EngineError::Sampler(_) | EngineError::Template(_) => ApiError::bad_request(e.to_string()),
             EngineError::Tokenizer(_) => ApiError::bad_request(e.to_string()),
+            EngineError::Grammar(_) => ApiError::bad_request(e.to_string()).with_code("invalid_grammar"),
             EngineError::Cancelled => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             EngineError::Model(_) | EngineError::Gguf(_) | EngineError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }

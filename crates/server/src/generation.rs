@@ -20,6 +20,8 @@ pub struct Job {
     pub num_ctx: Option<usize>,
     /// Drop the start of a prompt that does not fit instead of refusing it.
     pub truncate: bool,
+    /// What the output must match (compiled per sequence when it starts).
+    pub grammar: Option<engine::Grammar>,
 }
 
 /// Check the job against the model's context and queue it. The receiver's events end with
@@ -46,12 +48,14 @@ pub fn start(lease: &Lease, mut job: Job) -> Result<mpsc::UnboundedReceiver<Even
     // A smaller per-request context bounds generation; the slot's own is enforced by the engine.
     let room = n_ctx - job.prompt.len();
     job.params.num_predict = Some(job.params.num_predict.map_or(room, |n| n.min(room)));
+    let constraint = job.grammar.as_ref().map(|g| lease.handle.model.constrain(g)).transpose()?;
     let (tx, rx) = mpsc::unbounded_channel();
     lease.handle.submit(Request {
         prompt: job.prompt,
         params: job.params,
         logprobs: job.logprobs,
         logit_bias: job.logit_bias,
+        constraint,
         events: tx,
         submitted: Instant::now(),
     })?;

@@ -21,6 +21,7 @@ pub mod models;
 pub(crate) mod ollama;
 mod openai;
 pub mod security;
+mod structured;
 
 use axum::Router;
 use engine::scheduler::Budget;

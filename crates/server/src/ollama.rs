@@ -102,16 +102,6 @@ pub fn with_model_messages(messages: &mut Vec<ChatMessage>, stored: Option<&stor
     messages.splice(0..0, head);
 }
 
-/// `format` asks for structured output, which is not enforced yet: refuse it rather than
-/// return unconstrained text.
-fn refuse_format(format: Option<&serde_json::Value>) -> Result<(), ApiError> {
-    match format {
-        None | Some(serde_json::Value::Null) => Ok(()),
-        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::bad_request("format (structured output) is not supported by this server yet").with_param("format")),
-    }
-}
-
 fn ns(d: std::time::Duration) -> u64 {
     d.as_nanos() as u64
 }
@@ -174,7 +164,7 @@ fn line<T: serde::Serialize>(v: &T) -> String {
 async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let req: api::GenerateRequest = parse_json(body)?;
-    refuse_format(req.format.as_ref())?;
+    let grammar = crate::structured::ollama_format(req.format.as_ref())?;
     if req.images.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(ApiError::bad_request("this model does not accept images").into());
     }
@@ -232,6 +222,7 @@ async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Respo
         logit_bias: Vec::new(),
         num_ctx,
         truncate: req.truncate == Some(true),
+        grammar,
     };
     let rx = generation::start(&lease, job)?;
     let with_context = !req.raw;
@@ -298,7 +289,7 @@ fn chat_messages(msgs: &[api::Message]) -> Result<Vec<ChatMessage>, ApiError> {
 async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let req: api::ChatRequest = parse_json(body)?;
-    refuse_format(req.format.as_ref())?;
+    let grammar = crate::structured::ollama_format(req.format.as_ref())?;
     params(req.options.as_ref())?;
     let mut messages = chat_messages(&req.messages)?;
     let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
@@ -329,6 +320,7 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
         logit_bias: Vec::new(),
         num_ctx,
         truncate: req.truncate == Some(true),
+        grammar,
     };
     let rx = generation::start(&lease, job)?;
     let message = |content: String| api::Message { role: "assistant".into(), content, ..Default::default() };

@@ -108,13 +108,6 @@ fn choices_n(s: &api::Sampling) -> Result<usize, ApiError> {
     }
 }
 
-fn refuse_response_format(f: Option<&serde_json::Value>) -> Result<(), ApiError> {
-    match f.and_then(|v| v.get("type")).and_then(|t| t.as_str()) {
-        None | Some("text") => Ok(()),
-        Some(t) => Err(ApiError::bad_request(format!("response_format {t:?} (structured output) is not supported by this server yet")).with_param("response_format")),
-    }
-}
-
 fn finish_reason(f: FinishReason) -> Option<String> {
     match f {
         FinishReason::Stop => Some("stop".into()),
@@ -183,12 +176,12 @@ fn message_text(m: &api::ChatMessage) -> Result<String, ApiError> {
 }
 
 /// Start `n` generations of one prompt (seeds `seed`, `seed + 1`, …).
-fn start_n(lease: &Lease, prompt: &[u32], params: &GenerateParams, n: usize, logprobs: Option<usize>, bias: &[(u32, f32)]) -> Result<Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>, ApiError> {
+fn start_n(lease: &Lease, prompt: &[u32], params: &GenerateParams, n: usize, logprobs: Option<usize>, bias: &[(u32, f32)], grammar: Option<&engine::Grammar>) -> Result<Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>, ApiError> {
     (0..n)
         .map(|i| {
             let mut p = params.clone();
             p.sampling.seed = p.sampling.seed.wrapping_add(i as u64);
-            generation::start(lease, Job { prompt: prompt.to_vec(), params: p, logprobs, logit_bias: bias.to_vec(), num_ctx: None, truncate: false })
+            generation::start(lease, Job { prompt: prompt.to_vec(), params: p, logprobs, logit_bias: bias.to_vec(), num_ctx: None, truncate: false, grammar: grammar.cloned() })
         })
         .collect()
 }
@@ -218,7 +211,7 @@ fn stream_error(e: engine::EngineError) -> String {
 
 async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
     let req: api::ChatCompletionRequest = parse_json(body)?;
-    refuse_response_format(req.response_format.as_ref())?;
+    let grammar = crate::structured::openai_format(req.response_format.as_ref(), &req.sampling)?;
     if req.messages.is_empty() {
         return Err(ApiError::bad_request("messages must not be empty").with_param("messages").into());
     }
@@ -252,7 +245,7 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
     let params = with_model_stop(params, stored);
     let bias = logit_bias(&req.sampling, lease.handle.model.model.config.n_vocab)?;
     let prompt = lease.handle.model.chat_prompt(&messages, req.tools.as_ref())?;
-    let rxs = start_n(&lease, &prompt, &params, n, logprobs, &bias)?;
+    let rxs = start_n(&lease, &prompt, &params, n, logprobs, &bias, grammar.as_ref())?;
     let (id, created, model) = (request_id("chatcmpl"), unix_now(), req.model.clone());
     if req.sampling.stream != Some(true) {
         let all = collect_all(rxs).await?;
@@ -338,7 +331,7 @@ fn completion_prompts(lease: &Lease, p: Option<api::Prompt>) -> Result<Vec<Vec<u
 
 async fn completions(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
     let req: api::CompletionRequest = parse_json(body)?;
-    refuse_response_format(req.response_format.as_ref())?;
+    let grammar = crate::structured::openai_format(req.response_format.as_ref(), &req.sampling)?;
     if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request("suffix is not supported").with_param("suffix").into());
     }
@@ -354,7 +347,7 @@ async fn completions(State(state): State<AppState>, body: JsonBody) -> Result<Re
     let prompt_text: Vec<String> = prompts.iter().map(|p| if echo { lease.handle.model.tokenizer.decode(p, false) } else { String::new() }).collect();
     let mut rxs = Vec::new();
     for p in &prompts {
-        rxs.extend(start_n(&lease, p, &params, n, logprobs, &bias)?);
+        rxs.extend(start_n(&lease, p, &params, n, logprobs, &bias, grammar.as_ref())?);
     }
     let n_prompt: usize = prompts.iter().map(Vec::len).sum();
     let (id, created, model) = (request_id("cmpl"), unix_now(), req.model.clone());
