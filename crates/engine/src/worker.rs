@@ -571,7 +571,8 @@ fn token_logprob(lm: &LoadedModel, logits: &[f32], id: u32, k: usize, order: &mu
         let key = |i: &u32| std::cmp::Reverse(OrdF32(lp(*i)));
         order.select_nth_unstable_by_key(k - 1, key);
         order[..k].sort_unstable_by_key(key);
-        top.extend(order[..k].iter().map(|&i| cand(i)));
+        // Tokens a grammar rules out (-inf) are not alternatives.
+        top.extend(order[..k].iter().filter(|&&i| lp(i).is_finite()).map(|&i| cand(i)));
     }
     TokenLogprob { token: cand(id), top }
 }

@@ -1,0 +1,85 @@
+"""JSON schemas for the structured-output tests: each with a prompt a small model can
+answer. Together they cover nested objects, arrays, enums, numbers with bounds, optional
+fields, strings with patterns and lengths, formats, unions, constants and references.
+Every string and array is bounded, as a production schema for a small model should be."""
+
+S = {"type": "string", "maxLength": 40}
+
+
+def obj(props, required=None, **kw):
+    return {"type": "object", "properties": props, "required": list(props) if required is None else required, "additionalProperties": False, **kw}
+
+
+CASES = [
+    ("person", obj({"name": S, "age": {"type": "integer", "minimum": 0, "maximum": 130}}),
+     "Describe a person named Ann who is 31 years old."),
+    ("city", obj({"city": S, "country": S, "population": {"type": "integer", "minimum": 0, "maximum": 50000000}}),
+     "Give the capital of France with its country and population."),
+    ("sentiment_enum", obj({"sentiment": {"enum": ["positive", "negative", "neutral"]}}),
+     "Classify the sentiment of: 'I loved this movie, it was wonderful!'"),
+    ("ticket_triage", obj({"category": {"enum": ["billing", "bug", "feature", "other"]}, "priority": {"enum": ["low", "medium", "high"]}, "summary": S}),
+     "Triage this support ticket: 'The app crashes every time I click save. Please fix ASAP!'"),
+    ("receipt", obj({"merchant": S, "total": {"type": "number", "minimum": 0, "maximum": 10000}, "currency": {"enum": ["USD", "EUR", "GBP"]}}),
+     "Extract fields from this receipt: 'Joe's Diner ... TOTAL $23.50'"),
+    ("receipt_items", obj({"items": {"type": "array", "minItems": 1, "maxItems": 5, "items": obj({"name": S, "price": {"type": "number", "minimum": 0, "maximum": 1000}})}}),
+     "List the items on this receipt: 'Coffee 3.00, Bagel 2.50, Juice 4.25'"),
+    ("nested_address", obj({"name": S, "address": obj({"street": S, "city": S, "zip": {"type": "string", "pattern": "^[0-9]{5}$"}})}),
+     "Give a contact card for John Smith living at 12 Oak Street, Springfield, zip code 62704."),
+    ("optional_fields", obj({"title": S, "subtitle": S, "year": {"type": "integer", "minimum": 1800, "maximum": 2100}}, required=["title"]),
+     "Describe the book 'Dune' published in 1965."),
+    ("boolean_flags", obj({"is_spam": {"type": "boolean"}, "confidence": {"type": "number", "minimum": 0, "maximum": 1}}),
+     "Is this email spam? 'Congratulations! You won a free cruise, click here now!'"),
+    ("string_array", obj({"tags": {"type": "array", "items": {"type": "string", "maxLength": 20}, "minItems": 1, "maxItems": 4}}),
+     "Give up to four tags for an article about baking sourdough bread."),
+    ("date_pattern", obj({"event": S, "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}}),
+     "When did the first Moon landing happen? Give the event and the date."),
+    ("phone_pattern", obj({"name": S, "phone": {"type": "string", "pattern": "^\\+?[0-9]{3}-[0-9]{3}-[0-9]{4}$"}}),
+     "Extract the contact: 'Call Maria at 555-123-4567.'"),
+    ("email_pattern", obj({"email": {"type": "string", "pattern": "^[a-z0-9.]{1,20}@[a-z0-9]{1,15}\\.[a-z]{2,4}$"}}),
+     "What is the email address in: 'Contact us at support@example.com.'?"),
+    ("integer_bounds", obj({"rating": {"type": "integer", "minimum": 1, "maximum": 5}}),
+     "Rate this review from 1 to 5 stars: 'Pretty good, but the battery is weak.'"),
+    ("exclusive_bounds", obj({"probability": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}}),
+     "What is the probability that a fair coin lands heads?"),
+    ("matrix", obj({"rows": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer", "minimum": -9, "maximum": 9}}}}),
+     "Write the 2 by 2 identity matrix."),
+    ("deep_nesting", obj({"company": obj({"name": S, "ceo": obj({"name": S, "contact": obj({"email": {"type": "string", "maxLength": 40}})})})}),
+     "Describe the company Acme whose CEO is Jane Doe (jane@acme.com)."),
+    ("array_of_objects", obj({"planets": {"type": "array", "minItems": 1, "maxItems": 4, "items": obj({"name": S, "moons": {"type": "integer", "minimum": 0, "maximum": 200}})}}),
+     "List the first three planets from the Sun with their number of moons."),
+    ("const_field", obj({"version": {"const": "1.0"}, "status": {"enum": ["ok", "error"]}}),
+     "Report status ok for version 1.0."),
+    ("any_of", obj({"value": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 1000}, {"type": "string", "maxLength": 10}]}}),
+     "How many days are in a leap year?"),
+    ("nullable", obj({"middle_name": {"type": ["string", "null"], "maxLength": 20}, "first_name": S}),
+     "Barack Hussein Obama: give the first name and middle name."),
+    ("ref_defs", {"type": "object", "$defs": {"point": obj({"x": {"type": "integer", "minimum": -100, "maximum": 100}, "y": {"type": "integer", "minimum": -100, "maximum": 100}})},
+                  "properties": {"start": {"$ref": "#/$defs/point"}, "end": {"$ref": "#/$defs/point"}}, "required": ["start", "end"], "additionalProperties": False},
+     "A line from the origin to the point (3, 4)."),
+    ("enum_numbers", obj({"size": {"enum": [1, 2, 4, 8]}}),
+     "How many bytes is a 32-bit integer?"),
+    ("intent", obj({"intent": {"enum": ["book_flight", "cancel_booking", "check_status", "greeting"]}, "destination": {"type": ["string", "null"], "maxLength": 30}}),
+     "User says: 'I need a flight to Paris next Tuesday.' Extract the intent and destination."),
+    ("todo_list", obj({"todos": {"type": "array", "minItems": 1, "maxItems": 3, "items": obj({"task": S, "done": {"type": "boolean"}})}}),
+     "Make a todo list: buy milk (done), call mom (not done)."),
+    ("color_hex", obj({"color": S, "hex": {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"}}),
+     "What is the hex code of pure red?"),
+    ("weather", obj({"city": S, "temperature_c": {"type": "number", "minimum": -90, "maximum": 60}, "conditions": {"enum": ["sunny", "cloudy", "rain", "snow"]}}),
+     "Report the weather: it's 21 degrees and sunny in Madrid."),
+    ("min_length", obj({"code": {"type": "string", "minLength": 3, "maxLength": 3, "pattern": "^[A-Z]+$"}}),
+     "What is the three-letter IATA code of London Heathrow airport?"),
+    ("product", obj({"sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"}, "price": {"type": "number", "minimum": 0, "maximum": 99999}, "in_stock": {"type": "boolean"}, "dimensions": obj({"w": {"type": "number", "minimum": 0, "maximum": 1000}, "h": {"type": "number", "minimum": 0, "maximum": 1000}})}),
+     "Describe product ABC-1234, costs 19.99, in stock, 10 by 20 cm."),
+    ("multi_enum_array", obj({"languages": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"enum": ["python", "rust", "go", "java", "c"]}}}),
+     "Which of these are compiled languages: python, rust, go?"),
+    ("one_of", obj({"shape": {"oneOf": [obj({"kind": {"const": "circle"}, "radius": {"type": "number", "minimum": 0, "maximum": 100}}), obj({"kind": {"const": "square"}, "side": {"type": "number", "minimum": 0, "maximum": 100}})]}}),
+     "Describe a circle of radius 2."),
+    ("scores", obj({"scores": {"type": "array", "minItems": 3, "maxItems": 3, "items": {"type": "integer", "minimum": 0, "maximum": 100}}, "average": {"type": "number", "minimum": 0, "maximum": 100}}),
+     "The scores are 80, 90 and 100. Give them and their average."),
+    ("empty_allowed", obj({"notes": {"type": "array", "maxItems": 2, "items": {"type": "string", "maxLength": 30}}}),
+     "Give at most two short notes about the weather today."),
+    ("key_value_map", {"type": "object", "patternProperties": {"^[A-Z][a-z]{1,10}$": {"type": "integer", "minimum": 0, "maximum": 100}}, "additionalProperties": False, "maxProperties": 3},
+     "Give the ages of three people: Tom 30, Ana 25, Li 41, as a JSON object mapping names to ages."),
+]
+
+assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
