@@ -12,6 +12,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod stop;
 pub mod template;
+pub mod tools;
 pub mod worker;
 
 pub use constraint::{Constraint, Grammar};

@@ -138,6 +138,27 @@ impl LoadedModel {
         }
     }
 
+    /// How this model writes tool calls (from its chat template).
+    pub fn tool_format(&self) -> crate::tools::ToolFormat {
+        crate::tools::ToolFormat::detect(self.template.as_ref().map(|t| t.source()))
+    }
+
+    /// Token ids of a conversation that offers `tools`: through the template when it
+    /// renders them, else with the tools described in the system message.
+    pub fn chat_prompt_with_tools(&self, messages: &[ChatMessage], specs: &[crate::tools::ToolSpec], tools: &serde_json::Value) -> Result<Vec<u32>, EngineError> {
+        let source = self.template.as_ref().map(|t| t.source());
+        if crate::tools::ToolFormat::template_renders_tools(source) {
+            return self.chat_prompt(messages, Some(tools));
+        }
+        let describe = crate::tools::generic_system_prompt(specs);
+        let mut with = messages.to_vec();
+        match with.first_mut().filter(|m| m.role == "system") {
+            Some(sys) => sys.content = format!("{}\n\n{describe}", sys.content),
+            None => with.insert(0, ChatMessage::new("system", describe)),
+        }
+        self.chat_prompt(&with, None)
+    }
+
     /// Token ids of text that already went through a template: BOS is added unless the
     /// text starts with it (a template that writes BOS must not get a second one).
     pub fn tokenize_templated(&self, text: &str) -> Vec<u32> {

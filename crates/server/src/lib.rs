@@ -22,6 +22,7 @@ pub(crate) mod ollama;
 mod openai;
 pub mod security;
 mod structured;
+mod tool_calls;
 
 use axum::Router;
 use engine::scheduler::Budget;

@@ -312,7 +312,13 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
         drop(lease);
         return Ok(Json(r).into_response());
     }
-    let prompt = lease.handle.model.chat_prompt(&messages, req.tools.as_ref())?;
+    let tools = crate::tool_calls::Tools::from_ollama(req.tools.as_ref())?;
+    let lm = &lease.handle.model;
+    let prompt = match &tools {
+        Some(t) => t.prompt(lm, &messages)?,
+        None => lm.chat_prompt(&messages, None)?,
+    };
+    let format = lm.tool_format();
     let job = Job {
         prompt,
         params: gen,
@@ -324,10 +330,25 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
     };
     let rx = generation::start(&lease, job)?;
     let message = |content: String| api::Message { role: "assistant".into(), content, ..Default::default() };
+    // An answer that holds calls of the offered tools comes back as `message.tool_calls`
+    // ({"function": {"name", "arguments": {…}}}), with any text before them as content.
+    let tools = std::sync::Arc::new(tools);
+    let answer = {
+        let tools = tools.clone();
+        move |text: String| match tools.as_ref().as_ref().and_then(|t| t.parsed(format, &text)) {
+            Some((content, calls)) => api::Message {
+                role: "assistant".into(),
+                content,
+                tool_calls: Some(serde_json::Value::Array(calls.into_iter().map(|c| serde_json::json!({"function": {"name": c.name, "arguments": c.arguments}})).collect())),
+                ..Default::default()
+            },
+            None => message(text),
+        }
+    };
     let done = move |u: &Usage, text: String| api::ChatResponse {
         model: model.clone(),
         created_at: rfc3339(SystemTime::now()),
-        message: message(text),
+        message: answer(text),
         done: true,
         done_reason: Some(u.finish.as_str().into()),
         metrics: Some(metrics(started, load, u)),
@@ -341,9 +362,19 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
         return Ok(Json(r).into_response());
     }
     let model = req.model.clone();
+    // With tools on offer the text is held to the end, where it is either calls or content.
+    let mut held = tools.is_some().then(String::new);
     let lines = events(rx).filter_map(move |ev| {
         let _hold = &lease;
         let out = match ev {
+            Event::Token { text, .. } if held.is_some() => {
+                held.as_mut().expect("checked").push_str(&text);
+                None
+            }
+            Event::Done { text, usage } if held.is_some() => {
+                let all = held.take().unwrap_or_default() + &text;
+                Some(line(&done(&usage, all)))
+            }
             Event::Token { text, logprob, .. } if !text.is_empty() || logprob.is_some() => Some(line(&api::ChatResponse {
                 model: model.clone(),
                 created_at: rfc3339(SystemTime::now()),

@@ -238,13 +238,19 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
         (_, Some(_)) => return Err(ApiError::bad_request("top_logprobs requires logprobs: true").with_param("top_logprobs").into()),
         _ => None,
     };
+    let tools = crate::tool_calls::Tools::from_openai(req.tools.as_ref(), req.tool_choice.as_ref(), req.parallel_tool_calls, grammar.is_some())?;
     let lease = state.models.acquire(&req.model, None).await?;
     let stored = lease.handle.model.stored.as_ref();
     let mut messages = messages;
     crate::ollama::with_model_messages(&mut messages, stored);
     let params = with_model_stop(params, stored);
     let bias = logit_bias(&req.sampling, lease.handle.model.model.config.n_vocab)?;
-    let prompt = lease.handle.model.chat_prompt(&messages, req.tools.as_ref())?;
+    let lm = &lease.handle.model;
+    let (prompt, grammar) = match &tools {
+        Some(t) => (t.prompt(lm, &messages)?, t.grammar(lm).or(grammar)),
+        None => (lm.chat_prompt(&messages, None)?, grammar),
+    };
+    let format = lm.tool_format();
     let rxs = start_n(&lease, &prompt, &params, n, logprobs, &bias, grammar.as_ref())?;
     let (id, created, model) = (request_id("chatcmpl"), unix_now(), req.model.clone());
     if req.sampling.stream != Some(true) {
@@ -254,11 +260,18 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
         let choices = all
             .into_iter()
             .enumerate()
-            .map(|(index, c)| api::ChatChoice {
-                index,
-                message: api::AssistantMessage { role: "assistant".into(), content: Some(c.text) },
-                logprobs: logprobs.map(|_| chat_logprobs(&c.logprobs)),
-                finish_reason: c.usage.and_then(|u| finish_reason(u.finish)),
+            .map(|(index, c)| {
+                let finish = c.usage.and_then(|u| finish_reason(u.finish));
+                let (content, tool_calls, finish) = match tools.as_ref().and_then(|t| t.parse(format, &c.text)) {
+                    Some((content, calls)) => ((!content.is_empty()).then_some(content), Some(calls), Some("tool_calls".to_string())),
+                    None => (Some(c.text), None, finish),
+                };
+                api::ChatChoice {
+                    index,
+                    message: api::AssistantMessage { role: "assistant".into(), content, tool_calls },
+                    logprobs: logprobs.map(|_| chat_logprobs(&c.logprobs)),
+                    finish_reason: finish,
+                }
             })
             .collect();
         let r = api::ChatCompletion { id, object: "chat.completion", created, model, system_fingerprint: FINGERPRINT.into(), choices, usage };
@@ -277,14 +290,41 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
     let choice = |index: usize, delta: api::Delta, logprobs: Option<api::ChoiceLogprobs>, finish: Option<String>| api::ChunkChoice { index, delta, logprobs, finish_reason: finish };
     // Each choice opens with the assistant role, as OpenAI's streams do.
     let opening: Vec<String> = (0..n)
-        .map(|i| json(&chunk(vec![choice(i, api::Delta { role: Some("assistant".into()), content: Some(String::new()) }, None, None)], None)))
+        .map(|i| json(&chunk(vec![choice(i, api::Delta { role: Some("assistant".into()), content: Some(String::new()), ..Default::default() }, None, None)], None)))
         .collect();
     let n_prompt = prompt.len();
     let mut done: Vec<Usage> = Vec::new();
+    // With tools on offer, a choice's text is held until it ends: only then is it known
+    // whether it is an answer or calls, which go out as `tool_calls` deltas.
+    let mut held: Vec<String> = vec![String::new(); n];
     let body = merged(rxs, 0).filter_map(move |(i, ev)| {
         let _hold = &lease;
         let mut out = Vec::new();
         match ev {
+            Event::Token { text, .. } if tools.is_some() => held[i].push_str(&text),
+            Event::Done { text, usage } if tools.is_some() => {
+                held[i].push_str(&text);
+                let all = std::mem::take(&mut held[i]);
+                let mut finish = finish_reason(usage.finish);
+                match tools.as_ref().and_then(|t| t.parse(format, &all)) {
+                    Some((content, calls)) => {
+                        if !content.is_empty() {
+                            out.push(json(&chunk(vec![choice(i, api::Delta { content: Some(content), ..Default::default() }, None, None)], None)));
+                        }
+                        let deltas = calls.into_iter().enumerate().map(|(k, c)| api::ToolCall { index: Some(k), ..c }).collect();
+                        out.push(json(&chunk(vec![choice(i, api::Delta { tool_calls: Some(deltas), ..Default::default() }, None, None)], None)));
+                        finish = Some("tool_calls".into());
+                    }
+                    None if !all.is_empty() => out.push(json(&chunk(vec![choice(i, api::Delta { content: Some(all), ..Default::default() }, None, None)], None))),
+                    None => {}
+                }
+                out.push(json(&chunk(vec![choice(i, api::Delta::default(), None, finish)], None)));
+                done.push(usage);
+                if include_usage && done.len() == n {
+                    let refs: Vec<&Usage> = done.iter().collect();
+                    out.push(json(&chunk(Vec::new(), Some(self::usage(n_prompt, &refs)))));
+                }
+            }
             Event::Token { text, logprob, .. } => {
                 if !text.is_empty() || logprob.is_some() {
                     let lp = logprob.map(|l| chat_logprobs(&[l]));

@@ -1,0 +1,114 @@
+//! Tool calling for both APIs: which tools a request offers, whether it must call one,
+//! the prompt and grammar that follow, and the calls read back from the answer.
+
+use crate::error::ApiError;
+use engine::template::ChatMessage;
+use engine::tools::{tool_specs, ToolFormat, ToolSpec};
+use engine::{Grammar, LoadedModel};
+use protocol::openai as oai;
+use serde_json::Value;
+
+/// What the request asks of tools.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Choice {
+    /// The model decides; a call in its answer is returned as a call.
+    Auto,
+    /// The answer must be at least one call.
+    Required,
+    /// The answer must be a call of this function.
+    Named(String),
+}
+
+/// The tools a request offers (none when `tool_choice` is "none").
+pub struct Tools {
+    raw: Value,
+    specs: Vec<ToolSpec>,
+    choice: Choice,
+    parallel: bool,
+}
+
+impl Tools {
+    /// OpenAI's `tools`, `tool_choice` and `parallel_tool_calls`. `constrained`: the request
+    /// already has a response format, which cannot be combined with a forced call.
+    pub fn from_openai(tools: Option<&Value>, tool_choice: Option<&Value>, parallel: Option<bool>, constrained: bool) -> Result<Option<Tools>, ApiError> {
+        let bad = |m: String, p: &'static str| ApiError::bad_request(m).with_param(p);
+        let offered = tools.filter(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()));
+        let choice = match tool_choice {
+            None | Some(Value::Null) => Some(Choice::Auto),
+            Some(Value::String(s)) => match s.as_str() {
+                "auto" => Some(Choice::Auto),
+                "none" => None,
+                "required" => Some(Choice::Required),
+                other => return Err(bad(format!("invalid tool_choice {other:?}: expected \"none\", \"auto\", \"required\" or a function"), "tool_choice")),
+            },
+            Some(v) => {
+                let name = v.pointer("/function/name").and_then(Value::as_str).ok_or_else(|| bad("tool_choice must be {\"type\": \"function\", \"function\": {\"name\": …}}".into(), "tool_choice"))?;
+                Some(Choice::Named(name.to_string()))
+            }
+        };
+        let Some(raw) = offered else {
+            return match choice {
+                Some(Choice::Required) | Some(Choice::Named(_)) => Err(bad("tool_choice requires tools".into(), "tool_choice")),
+                _ => Ok(None),
+            };
+        };
+        let Some(choice) = choice else { return Ok(None) };
+        let specs = tool_specs(raw).map_err(|e| bad(e, "tools"))?;
+        if let Choice::Named(n) = &choice {
+            if !specs.iter().any(|s| &s.name == n) {
+                return Err(bad(format!("tool_choice names {n:?}, which is not among the tools"), "tool_choice"));
+            }
+        }
+        if constrained && choice != Choice::Auto {
+            return Err(bad("a forced tool call cannot be combined with response_format or guided_* constraints".into(), "tool_choice"));
+        }
+        Ok(Some(Tools { raw: raw.clone(), specs, choice, parallel: parallel.unwrap_or(true) }))
+    }
+
+    /// Ollama's `tools` (the model decides, as Ollama does).
+    pub fn from_ollama(tools: Option<&Value>) -> Result<Option<Tools>, ApiError> {
+        Tools::from_openai(tools, None, None, false)
+    }
+
+    pub fn prompt(&self, lm: &LoadedModel, messages: &[ChatMessage]) -> Result<Vec<u32>, ApiError> {
+        Ok(lm.chat_prompt_with_tools(messages, &self.specs, &self.raw)?)
+    }
+
+    /// The grammar that forces a valid call, when the request requires one.
+    pub fn grammar(&self, lm: &LoadedModel) -> Option<Grammar> {
+        let format = lm.tool_format();
+        match &self.choice {
+            Choice::Auto => None,
+            Choice::Required => Some(format.call_grammar(&self.specs, self.parallel)),
+            Choice::Named(n) => {
+                let one: Vec<ToolSpec> = self.specs.iter().filter(|s| &s.name == n).cloned().collect();
+                Some(format.call_grammar(&one, self.parallel))
+            }
+        }
+    }
+
+    /// The calls in an answer (OpenAI's shape), with any text before them; `None` for an
+    /// ordinary or malformed answer, which is returned as content.
+    pub fn parse(&self, format: ToolFormat, text: &str) -> Option<(String, Vec<oai::ToolCall>)> {
+        let (content, calls) = self.parsed(format, text)?;
+        let calls = calls
+            .into_iter()
+            .map(|c| oai::ToolCall {
+                index: None,
+                id: format!("call_{:016x}", crate::generation::random_seed()),
+                kind: "function",
+                function: oai::FunctionCall { name: c.name, arguments: c.arguments.to_string() },
+            })
+            .collect();
+        Some((content, calls))
+    }
+
+    /// The calls as the engine reads them, at most one unless parallel calls are allowed.
+    pub fn parsed(&self, format: ToolFormat, text: &str) -> Option<(String, Vec<engine::tools::ToolCall>)> {
+        let (content, mut calls) = format.parse(text, &self.specs)?;
+        if !self.parallel {
+            calls.truncate(1);
+        }
+        Some((content, calls))
+    }
+}
