@@ -134,3 +134,23 @@ def test_conflicting_constraints_are_400(http):
     assert r.status_code == 400 and "only one of" in r.json()["error"]["message"]
     r = http.post("/api/generate", json={"model": MODEL, "prompt": "x", "format": 42, "stream": False})
     assert r.status_code == 400 and "format" in r.json()["error"]
+
+
+def test_cli_run_constrains_its_answer(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+    from conftest import REPO
+    binary = str(Path(os.environ.get("BANTAM_BIN", REPO / "target" / "release" / "bantam")).resolve())
+    run = lambda *a: subprocess.run([binary, "run", MODEL, "--temperature", "0", *a], capture_output=True, text=True, timeout=120)
+    r = run("--choice", "yes,no", "Is the sky blue?")
+    assert r.returncode == 0 and r.stdout.strip() in ("yes", "no"), r
+    name, schema, prompt = CASES[1]
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    r = run("--format", str(tmp_path / "s.json"), prompt)
+    assert r.returncode == 0 and _check(name, schema, r.stdout.strip()) is None, r
+    r = run("--regex", "[0-9]{3}-[0-9]{4}", "Make up a phone number")
+    assert r.returncode == 0 and re.fullmatch(r"[0-9]{3}-[0-9]{4}", r.stdout.strip()), r
+    (tmp_path / "bad.json").write_text(json.dumps({"type": "integer", "minimum": 5, "maximum": 3}))
+    r = run("--format", str(tmp_path / "bad.json"), "x")
+    assert r.returncode != 0 and "minimum" in r.stderr, r

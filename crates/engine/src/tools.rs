@@ -67,7 +67,8 @@ impl ToolFormat {
         let variants: Vec<Value> = tools
             .iter()
             .map(|t| {
-                let params = if t.parameters.is_object() { t.parameters.clone() } else { json!({"type": "object"}) };
+                let mut params = if t.parameters.is_object() { t.parameters.clone() } else { json!({"type": "object"}) };
+                strict(&mut params);
                 json!({
                     "type": "object",
                     "properties": {"name": {"const": t.name}, key: params},
@@ -148,6 +149,21 @@ impl ToolFormat {
         // A small model may repeat a call word for word; once is enough.
         calls.dedup();
         (!calls.is_empty() && calls.iter().all(known)).then_some((content, calls))
+    }
+}
+
+/// Close every object that lists its properties to other keys (what OpenAI's strict
+/// function calling does), so a forced call holds exactly the declared arguments.
+fn strict(schema: &mut Value) {
+    match schema {
+        Value::Object(m) => {
+            if m.contains_key("properties") && !m.contains_key("additionalProperties") {
+                m.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            m.values_mut().for_each(strict);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strict),
+        _ => {}
     }
 }
 

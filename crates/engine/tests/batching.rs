@@ -181,3 +181,35 @@ fn logprobs_are_normalised_and_the_greedy_token_is_the_top_one() {
     }
     assert_eq!(seen, 6);
 }
+
+/// A constrained request in the batch: its output follows its grammar and is the same as
+/// `Sequence::generate` under the same grammar alone, and its neighbours' answers do not
+/// change (masks are computed beside the forward pass, on the side).
+#[test]
+fn constrained_sequences_beside_plain_ones() {
+    use engine::Grammar;
+    let lm = load();
+    let schema = serde_json::json!({"type": "object", "properties": {"answer": {"type": "string", "maxLength": 30}, "confident": {"type": "boolean"}}, "required": ["answer", "confident"], "additionalProperties": false});
+    let g = Grammar::JsonSchema(schema);
+    let json_prompt = prompt(&lm, "What is the capital of France? Answer as JSON.");
+    let mut seq = Sequence::new(&lm, 1024);
+    let mut solo = String::new();
+    let mut c = lm.constrain(&g).unwrap();
+    seq.generate(&lm, &Pool::new(2), &json_prompt, &params(64), Some(&mut c), &AtomicBool::new(false), |t| solo += t).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&solo).unwrap_or_else(|e| panic!("{e}: {solo:?}"));
+    assert!(v["answer"].is_string() && v["confident"].is_boolean(), "{solo}");
+    let plain: Vec<String> = PROMPTS[..3].iter().map(|p| alone(&lm, &prompt(&lm, p), 24)).collect();
+
+    let h = engine(&lm, Budget::default());
+    let mut rxs: Vec<_> = PROMPTS[..3].iter().map(|p| submit(&h, prompt(&lm, p), 24)).collect();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let constraint = Some(lm.constrain(&g).unwrap());
+    h.submit(Request { prompt: json_prompt, params: params(64), logprobs: None, logit_bias: Vec::new(), constraint, events: tx, submitted: Instant::now() }).unwrap();
+    rxs.push(rx);
+    let outs: Vec<(String, Usage)> = rxs.into_iter().map(collect).collect();
+    for (k, reference) in plain.iter().enumerate() {
+        assert_eq!(&outs[k].0, reference, "plain request {k} changed beside a constrained one");
+    }
+    assert_eq!(outs[3].0, solo, "the constrained answer differs in the batch");
+    assert_eq!(outs[3].1.finish, FinishReason::Stop);
+}
