@@ -337,10 +337,11 @@ def test_error_context_length_exceeded(oai):
     assert err.body is not None and err.body.get("code") == "context_length_exceeded"
 
 
-def test_error_json_object_format_unsupported(oai):
-    with pytest.raises(openai.BadRequestError):
+def test_error_unknown_response_format(oai):
+    with pytest.raises(openai.BadRequestError) as ei:
         oai.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=4,
-                                    response_format={"type": "json_object"})
+                                    response_format={"type": "xml"})
+    assert "response_format" in ei.value.message
 
 
 def test_error_malformed_json_body(base_url):
