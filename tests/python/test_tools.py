@@ -135,3 +135,16 @@ def test_bad_tool_requests_are_400(http, body, param):
     r = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], **body})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
+
+
+def test_plain_answers_stream_token_by_token_with_tools_on_offer(oai):
+    # smollm2 answers this one in prose (greedy): it must stream as it is generated, not
+    # arrive in one piece at the end.
+    stream = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": PROMPTS[3]}], tools=TOOLS, temperature=0, max_tokens=40, stream=True)
+    pieces, calls = [], 0
+    for ch in stream:
+        for c in ch.choices:
+            if c.delta.content:
+                pieces.append(c.delta.content)
+            calls += len(c.delta.tool_calls or [])
+    assert calls == 0 and len(pieces) > 5, pieces

@@ -362,18 +362,27 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
         return Ok(Json(r).into_response());
     }
     let model = req.model.clone();
-    // With tools on offer the text is held to the end, where it is either calls or content.
-    let mut held = tools.is_some().then(String::new);
+    // With tools on offer, text streams until it may be a call; a call is held to the end.
+    let mut sniffer = tools.is_some().then(crate::tool_calls::CallSniffer::default);
     let lines = events(rx).filter_map(move |ev| {
         let _hold = &lease;
         let out = match ev {
-            Event::Token { text, .. } if held.is_some() => {
-                held.as_mut().expect("checked").push_str(&text);
-                None
+            Event::Token { text, .. } if sniffer.is_some() => {
+                let content = sniffer.as_mut().expect("checked").push(&text);
+                (!content.is_empty()).then(|| line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message: message(content), ..Default::default() }))
             }
-            Event::Done { text, usage } if held.is_some() => {
-                let all = held.take().unwrap_or_default() + &text;
-                Some(line(&done(&usage, all)))
+            Event::Done { text, usage } if sniffer.is_some() => {
+                let mut s = sniffer.take().expect("checked");
+                let mut content = s.push(&text);
+                let held = s.held_text();
+                // What was held is read as calls (or released as content) by `done`.
+                let mut out = String::new();
+                if !content.is_empty() {
+                    out = line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message: message(std::mem::take(&mut content)), ..Default::default() });
+                    out.push('\n');
+                }
+                out += &line(&done(&usage, held));
+                Some(out)
             }
             Event::Token { text, logprob, .. } if !text.is_empty() || logprob.is_some() => Some(line(&api::ChatResponse {
                 model: model.clone(),

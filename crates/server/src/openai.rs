@@ -294,29 +294,31 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
         .collect();
     let n_prompt = prompt.len();
     let mut done: Vec<Usage> = Vec::new();
-    // With tools on offer, a choice's text is held until it ends: only then is it known
-    // whether it is an answer or calls, which go out as `tool_calls` deltas.
-    let mut held: Vec<String> = vec![String::new(); n];
+    // With tools on offer, text streams as content until it may be a call; a call is held
+    // to the end of the choice and goes out as `tool_calls` deltas.
+    let mut sniffers: Vec<crate::tool_calls::CallSniffer> = (0..n).map(|_| Default::default()).collect();
     let body = merged(rxs, 0).filter_map(move |(i, ev)| {
         let _hold = &lease;
         let mut out = Vec::new();
         match ev {
-            Event::Token { text, .. } if tools.is_some() => held[i].push_str(&text),
+            Event::Token { text, .. } if tools.is_some() => {
+                let content = sniffers[i].push(&text);
+                if !content.is_empty() {
+                    out.push(json(&chunk(vec![choice(i, api::Delta { content: Some(content), ..Default::default() }, None, None)], None)));
+                }
+            }
             Event::Done { text, usage } if tools.is_some() => {
-                held[i].push_str(&text);
-                let all = std::mem::take(&mut held[i]);
+                let mut content = sniffers[i].push(&text);
+                let (rest, calls) = std::mem::take(&mut sniffers[i]).finish(tools.as_ref().expect("checked"), format);
+                content += &rest;
+                if !content.is_empty() {
+                    out.push(json(&chunk(vec![choice(i, api::Delta { content: Some(content), ..Default::default() }, None, None)], None)));
+                }
                 let mut finish = finish_reason(usage.finish);
-                match tools.as_ref().and_then(|t| t.parse(format, &all)) {
-                    Some((content, calls)) => {
-                        if !content.is_empty() {
-                            out.push(json(&chunk(vec![choice(i, api::Delta { content: Some(content), ..Default::default() }, None, None)], None)));
-                        }
-                        let deltas = calls.into_iter().enumerate().map(|(k, c)| api::ToolCall { index: Some(k), ..c }).collect();
-                        out.push(json(&chunk(vec![choice(i, api::Delta { tool_calls: Some(deltas), ..Default::default() }, None, None)], None)));
-                        finish = Some("tool_calls".into());
-                    }
-                    None if !all.is_empty() => out.push(json(&chunk(vec![choice(i, api::Delta { content: Some(all), ..Default::default() }, None, None)], None))),
-                    None => {}
+                if let Some(calls) = calls {
+                    let deltas = calls.into_iter().enumerate().map(|(k, c)| api::ToolCall { index: Some(k), ..c }).collect();
+                    out.push(json(&chunk(vec![choice(i, api::Delta { tool_calls: Some(deltas), ..Default::default() }, None, None)], None)));
+                    finish = Some("tool_calls".into());
                 }
                 out.push(json(&chunk(vec![choice(i, api::Delta::default(), None, finish)], None)));
                 done.push(usage);

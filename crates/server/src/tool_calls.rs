@@ -112,3 +112,95 @@ impl Tools {
         Some((content, calls))
     }
 }
+
+/// Streams an answer that may hold tool calls: text is passed on as content as soon as it
+/// cannot be the start of a call, and held from the first sign of one (a call opener at
+/// the start, or `<tool_call>` later) to the end, where it is read as calls or, if it
+/// does not read, released as content.
+#[derive(Default)]
+pub struct CallSniffer {
+    held: String,
+    /// Deciding: nothing but whitespace and what may open a call so far.
+    streaming: bool,
+    /// A call has begun; everything from here is held.
+    in_call: bool,
+}
+
+const OPENERS: [&str; 5] = ["<tool_call>", "{", "[", "<|python_tag|>", "```"];
+const TAG: &str = "<tool_call>";
+
+impl CallSniffer {
+    /// Take the next piece of text; returns what may go out as content now.
+    pub fn push(&mut self, text: &str) -> String {
+        self.held.push_str(text);
+        if self.in_call {
+            return String::new();
+        }
+        if !self.streaming {
+            let t = self.held.trim_start();
+            if t.is_empty() || OPENERS.iter().any(|o| t.starts_with(o) || o.starts_with(t)) {
+                if OPENERS.iter().any(|o| t.starts_with(o)) {
+                    self.in_call = true;
+                }
+                return String::new();
+            }
+            self.streaming = true;
+        }
+        if let Some(i) = self.held.find(TAG) {
+            self.in_call = true;
+            let out = self.held[..i].to_string();
+            self.held.drain(..i);
+            return out;
+        }
+        // Keep a tail that could still grow into the tag.
+        let keep = (1..TAG.len()).rev().find(|&k| self.held.len() >= k && self.held.is_char_boundary(self.held.len() - k) && TAG.starts_with(&self.held[self.held.len() - k..])).unwrap_or(0);
+        let cut = self.held.len() - keep;
+        let out = self.held[..cut].to_string();
+        self.held.drain(..cut);
+        out
+    }
+
+    /// What is held, for a caller that reads the calls itself.
+    pub fn held_text(self) -> String {
+        self.held
+    }
+
+    /// The end: the calls in what was held, or that text as content.
+    pub fn finish(self, tools: &Tools, format: ToolFormat) -> (String, Option<Vec<oai::ToolCall>>) {
+        match tools.parse(format, &self.held) {
+            Some((content, calls)) => (content, Some(calls)),
+            None => (self.held, None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools() -> Tools {
+        let raw = serde_json::json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+        Tools::from_openai(Some(&raw), None, None, false).unwrap().unwrap()
+    }
+
+    fn run(pieces: &[&str]) -> (String, Option<usize>) {
+        let mut s = CallSniffer::default();
+        let mut out: String = pieces.iter().map(|p| s.push(p)).collect();
+        let (rest, calls) = s.finish(&tools(), ToolFormat::Hermes);
+        out += &rest;
+        (out, calls.map(|c| c.len()))
+    }
+
+    #[test]
+    fn plain_answers_stream_and_calls_are_held() {
+        let mut s = CallSniffer::default();
+        assert_eq!(s.push("  Hel"), "  Hel");
+        assert_eq!(s.push("lo <tool"), "lo ");
+        assert_eq!(s.push(" box>"), "<tool box>");
+        assert_eq!(run(&["Sure.", " <tool_", "call>{\"name\": \"f\", \"arguments\": {}}</tool_call>"]), ("Sure. ".to_string(), Some(1)));
+        assert_eq!(run(&["{\"na", "me\": \"f\", \"arguments\": {}}"]), (String::new(), Some(1)));
+        // Held text that is not a call is released at the end.
+        assert_eq!(run(&["{\"answer\": ", "42}"]), ("{\"answer\": 42}".to_string(), None));
+        assert_eq!(run(&["[1, 2]"]), ("[1, 2]".to_string(), None));
+    }
+}
