@@ -227,10 +227,11 @@ async fn bad_input_gets_each_apis_error_shape() {
     openai_error(&post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "max_tokens": -1})).await, StatusCode::BAD_REQUEST, "max_tokens");
     openai_error(&post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "logit_bias": {"x": 1}})).await, StatusCode::BAD_REQUEST, "logit_bias");
     openai_error(&post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "n": 0})).await, StatusCode::BAD_REQUEST, "n must be");
-    // Structured output is refused until it is enforced.
-    ollama_error(&post(&app, "/api/chat", json!({"model": MODEL, "messages": msgs, "format": "json"})).await, StatusCode::BAD_REQUEST, "format");
+    // Structured-output requests that name no valid format or schema.
+    ollama_error(&post(&app, "/api/chat", json!({"model": MODEL, "messages": msgs, "format": "yaml"})).await, StatusCode::BAD_REQUEST, "format");
+    ollama_error(&post(&app, "/api/chat", json!({"model": MODEL, "messages": msgs, "format": {"type": "strin"}})).await, StatusCode::BAD_REQUEST, "strin");
     openai_error(
-        &post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "response_format": {"type": "json_object"}})).await,
+        &post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "response_format": {"type": "xml"}})).await,
         StatusCode::BAD_REQUEST,
         "response_format",
     );
