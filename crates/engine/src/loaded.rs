@@ -31,12 +31,7 @@ pub fn resolve(name: &str) -> Result<(PathBuf, Option<store::Resolved>), EngineE
     Ok((r.model.clone(), Some(r)))
 }
 
-/// Whether a model name is a file path rather than a store name.
-pub fn looks_like_path(name: &str) -> bool {
-    name.ends_with(".gguf")
-        || name.starts_with(['.', '/', '~'])
-        || (name.contains(['/', std::path::MAIN_SEPARATOR]) && store::ModelName::parse(name).is_err())
-}
+pub use store::looks_like_path;
 
 /// Resolve a name as a server does: like [`resolve`], but a path must lie inside the
 /// models directory (after resolving `..` and links), so a request cannot make the server
@@ -62,10 +57,9 @@ pub fn canonical_name(name: &str) -> String {
     if looks_like_path(name) {
         return name.to_string();
     }
-    let store = store::Store::open_default();
-    match store.find(name) {
-        Ok(n) => n.to_string(),
-        Err(_) => match store::catalog::lookup(name) {
+    match store::Store::open_default().locate(name) {
+        Some(n) => n.to_string(),
+        None => match store::catalog::lookup(name) {
             Some(e) => e.name.to_string(),
             None => store::ModelName::parse(name).map_or_else(|_| name.to_string(), |n| n.to_string()),
         },

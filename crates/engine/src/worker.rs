@@ -568,22 +568,14 @@ fn token_logprob(lm: &LoadedModel, logits: &[f32], id: u32, k: usize, order: &mu
     if k > 0 {
         order.clear();
         order.extend(0..logits.len() as u32);
-        let key = |i: &u32| std::cmp::Reverse(OrdF32(lp(*i)));
-        order.select_nth_unstable_by_key(k - 1, key);
-        order[..k].sort_unstable_by_key(key);
+        // Most likely first.
+        let by = |a: &u32, b: &u32| lp(*b).total_cmp(&lp(*a));
+        order.select_nth_unstable_by(k - 1, by);
+        order[..k].sort_unstable_by(by);
         // Tokens a grammar rules out (-inf) are not alternatives.
         top.extend(order[..k].iter().filter(|&&i| lp(i).is_finite()).map(|&i| cand(i)));
     }
     TokenLogprob { token: cand(id), top }
-}
-
-#[derive(PartialEq, PartialOrd)]
-struct OrdF32(f32);
-impl Eq for OrdF32 {}
-impl Ord for OrdF32 {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&o.0)
-    }
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

@@ -364,42 +364,31 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
     let model = req.model.clone();
     // With tools on offer, text streams until it may be a call; a call is held to the end.
     let mut sniffer = tools.is_some().then(crate::tool_calls::CallSniffer::default);
+    let chunk = move |text: String, lp: Option<Vec<api::Logprob>>| line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message: message(text), logprobs: lp, ..Default::default() });
     let lines = events(rx).filter_map(move |ev| {
         let _hold = &lease;
         let out = match ev {
-            Event::Token { text, .. } if sniffer.is_some() => {
-                let content = sniffer.as_mut().expect("checked").push(&text);
-                (!content.is_empty()).then(|| line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message: message(content), ..Default::default() }))
+            Event::Token { text, logprob, .. } => {
+                // With tools, the sniffer says what may go out yet (held text has no logprobs).
+                let (text, lp) = match sniffer.as_mut() {
+                    Some(s) => (s.push(&text), None),
+                    None => (text, logprob.map(|l| logprobs(&[l]))),
+                };
+                (!text.is_empty() || lp.is_some()).then(|| chunk(text, lp))
             }
-            Event::Done { text, usage } if sniffer.is_some() => {
-                let mut s = sniffer.take().expect("checked");
-                let mut content = s.push(&text);
-                let held = s.held_text();
-                // What was held is read as calls (or released as content) by `done`.
-                let mut out = String::new();
-                if !content.is_empty() {
-                    out = line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message: message(std::mem::take(&mut content)), ..Default::default() });
-                    out.push('\n');
-                }
-                out += &line(&done(&usage, held));
-                Some(out)
-            }
-            Event::Token { text, logprob, .. } if !text.is_empty() || logprob.is_some() => Some(line(&api::ChatResponse {
-                model: model.clone(),
-                created_at: rfc3339(SystemTime::now()),
-                message: message(text),
-                logprobs: logprob.map(|l| logprobs(&[l])),
-                ..Default::default()
-            })),
-            Event::Token { .. } => None,
             Event::Done { text, usage } => {
-                // Text still held back goes in its own chunk, then the final one.
+                // Text that may go out goes in its own chunk; what a sniffer held is read
+                // as calls (or released as content) in the final one.
+                let (text, held) = match sniffer.take() {
+                    Some(mut s) => (s.push(&text), s.held_text()),
+                    None => (text, String::new()),
+                };
                 let mut s = String::new();
                 if !text.is_empty() {
-                    s = line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message: message(text), ..Default::default() });
+                    s = chunk(text, None);
                     s.push('\n');
                 }
-                s += &line(&done(&usage, String::new()));
+                s += &line(&done(&usage, held));
                 Some(s)
             }
             Event::Error(e) => Some(line(&api::ErrorResponse { error: e.to_string() })),

@@ -296,23 +296,33 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
     let mut done: Vec<Usage> = Vec::new();
     // With tools on offer, text streams as content until it may be a call; a call is held
     // to the end of the choice and goes out as `tool_calls` deltas.
-    let mut sniffers: Vec<crate::tool_calls::CallSniffer> = (0..n).map(|_| Default::default()).collect();
+    let mut sniffers: Option<Vec<crate::tool_calls::CallSniffer>> = tools.is_some().then(|| (0..n).map(|_| Default::default()).collect());
+    let text_delta = |text: String| api::Delta { content: Some(text), ..Default::default() };
     let body = merged(rxs, 0).filter_map(move |(i, ev)| {
         let _hold = &lease;
         let mut out = Vec::new();
         match ev {
-            Event::Token { text, .. } if tools.is_some() => {
-                let content = sniffers[i].push(&text);
-                if !content.is_empty() {
-                    out.push(json(&chunk(vec![choice(i, api::Delta { content: Some(content), ..Default::default() }, None, None)], None)));
+            Event::Token { text, logprob, .. } => {
+                // With tools, the sniffer says what may go out yet (held text has no logprobs).
+                let (text, lp) = match sniffers.as_mut() {
+                    Some(s) => (s[i].push(&text), None),
+                    None => (text, logprob.map(|l| chat_logprobs(&[l]))),
+                };
+                if !text.is_empty() || lp.is_some() {
+                    out.push(json(&chunk(vec![choice(i, text_delta(text), lp, None)], None)));
                 }
             }
-            Event::Done { text, usage } if tools.is_some() => {
-                let mut content = sniffers[i].push(&text);
-                let (rest, calls) = std::mem::take(&mut sniffers[i]).finish(tools.as_ref().expect("checked"), format);
-                content += &rest;
-                if !content.is_empty() {
-                    out.push(json(&chunk(vec![choice(i, api::Delta { content: Some(content), ..Default::default() }, None, None)], None)));
+            Event::Done { text, usage } => {
+                let (text, calls) = match (sniffers.as_mut(), tools.as_ref()) {
+                    (Some(s), Some(t)) => {
+                        let held = s[i].push(&text);
+                        let (rest, calls) = std::mem::take(&mut s[i]).finish(t, format);
+                        (held + &rest, calls)
+                    }
+                    _ => (text, None),
+                };
+                if !text.is_empty() {
+                    out.push(json(&chunk(vec![choice(i, text_delta(text), None, None)], None)));
                 }
                 let mut finish = finish_reason(usage.finish);
                 if let Some(calls) = calls {
@@ -321,23 +331,6 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
                     finish = Some("tool_calls".into());
                 }
                 out.push(json(&chunk(vec![choice(i, api::Delta::default(), None, finish)], None)));
-                done.push(usage);
-                if include_usage && done.len() == n {
-                    let refs: Vec<&Usage> = done.iter().collect();
-                    out.push(json(&chunk(Vec::new(), Some(self::usage(n_prompt, &refs)))));
-                }
-            }
-            Event::Token { text, logprob, .. } => {
-                if !text.is_empty() || logprob.is_some() {
-                    let lp = logprob.map(|l| chat_logprobs(&[l]));
-                    out.push(json(&chunk(vec![choice(i, api::Delta { content: Some(text), ..Default::default() }, lp, None)], None)));
-                }
-            }
-            Event::Done { text, usage } => {
-                if !text.is_empty() {
-                    out.push(json(&chunk(vec![choice(i, api::Delta { content: Some(text), ..Default::default() }, None, None)], None)));
-                }
-                out.push(json(&chunk(vec![choice(i, api::Delta::default(), None, finish_reason(usage.finish))], None)));
                 done.push(usage);
                 if include_usage && done.len() == n {
                     let refs: Vec<&Usage> = done.iter().collect();

@@ -22,7 +22,7 @@ impl Store {
         let from = mf.from.as_deref().ok_or(StoreError::Modelfile { line: 0, why: "a Modelfile needs a FROM line".into() })?;
         progress(Progress::Status("parsing modelfile".into()));
         let mut base = Manifest::new(Layer { media_type: String::new(), digest: crate::Digest::of_bytes(b""), size: 0 }, Vec::new());
-        let (model_layer, source) = if is_path(from) {
+        let (model_layer, source) = if crate::looks_like_path(from) {
             let path = self.local_from(from, &paths)?;
             progress(Progress::Status(format!("copying file {}", path.display())));
             (self.import_file(&path, progress)?, path.display().to_string())
@@ -30,9 +30,9 @@ impl Store {
             let base_name = self.find(from)?;
             let (m, _, _) = self.manifest(&base_name)?.ok_or_else(|| self.not_found(from))?;
             let layer = m.layer(manifest::MEDIA_MODEL).cloned().ok_or_else(|| StoreError::BadManifest { name: base_name.to_string(), why: "it has no model layer".into() })?;
-            let config: Config = std::fs::read(self.blob_path(&m.config.digest)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+            let source = self.config(&m).source;
             base = m;
-            (layer, config.source)
+            (layer, source)
         };
         progress(Progress::Status("writing layers".into()));
         let inherited = |media: &str| base.layer(media).cloned();
@@ -100,9 +100,4 @@ impl Store {
             }
         }
     }
-}
-
-/// Whether a `FROM` value is a file path rather than a model name.
-fn is_path(from: &str) -> bool {
-    from.ends_with(".gguf") || from.starts_with(['.', '/', '~'])
 }

@@ -55,6 +55,14 @@ pub fn model_file(name: &str) -> Result<PathBuf, StoreError> {
     Ok(Store::open_default().resolve(&name)?.model)
 }
 
+/// Whether a model reference is a file path rather than a store name: it ends in `.gguf`,
+/// starts with `.`, `/` or `~`, or has a separator but is no valid name.
+pub fn looks_like_path(name: &str) -> bool {
+    name.ends_with(".gguf")
+        || name.starts_with(['.', '/', '~'])
+        || (name.contains(['/', std::path::MAIN_SEPARATOR]) && ModelName::parse(name).is_err())
+}
+
 /// A store rooted at one directory.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -138,17 +146,18 @@ impl Store {
     /// The name a user's name refers to in this store: the name itself when the store has
     /// it, else the catalog name it is an alias of (`smollm2` → `smollm2:135m`).
     pub fn find(&self, name: &str) -> Result<ModelName, StoreError> {
-        let parsed = ModelName::parse(name)?;
+        ModelName::parse(name)?;
+        self.locate(name).ok_or_else(|| self.not_found(name))
+    }
+
+    /// [`Store::find`] without the suggestions an error carries (no directory walk).
+    pub fn locate(&self, name: &str) -> Option<ModelName> {
+        let parsed = ModelName::parse(name).ok()?;
         if self.manifest_path(&parsed).is_file() {
-            return Ok(parsed);
+            return Some(parsed);
         }
-        if let Some(entry) = catalog::lookup(name) {
-            let canonical = ModelName::parse(entry.name)?;
-            if self.manifest_path(&canonical).is_file() {
-                return Ok(canonical);
-            }
-        }
-        Err(self.not_found(name))
+        let canonical = ModelName::parse(catalog::lookup(name)?.name).ok()?;
+        self.manifest_path(&canonical).is_file().then_some(canonical)
     }
 
     /// "not found", with the names in the store and in the catalog that look like it.
@@ -185,10 +194,7 @@ impl Store {
                 None => Ok(None),
             }
         };
-        let config = match self.read_small_blob(&manifest.config.digest) {
-            Ok(s) => serde_json::from_str(&s).unwrap_or_default(),
-            Err(_) => manifest::Config::default(),
-        };
+        let config = self.config(&manifest);
         let params = match text(manifest::MEDIA_PARAMS)? {
             Some(s) => serde_json::from_str(&s).map_err(|e| bad(format!("parameters: {e}")))?,
             None => Default::default(),
@@ -217,6 +223,11 @@ impl Store {
             modified,
             manifest,
         })
+    }
+
+    /// A manifest's config blob (empty when unreadable: it only records the source).
+    pub fn config(&self, m: &Manifest) -> manifest::Config {
+        fs::read(self.blob_path(&m.config.digest)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
     fn read_small_blob(&self, d: &Digest) -> Result<String, StoreError> {
@@ -275,7 +286,7 @@ impl Store {
         let tmp = self.blobs_dir().join(format!("import-{}-partial", std::process::id()));
         let result = (|| {
             let mut out = create_file(&tmp)?;
-            let mut hasher = sha2::Sha256::default();
+            let mut hasher = Sha256Stream::default();
             let mut buf = vec![0u8; 1 << 20];
             let mut done = 0u64;
             let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -287,13 +298,13 @@ impl Store {
                 if done == 0 && !buf[..n.min(4)].starts_with(b"GGUF") {
                     return Err(StoreError::NotGguf { what: path.display().to_string() });
                 }
-                sha2::Digest::update(&mut hasher, &buf[..n]);
+                hasher.update(&buf[..n]);
                 out.write_all(&buf[..n]).map_err(|e| StoreError::io(&tmp, e))?;
                 done += n as u64;
                 progress(Progress::Bytes { part: label.clone(), digest: None, total, completed: done });
             }
             out.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
-            let digest = Digest::from_hex(&name::hex(&sha2::Digest::finalize(hasher)))?;
+            let digest = hasher.finish();
             let dest = self.blob_path(&digest);
             fs::rename(&tmp, &dest).map_err(|e| StoreError::io(&dest, e))?;
             Ok(Layer { media_type: manifest::MEDIA_MODEL.to_string(), digest, size: done })
@@ -407,7 +418,7 @@ pub fn create_file(path: &Path) -> Result<fs::File, StoreError> {
 /// sha256 and length of a file.
 pub fn hash_file(path: &Path) -> Result<(Digest, u64), StoreError> {
     let mut f = fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let mut hasher = sha2::Sha256::default();
+    let mut hasher = Sha256Stream::default();
     let mut buf = vec![0u8; 1 << 20];
     let mut n_total = 0u64;
     loop {
@@ -416,9 +427,9 @@ pub fn hash_file(path: &Path) -> Result<(Digest, u64), StoreError> {
             break;
         }
         n_total += n as u64;
-        sha2::Digest::update(&mut hasher, &buf[..n]);
+        hasher.update(&buf[..n]);
     }
-    Ok((Digest::from_hex(&name::hex(&sha2::Digest::finalize(hasher)))?, n_total))
+    Ok((hasher.finish(), n_total))
 }
 
 /// sha256 of bytes that arrive in pieces.

@@ -254,7 +254,7 @@ impl Puller<'_> {
             self.status("success");
             return Ok(name.clone());
         }
-        let config: Config = fs::read(self.store.blob_path(&m.config.digest)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let config = self.store.config(&m);
         if config.source.is_empty() || config.source.starts_with('/') {
             return Err(StoreError::BadManifest { name: name.to_string(), why: "a blob is damaged and the model has no source to pull it from again; create it again".into() });
         }
@@ -333,7 +333,7 @@ impl Puller<'_> {
     /// this very source, so a second pull verifies instead of downloading again.
     fn known_blob(&self, src: &Source, text: &str) -> Result<Option<(Digest, u64)>, StoreError> {
         let Some((m, _, _)) = self.store.manifest(&src.name()?)? else { return Ok(None) };
-        let config: Config = fs::read(self.store.blob_path(&m.config.digest)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let config = self.store.config(&m);
         Ok(if config.source == text { m.layer(manifest::MEDIA_MODEL).map(|l| (l.digest.clone(), l.size)) } else { None })
     }
 
@@ -407,7 +407,7 @@ impl Puller<'_> {
                 }
                 self.status(format!("{} was damaged; fetching it again", d));
             }
-            if let Some(layer) = self.import_legacy(&want, d)? {
+            if let Some(layer) = self.import_legacy(d)? {
                 return Ok(layer);
             }
         }
@@ -454,7 +454,7 @@ impl Puller<'_> {
 
     /// A catalog file left in the store directory by an older layout (`smollm2-135m.gguf`)
     /// is linked into the store instead of being downloaded again, if it hashes right.
-    fn import_legacy(&mut self, want: &Want, d: &Digest) -> Result<Option<Layer>, StoreError> {
+    fn import_legacy(&mut self, d: &Digest) -> Result<Option<Layer>, StoreError> {
         let Some(entry) = catalog::CATALOG.iter().find(|e| e.sha256 == d.hex()) else { return Ok(None) };
         let legacy = self.store.root().join(format!("{}.gguf", entry.name.replace(':', "-")));
         if !legacy.is_file() {
@@ -472,7 +472,6 @@ impl Puller<'_> {
             fs::copy(&legacy, &tmp).map_err(|e| StoreError::io(&tmp, e))?;
         }
         fs::rename(&tmp, &dest).map_err(|e| StoreError::io(&dest, e))?;
-        let _ = want;
         Ok(Some(Layer { media_type: manifest::MEDIA_MODEL.into(), digest: d.clone(), size }))
     }
 
