@@ -93,7 +93,12 @@ pub fn main(a: ShowArgs) -> Result<()> {
     println!("    file size           {}", human_bytes(m.file.file_size() as u64));
     println!();
     println!("  Memory plan (f16 KV cache, {} per token)", human_bytes(c.kv_bytes_per_token() as u64));
-    println!("    one sequence of {n_ctx:<5} {} (weights {} + KV cache {})", human_bytes(m.file.file_size() as u64 + kv), human_bytes(m.file.file_size() as u64), human_bytes(kv));
+    println!(
+        "    one sequence of {n_ctx:<5} {} (weights {} + KV cache {})",
+        human_bytes(m.file.file_size() as u64 + kv),
+        human_bytes(m.file.file_size() as u64),
+        human_bytes(kv)
+    );
     println!("    bantam serve        {} (weights + 8 slots of {n_ctx} tokens, --max-parallel 8)", human_bytes(m.file.file_size() as u64 + 8 * kv));
     if let Some(avail) = server::system_memory_bytes() {
         println!("    this machine        {} of RAM", human_bytes(avail as u64));

@@ -141,7 +141,8 @@ fn stop_strings_end_the_answer_and_are_not_printed() {
 fn smollm2_greedy_text_matches_llama_cpp() {
     let m = real("smollm2-135m");
     let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/smollm2-135m/greedy.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/smollm2-135m/greedy.json")).unwrap())
+            .unwrap();
     let case = &r[0];
     let n = case["first_step_gap_below_0_05"].as_u64().unwrap_or(48).min(48) as usize;
     assert!(n >= 8, "the first case has a near-tie too early to be useful");

@@ -180,13 +180,6 @@ impl Sequence {
                 on_text(&text);
             }
         }
-        Ok(GenerateStats {
-            prompt_tokens: prompt.len(),
-            prompt_eval_count: computed,
-            prompt_eval_duration,
-            eval_count,
-            eval_duration: t1.elapsed(),
-            finish,
-        })
+        Ok(GenerateStats { prompt_tokens: prompt.len(), prompt_eval_count: computed, prompt_eval_duration, eval_count, eval_duration: t1.elapsed(), finish })
     }
 }

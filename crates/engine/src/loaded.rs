@@ -139,7 +139,12 @@ impl LoadedModel {
 
     /// Token ids of a conversation that offers `tools`: through the template when it
     /// renders them, else with the tools described in the system message.
-    pub fn chat_prompt_with_tools(&self, messages: &[ChatMessage], specs: &[crate::tools::ToolSpec], tools: &serde_json::Value) -> Result<Vec<u32>, EngineError> {
+    pub fn chat_prompt_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        specs: &[crate::tools::ToolSpec],
+        tools: &serde_json::Value,
+    ) -> Result<Vec<u32>, EngineError> {
         let source = self.template.as_ref().map(|t| t.source());
         if crate::tools::ToolFormat::template_renders_tools(source) {
             return self.chat_prompt(messages, Some(tools));

@@ -26,10 +26,7 @@ pub fn perplexity(model: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos:
     }
     let n_chunks = tokens.len() / n_ctx;
     if n_chunks == 0 {
-        return Err(EngineError::BadRequest(format!(
-            "the text has {} tokens, fewer than one chunk of {n_ctx}; use a smaller --ctx-size",
-            tokens.len()
-        )));
+        return Err(EngineError::BadRequest(format!("the text has {} tokens, fewer than one chunk of {n_ctx}; use a smaller --ctx-size", tokens.len())));
     }
     let nv = model.config.n_vocab;
     let mut cache = KvCache::new(&model.config, n_ctx);

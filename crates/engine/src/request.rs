@@ -29,9 +29,16 @@ pub struct Request {
 pub enum Event {
     /// One sampled token. `text` is the text that became final with it: empty while a
     /// possible stop string or a split UTF-8 character is held back.
-    Token { id: u32, text: String, logprob: Option<TokenLogprob> },
+    Token {
+        id: u32,
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
     /// The end: the text still held back (if not a stop string), and the figures.
-    Done { text: String, usage: Usage },
+    Done {
+        text: String,
+        usage: Usage,
+    },
     Error(EngineError),
 }
 

@@ -22,11 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SamplerError {
     #[error("invalid sampling parameter {field} = {value}: expected {expected}")]
-    InvalidParam {
-        field: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    InvalidParam { field: &'static str, value: String, expected: &'static str },
 }
 
 /// How the next token is chosen from the logits. Defaults are Ollama's.
@@ -88,11 +84,7 @@ impl SamplingParams {
     /// Checks every field's domain; the error names the first bad field.
     pub fn validate(&self) -> Result<(), SamplerError> {
         fn bad(field: &'static str, value: impl ToString, expected: &'static str) -> SamplerError {
-            SamplerError::InvalidParam {
-                field,
-                value: value.to_string(),
-                expected,
-            }
+            SamplerError::InvalidParam { field, value: value.to_string(), expected }
         }
         let t = self.temperature;
         if !(t.is_finite() && t >= 0.0) {
@@ -109,34 +101,19 @@ impl SamplingParams {
             return Err(bad("repeat_penalty", r, "a finite number > 0"));
         }
         if self.repeat_last_n < -1 {
-            return Err(bad(
-                "repeat_last_n",
-                self.repeat_last_n,
-                "-1 (whole context), 0 (off) or a window size",
-            ));
+            return Err(bad("repeat_last_n", self.repeat_last_n, "-1 (whole context), 0 (off) or a window size"));
         }
         if !self.presence_penalty.is_finite() {
-            return Err(bad(
-                "presence_penalty",
-                self.presence_penalty,
-                "a finite number",
-            ));
+            return Err(bad("presence_penalty", self.presence_penalty, "a finite number"));
         }
         if !self.frequency_penalty.is_finite() {
-            return Err(bad(
-                "frequency_penalty",
-                self.frequency_penalty,
-                "a finite number",
-            ));
+            return Err(bad("frequency_penalty", self.frequency_penalty, "a finite number"));
         }
         Ok(())
     }
 
     fn has_penalties(&self) -> bool {
-        self.repeat_last_n != 0
-            && (self.repeat_penalty != 1.0
-                || self.presence_penalty != 0.0
-                || self.frequency_penalty != 0.0)
+        self.repeat_last_n != 0 && (self.repeat_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0)
     }
 }
 
@@ -145,14 +122,8 @@ impl SamplingParams {
 fn clock_seed() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut state = nanos
-        ^ COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mut state = nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     splitmix64(&mut state)
 }
 
@@ -173,14 +144,7 @@ struct Xoshiro256 {
 impl Xoshiro256 {
     fn new(seed: u64) -> Self {
         let mut sm = seed;
-        Self {
-            s: [
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-                splitmix64(&mut sm),
-            ],
-        }
+        Self { s: [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)] }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -256,14 +220,7 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         self.candidates.clear();
         self.candidates
-            .extend(logits.iter().enumerate().map(|(id, &logit)| Candidate {
-                id: id as u32,
-                logit: if logit.is_nan() {
-                    f32::NEG_INFINITY
-                } else {
-                    logit
-                },
-            }));
+            .extend(logits.iter().enumerate().map(|(id, &logit)| Candidate { id: id as u32, logit: if logit.is_nan() { f32::NEG_INFINITY } else { logit } }));
         if self.candidates.is_empty() {
             return 0;
         }
@@ -360,11 +317,7 @@ impl Sampler {
         if p.is_nan() || p <= 0.0 || self.candidates.len() <= 1 {
             return;
         }
-        let max = self
-            .candidates
-            .iter()
-            .map(|c| c.logit)
-            .fold(f32::NEG_INFINITY, f32::max);
+        let max = self.candidates.iter().map(|c| c.logit).fold(f32::NEG_INFINITY, f32::max);
         let threshold = max + p.ln();
         if self.candidates.iter().any(|c| c.logit >= threshold) {
             self.candidates.retain(|c| c.logit >= threshold);
@@ -391,20 +344,14 @@ impl Sampler {
 
 /// Greedy choice: the highest logit, ties to the lowest id.
 fn argmax(candidates: &[Candidate]) -> u32 {
-    candidates
-        .iter()
-        .min_by(|a, b| by_logit_desc(a, b))
-        .map_or(0, |c| c.id)
+    candidates.iter().min_by(|a, b| by_logit_desc(a, b)).map_or(0, |c| c.id)
 }
 
 /// Fills `weights` with softmax(logits) (in f64). Returns false when there is no finite
 /// logit to normalise by (all -inf or overflow), leaving the caller to fall back to argmax.
 fn softmax(candidates: &[Candidate], weights: &mut Vec<f64>) -> bool {
     weights.clear();
-    let max = candidates
-        .iter()
-        .map(|c| c.logit)
-        .fold(f32::NEG_INFINITY, f32::max);
+    let max = candidates.iter().map(|c| c.logit).fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() {
         return false;
     }
@@ -423,11 +370,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn params() -> SamplingParams {
-        SamplingParams {
-            temperature: 1.0,
-            seed: 42,
-            ..SamplingParams::greedy()
-        }
+        SamplingParams { temperature: 1.0, seed: 42, ..SamplingParams::greedy() }
     }
 
     /// Every token `sampler` can produce over many draws.
@@ -448,11 +391,7 @@ mod tests {
 
     #[test]
     fn greedy_applies_penalties_first() {
-        let p = SamplingParams {
-            repeat_penalty: 2.0,
-            repeat_last_n: 64,
-            ..SamplingParams::greedy()
-        };
+        let p = SamplingParams { repeat_penalty: 2.0, repeat_last_n: 64, ..SamplingParams::greedy() };
         let mut s = Sampler::new(p, 3);
         // token 0: 3.0 / 2 = 1.5 loses to token 1's 2.0.
         assert_eq!(s.sample(&[3.0, 2.0, 1.0], &[0]), 1);
@@ -462,20 +401,11 @@ mod tests {
     #[test]
     fn top_k_keeps_the_k_best() {
         let logits = [1.0, 4.0, 0.5, 3.0, 2.0, -1.0];
-        let p = SamplingParams {
-            top_k: 3,
-            ..params()
-        };
+        let p = SamplingParams { top_k: 3, ..params() };
         assert_eq!(support(p, &logits), BTreeSet::from([1, 3, 4]));
-        let p = SamplingParams {
-            top_k: 1,
-            ..params()
-        };
+        let p = SamplingParams { top_k: 1, ..params() };
         assert_eq!(support(p, &logits), BTreeSet::from([1]));
-        let p = SamplingParams {
-            top_k: 0,
-            ..params()
-        };
+        let p = SamplingParams { top_k: 0, ..params() };
         assert_eq!(support(p, &logits).len(), 6);
     }
 
@@ -483,26 +413,14 @@ mod tests {
     fn top_p_keeps_the_smallest_set_reaching_p() {
         // probabilities 0.5, 0.25, 0.125, 0.125 (logits are their logs).
         let logits = [0.5f32.ln(), 0.25f32.ln(), 0.125f32.ln(), 0.125f32.ln()];
-        let p = SamplingParams {
-            top_p: 0.7,
-            ..params()
-        };
+        let p = SamplingParams { top_p: 0.7, ..params() };
         assert_eq!(support(p, &logits), BTreeSet::from([0, 1]));
-        let p = SamplingParams {
-            top_p: 0.3,
-            ..params()
-        };
+        let p = SamplingParams { top_p: 0.3, ..params() };
         assert_eq!(support(p, &logits), BTreeSet::from([0]));
         // Two equal tokens, 0.5 each: the first reaches p = 0.5 exactly and is the only one kept.
-        let p = SamplingParams {
-            top_p: 0.5,
-            ..params()
-        };
+        let p = SamplingParams { top_p: 0.5, ..params() };
         assert_eq!(support(p, &[0.0, 0.0]), BTreeSet::from([0]));
-        let p = SamplingParams {
-            top_p: 0.0,
-            ..params()
-        };
+        let p = SamplingParams { top_p: 0.0, ..params() };
         assert_eq!(support(p, &logits), BTreeSet::from([0]));
     }
 
@@ -510,20 +428,11 @@ mod tests {
     fn min_p_drops_tokens_below_a_fraction_of_the_best() {
         // probabilities relative to the best: 1, 0.5, 0.2, 0.05.
         let logits = [0.0, 0.5f32.ln(), 0.2f32.ln(), 0.05f32.ln()];
-        let p = SamplingParams {
-            min_p: 0.1,
-            ..params()
-        };
+        let p = SamplingParams { min_p: 0.1, ..params() };
         assert_eq!(support(p, &logits), BTreeSet::from([0, 1, 2]));
-        let p = SamplingParams {
-            min_p: 0.4,
-            ..params()
-        };
+        let p = SamplingParams { min_p: 0.4, ..params() };
         assert_eq!(support(p, &logits), BTreeSet::from([0, 1]));
-        let p = SamplingParams {
-            min_p: 1.0,
-            ..params()
-        };
+        let p = SamplingParams { min_p: 1.0, ..params() };
         assert_eq!(support(p, &logits), BTreeSet::from([0]));
     }
 
@@ -532,89 +441,46 @@ mod tests {
         // Alone, top_p 0.7 over softmax = 0.459, 0.169, 0.062 x 6 needs four tokens;
         // after top_k 2 it sees the renormalised 0.731, 0.269 and keeps one.
         let logits = [2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-        let p = SamplingParams {
-            top_p: 0.7,
-            ..params()
-        };
+        let p = SamplingParams { top_p: 0.7, ..params() };
         assert_eq!(support(p, &logits), BTreeSet::from([0, 1, 2, 3]));
-        let p = SamplingParams {
-            top_k: 2,
-            top_p: 0.7,
-            ..params()
-        };
+        let p = SamplingParams { top_k: 2, top_p: 0.7, ..params() };
         assert_eq!(support(p, &logits), BTreeSet::from([0]));
         // min_p sees the logits before temperature: 0.3 < 0.5 drops token 1, although at
         // temperature 3 its relative probability would be 0.3^(1/3) = 0.67.
-        let p = SamplingParams {
-            min_p: 0.5,
-            temperature: 3.0,
-            ..params()
-        };
+        let p = SamplingParams { min_p: 0.5, temperature: 3.0, ..params() };
         assert_eq!(support(p, &[0.0, 0.3f32.ln()]), BTreeSet::from([0]));
     }
 
     #[test]
     fn penalties_follow_llama_cpp() {
-        let p = SamplingParams {
-            repeat_penalty: 2.0,
-            repeat_last_n: 3,
-            presence_penalty: 0.5,
-            frequency_penalty: 0.25,
-            ..params()
-        };
+        let p = SamplingParams { repeat_penalty: 2.0, repeat_last_n: 3, presence_penalty: 0.5, frequency_penalty: 0.25, ..params() };
         let mut s = Sampler::new(p, 5);
-        s.candidates = [4.0, -1.0, 2.0, 1.0, 3.0]
-            .iter()
-            .enumerate()
-            .map(|(id, &logit)| Candidate {
-                id: id as u32,
-                logit,
-            })
-            .collect();
+        s.candidates = [4.0, -1.0, 2.0, 1.0, 3.0].iter().enumerate().map(|(id, &logit)| Candidate { id: id as u32, logit }).collect();
         // Window is the last 3 tokens: [1, 0, 1]; token 4 fell out of it.
         s.apply_penalties(&[4, 4, 1, 0, 1, 99]);
         let got: Vec<f32> = s.candidates.iter().map(|c| c.logit).collect();
         // The 99 is out of vocabulary and ignored, so the window is [0, 1, 99].
         // token 0: 4 / 2 - (1 * 0.25 + 0.5) = 1.25; token 1: -1 * 2 - (1 * 0.25 + 0.5) = -2.75.
         assert_eq!(got, vec![1.25, -2.75, 2.0, 1.0, 3.0]);
-        assert!(
-            s.counts.iter().all(|&c| c == 0),
-            "counts are cleared for the next call"
-        );
+        assert!(s.counts.iter().all(|&c| c == 0), "counts are cleared for the next call");
 
-        let p = SamplingParams {
-            frequency_penalty: 1.0,
-            repeat_last_n: -1,
-            ..params()
-        };
+        let p = SamplingParams { frequency_penalty: 1.0, repeat_last_n: -1, ..params() };
         let mut s = Sampler::new(p, 3);
         s.candidates = (0..3).map(|id| Candidate { id, logit: 1.0 }).collect();
         s.apply_penalties(&[2, 2, 2, 1]);
         let got: Vec<f32> = s.candidates.iter().map(|c| c.logit).collect();
         assert_eq!(got, vec![1.0, 0.0, -2.0]);
 
-        let p = SamplingParams {
-            repeat_penalty: 2.0,
-            repeat_last_n: 0,
-            ..params()
-        };
+        let p = SamplingParams { repeat_penalty: 2.0, repeat_last_n: 0, ..params() };
         let mut s = Sampler::new(p, 2);
         s.candidates = (0..2).map(|id| Candidate { id, logit: 1.0 }).collect();
         s.apply_penalties(&[0, 1]);
-        assert!(
-            s.candidates.iter().all(|c| c.logit == 1.0),
-            "repeat_last_n 0 turns them off"
-        );
+        assert!(s.candidates.iter().all(|c| c.logit == 1.0), "repeat_last_n 0 turns them off");
     }
 
     fn sequence(seed: u64, n: usize) -> Vec<u32> {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
-        let p = SamplingParams {
-            seed,
-            top_k: 0,
-            top_p: 1.0,
-            ..params()
-        };
+        let p = SamplingParams { seed, top_k: 0, top_p: 1.0, ..params() };
         let mut s = Sampler::new(p, logits.len());
         (0..n).map(|_| s.sample(&logits, &[])).collect()
     }
@@ -630,31 +496,21 @@ mod tests {
         let b = sequence(2, 500);
         let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
         assert!(same < 100, "{same} of 500 draws agree");
-        assert_ne!(
-            SamplingParams::default().seed,
-            SamplingParams::default().seed
-        );
+        assert_ne!(SamplingParams::default().seed, SamplingParams::default().seed);
     }
 
     #[test]
     fn draws_follow_the_softmax() {
         let logits = [1.0f32, 0.0, 2.0, -1.0, 0.5];
         let temperature = 0.7f32;
-        let p = SamplingParams {
-            temperature,
-            seed: 99,
-            ..params()
-        };
+        let p = SamplingParams { temperature, seed: 99, ..params() };
         let mut s = Sampler::new(p, logits.len());
         let n = 100_000;
         let mut observed = [0usize; 5];
         for _ in 0..n {
             observed[s.sample(&logits, &[]) as usize] += 1;
         }
-        let exps: Vec<f64> = logits
-            .iter()
-            .map(|&l| ((l / temperature) as f64).exp())
-            .collect();
+        let exps: Vec<f64> = logits.iter().map(|&l| ((l / temperature) as f64).exp()).collect();
         let sum: f64 = exps.iter().sum();
         let chi2: f64 = exps
             .iter()
@@ -677,127 +533,40 @@ mod tests {
         let d = SamplingParams::default();
         assert_eq!(field(d.clone()), "ok");
         assert_eq!(field(SamplingParams::greedy()), "ok");
-        assert_eq!(
-            field(SamplingParams {
-                temperature: f32::NAN,
-                ..d.clone()
-            }),
-            "temperature"
-        );
-        assert_eq!(
-            field(SamplingParams {
-                temperature: -0.1,
-                ..d.clone()
-            }),
-            "temperature"
-        );
-        assert_eq!(
-            field(SamplingParams {
-                top_p: 1.5,
-                ..d.clone()
-            }),
-            "top_p"
-        );
-        assert_eq!(
-            field(SamplingParams {
-                top_p: f32::NAN,
-                ..d.clone()
-            }),
-            "top_p"
-        );
-        assert_eq!(
-            field(SamplingParams {
-                min_p: -0.5,
-                ..d.clone()
-            }),
-            "min_p"
-        );
-        assert_eq!(
-            field(SamplingParams {
-                repeat_penalty: 0.0,
-                ..d.clone()
-            }),
-            "repeat_penalty"
-        );
-        assert_eq!(
-            field(SamplingParams {
-                repeat_last_n: -2,
-                ..d.clone()
-            }),
-            "repeat_last_n"
-        );
-        assert_eq!(
-            field(SamplingParams {
-                presence_penalty: f32::INFINITY,
-                ..d.clone()
-            }),
-            "presence_penalty"
-        );
-        assert_eq!(
-            field(SamplingParams {
-                frequency_penalty: f32::NAN,
-                ..d.clone()
-            }),
-            "frequency_penalty"
-        );
-        let msg = SamplingParams { top_p: 2.0, ..d }
-            .validate()
-            .unwrap_err()
-            .to_string();
+        assert_eq!(field(SamplingParams { temperature: f32::NAN, ..d.clone() }), "temperature");
+        assert_eq!(field(SamplingParams { temperature: -0.1, ..d.clone() }), "temperature");
+        assert_eq!(field(SamplingParams { top_p: 1.5, ..d.clone() }), "top_p");
+        assert_eq!(field(SamplingParams { top_p: f32::NAN, ..d.clone() }), "top_p");
+        assert_eq!(field(SamplingParams { min_p: -0.5, ..d.clone() }), "min_p");
+        assert_eq!(field(SamplingParams { repeat_penalty: 0.0, ..d.clone() }), "repeat_penalty");
+        assert_eq!(field(SamplingParams { repeat_last_n: -2, ..d.clone() }), "repeat_last_n");
+        assert_eq!(field(SamplingParams { presence_penalty: f32::INFINITY, ..d.clone() }), "presence_penalty");
+        assert_eq!(field(SamplingParams { frequency_penalty: f32::NAN, ..d.clone() }), "frequency_penalty");
+        let msg = SamplingParams { top_p: 2.0, ..d }.validate().unwrap_err().to_string();
         assert!(msg.contains("top_p") && msg.contains('2'), "{msg}");
     }
 
     #[test]
     fn invalid_params_do_not_panic() {
-        let bad = SamplingParams {
-            top_p: f32::NAN,
-            min_p: 5.0,
-            repeat_penalty: 0.0,
-            repeat_last_n: -1,
-            ..params()
-        };
+        let bad = SamplingParams { top_p: f32::NAN, min_p: 5.0, repeat_penalty: 0.0, repeat_last_n: -1, ..params() };
         for temperature in [f32::NAN, 1.0, f32::INFINITY] {
-            let mut s = Sampler::new(
-                SamplingParams {
-                    temperature,
-                    ..bad.clone()
-                },
-                3,
-            );
+            let mut s = Sampler::new(SamplingParams { temperature, ..bad.clone() }, 3);
             assert!(s.sample(&[1.0, 2.0, -3.0], &[0, 1, 2, 7]) < 3);
         }
-        let mut s = Sampler::new(
-            SamplingParams {
-                top_k: 100,
-                ..params()
-            },
-            3,
-        );
-        assert!(
-            s.sample(&[1.0, 2.0, 3.0, 4.0], &[3]) < 4,
-            "logits longer than n_vocab"
-        );
+        let mut s = Sampler::new(SamplingParams { top_k: 100, ..params() }, 3);
+        assert!(s.sample(&[1.0, 2.0, 3.0, 4.0], &[3]) < 4, "logits longer than n_vocab");
     }
 
     #[test]
     fn scratch_buffers_are_reused() {
         let logits: Vec<f32> = (0..1000).map(|i| (i as f32).cos()).collect();
-        let p = SamplingParams {
-            top_k: 0,
-            top_p: 0.95,
-            repeat_penalty: 1.2,
-            seed: 5,
-            ..params()
-        };
+        let p = SamplingParams { top_k: 0, top_p: 0.95, repeat_penalty: 1.2, seed: 5, ..params() };
         let mut s = Sampler::new(p, logits.len());
         s.sample(&logits, &[1, 2, 3]);
         let ptrs = (s.candidates.as_ptr(), s.weights.as_ptr(), s.seen.as_ptr());
         for _ in 0..20 {
             s.sample(&logits, &[1, 2, 3]);
         }
-        assert_eq!(
-            ptrs,
-            (s.candidates.as_ptr(), s.weights.as_ptr(), s.seen.as_ptr())
-        );
+        assert_eq!(ptrs, (s.candidates.as_ptr(), s.weights.as_ptr(), s.seen.as_ptr()));
     }
 }

@@ -29,11 +29,7 @@ impl StopMatcher {
     /// Empty strings are ignored (they would match everywhere).
     pub fn new(stops: Vec<String>) -> Self {
         let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
-        Self {
-            stops,
-            held: String::new(),
-            stopped: false,
-        }
+        Self { stops, held: String::new(), stopped: false }
     }
 
     /// Whether a stop string has been hit.
@@ -69,10 +65,7 @@ impl StopMatcher {
 
     /// Byte offset in `held` of the earliest complete stop string.
     fn earliest_match(&self) -> Option<usize> {
-        self.stops
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
+        self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min()
     }
 
     /// Byte offset in `held` where the longest suffix that is a proper prefix of some stop
@@ -145,10 +138,7 @@ mod tests {
 
         let pieces: Vec<String> = "one <|im_end|> two".chars().map(String::from).collect();
         let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
-        assert_eq!(
-            run(&mut matcher(&["<|im_end|>"]), &pieces),
-            ("one ".into(), Some(13))
-        );
+        assert_eq!(run(&mut matcher(&["<|im_end|>"]), &pieces), ("one ".into(), Some(13)));
     }
 
     #[test]
@@ -173,15 +163,9 @@ mod tests {
     #[test]
     fn overlapping_candidates() {
         // The earliest complete stop wins, even if a longer one started before it.
-        assert_eq!(
-            run(&mut matcher(&["abcd", "bc"]), &["xa", "b", "c", "d"]),
-            ("xa".into(), Some(2))
-        );
+        assert_eq!(run(&mut matcher(&["abcd", "bc"]), &["xa", "b", "c", "d"]), ("xa".into(), Some(2)));
         // Both complete in one push: the one that starts first wins.
-        assert_eq!(
-            run(&mut matcher(&["cd", "bcd"]), &["abcde"]),
-            ("a".into(), Some(0))
-        );
+        assert_eq!(run(&mut matcher(&["cd", "bcd"]), &["abcde"]), ("a".into(), Some(0)));
         // Held back for the longer candidate, then released when neither can match.
         let mut m = matcher(&["ab", "abcd"]);
         assert_eq!(m.push("xa"), ("x".into(), false));

@@ -55,13 +55,7 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-            tool_calls: None,
-            name: None,
-            tool_call_id: None,
-        }
+        Self { role: role.into(), content: content.into(), tool_calls: None, name: None, tool_call_id: None }
     }
 }
 
@@ -86,14 +80,8 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned(TEMPLATE_NAME, without_generation_tags(source))
-            .map_err(|e| TemplateError::Syntax(describe(&e)))?;
-        Ok(Self {
-            env,
-            source: source.to_owned(),
-            bos_token: bos_token.to_owned(),
-            eos_token: eos_token.to_owned(),
-        })
+        env.add_template_owned(TEMPLATE_NAME, without_generation_tags(source)).map_err(|e| TemplateError::Syntax(describe(&e)))?;
+        Ok(Self { env, source: source.to_owned(), bos_token: bos_token.to_owned(), eos_token: eos_token.to_owned() })
     }
 
     /// The template's Jinja source.
@@ -103,16 +91,8 @@ impl ChatTemplate {
 
     /// `tools`: the JSON array of tool schemas, passed as given; `None` renders with
     /// `tools = none`, as transformers does.
-    pub fn render(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-        tools: Option<&serde_json::Value>,
-    ) -> Result<String, TemplateError> {
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| TemplateError::Render(describe(&e)))?;
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool, tools: Option<&serde_json::Value>) -> Result<String, TemplateError> {
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| TemplateError::Render(describe(&e)))?;
         let ctx = minijinja::context! {
             messages => Value::from_serialize(messages),
             tools => tools.map_or(Value::from(()), Value::from_serialize),
@@ -131,10 +111,7 @@ impl ChatTemplate {
 /// The error's message with the template line it points at.
 fn describe(e: &Error) -> String {
     match e.line() {
-        Some(line) => format!(
-            "{} (line {line})",
-            e.detail().unwrap_or(&e.kind().to_string())
-        ),
+        Some(line) => format!("{} (line {line})", e.detail().unwrap_or(&e.kind().to_string())),
         None => e.to_string(),
     }
 }
@@ -186,17 +163,12 @@ fn without_generation_tags(source: &str) -> String {
 
 /// Prints `{{ value }}` as Python's `str()` would: `None`, `True`/`False`, and lists and
 /// dicts in repr form. Strings and undefined go through minijinja's own formatter.
-fn python_formatter(
-    out: &mut minijinja::Output,
-    state: &State,
-    value: &Value,
-) -> Result<(), Error> {
+fn python_formatter(out: &mut minijinja::Output, state: &State, value: &Value) -> Result<(), Error> {
     match value.kind() {
         ValueKind::None | ValueKind::Bool | ValueKind::Number | ValueKind::Seq | ValueKind::Map => {
             let mut text = String::new();
             python_repr(value, &mut text);
-            out.write_str(&text)
-                .map_err(|_| Error::new(ErrorKind::WriteFailure, "output"))
+            out.write_str(&text).map_err(|_| Error::new(ErrorKind::WriteFailure, "output"))
         }
         _ => minijinja::escape_formatter(out, state, value),
     }
@@ -210,11 +182,7 @@ fn python_repr(value: &Value, out: &mut String) {
         ValueKind::Number => out.push_str(&python_number(value, false)),
         ValueKind::String => {
             let s = value.as_str().unwrap_or_default();
-            let quote = if s.contains('\'') && !s.contains('"') {
-                '"'
-            } else {
-                '\''
-            };
+            let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
             out.push(quote);
             for ch in s.chars() {
                 match ch {
@@ -312,18 +280,12 @@ fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
         Some(pair) => {
             let item = pair.get_item(&Value::from(0))?;
             let key = pair.get_item(&Value::from(1))?;
-            (
-                item.as_str().unwrap_or(",").to_owned(),
-                key.as_str().unwrap_or(":").to_owned(),
-            )
+            (item.as_str().unwrap_or(",").to_owned(), key.as_str().unwrap_or(":").to_owned())
         }
         None if format.indent.is_some() => (",".into(), ": ".into()),
         None => (", ".into(), ": ".into()),
     };
-    let format = JsonFormat {
-        separators,
-        ..format
-    };
+    let format = JsonFormat { separators, ..format };
     let mut out = String::new();
     format.write(value, 0, &mut out)?;
     Ok(out)
@@ -347,9 +309,7 @@ impl JsonFormat {
             ValueKind::String => self.write_str(value.as_str().unwrap_or_default(), out),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = value.try_iter()?.collect();
-                self.write_container(out, depth, ('[', ']'), &items, |item, out| {
-                    self.write(item, depth + 1, out)
-                })?;
+                self.write_container(out, depth, ('[', ']'), &items, |item, out| self.write(item, depth + 1, out))?;
             }
             ValueKind::Map => {
                 let mut entries = Vec::new();
@@ -373,12 +333,7 @@ impl JsonFormat {
                     self.write(item, depth + 1, out)
                 })?;
             }
-            kind => {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("Object of type {kind} is not JSON serializable"),
-                ))
-            }
+            kind => return Err(Error::new(ErrorKind::InvalidOperation, format!("Object of type {kind} is not JSON serializable"))),
         }
         Ok(())
     }
@@ -442,35 +397,12 @@ impl JsonFormat {
 /// transformers' `strftime_now(format)`: `datetime.now().strftime(format)`. bantam has
 /// no time zone database, so "now" is UTC.
 fn strftime_now(format: &str) -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     strftime(format, secs)
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 /// C `strftime` for UTC seconds since the epoch: the directives chat templates use, with
 /// glibc's `-` flag (no padding). Unknown directives are copied through, as glibc does.
@@ -562,9 +494,7 @@ mod tests {
     fn real_template(model: &str) -> String {
         let path = store::model_file(model).unwrap_or_else(|e| panic!("{e}: run `bantam pull` for the test models (scripts/test.sh does)"));
         let gguf = gguf::Gguf::open(&path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-        gguf.metadata_str("tokenizer.chat_template")
-            .expect("model has a chat template")
-            .to_owned()
+        gguf.metadata_str("tokenizer.chat_template").expect("model has a chat template").to_owned()
     }
 
     fn msg(role: &str, content: &str) -> ChatMessage {
@@ -572,12 +502,7 @@ mod tests {
     }
 
     fn conversation() -> Vec<ChatMessage> {
-        vec![
-            msg("system", "Sys"),
-            msg("user", "  hi there  "),
-            msg("assistant", "Hello"),
-            msg("user", "Bye"),
-        ]
+        vec![msg("system", "Sys"), msg("user", "  hi there  "), msg("assistant", "Hello"), msg("user", "Bye")]
     }
 
     /// Renders an inline template over `conversation()`; `<s>`/`</s>` as BOS/EOS.
@@ -602,8 +527,7 @@ mod tests {
 
     #[test]
     fn smollm2_system_user_generation_prompt() {
-        let t = ChatTemplate::new(&real_template("smollm2-135m"), "<|im_start|>", "<|im_end|>")
-            .unwrap();
+        let t = ChatTemplate::new(&real_template("smollm2-135m"), "<|im_start|>", "<|im_end|>").unwrap();
         let messages = [msg("system", "You are a pirate."), msg("user", "Hello!")];
         assert_eq!(
             t.render(&messages, true, None).unwrap(),
@@ -613,13 +537,8 @@ mod tests {
 
     #[test]
     fn smollm2_inserts_its_default_system_prompt() {
-        let t = ChatTemplate::new(&real_template("smollm2-135m"), "<|im_start|>", "<|im_end|>")
-            .unwrap();
-        let messages = [
-            msg("user", "Hi"),
-            msg("assistant", "Hello! How can I help?"),
-            msg("user", "Tell me a joke."),
-        ];
+        let t = ChatTemplate::new(&real_template("smollm2-135m"), "<|im_start|>", "<|im_end|>").unwrap();
+        let messages = [msg("user", "Hi"), msg("assistant", "Hello! How can I help?"), msg("user", "Tell me a joke.")];
         assert_eq!(
             t.render(&messages, false, None).unwrap(),
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
@@ -642,11 +561,7 @@ mod tests {
     #[test]
     fn qwen25_keeps_a_given_system_prompt() {
         let t = ChatTemplate::new(&real_template("qwen2.5-coder-0.5b"), "", "<|im_end|>").unwrap();
-        let messages = [
-            msg("system", "Be terse."),
-            msg("user", "2+2?"),
-            msg("assistant", "4"),
-        ];
+        let messages = [msg("system", "Be terse."), msg("user", "2+2?"), msg("assistant", "4")];
         assert_eq!(
             t.render(&messages, false, None).unwrap(),
             "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
@@ -657,9 +572,7 @@ mod tests {
     fn qwen25_renders_the_tools_block() {
         let t = ChatTemplate::new(&real_template("qwen2.5-coder-0.5b"), "", "<|im_end|>").unwrap();
         let tools = weather_tools();
-        let got = t
-            .render(&[msg("user", "Weather in Paris?")], true, Some(&tools))
-            .unwrap();
+        let got = t.render(&[msg("user", "Weather in Paris?")], true, Some(&tools)).unwrap();
         let want = format!(
             "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.{QWEN_TOOLS_SYSTEM_TAIL}\
              <|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n"
@@ -674,17 +587,9 @@ mod tests {
         let call = |city: &str| json!({"type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}});
         let mut assistant = msg("assistant", "");
         assistant.tool_calls = Some(json!([call("Paris"), call("Rome")]));
-        let tool = |content: &str| ChatMessage {
-            name: Some("get_weather".into()),
-            ..msg("tool", content)
-        };
-        let messages = [
-            msg("system", "You check the weather."),
-            msg("user", "Weather in Paris and Rome?"),
-            assistant,
-            tool("{\"temp\": 21}"),
-            tool("{\"temp\": 25}"),
-        ];
+        let tool = |content: &str| ChatMessage { name: Some("get_weather".into()), ..msg("tool", content) };
+        let messages =
+            [msg("system", "You check the weather."), msg("user", "Weather in Paris and Rome?"), assistant, tool("{\"temp\": 21}"), tool("{\"temp\": 25}")];
         let got = t.render(&messages, true, Some(&tools)).unwrap();
         let want = format!(
             "<|im_start|>system\nYou check the weather.{QWEN_TOOLS_SYSTEM_TAIL}\
@@ -699,11 +604,9 @@ mod tests {
 
     #[test]
     fn blocks_are_trimmed_and_left_stripped_like_transformers() {
-        let source = "{% for m in messages %}\n    {% if m.role == 'user' %}\nU: {{ m.content }}\n    {% else %}\nA: {{ m.content }}\n    {% endif %}\n{% endfor %}\n";
-        assert_eq!(
-            render(source, None).unwrap(),
-            "A: Sys\nU:   hi there  \nA: Hello\nU: Bye\n"
-        );
+        let source =
+            "{% for m in messages %}\n    {% if m.role == 'user' %}\nU: {{ m.content }}\n    {% else %}\nA: {{ m.content }}\n    {% endif %}\n{% endfor %}\n";
+        assert_eq!(render(source, None).unwrap(), "A: Sys\nU:   hi there  \nA: Hello\nU: Bye\n");
     }
 
     #[test]
@@ -740,10 +643,7 @@ mod tests {
         ]
         .join("\n");
         assert_eq!(render(source, Some(&tools)).unwrap(), want);
-        assert!(matches!(
-            render("{{ foo | tojson }}", None),
-            Err(TemplateError::Render(_))
-        ));
+        assert!(matches!(render("{{ foo | tojson }}", None), Err(TemplateError::Render(_))));
     }
 
     #[test]
@@ -757,20 +657,14 @@ mod tests {
     fn generation_tags_render_their_body() {
         let source = "{% for m in messages %}\n{% if m.role == 'assistant' %}\n[{% generation %}{{ m.content }}{% endgeneration %}]\n\
             {%- generation -%}\n   ({{ m.content }})   \n{%- endgeneration %}\n{% else %}\n{{ m.content }}\n{% endif %}\n{% endfor %}";
-        assert_eq!(
-            render(source, None).unwrap(),
-            "Sys\n  hi there  \n[Hello](Hello)Bye\n"
-        );
+        assert_eq!(render(source, None).unwrap(), "Sys\n  hi there  \n[Hello](Hello)Bye\n");
     }
 
     #[test]
     fn absent_tools_are_none_as_in_transformers() {
         let source = "{{ tools is none }}|{{ tools is defined }}|{% if tools %}T{% else %}F{% endif %}|{{ documents is none }}";
         assert_eq!(render(source, None).unwrap(), "True|True|F|True");
-        assert_eq!(
-            render(source, Some(&json!([{"name": "f"}]))).unwrap(),
-            "False|True|T|True"
-        );
+        assert_eq!(render(source, Some(&json!([{"name": "f"}]))).unwrap(), "False|True|T|True");
     }
 
     #[test]
@@ -780,10 +674,7 @@ mod tests {
         assert_eq!(render(source, None).unwrap(), "True 4");
         let source = "{% for m in messages[1:][::-1] %}{{ loop.index0 }}{{ m.role[0] }}{% endfor %}|{{ messages[-1].content }}|\
             {{ (messages | selectattr('role', 'equalto', 'user') | list | length) }}|{{ messages | map(attribute='role') | join(',') }}";
-        assert_eq!(
-            render(source, None).unwrap(),
-            "0u1a2u|Bye|2|system,user,assistant,user"
-        );
+        assert_eq!(render(source, None).unwrap(), "0u1a2u|Bye|2|system,user,assistant,user");
     }
 
     #[test]
@@ -792,20 +683,13 @@ mod tests {
             [{{ foo }}]|{{ messages[0].tool_calls is defined }}";
         assert_eq!(render(source, None).unwrap(), "[]|n|[]|False");
         // As in jinja2, an attribute of an undefined value is an error.
-        assert!(matches!(
-            render("{{ foo.bar }}", None),
-            Err(TemplateError::Render(_))
-        ));
+        assert!(matches!(render("{{ foo.bar }}", None), Err(TemplateError::Render(_))));
     }
 
     #[test]
     fn special_tokens() {
-        let source =
-            "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}";
-        assert_eq!(
-            render(source, None).unwrap(),
-            "<s>Sys</s>  hi there  </s>Hello</s>Bye</s>"
-        );
+        let source = "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}";
+        assert_eq!(render(source, None).unwrap(), "<s>Sys</s>  hi there  </s>Hello</s>Bye</s>");
     }
 
     #[test]
@@ -852,12 +736,7 @@ mod tests {
     #[test]
     fn gemma_style_template() {
         let t = ChatTemplate::new(GEMMA_STYLE, "<bos>", "<eos>").unwrap();
-        let messages = [
-            msg("system", "Be brief."),
-            msg("user", " Hi "),
-            msg("assistant", "Hello."),
-            msg("user", "Bye"),
-        ];
+        let messages = [msg("system", "Be brief."), msg("user", " Hi "), msg("assistant", "Hello."), msg("user", "Bye")];
         assert_eq!(
             t.render(&messages, true, None).unwrap(),
             "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n\
@@ -865,10 +744,7 @@ mod tests {
         );
         match t.render(&[msg("user", "a"), msg("user", "b")], false, None) {
             Err(TemplateError::Raised(m)) => {
-                assert_eq!(
-                    m,
-                    "Conversation roles must alternate user/assistant/user/assistant/..."
-                )
+                assert_eq!(m, "Conversation roles must alternate user/assistant/user/assistant/...")
             }
             other => panic!("expected Raised, got {other:?}"),
         }
@@ -876,22 +752,10 @@ mod tests {
 
     #[test]
     fn bad_templates_are_errors() {
-        assert!(matches!(
-            ChatTemplate::new("{% for m in messages %}", "", ""),
-            Err(TemplateError::Syntax(_))
-        ));
-        assert!(matches!(
-            ChatTemplate::new("{{ ", "", ""),
-            Err(TemplateError::Syntax(_))
-        ));
-        assert!(matches!(
-            render("{{ messages + 1 }}", None),
-            Err(TemplateError::Render(_))
-        ));
-        assert!(matches!(
-            render("{{ 'a'.nosuchmethod() }}", None),
-            Err(TemplateError::Render(_))
-        ));
+        assert!(matches!(ChatTemplate::new("{% for m in messages %}", "", ""), Err(TemplateError::Syntax(_))));
+        assert!(matches!(ChatTemplate::new("{{ ", "", ""), Err(TemplateError::Syntax(_))));
+        assert!(matches!(render("{{ messages + 1 }}", None), Err(TemplateError::Render(_))));
+        assert!(matches!(render("{{ 'a'.nosuchmethod() }}", None), Err(TemplateError::Render(_))));
     }
 
     #[test]
@@ -899,10 +763,7 @@ mod tests {
         // 2024-07-26 13:05:09 UTC, a Friday.
         let t = 1_721_999_109;
         assert_eq!(strftime("%Y-%m-%d %H:%M:%S", t), "2024-07-26 13:05:09");
-        assert_eq!(
-            strftime("%d %b %Y|%B %-d, %Y|%a %A|%j|%I %p|%y|%%|%Q", t),
-            "26 Jul 2024|July 26, 2024|Fri Friday|208|01 PM|24|%|%Q"
-        );
+        assert_eq!(strftime("%d %b %Y|%B %-d, %Y|%a %A|%j|%I %p|%y|%%|%Q", t), "26 Jul 2024|July 26, 2024|Fri Friday|208|01 PM|24|%|%Q");
         assert_eq!(strftime("%Y-%m-%d %a", 0), "1970-01-01 Thu");
         assert_eq!(strftime("%Y-%m-%d %j", 951_782_400), "2000-02-29 060");
         assert_eq!(strftime("%Y-%m-%d", -86_400), "1969-12-31");
@@ -913,13 +774,8 @@ mod tests {
     #[test]
     fn chat_message_serde_skips_absent_fields() {
         let m = msg("user", "hi");
-        assert_eq!(
-            serde_json::to_value(&m).unwrap(),
-            json!({"role": "user", "content": "hi"})
-        );
-        let back: ChatMessage =
-            serde_json::from_value(json!({"role": "tool", "content": "1", "tool_call_id": "c1"}))
-                .unwrap();
+        assert_eq!(serde_json::to_value(&m).unwrap(), json!({"role": "user", "content": "hi"}));
+        let back: ChatMessage = serde_json::from_value(json!({"role": "tool", "content": "1", "tool_call_id": "c1"})).unwrap();
         assert_eq!(back.tool_call_id.as_deref(), Some("c1"));
         assert_eq!(back.name, None);
     }

@@ -203,7 +203,9 @@ pub fn generic_system_prompt(tools: &[ToolSpec]) -> String {
         s.push_str(&Value::Object(f).to_string());
         s.push('\n');
     }
-    s.push_str("To call a function, answer with only a JSON object: {\"name\": <function name>, \"arguments\": <arguments object>}. Otherwise answer normally.");
+    s.push_str(
+        "To call a function, answer with only a JSON object: {\"name\": <function name>, \"arguments\": <arguments object>}. Otherwise answer normally.",
+    );
     s
 }
 

@@ -85,10 +85,7 @@ impl EngineHandle {
         let limit = self.options.max_parallel + self.options.max_queue;
         let taken = self.stats.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1));
         if taken.is_err() {
-            return Err(SubmitError::Overloaded {
-                running: self.stats.running.load(Ordering::Relaxed),
-                queued: self.stats.queued.load(Ordering::Relaxed),
-            });
+            return Err(SubmitError::Overloaded { running: self.stats.running.load(Ordering::Relaxed), queued: self.stats.queued.load(Ordering::Relaxed) });
         }
         self.tx.send(Command::Generate(req)).map_err(|_| {
             self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
@@ -347,9 +344,8 @@ impl Engine {
     fn step(&mut self) -> Result<(), EngineError> {
         // Running sequences in arrival order.
         self.views.clear();
-        self.views.extend(self.slots.iter().enumerate().filter_map(|(i, s)| {
-            s.active.as_ref().map(|a| SeqView { slot: i, pending: a.req.prompt.len() - a.n_done })
-        }));
+        self.views
+            .extend(self.slots.iter().enumerate().filter_map(|(i, s)| s.active.as_ref().map(|a| SeqView { slot: i, pending: a.req.prompt.len() - a.n_done })));
         let slots = &self.slots;
         self.views.sort_unstable_by_key(|v| slots[v.slot].active.as_ref().map_or(0, |a| a.order));
         scheduler::plan(&self.views, self.budget, &mut self.plan);

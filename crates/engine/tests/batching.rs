@@ -145,13 +145,30 @@ fn a_full_queue_refuses_and_a_bad_request_fails_alone() {
     let a = submit(&h, prompt(&lm, PROMPTS[0]), 8);
     let b = submit(&h, prompt(&lm, PROMPTS[1]), 8);
     let (tx, _rx) = mpsc::unbounded_channel();
-    let third = h.submit(Request { prompt: prompt(&lm, PROMPTS[2]), params: params(8), logprobs: None, logit_bias: Vec::new(), constraint: None, events: tx, submitted: Instant::now() });
+    let third = h.submit(Request {
+        prompt: prompt(&lm, PROMPTS[2]),
+        params: params(8),
+        logprobs: None,
+        logit_bias: Vec::new(),
+        constraint: None,
+        events: tx,
+        submitted: Instant::now(),
+    });
     assert!(matches!(third, Err(engine::SubmitError::Overloaded { .. })), "{third:?}");
     assert!(!collect(a).0.is_empty());
     assert!(!collect(b).0.is_empty());
     // Too long for the context: an error for this request, the engine carries on.
     let (tx, mut rx) = mpsc::unbounded_channel();
-    h.submit(Request { prompt: vec![1; 300], params: params(8), logprobs: None, logit_bias: Vec::new(), constraint: None, events: tx, submitted: Instant::now() }).unwrap();
+    h.submit(Request {
+        prompt: vec![1; 300],
+        params: params(8),
+        logprobs: None,
+        logit_bias: Vec::new(),
+        constraint: None,
+        events: tx,
+        submitted: Instant::now(),
+    })
+    .unwrap();
     assert!(matches!(rx.blocking_recv(), Some(Event::Error(engine::EngineError::PromptTooLong { n_prompt: 300, n_ctx: 256 }))));
     assert!(!collect(submit(&h, prompt(&lm, PROMPTS[0]), 8)).0.is_empty());
 }
@@ -161,7 +178,16 @@ fn logprobs_are_normalised_and_the_greedy_token_is_the_top_one() {
     let lm = load();
     let h = engine(&lm, Budget::default());
     let (tx, mut rx) = mpsc::unbounded_channel();
-    h.submit(Request { prompt: prompt(&lm, PROMPTS[0]), params: params(6), logprobs: Some(5), logit_bias: Vec::new(), constraint: None, events: tx, submitted: Instant::now() }).unwrap();
+    h.submit(Request {
+        prompt: prompt(&lm, PROMPTS[0]),
+        params: params(6),
+        logprobs: Some(5),
+        logit_bias: Vec::new(),
+        constraint: None,
+        events: tx,
+        submitted: Instant::now(),
+    })
+    .unwrap();
     let mut seen = 0;
     while let Some(ev) = rx.blocking_recv() {
         match ev {
@@ -204,7 +230,8 @@ fn constrained_sequences_beside_plain_ones() {
     let mut rxs: Vec<_> = PROMPTS[..3].iter().map(|p| submit(&h, prompt(&lm, p), 24)).collect();
     let (tx, rx) = mpsc::unbounded_channel();
     let constraint = Some(lm.constrain(&g).unwrap());
-    h.submit(Request { prompt: json_prompt, params: params(64), logprobs: None, logit_bias: Vec::new(), constraint, events: tx, submitted: Instant::now() }).unwrap();
+    h.submit(Request { prompt: json_prompt, params: params(64), logprobs: None, logit_bias: Vec::new(), constraint, events: tx, submitted: Instant::now() })
+        .unwrap();
     rxs.push(rx);
     let outs: Vec<(String, Usage)> = rxs.into_iter().map(collect).collect();
     for (k, reference) in plain.iter().enumerate() {

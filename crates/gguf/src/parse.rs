@@ -31,9 +31,11 @@ type R<T> = Result<T, String>;
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> R<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
-            format!("truncated: {what} needs {n} bytes at offset {} but the file has {}", self.pos, self.bytes.len())
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| format!("truncated: {what} needs {n} bytes at offset {} but the file has {}", self.pos, self.bytes.len()))?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)

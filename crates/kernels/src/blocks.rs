@@ -162,15 +162,8 @@ unsafe impl Block for BlockQ8K {}
 /// validated when a file is indexed and scratch buffers are allocated as blocks.
 pub fn as_blocks<T: Block>(bytes: &[u8]) -> &[T] {
     let size = std::mem::size_of::<T>();
-    assert!(
-        bytes.len() % size == 0,
-        "{} bytes is not a whole number of {size}-byte blocks",
-        bytes.len()
-    );
-    assert!(
-        bytes.as_ptr() as usize % std::mem::align_of::<T>() == 0,
-        "misaligned block data"
-    );
+    assert!(bytes.len() % size == 0, "{} bytes is not a whole number of {size}-byte blocks", bytes.len());
+    assert!(bytes.as_ptr() as usize % std::mem::align_of::<T>() == 0, "misaligned block data");
     // SAFETY: length and alignment checked above; T is plain old data (trait Block).
     unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) }
 }
@@ -178,20 +171,13 @@ pub fn as_blocks<T: Block>(bytes: &[u8]) -> &[T] {
 /// View blocks as bytes.
 pub fn block_bytes<T: Block>(blocks: &[T]) -> &[u8] {
     // SAFETY: T is plain old data with no padding (sizes asserted above).
-    unsafe {
-        std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks))
-    }
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks)) }
 }
 
 /// Mutable view of blocks as bytes.
 pub fn block_bytes_mut<T: Block>(blocks: &mut [T]) -> &mut [u8] {
     // SAFETY: as above; every byte pattern is a valid T.
-    unsafe {
-        std::slice::from_raw_parts_mut(
-            blocks.as_mut_ptr() as *mut u8,
-            std::mem::size_of_val(blocks),
-        )
-    }
+    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr() as *mut u8, std::mem::size_of_val(blocks)) }
 }
 
 #[inline(always)]

@@ -114,12 +114,8 @@ fn dequant_q2k(b: &BlockQ2K, y: &mut [f32]) {
 pub(crate) fn unpack_q3k_scales(s: &[u8; 12]) -> [i8; 16] {
     const KMASK1: u32 = 0x0303_0303;
     const KMASK2: u32 = 0x0f0f_0f0f;
-    let mut aux = [
-        u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
-        u32::from_le_bytes([s[4], s[5], s[6], s[7]]),
-        u32::from_le_bytes([s[8], s[9], s[10], s[11]]),
-        0,
-    ];
+    let mut aux =
+        [u32::from_le_bytes([s[0], s[1], s[2], s[3]]), u32::from_le_bytes([s[4], s[5], s[6], s[7]]), u32::from_le_bytes([s[8], s[9], s[10], s[11]]), 0];
     let tmp = aux[2];
     aux[2] = ((aux[0] >> 4) & KMASK2) | (((tmp >> 4) & KMASK1) << 4);
     aux[3] = ((aux[1] >> 4) & KMASK2) | (((tmp >> 6) & KMASK1) << 4);

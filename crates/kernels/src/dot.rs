@@ -64,9 +64,7 @@ impl ActType {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            ActType::Q8_0 | ActType::Q8_1 if Isa::detect_cached() != Isa::Scalar => {
-                avx2::quantize_q8(x, out, self == ActType::Q8_1)
-            }
+            ActType::Q8_0 | ActType::Q8_1 if Isa::detect_cached() != Isa::Scalar => avx2::quantize_q8(x, out, self == ActType::Q8_1),
             ActType::Q8_0 => quantize_q8_0(x, view(out)),
             ActType::Q8_1 => quantize_q8_1(x, view(out)),
             ActType::Q8K => quantize_q8_k(x, view(out)),
@@ -123,15 +121,8 @@ impl Isa {
         {
             // BANTAM_ISA=scalar|avx2 caps the instruction set (for comparisons and tests).
             let cap = std::env::var("BANTAM_ISA").unwrap_or_default();
-            if cap != "scalar"
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")
-            {
-                if cap != "avx2"
-                    && is_x86_feature_detected!("avx512vnni")
-                    && is_x86_feature_detected!("avx512vl")
-                {
+            if cap != "scalar" && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                if cap != "avx2" && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
                     return Isa::Vnni;
                 }
                 return Isa::Avx2;
@@ -202,14 +193,10 @@ fn dequant_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     let mut i = 0;
     while i < n {
         let len = chunk.min(n - i);
-        let wb =
-            &w[i / ty.block_len() * ty.block_bytes()..][..ty.row_bytes(len).unwrap_or(chunk_bytes)];
+        let wb = &w[i / ty.block_len() * ty.block_bytes()..][..ty.row_bytes(len).unwrap_or(chunk_bytes)];
         dequantize_row(ty, wb, &mut buf[..len]);
         let mut s = 0f32;
-        for (x, y) in buf[..len]
-            .iter()
-            .zip(a[i * 4..(i + len) * 4].chunks_exact(4))
-        {
+        for (x, y) in buf[..len].iter().zip(a[i * 4..(i + len) * 4].chunks_exact(4)) {
             s += x * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
         }
         sum += s;

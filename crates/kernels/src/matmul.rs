@@ -25,15 +25,7 @@ impl<'a> QMatrix<'a> {
     /// `data` must be exactly `rows` rows of `cols` elements of `ty`; returns `None` if not.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8], isa: Isa) -> Option<Self> {
         let row_bytes = ty.row_bytes(cols)?;
-        (row_bytes * rows == data.len()).then_some(QMatrix {
-            ty,
-            rows,
-            cols,
-            data,
-            dot: dot_fn(ty, isa),
-            dot4: dot4_fn(ty, isa),
-            row_bytes,
-        })
+        (row_bytes * rows == data.len()).then_some(QMatrix { ty, rows, cols, data, dot: dot_fn(ty, isa), dot4: dot4_fn(ty, isa), row_bytes })
     }
 
     pub fn row(&self, r: usize) -> &'a [u8] {
@@ -202,15 +194,11 @@ mod tests {
     #[test]
     fn matmul_matches_naive() {
         let (rows, cols, n) = (37, 64, 9);
-        let wf: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.5)
-            .collect();
+        let wf: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.5).collect();
         let wq = quantize_weights_q8_0(&wf);
         let bytes = crate::blocks::block_bytes(&wq);
         let w = QMatrix::new(GgmlType::Q8_0, rows, cols, bytes, Isa::detect()).unwrap();
-        let x: Vec<f32> = (0..n * cols)
-            .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5)
-            .collect();
+        let x: Vec<f32> = (0..n * cols).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5).collect();
         for threads in [1, 2, 3] {
             let pool = Pool::new(threads);
             let mut out = vec![0f32; n * rows];
@@ -223,11 +211,7 @@ mod tests {
             for t in 0..n {
                 for r in 0..rows {
                     let want: f32 = (0..cols).map(|k| wf[r * cols + k] * x[t * cols + k]).sum();
-                    assert!(
-                        (out[t * rows + r] - want).abs() < 0.05,
-                        "t{t} r{r}: {} vs {want}",
-                        out[t * rows + r]
-                    );
+                    assert!((out[t * rows + r] - want).abs() < 0.05, "t{t} r{r}: {} vs {want}", out[t * rows + r]);
                 }
             }
         }

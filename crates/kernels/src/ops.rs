@@ -43,11 +43,7 @@ fn gelu_exact_tanh(x: f32) -> f32 {
 /// outputs (`ggml_table_gelu_f16`, GGML_GELU_FP16); we do the same to match its results.
 fn gelu_table() -> &'static [u16] {
     static T: OnceLock<Vec<u16>> = OnceLock::new();
-    T.get_or_init(|| {
-        (0..=u16::MAX)
-            .map(|b| f32_to_f16(gelu_exact_tanh(f16_to_f32(b))))
-            .collect()
-    })
+    T.get_or_init(|| (0..=u16::MAX).map(|b| f32_to_f16(gelu_exact_tanh(f16_to_f32(b)))).collect())
 }
 
 /// GeGLU: `gate = gelu(gate) * up` (`ggml_vec_geglu_f32`).
@@ -79,11 +75,7 @@ pub fn rope(x: &mut [f32], pos: usize, base: f32, neox: bool, freq_factors: Opti
             None => theta,
         };
         let (s, c) = t.sin_cos();
-        let (a, b) = if neox {
-            (i, i + d / 2)
-        } else {
-            (2 * i, 2 * i + 1)
-        };
+        let (a, b) = if neox { (i, i + d / 2) } else { (2 * i, 2 * i + 1) };
         let (x0, x1) = (x[a], x[b]);
         x[a] = x0 * c - x1 * s;
         x[b] = x0 * s + x1 * c;
@@ -146,12 +138,7 @@ mod x86 {
         let mut i = 0;
         while i + 8 <= n {
             // SAFETY: i + 8 <= n for both slices.
-            let (kv, qv) = unsafe {
-                (
-                    _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i) as *const __m128i)),
-                    _mm256_loadu_ps(q.as_ptr().add(i)),
-                )
-            };
+            let (kv, qv) = unsafe { (_mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i) as *const __m128i)), _mm256_loadu_ps(q.as_ptr().add(i))) };
             acc = _mm256_fmadd_ps(kv, qv, acc);
             i += 8;
         }
@@ -192,9 +179,7 @@ mod tests {
     use super::*;
     #[test]
     fn f16_kernels_match_scalar() {
-        let k: Vec<u16> = (0..77)
-            .map(|i| f32_to_f16((i as f32 * 0.37).sin()))
-            .collect();
+        let k: Vec<u16> = (0..77).map(|i| f32_to_f16((i as f32 * 0.37).sin())).collect();
         let q: Vec<f32> = (0..77).map(|i| (i as f32 * 0.11).cos()).collect();
         let want: f32 = k.iter().zip(&q).map(|(&a, &b)| f16_to_f32(a) * b).sum();
         assert!((dot_f16(&k, &q) - want).abs() < 1e-4);

@@ -97,10 +97,7 @@ pub fn quantize_weights_q4_0(x: &[f32]) -> Vec<BlockQ4_0> {
                 let q1 = ((xs[j + 16] * id + 8.5) as i32).min(15) as u8;
                 qs[j] = q0 | (q1 << 4);
             }
-            BlockQ4_0 {
-                d: f32_to_f16(d),
-                qs,
-            }
+            BlockQ4_0 { d: f32_to_f16(d), qs }
         })
         .collect()
 }
@@ -119,11 +116,7 @@ pub fn quantize_weights_q4_1(x: &[f32]) -> Vec<BlockQ4_1> {
                 let q1 = (((xs[j + 16] - min) * id + 0.5) as i32).min(15) as u8;
                 qs[j] = q0 | (q1 << 4);
             }
-            BlockQ4_1 {
-                d: f32_to_f16(d),
-                m: f32_to_f16(min),
-                qs,
-            }
+            BlockQ4_1 { d: f32_to_f16(d), m: f32_to_f16(min), qs }
         })
         .collect()
 }
@@ -144,11 +137,7 @@ pub fn quantize_weights_q5_0(x: &[f32]) -> Vec<BlockQ5_0> {
                 qh |= ((q0 & 0x10) >> 4) << j;
                 qh |= ((q1 & 0x10) >> 4) << (j + 16);
             }
-            BlockQ5_0 {
-                d: f32_to_f16(d),
-                qh: qh.to_le_bytes(),
-                qs,
-            }
+            BlockQ5_0 { d: f32_to_f16(d), qh: qh.to_le_bytes(), qs }
         })
         .collect()
 }

@@ -53,20 +53,20 @@ impl Batch {
 #[derive(Default)]
 pub struct Scratch {
     pos: Vec<usize>,
-    next: Vec<usize>, // [n_sequences] next position of each sequence
-    x: Vec<f32>,    // [T, n_embd] residual stream
-    h: Vec<f32>,    // [T, n_embd] normed input of a sub-block
-    q: Vec<f32>,    // [T, n_head * hd]
-    k: Vec<f32>,    // [T, n_kv * hd]
-    v: Vec<f32>,    // [T, n_kv * hd_v]
-    att: Vec<f32>,  // [T, n_head * hd_v]
-    o: Vec<f32>,    // [T, n_embd]
-    gate: Vec<f32>, // [T, n_ff]
-    fused: Vec<f32>, // [T, q+k+v] or [T, 2*n_ff] output of a fused projection
-    up: Vec<f32>,   // [T, n_ff]
-    f16: Vec<u16>,  // [max(kv_dim, v_dim)]
-    scores: Vec<f32>, // [n_threads, max_positions + hd_v] per-thread attention scratch
-    last: Vec<f32>, // [n_out, n_embd]
+    next: Vec<usize>,     // [n_sequences] next position of each sequence
+    x: Vec<f32>,          // [T, n_embd] residual stream
+    h: Vec<f32>,          // [T, n_embd] normed input of a sub-block
+    q: Vec<f32>,          // [T, n_head * hd]
+    k: Vec<f32>,          // [T, n_kv * hd]
+    v: Vec<f32>,          // [T, n_kv * hd_v]
+    att: Vec<f32>,        // [T, n_head * hd_v]
+    o: Vec<f32>,          // [T, n_embd]
+    gate: Vec<f32>,       // [T, n_ff]
+    fused: Vec<f32>,      // [T, q+k+v] or [T, 2*n_ff] output of a fused projection
+    up: Vec<f32>,         // [T, n_ff]
+    f16: Vec<u16>,        // [max(kv_dim, v_dim)]
+    scores: Vec<f32>,     // [n_threads, max_positions + hd_v] per-thread attention scratch
+    last: Vec<f32>,       // [n_out, n_embd]
     pub logits: Vec<f32>, // [n_out, n_vocab]
     act: ActBuf,
 }
@@ -110,13 +110,7 @@ impl Model {
 
     /// Run the batch; returns the logits `[n_out, n_vocab]` of the tokens marked in
     /// `batch.logits`, in batch order.
-    pub fn forward<'s>(
-        &self,
-        pool: &Pool,
-        batch: &Batch,
-        caches: &mut [&mut KvCache],
-        s: &'s mut Scratch,
-    ) -> Result<&'s [f32], ModelError> {
+    pub fn forward<'s>(&self, pool: &Pool, batch: &Batch, caches: &mut [&mut KvCache], s: &'s mut Scratch) -> Result<&'s [f32], ModelError> {
         let n_out = self.forward_hidden(pool, batch, caches, s)?;
         let (ne, nv) = (self.config.n_embd, self.config.n_vocab);
         if s.logits.len() != n_out * nv {
@@ -134,13 +128,7 @@ impl Model {
 
     /// Run the batch up to the final norm; returns the final hidden states
     /// `[n_out, n_embd]` of the tokens marked in `batch.logits` (what embeddings pool).
-    pub fn hidden<'s>(
-        &self,
-        pool: &Pool,
-        batch: &Batch,
-        caches: &mut [&mut KvCache],
-        s: &'s mut Scratch,
-    ) -> Result<&'s [f32], ModelError> {
+    pub fn hidden<'s>(&self, pool: &Pool, batch: &Batch, caches: &mut [&mut KvCache], s: &'s mut Scratch) -> Result<&'s [f32], ModelError> {
         let n_out = self.forward_hidden(pool, batch, caches, s)?;
         Ok(&s.last[..n_out * self.config.n_embd])
     }

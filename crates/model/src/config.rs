@@ -121,10 +121,16 @@ impl Config {
             Some(t) => t.len(),
             None => f.tensor("token_embd.weight").map(|t| t.n_rows()).ok_or(ModelError::MissingTensor("token_embd.weight".into()))?,
         };
-        if n_layer == 0 || n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || head_dim == 0 || head_dim % 2 != 0 || head_dim > crate::block::MAX_HEAD_DIM || head_dim_v > crate::block::MAX_HEAD_DIM {
-            return Err(ModelError::BadConfig(format!(
-                "{a}: heads {n_head}, kv heads {n_head_kv}, head dim {head_dim}, layers {n_layer} do not make a model"
-            )));
+        if n_layer == 0
+            || n_head == 0
+            || n_head_kv == 0
+            || n_head % n_head_kv != 0
+            || head_dim == 0
+            || head_dim % 2 != 0
+            || head_dim > crate::block::MAX_HEAD_DIM
+            || head_dim_v > crate::block::MAX_HEAD_DIM
+        {
+            return Err(ModelError::BadConfig(format!("{a}: heads {n_head}, kv heads {n_head_kv}, head dim {head_dim}, layers {n_layer} do not make a model")));
         }
         let mut c = Config {
             arch,

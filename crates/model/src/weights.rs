@@ -28,14 +28,21 @@ impl Mat {
 
 /// How a layer projects its input to Q, K and V.
 pub enum QkvProj {
-    Separate { wq: Mat, wk: Mat, wv: Mat },
+    Separate {
+        wq: Mat,
+        wk: Mat,
+        wv: Mat,
+    },
     /// One matrix whose output rows are Q, then K, then V (phi3's `attn_qkv`).
     Fused(Mat),
 }
 
 /// How a layer computes the gate and up halves of its feed-forward.
 pub enum GateUpProj {
-    Separate { gate: Mat, up: Mat },
+    Separate {
+        gate: Mat,
+        up: Mat,
+    },
     /// One matrix whose output rows are the gate, then the up projection (phi3's `ffn_up`).
     Fused(Mat),
 }

@@ -63,8 +63,7 @@ fn check(name: &str) {
             let logits = m.forward(&pool, &batch, &mut [&mut cache], &mut scratch).unwrap();
             let ((id, lg), (id2, lg2)) = top2(logits);
             let st = &steps[i];
-            let (ref_logit, ref_gap) =
-                (st["logit"].as_f64().unwrap(), st["logit"].as_f64().unwrap() - st["top2_logit"].as_f64().unwrap());
+            let (ref_logit, ref_gap) = (st["logit"].as_f64().unwrap(), st["logit"].as_f64().unwrap() - st["top2_logit"].as_f64().unwrap());
             max_err = max_err.max((logits[w as usize] as f64 - ref_logit).abs());
             if id as u32 != w {
                 let our_gap = (lg - logits[w as usize]) as f64;

@@ -71,10 +71,7 @@ impl Default for ServeConfig {
 /// The machine's memory, from /proc/meminfo.
 pub fn system_memory_bytes() -> Option<usize> {
     std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("MemTotal:"))
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<usize>().ok()))
-            .map(|kb| kb * 1024)
+        s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<usize>().ok())).map(|kb| kb * 1024)
     })
 }
 
@@ -93,11 +90,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: ServeConfig) -> AppState {
-        AppState {
-            models: Arc::new(ModelSet::new(config.limits.clone())),
-            config: Arc::new(config),
-            metrics: Arc::new(metrics::Metrics::default()),
-        }
+        AppState { models: Arc::new(ModelSet::new(config.limits.clone())), config: Arc::new(config), metrics: Arc::new(metrics::Metrics::default()) }
     }
 
     /// Unload expired models once a second, for as long as the state lives.

@@ -102,10 +102,7 @@ async fn pull(body: JsonBody) -> Result<Response, OllamaError> {
     // Parse before streaming, so a bad or unknown name is a plain 400/404.
     let store = Store::open_default();
     store::Source::parse(&model, &store)?;
-    run_job(req.stream != Some(false), move |progress| {
-        store::pull(&store, &model, &store::PullOptions::default(), progress).map(drop)
-    })
-    .await
+    run_job(req.stream != Some(false), move |progress| store::pull(&store, &model, &store::PullOptions::default(), progress).map(drop)).await
 }
 
 async fn remove(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
@@ -146,7 +143,11 @@ async fn create(body: JsonBody) -> Result<Response, OllamaError> {
     }
     if let Some(files) = &req.files {
         // The one GGUF file the client uploaded to /api/blobs.
-        let (file, digest) = files.iter().find(|(f, _)| f.ends_with(".gguf")).or(files.iter().next()).ok_or_else(|| ApiError::bad_request("files is empty").with_param("files"))?;
+        let (file, digest) = files
+            .iter()
+            .find(|(f, _)| f.ends_with(".gguf"))
+            .or(files.iter().next())
+            .ok_or_else(|| ApiError::bad_request("files is empty").with_param("files"))?;
         let digest = Digest::parse(digest)?;
         let path = store.blob_path(&digest);
         if !path.is_file() {

@@ -20,8 +20,23 @@ pub struct Metrics {
 /// The routes requests are counted under; anything else is "other", so a scan of random
 /// paths cannot grow the label set.
 const ROUTES: &[&str] = &[
-    "/", "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/tags", "/api/show", "/api/ps", "/api/version",
-    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/tokenize", "/detokenize", "/health", "/metrics",
+    "/",
+    "/api/generate",
+    "/api/chat",
+    "/api/embed",
+    "/api/embeddings",
+    "/api/tags",
+    "/api/show",
+    "/api/ps",
+    "/api/version",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/tokenize",
+    "/detokenize",
+    "/health",
+    "/metrics",
 ];
 
 fn route_of(path: &str) -> &'static str {
@@ -65,15 +80,26 @@ pub fn render(state: &AppState) -> String {
         ("bantam_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.", |h| h.stats.prompt_tokens.load(Ordering::Relaxed) as f64),
         ("bantam_generated_tokens_total", "counter", "Tokens generated.", |h| h.stats.generated_tokens.load(Ordering::Relaxed) as f64),
         ("bantam_prefix_cache_hits_total", "counter", "Requests that reused a cached prompt prefix.", |h| h.stats.prefix_hits.load(Ordering::Relaxed) as f64),
-        ("bantam_prefix_cache_hit_tokens_total", "counter", "Prompt tokens served from the prefix cache.", |h| h.stats.prefix_hit_tokens.load(Ordering::Relaxed) as f64),
+        ("bantam_prefix_cache_hit_tokens_total", "counter", "Prompt tokens served from the prefix cache.", |h| {
+            h.stats.prefix_hit_tokens.load(Ordering::Relaxed) as f64
+        }),
         ("bantam_prefix_cache_hit_ratio", "gauge", "Share of prompt tokens served from the prefix cache.", |h| {
             let p = h.stats.prompt_tokens.load(Ordering::Relaxed);
-            if p == 0 { 0.0 } else { h.stats.prefix_hit_tokens.load(Ordering::Relaxed) as f64 / p as f64 }
+            if p == 0 {
+                0.0
+            } else {
+                h.stats.prefix_hit_tokens.load(Ordering::Relaxed) as f64 / p as f64
+            }
         }),
         ("bantam_tokens_per_second", "gauge", "Tokens (prompt and generated) computed per second of forward steps.", |h| {
             let busy = h.stats.busy_ns.load(Ordering::Relaxed) as f64 / 1e9;
-            let done = (h.stats.generated_tokens.load(Ordering::Relaxed) + h.stats.prompt_tokens.load(Ordering::Relaxed) - h.stats.prefix_hit_tokens.load(Ordering::Relaxed)) as f64;
-            if busy == 0.0 { 0.0 } else { done / busy }
+            let done = (h.stats.generated_tokens.load(Ordering::Relaxed) + h.stats.prompt_tokens.load(Ordering::Relaxed)
+                - h.stats.prefix_hit_tokens.load(Ordering::Relaxed)) as f64;
+            if busy == 0.0 {
+                0.0
+            } else {
+                done / busy
+            }
         }),
         ("bantam_steps_total", "counter", "Forward steps run.", |h| h.stats.steps.load(Ordering::Relaxed) as f64),
         ("bantam_queue_depth", "gauge", "Requests waiting for a slot.", |h| h.stats.queued.load(Ordering::Relaxed) as f64),

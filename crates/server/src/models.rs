@@ -151,14 +151,10 @@ impl ModelSet {
         let lm = Arc::new(lm);
         self.make_room(lm.model.file.file_size(), lm.kv_bytes_per_token())?;
         let handle = Arc::new(
-            EngineHandle::spawn(lm, self.limits.engine.clone())
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("engine thread: {e}")))?,
+            EngineHandle::spawn(lm, self.limits.engine.clone()).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("engine thread: {e}")))?,
         );
         let now = Instant::now();
-        self.lock().insert(
-            canonical.clone(),
-            Resident { handle: handle.clone(), expires: None, keep_alive, last_used: now, loaded_at: SystemTime::now() },
-        );
+        self.lock().insert(canonical.clone(), Resident { handle: handle.clone(), expires: None, keep_alive, last_used: now, loaded_at: SystemTime::now() });
         Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() })
     }
 

@@ -339,7 +339,9 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
             Some((content, calls)) => api::Message {
                 role: "assistant".into(),
                 content,
-                tool_calls: Some(serde_json::Value::Array(calls.into_iter().map(|c| serde_json::json!({"function": {"name": c.name, "arguments": c.arguments}})).collect())),
+                tool_calls: Some(serde_json::Value::Array(
+                    calls.into_iter().map(|c| serde_json::json!({"function": {"name": c.name, "arguments": c.arguments}})).collect(),
+                )),
                 ..Default::default()
             },
             None => message(text),
@@ -364,7 +366,9 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
     let model = req.model.clone();
     // With tools on offer, text streams until it may be a call; a call is held to the end.
     let mut sniffer = tools.is_some().then(crate::tool_calls::CallSniffer::default);
-    let chunk = move |text: String, lp: Option<Vec<api::Logprob>>| line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message: message(text), logprobs: lp, ..Default::default() });
+    let chunk = move |text: String, lp: Option<Vec<api::Logprob>>| {
+        line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message: message(text), logprobs: lp, ..Default::default() })
+    };
     let lines = events(rx).filter_map(move |ev| {
         let _hold = &lease;
         let out = match ev {
@@ -437,14 +441,8 @@ async fn embed(State(state): State<AppState>, body: JsonBody) -> Result<Response
     if let Some(d) = req.dimensions {
         truncate_dims(&mut embeddings, d)?;
     }
-    Ok(Json(api::EmbedResponse {
-        model: req.model,
-        embeddings,
-        total_duration: ns(started.elapsed()),
-        load_duration: ns(load),
-        prompt_eval_count: n_tokens,
-    })
-    .into_response())
+    Ok(Json(api::EmbedResponse { model: req.model, embeddings, total_duration: ns(started.elapsed()), load_duration: ns(load), prompt_eval_count: n_tokens })
+        .into_response())
 }
 
 /// Keep the first `d` dimensions and renormalise (Matryoshka-style, as Ollama does).
@@ -519,7 +517,9 @@ async fn show(body: JsonBody) -> Result<Response, OllamaError> {
             details: describe::details(&file),
             model_info: describe::model_info(&file),
             capabilities,
-            modified_at: rfc3339(stored.as_ref().map_or_else(|| std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH), |r| r.modified)),
+            modified_at: rfc3339(
+                stored.as_ref().map_or_else(|| std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH), |r| r.modified),
+            ),
         })
     })
     .await

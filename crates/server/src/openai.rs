@@ -33,7 +33,16 @@ const FINGERPRINT: &str = concat!("bantam-", env!("CARGO_PKG_VERSION"));
 /// Sampling as OpenAI defines it: temperature and top_p 1, no top-k, no repeat penalty;
 /// llama-server's `top_k`, `min_p` and `repeat_penalty` extensions honoured.
 fn params(s: &api::Sampling, max_tokens: Option<i64>, field: &'static str) -> Result<GenerateParams, ApiError> {
-    let mut p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, repeat_last_n: 64, seed: random_seed(), ..SamplingParams::default() };
+    let mut p = SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        repeat_penalty: 1.0,
+        repeat_last_n: 64,
+        seed: random_seed(),
+        ..SamplingParams::default()
+    };
     if let Some(t) = s.temperature {
         if !(0.0..=2.0).contains(&t) {
             return Err(ApiError::bad_request(format!("temperature must be between 0 and 2, got {t}")).with_param("temperature"));
@@ -176,12 +185,23 @@ fn message_text(m: &api::ChatMessage) -> Result<String, ApiError> {
 }
 
 /// Start `n` generations of one prompt (seeds `seed`, `seed + 1`, …).
-fn start_n(lease: &Lease, prompt: &[u32], params: &GenerateParams, n: usize, logprobs: Option<usize>, bias: &[(u32, f32)], grammar: Option<&engine::Grammar>) -> Result<Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>, ApiError> {
+fn start_n(
+    lease: &Lease,
+    prompt: &[u32],
+    params: &GenerateParams,
+    n: usize,
+    logprobs: Option<usize>,
+    bias: &[(u32, f32)],
+    grammar: Option<&engine::Grammar>,
+) -> Result<Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>, ApiError> {
     (0..n)
         .map(|i| {
             let mut p = params.clone();
             p.sampling.seed = p.sampling.seed.wrapping_add(i as u64);
-            generation::start(lease, Job { prompt: prompt.to_vec(), params: p, logprobs, logit_bias: bias.to_vec(), num_ctx: None, truncate: false, grammar: grammar.cloned() })
+            generation::start(
+                lease,
+                Job { prompt: prompt.to_vec(), params: p, logprobs, logit_bias: bias.to_vec(), num_ctx: None, truncate: false, grammar: grammar.cloned() },
+            )
         })
         .collect()
 }
@@ -196,7 +216,8 @@ fn merged(rxs: Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>, first_index: us
 }
 
 fn sse(data: impl futures_util::Stream<Item = String> + Send + 'static) -> Response {
-    let events = data.map(|d| Ok::<_, Infallible>(SseEvent::default().data(d))).chain(futures_util::stream::once(async { Ok(SseEvent::default().data("[DONE]")) }));
+    let events =
+        data.map(|d| Ok::<_, Infallible>(SseEvent::default().data(d))).chain(futures_util::stream::once(async { Ok(SseEvent::default().data("[DONE]")) }));
     Sse::new(events).into_response()
 }
 
@@ -287,10 +308,17 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
         choices,
         usage: include_usage.then_some(usage),
     };
-    let choice = |index: usize, delta: api::Delta, logprobs: Option<api::ChoiceLogprobs>, finish: Option<String>| api::ChunkChoice { index, delta, logprobs, finish_reason: finish };
+    let choice = |index: usize, delta: api::Delta, logprobs: Option<api::ChoiceLogprobs>, finish: Option<String>| api::ChunkChoice {
+        index,
+        delta,
+        logprobs,
+        finish_reason: finish,
+    };
     // Each choice opens with the assistant role, as OpenAI's streams do.
     let opening: Vec<String> = (0..n)
-        .map(|i| json(&chunk(vec![choice(i, api::Delta { role: Some("assistant".into()), content: Some(String::new()), ..Default::default() }, None, None)], None)))
+        .map(|i| {
+            json(&chunk(vec![choice(i, api::Delta { role: Some("assistant".into()), content: Some(String::new()), ..Default::default() }, None, None)], None))
+        })
         .collect();
     let n_prompt = prompt.len();
     let mut done: Vec<Usage> = Vec::new();
@@ -476,7 +504,9 @@ async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Res
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
-        Some(f) => return Err(ApiError::bad_request(format!("encoding_format must be \"float\" or \"base64\", got {f:?}")).with_param("encoding_format").into()),
+        Some(f) => {
+            return Err(ApiError::bad_request(format!("encoding_format must be \"float\" or \"base64\", got {f:?}")).with_param("encoding_format").into())
+        }
     };
     let lease = state.models.acquire(&req.model, None).await?;
     let tok = &lease.handle.model.tokenizer;
@@ -508,7 +538,8 @@ async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Res
             index,
         })
         .collect();
-    Ok(Json(api::EmbeddingResponse { object: "list", data, model: req.model, usage: api::EmbeddingUsage { prompt_tokens: n_tokens, total_tokens: n_tokens } }).into_response())
+    Ok(Json(api::EmbeddingResponse { object: "list", data, model: req.model, usage: api::EmbeddingUsage { prompt_tokens: n_tokens, total_tokens: n_tokens } })
+        .into_response())
 }
 
 /// Installed catalog models and whatever else is loaded.

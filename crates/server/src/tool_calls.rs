@@ -42,7 +42,10 @@ impl Tools {
                 other => return Err(bad(format!("invalid tool_choice {other:?}: expected \"none\", \"auto\", \"required\" or a function"), "tool_choice")),
             },
             Some(v) => {
-                let name = v.pointer("/function/name").and_then(Value::as_str).ok_or_else(|| bad("tool_choice must be {\"type\": \"function\", \"function\": {\"name\": …}}".into(), "tool_choice"))?;
+                let name = v
+                    .pointer("/function/name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("tool_choice must be {\"type\": \"function\", \"function\": {\"name\": …}}".into(), "tool_choice"))?;
                 Some(Choice::Named(name.to_string()))
             }
         };
@@ -153,7 +156,10 @@ impl CallSniffer {
             return out;
         }
         // Keep a tail that could still grow into the tag.
-        let keep = (1..TAG.len()).rev().find(|&k| self.held.len() >= k && self.held.is_char_boundary(self.held.len() - k) && TAG.starts_with(&self.held[self.held.len() - k..])).unwrap_or(0);
+        let keep = (1..TAG.len())
+            .rev()
+            .find(|&k| self.held.len() >= k && self.held.is_char_boundary(self.held.len() - k) && TAG.starts_with(&self.held[self.held.len() - k..]))
+            .unwrap_or(0);
         let cut = self.held.len() - keep;
         let out = self.held[..cut].to_string();
         self.held.drain(..cut);

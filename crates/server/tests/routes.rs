@@ -170,7 +170,13 @@ async fn openai_chat_and_completion_with_sse_usage_and_logprobs() {
     assert_eq!(last["choices"], json!([]));
     assert_eq!(last["usage"]["completion_tokens"], u["completion_tokens"]);
 
-    let c = post(&app, "/v1/completions", json!({"model": MODEL, "prompt": ["The capital of France is", "One, two,"], "max_tokens": 4, "temperature": 0, "n": 2, "echo": true, "logprobs": 1})).await.json();
+    let c = post(
+        &app,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": ["The capital of France is", "One, two,"], "max_tokens": 4, "temperature": 0, "n": 2, "echo": true, "logprobs": 1}),
+    )
+    .await
+    .json();
     let choices = c["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 4);
     assert!(choices[0]["text"].as_str().unwrap().starts_with("The capital of France is"));
@@ -210,7 +216,11 @@ async fn bad_input_gets_each_apis_error_shape() {
     let r = send(&app, Method::POST, "/v1/chat/completions", "not json", &[]).await;
     openai_error(&r, StatusCode::BAD_REQUEST, "invalid request body");
     ollama_error(&post(&app, "/api/chat", json!({"model": MODEL, "messages": "hi"})).await, StatusCode::BAD_REQUEST, "invalid");
-    ollama_error(&post(&app, "/api/generate", json!({"model": MODEL, "prompt": "x", "options": {"temperature": "hot"}})).await, StatusCode::BAD_REQUEST, "invalid");
+    ollama_error(
+        &post(&app, "/api/generate", json!({"model": MODEL, "prompt": "x", "options": {"temperature": "hot"}})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    );
     // Unknown models, and path tricks in names.
     ollama_error(&post(&app, "/api/chat", json!({"model": "nope:7b", "messages": msgs})).await, StatusCode::NOT_FOUND, "model 'nope:7b' not found");
     openai_error(&post(&app, "/v1/chat/completions", json!({"model": "nope:7b", "messages": msgs})).await, StatusCode::NOT_FOUND, "model 'nope:7b' not found");
@@ -221,11 +231,23 @@ async fn bad_input_gets_each_apis_error_shape() {
     ollama_error(&post(&app, "/api/generate", json!({"prompt": "x"})).await, StatusCode::BAD_REQUEST, "model is required");
     // Empty messages (OpenAI), absurd options.
     openai_error(&post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": []})).await, StatusCode::BAD_REQUEST, "messages");
-    ollama_error(&post(&app, "/api/generate", json!({"model": MODEL, "prompt": "x", "options": {"num_predict": -5}})).await, StatusCode::BAD_REQUEST, "num_predict");
+    ollama_error(
+        &post(&app, "/api/generate", json!({"model": MODEL, "prompt": "x", "options": {"num_predict": -5}})).await,
+        StatusCode::BAD_REQUEST,
+        "num_predict",
+    );
     ollama_error(&post(&app, "/api/generate", json!({"model": MODEL, "prompt": "x", "options": {"top_p": 7}})).await, StatusCode::BAD_REQUEST, "top_p");
-    openai_error(&post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "temperature": 9})).await, StatusCode::BAD_REQUEST, "temperature");
+    openai_error(
+        &post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "temperature": 9})).await,
+        StatusCode::BAD_REQUEST,
+        "temperature",
+    );
     openai_error(&post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "max_tokens": -1})).await, StatusCode::BAD_REQUEST, "max_tokens");
-    openai_error(&post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "logit_bias": {"x": 1}})).await, StatusCode::BAD_REQUEST, "logit_bias");
+    openai_error(
+        &post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "logit_bias": {"x": 1}})).await,
+        StatusCode::BAD_REQUEST,
+        "logit_bias",
+    );
     openai_error(&post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": msgs, "n": 0})).await, StatusCode::BAD_REQUEST, "n must be");
     // Structured-output requests that name no valid format or schema.
     ollama_error(&post(&app, "/api/chat", json!({"model": MODEL, "messages": msgs, "format": "yaml"})).await, StatusCode::BAD_REQUEST, "format");
@@ -334,7 +356,13 @@ async fn cors_allows_loopback_origins_only_by_default() {
     let mut c = config();
     c.origins = vec!["https://app.example.com".into()];
     let app = server(c);
-    let req = Request::builder().method(Method::OPTIONS).uri("/api/chat").header("origin", "https://app.example.com").header("access-control-request-method", "POST").body(Body::empty()).unwrap();
+    let req = Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/api/chat")
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .body(Body::empty())
+        .unwrap();
     assert!(app.oneshot(req).await.unwrap().headers().contains_key("access-control-allow-origin"));
 }
 

@@ -29,7 +29,10 @@ impl Store {
         } else {
             let base_name = self.find(from)?;
             let (m, _, _) = self.manifest(&base_name)?.ok_or_else(|| self.not_found(from))?;
-            let layer = m.layer(manifest::MEDIA_MODEL).cloned().ok_or_else(|| StoreError::BadManifest { name: base_name.to_string(), why: "it has no model layer".into() })?;
+            let layer = m
+                .layer(manifest::MEDIA_MODEL)
+                .cloned()
+                .ok_or_else(|| StoreError::BadManifest { name: base_name.to_string(), why: "it has no model layer".into() })?;
             let source = self.config(&m).source;
             base = m;
             (layer, source)
@@ -48,7 +51,10 @@ impl Store {
         // Parameters merge over the base model's: a Modelfile that sets only `temperature`
         // keeps the base's `stop`.
         let mut params = match inherited(manifest::MEDIA_PARAMS) {
-            Some(l) => std::fs::read(self.blob_path(&l.digest)).ok().and_then(|b| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&b).ok()).unwrap_or_default(),
+            Some(l) => std::fs::read(self.blob_path(&l.digest))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&b).ok())
+                .unwrap_or_default(),
             None => Default::default(),
         };
         params.extend(mf.params.clone());

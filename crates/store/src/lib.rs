@@ -58,9 +58,7 @@ pub fn model_file(name: &str) -> Result<PathBuf, StoreError> {
 /// Whether a model reference is a file path rather than a store name: it ends in `.gguf`,
 /// starts with `.`, `/` or `~`, or has a separator but is no valid name.
 pub fn looks_like_path(name: &str) -> bool {
-    name.ends_with(".gguf")
-        || name.starts_with(['.', '/', '~'])
-        || (name.contains(['/', std::path::MAIN_SEPARATOR]) && ModelName::parse(name).is_err())
+    name.ends_with(".gguf") || name.starts_with(['.', '/', '~']) || (name.contains(['/', std::path::MAIN_SEPARATOR]) && ModelName::parse(name).is_err())
 }
 
 /// A store rooted at one directory.
@@ -138,8 +136,7 @@ impl Store {
             Err(e) => return Err(StoreError::io(path, e)),
         };
         let modified = fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::BadManifest { name: name.to_string(), why: e.to_string() })?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadManifest { name: name.to_string(), why: e.to_string() })?;
         Ok(Some((manifest, Digest::of_bytes(&bytes), modified)))
     }
 
@@ -203,12 +200,8 @@ impl Store {
             Some(s) => serde_json::from_str(&s).map_err(|e| bad(format!("messages: {e}")))?,
             None => Vec::new(),
         };
-        let license = manifest
-            .layers
-            .iter()
-            .filter(|l| l.media_type == manifest::MEDIA_LICENSE)
-            .map(|l| self.read_small_blob(&l.digest))
-            .collect::<Result<_, _>>()?;
+        let license =
+            manifest.layers.iter().filter(|l| l.media_type == manifest::MEDIA_LICENSE).map(|l| self.read_small_blob(&l.digest)).collect::<Result<_, _>>()?;
         Ok(Resolved {
             template: text(manifest::MEDIA_TEMPLATE)?,
             system: text(manifest::MEDIA_SYSTEM)?,

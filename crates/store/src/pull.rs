@@ -22,7 +22,12 @@ use std::time::{Duration, Instant};
 pub enum Progress {
     Status(String),
     /// Bytes of one part (a file, or a wheel's member) so far.
-    Bytes { part: String, digest: Option<Digest>, total: u64, completed: u64 },
+    Bytes {
+        part: String,
+        digest: Option<Digest>,
+        total: u64,
+        completed: u64,
+    },
 }
 
 /// Where a model comes from.
@@ -30,9 +35,15 @@ pub enum Progress {
 pub enum Source {
     Catalog(&'static str),
     /// `hf.co/ORG/REPO[:QUANT]`: the repository's GGUF file of that quantization.
-    HfRepo { repo: String, quant: Option<String> },
+    HfRepo {
+        repo: String,
+        quant: Option<String>,
+    },
     /// `hf://ORG/REPO/PATH.gguf`: one file of a repository.
-    HfFile { repo: String, file: String },
+    HfFile {
+        repo: String,
+        file: String,
+    },
     /// `https://…/file.gguf`.
     Url(String),
     /// `pypi:NAME[==VER][,NAME[==VER]…]`: wheels whose GGUF members, concatenated in
@@ -256,7 +267,10 @@ impl Puller<'_> {
         }
         let config = self.store.config(&m);
         if config.source.is_empty() || config.source.starts_with('/') {
-            return Err(StoreError::BadManifest { name: name.to_string(), why: "a blob is damaged and the model has no source to pull it from again; create it again".into() });
+            return Err(StoreError::BadManifest {
+                name: name.to_string(),
+                why: "a blob is damaged and the model has no source to pull it from again; create it again".into(),
+            });
         }
         let src = Source::parse(&config.source, self.store)?;
         if matches!(src, Source::Stored(_)) {
@@ -281,19 +295,22 @@ impl Puller<'_> {
                     Source::Pypi(s) => s,
                     _ => unreachable!("catalog sources are pypi: sources"),
                 };
-                let want = Want { what: Fetch::Pypi(specs), digest: Some(Digest::from_hex(entry.sha256)?), size: Some(entry.size), label: entry.name.to_string() };
+                let want =
+                    Want { what: Fetch::Pypi(specs), digest: Some(Digest::from_hex(entry.sha256)?), size: Some(entry.size), label: entry.name.to_string() };
                 Ok((want, entry.source.to_string()))
             }
             Source::Pypi(specs) => {
                 let text = format!("pypi:{}", specs.join(","));
                 let known = self.known_blob(src, &text)?;
-                let want = Want { what: Fetch::Pypi(specs.clone()), digest: known.as_ref().map(|k| k.0.clone()), size: known.map(|k| k.1), label: specs[0].clone() };
+                let want =
+                    Want { what: Fetch::Pypi(specs.clone()), digest: known.as_ref().map(|k| k.0.clone()), size: known.map(|k| k.1), label: specs[0].clone() };
                 Ok((want, text))
             }
             Source::Url(url) => {
                 let known = self.known_blob(src, url)?;
                 let label = url.rsplit('/').next().unwrap_or(url).to_string();
-                let want = Want { what: Fetch::Http { url: url.clone(), auth: None }, digest: known.as_ref().map(|k| k.0.clone()), size: known.map(|k| k.1), label };
+                let want =
+                    Want { what: Fetch::Http { url: url.clone(), auth: None }, digest: known.as_ref().map(|k| k.0.clone()), size: known.map(|k| k.1), label };
                 Ok((want, url.clone()))
             }
             Source::HfRepo { repo, quant } => {
@@ -304,7 +321,9 @@ impl Puller<'_> {
                         let q = q.to_ascii_lowercase();
                         ggufs.iter().copied().filter(|f| f.path.to_ascii_lowercase().contains(&q)).min_by_key(|f| f.path.len())
                     }
-                    None => ggufs.iter().copied().find(|f| f.path.to_ascii_lowercase().contains("q4_k_m")).or(if ggufs.len() == 1 { Some(ggufs[0]) } else { None }),
+                    None => {
+                        ggufs.iter().copied().find(|f| f.path.to_ascii_lowercase().contains("q4_k_m")).or(if ggufs.len() == 1 { Some(ggufs[0]) } else { None })
+                    }
                 };
                 let Some(file) = pick else {
                     let have: Vec<&str> = ggufs.iter().map(|f| f.path.as_str()).collect();
@@ -347,7 +366,11 @@ impl Puller<'_> {
     }
 
     fn hf_tree(&self, repo: &str, dir: &str) -> Result<Vec<HubFile>, StoreError> {
-        let url = if dir.is_empty() { format!("{}/api/models/{repo}/tree/main", hf_endpoint()) } else { format!("{}/api/models/{repo}/tree/main/{dir}", hf_endpoint()) };
+        let url = if dir.is_empty() {
+            format!("{}/api/models/{repo}/tree/main", hf_endpoint())
+        } else {
+            format!("{}/api/models/{repo}/tree/main/{dir}", hf_endpoint())
+        };
         let mut failures = 0;
         loop {
             let mut req = self.agent.get(&url);
@@ -362,7 +385,10 @@ impl Puller<'_> {
                 }
                 Ok(r) if matches!(r.status().as_u16(), 401 | 403 | 404) => {
                     return Err(if r.status().as_u16() == 404 {
-                        StoreError::Hub(format!("hf.co/{repo} was not found on {} (HTTP 404): check the repository name, or set HF_TOKEN for a private one", hf_endpoint()))
+                        StoreError::Hub(format!(
+                            "hf.co/{repo} was not found on {} (HTTP 404): check the repository name, or set HF_TOKEN for a private one",
+                            hf_endpoint()
+                        ))
                     } else {
                         StoreError::Http { url, status: r.status().as_u16() }
                     });
@@ -393,7 +419,8 @@ impl Puller<'_> {
         let lock = {
             use std::os::unix::fs::OpenOptionsExt;
             OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(&lock_path)
-        }.map_err(|e| StoreError::io(&lock_path, e))?;
+        }
+        .map_err(|e| StoreError::io(&lock_path, e))?;
         if lock.try_lock().is_err() {
             self.status(format!("waiting for another pull of {}", want.label));
             lock.lock().map_err(|e| StoreError::io(&lock_path, e))?;
@@ -571,7 +598,8 @@ impl Puller<'_> {
             match outcome {
                 Ok(()) if total.is_none_or(|t| done >= t) => return Ok(()),
                 Ok(()) => {
-                    last_error = Some(StoreError::Network { url: url.into(), detail: format!("the connection closed after {done} of {} bytes", total.unwrap_or(0)) });
+                    last_error =
+                        Some(StoreError::Network { url: url.into(), detail: format!("the connection closed after {done} of {} bytes", total.unwrap_or(0)) });
                 }
                 Err(e) => last_error = Some(StoreError::Network { url: url.into(), detail: e.to_string() }),
             }
@@ -591,14 +619,21 @@ impl Puller<'_> {
             cmd.arg("--quiet").stdout(std::process::Stdio::null());
         }
         cmd.stderr(if self.opts.show_tool_output { std::process::Stdio::inherit() } else { std::process::Stdio::piped() });
-        let out = cmd.output().map_err(|e| StoreError::Pip { packages: specs.join(" "), detail: format!("cannot run {}: {e}; pypi: sources need Python with pip", python()) })?;
+        let out = cmd
+            .output()
+            .map_err(|e| StoreError::Pip { packages: specs.join(" "), detail: format!("cannot run {}: {e}; pypi: sources need Python with pip", python()) })?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
             return Err(StoreError::Pip { packages: specs.join(" "), detail: if tail.is_empty() { format!("pip exited with {}", out.status) } else { tail } });
         }
-        let wheels: Vec<PathBuf> = fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "whl")).collect();
+        let wheels: Vec<PathBuf> = fs::read_dir(&dir)
+            .map_err(|e| StoreError::io(&dir, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+            .collect();
         let mut file = crate::create_file(partial)?;
         for spec in specs {
             let (pkg, ver) = spec.split_once("==").unwrap_or((spec, ""));
@@ -685,7 +720,9 @@ mod tests {
     #[test]
     fn bad_sources_are_refused_before_any_io() {
         let store = Store::new("/nonexistent-bantam-store");
-        for bad in ["hf://org/../x.gguf", "hf://org/repo/../../x.gguf", "hf.co/../x:Q4", "hf.co/org", "pypi:", "pypi:a b", "pypi:x;rm -rf", "../evil", "/etc/passwd"] {
+        for bad in
+            ["hf://org/../x.gguf", "hf://org/repo/../../x.gguf", "hf.co/../x:Q4", "hf.co/org", "pypi:", "pypi:a b", "pypi:x;rm -rf", "../evil", "/etc/passwd"]
+        {
             assert!(Source::parse(bad, &store).is_err(), "{bad:?} must be refused");
         }
         match Source::parse("smolm2:135m", &store) {

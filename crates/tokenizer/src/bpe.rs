@@ -37,12 +37,7 @@ impl Merges {
         let list = match f.get(KEY_MERGES) {
             None => return Err(TokenizerError::MissingKey { key: KEY_MERGES.into() }),
             Some(Value::Array(Array::Str(v))) => v,
-            Some(_) => {
-                return Err(TokenizerError::InvalidMetadata {
-                    key: KEY_MERGES.into(),
-                    problem: "expected an array of strings".into(),
-                })
-            }
+            Some(_) => return Err(TokenizerError::InvalidMetadata { key: KEY_MERGES.into(), problem: "expected an array of strings".into() }),
         };
         Ok(Merges::from_rules(list.iter().map(String::as_str), vocab))
     }

@@ -32,8 +32,8 @@ mod bpe;
 mod error;
 mod partition;
 mod pretokenize;
-mod spm;
 mod split;
+mod spm;
 mod stream;
 mod unicode;
 mod vocab;
@@ -68,10 +68,7 @@ impl Tokenizer {
         const KEY_MODEL: &str = "tokenizer.ggml.model";
         let model = match f.get(KEY_MODEL) {
             None => return Err(TokenizerError::MissingKey { key: KEY_MODEL.into() }),
-            Some(v) => v.as_str().ok_or_else(|| TokenizerError::InvalidMetadata {
-                key: KEY_MODEL.into(),
-                problem: "expected a string".into(),
-            })?,
+            Some(v) => v.as_str().ok_or_else(|| TokenizerError::InvalidMetadata { key: KEY_MODEL.into(), problem: "expected a string".into() })?,
         };
         let (vocab, model) = match model {
             "llama" => {

@@ -58,8 +58,17 @@ const KEY_TYPES: &str = "tokenizer.ggml.token_type";
 
 /// Token texts that mark an end-of-turn token when `tokenizer.ggml.eot_token_id` is absent.
 const EOT_TEXTS: &[&str] = &[
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
-    "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "<｜end▁of▁sentence｜>",
+    "<end_of_utterance>",
 ];
 /// Texts of fill-in-the-middle tokens, found when their ids are not in the metadata:
 /// (metadata key suffix, texts). Only pad, repo and sep end generation; all are made control.
@@ -73,9 +82,28 @@ const FIM_TEXTS: &[(&str, &[&str])] = &[
 ];
 /// Token texts that always end generation (the `special_eog_ids` text list in `load`).
 const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
 ];
 
 impl Vocab {
@@ -122,33 +150,13 @@ impl Vocab {
         let add_eos = f.metadata_bool("tokenizer.ggml.add_eos_token").unwrap_or(false);
         let add_space_prefix = f.metadata_bool("tokenizer.ggml.add_space_prefix").unwrap_or(add_space_default);
         if add_bos && bos.is_none() {
-            return Err(TokenizerError::MissingSpecialToken {
-                flag: "tokenizer.ggml.add_bos_token",
-                id_key: "tokenizer.ggml.bos_token_id",
-            });
+            return Err(TokenizerError::MissingSpecialToken { flag: "tokenizer.ggml.add_bos_token", id_key: "tokenizer.ggml.bos_token_id" });
         }
         if add_eos && eos.is_none() {
-            return Err(TokenizerError::MissingSpecialToken {
-                flag: "tokenizer.ggml.add_eos_token",
-                id_key: "tokenizer.ggml.eos_token_id",
-            });
+            return Err(TokenizerError::MissingSpecialToken { flag: "tokenizer.ggml.add_eos_token", id_key: "tokenizer.ggml.eos_token_id" });
         }
 
-        let mut v = Vocab {
-            kind,
-            texts,
-            scores,
-            attrs,
-            ids,
-            bos,
-            eos,
-            unk,
-            add_bos,
-            add_eos,
-            add_space_prefix,
-            eog: Vec::new(),
-            special: Vec::new(),
-        };
+        let mut v = Vocab { kind, texts, scores, attrs, ids, bos, eos, unk, add_bos, add_eos, add_space_prefix, eog: Vec::new(), special: Vec::new() };
         let (eot, eom) = (v.detect(eot, EOT_TEXTS), v.detect(eom, &["<|eom_id|>"]));
         for (slot, (_, texts)) in fim.iter_mut().zip(FIM_TEXTS) {
             *slot = v.detect(*slot, texts);

@@ -74,11 +74,7 @@ pub fn q8_0(w: &[u8], a: &[u8]) -> f32 {
     let (xs, ys) = (as_blocks::<BlockQ8_0>(w), as_blocks::<BlockQ8_0>(a));
     let mut sum = 0f32;
     for (x, y) in xs.iter().zip(ys) {
-        let s: i32 =
-            x.qs.iter()
-                .zip(&y.qs)
-                .map(|(&p, &q)| p as i32 * q as i32)
-                .sum();
+        let s: i32 = x.qs.iter().zip(&y.qs).map(|(&p, &q)| p as i32 * q as i32).sum();
         sum += s as f32 * f16_to_f32(x.d) * f16_to_f32(y.d);
     }
     sum
@@ -168,8 +164,7 @@ pub fn q3_k(w: &[u8], a: &[u8]) -> f32 {
                     let mut gs = 0i32;
                     for l in 0..16 {
                         let i = l + 16 * half;
-                        let v =
-                            ((q[i] >> shift) & 3) as i32 - if x.hmask[i] & m != 0 { 0 } else { 4 };
+                        let v = ((q[i] >> shift) & 3) as i32 - if x.hmask[i] & m != 0 { 0 } else { 4 };
                         gs += v * y.qs[o] as i32;
                         o += 1;
                     }

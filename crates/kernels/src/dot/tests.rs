@@ -5,10 +5,7 @@ use crate::blocks::Block;
 pub(crate) struct Lcg(pub u64);
 impl Lcg {
     pub fn next_u32(&mut self) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) as u32
     }
     pub fn f32(&mut self) -> f32 {
@@ -40,14 +37,8 @@ fn random_row(ty: GgmlType, n: usize, rng: &mut Lcg) -> Vec<u8> {
         let f: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
         v = match ty {
             GgmlType::F32 => f.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            GgmlType::F16 => f
-                .iter()
-                .flat_map(|x| f32_to_f16(*x).to_le_bytes())
-                .collect(),
-            _ => f
-                .iter()
-                .flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
-                .collect(),
+            GgmlType::F16 => f.iter().flat_map(|x| f32_to_f16(*x).to_le_bytes()).collect(),
+            _ => f.iter().flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes()).collect(),
         };
     }
     v
@@ -98,18 +89,10 @@ fn kernels_match_dequantized_reference() {
             };
             dequantize_row(act_ty, ab, &mut af);
             let want: f64 = wf.iter().zip(&af).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let scale: f64 = wf
-                .iter()
-                .zip(&af)
-                .map(|(a, b)| (*a as f64 * *b as f64).abs())
-                .sum::<f64>()
-                + 1e-6;
+            let scale: f64 = wf.iter().zip(&af).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>() + 1e-6;
             for isa in isas() {
                 let got = dot_fn(ty, isa)(&w, ab) as f64;
-                assert!(
-                    (got - want).abs() / scale < 1e-4,
-                    "{ty} {isa:?}: got {got} want {want} (scale {scale})"
-                );
+                assert!((got - want).abs() / scale < 1e-4, "{ty} {isa:?}: got {got} want {want} (scale {scale})");
             }
         }
     }
@@ -120,10 +103,7 @@ fn isas() -> Vec<Isa> {
     let mut v = vec![Isa::Scalar];
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
             v.push(Isa::Avx2);
             if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
                 v.push(Isa::Vnni);
@@ -148,10 +128,7 @@ fn simd_matches_scalar() {
                 at.quantize(&x, ab);
                 let s = dot_fn(ty, Isa::Scalar)(&w, ab);
                 let v = dot_fn(ty, isa)(&w, ab);
-                assert!(
-                    (s - v).abs() <= 1e-4 * s.abs().max(1.0),
-                    "{ty} {isa:?} n={n}: scalar {s} simd {v}"
-                );
+                assert!((s - v).abs() <= 1e-4 * s.abs().max(1.0), "{ty} {isa:?} n={n}: scalar {s} simd {v}");
             }
         }
     }
@@ -166,28 +143,19 @@ pub(crate) fn bytemuck_u8(v: &mut [u32]) -> &mut [u8] {
 fn q8_k_quantization_matches_ggml_rule() {
     let mut x = vec![0.5f32; 256];
     x[3] = -2.0;
-    let mut b = [BlockQ8K {
-        d: 0.0,
-        qs: [0; 256],
-        bsums: [0; 16],
-    }];
+    let mut b = [BlockQ8K { d: 0.0, qs: [0; 256], bsums: [0; 16] }];
     crate::quantize::quantize_q8_k(&x, &mut b);
     assert_eq!(b[0].qs[3], -127); // iscale = -127 / max = 63.5; the max maps to -127
     assert_eq!(b[0].qs[0], 32); // round(63.5 * 0.5) = round(31.75)
     assert_eq!(b[0].d, 1.0 / 63.5);
-    assert_eq!(
-        b[0].bsums[0],
-        b[0].qs[..16].iter().map(|&q| q as i16).sum::<i16>()
-    );
+    assert_eq!(b[0].bsums[0], b[0].qs[..16].iter().map(|&q| q as i16).sum::<i16>());
 }
 
 #[test]
 fn simd_activation_quantizers_match_scalar() {
     let mut rng = Lcg(5);
     for at in [ActType::Q8_0, ActType::Q8_1] {
-        let x: Vec<f32> = (0..1024)
-            .map(|i| if i % 97 == 0 { 0.0 } else { rng.f32() * 5.0 })
-            .collect();
+        let x: Vec<f32> = (0..1024).map(|i| if i % 97 == 0 { 0.0 } else { rng.f32() * 5.0 }).collect();
         let n = at.row_bytes(x.len());
         let (mut a, mut b) = (aligned(n), aligned(n));
         at.quantize(&x, &mut bytemuck_u8(&mut a)[..n]);
@@ -196,11 +164,7 @@ fn simd_activation_quantizers_match_scalar() {
             ActType::Q8_0 => crate::quantize::quantize_q8_0(&x, view_mut(bs)),
             _ => crate::quantize::quantize_q8_1(&x, view_mut(bs)),
         }
-        assert_eq!(
-            &bytemuck_u8(&mut a)[..n],
-            &bytemuck_u8(&mut b)[..n],
-            "{at:?}"
-        );
+        assert_eq!(&bytemuck_u8(&mut a)[..n], &bytemuck_u8(&mut b)[..n], "{at:?}");
     }
 }
 
@@ -225,11 +189,7 @@ fn four_row_kernels_equal_single_row_bit_for_bit() {
                 let x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
                 at.quantize(&x, &mut bytemuck_u8(b)[..nb]);
             }
-            let rows: Vec<&[u8]> = bufs
-                .iter_mut()
-                .map(|b| &bytemuck_u8(b)[..nb])
-                .map(|s| &*s)
-                .collect();
+            let rows: Vec<&[u8]> = bufs.iter_mut().map(|b| &bytemuck_u8(b)[..nb]).map(|s| &*s).collect();
             let got = d4(&w, [rows[0], rows[1], rows[2], rows[3]]);
             for k in 0..4 {
                 let one = dot_fn(ty, isa)(&w, rows[k]);

@@ -6,7 +6,6 @@
 //! `is_x86_feature_detected!` confirmed the features. Each one has a scalar twin in
 //! [`super::scalar`] and is compared with it in the tests.
 
-
 /// Sum a per-block FMA over blocks with two accumulators, so consecutive blocks' FMAs do
 /// not wait on each other (one accumulator makes the FMA latency the loop's bound). Expands
 /// inside the kernels' `#[target_feature]` functions.
@@ -487,8 +486,7 @@ pub mod avx2 {
         let sign = _mm256_set1_ps(-0.0);
         for (b, xs) in x.chunks_exact(QK).enumerate() {
             // SAFETY: xs has 32 floats.
-            let v: [__m256; 4] =
-                unsafe { std::array::from_fn(|i| _mm256_loadu_ps(xs.as_ptr().add(8 * i))) };
+            let v: [__m256; 4] = unsafe { std::array::from_fn(|i| _mm256_loadu_ps(xs.as_ptr().add(8 * i))) };
             let mut m = _mm256_andnot_ps(sign, v[0]);
             for vi in &v[1..] {
                 m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *vi));
@@ -499,27 +497,18 @@ pub mod avx2 {
             let amax = _mm_cvtss_f32(m4);
             let d = amax / 127.0;
             let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
-            let q: [__m256i; 4] = std::array::from_fn(|i| {
-                _mm256_cvtps_epi32(_mm256_round_ps(
-                    _mm256_mul_ps(v[i], id),
-                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-                ))
-            });
+            let q: [__m256i; 4] =
+                std::array::from_fn(|i| _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
             let dst = &mut out[b * bsize..(b + 1) * bsize];
-            let dbits =
-                _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT), 0) as u16;
+            let dbits = _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d), _MM_FROUND_TO_NEAREST_INT), 0) as u16;
             dst[..2].copy_from_slice(&dbits.to_le_bytes());
             let qoff = if with_sum {
-                let s =
-                    _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+                let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
                 let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
                 let s4 = _mm_hadd_epi32(s4, s4);
                 let s4 = _mm_hadd_epi32(s4, s4);
                 let sum = _mm_cvtsi128_si32(s4);
-                let sbits = _mm_extract_epi16(
-                    _mm_cvtps_ph(_mm_set_ss(d * sum as f32), _MM_FROUND_TO_NEAREST_INT),
-                    0,
-                ) as u16;
+                let sbits = _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(d * sum as f32), _MM_FROUND_TO_NEAREST_INT), 0) as u16;
                 dst[2..4].copy_from_slice(&sbits.to_le_bytes());
                 4
             } else {
