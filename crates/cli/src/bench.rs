@@ -78,7 +78,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.repetitions == 0 {
         bail!("--repetitions must be at least 1");
     }
-    let lm = engine::LoadedModel::load(&a.model)?;
+    let lm = registry::load(&store::Store::open_default(), &a.model)?;
     let m = &lm.model;
     let threads = crate::threads(a.threads);
     let pool = Pool::new(threads);

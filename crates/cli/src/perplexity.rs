@@ -26,7 +26,7 @@ pub fn main(a: PerplexityArgs) -> Result<()> {
     if text.ends_with('\n') {
         text.pop();
     }
-    let lm = engine::LoadedModel::load(&a.model)?;
+    let lm = registry::load(&store::Store::open_default(), &a.model)?;
     let tokens = lm.tokenizer.encode(&text, true, false);
     let bos = if lm.tokenizer.add_bos() { lm.tokenizer.bos() } else { None };
     let pool = Pool::new(crate::threads(a.threads));

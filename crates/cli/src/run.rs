@@ -1,15 +1,17 @@
 //! `bantam run MODEL [PROMPT]`: stream an answer, or chat on a terminal.
 
+//!
+//! `run` is a client of the same engine thread that `serve` uses, with one slot: the prompt
+//! is checked, options merged, tokens sampled and stops detected in one place for both.
+
 use anyhow::{bail, Result};
 use clap::Args;
-use engine::sampler::SamplingParams;
 use engine::template::ChatMessage;
-use engine::{GenerateParams, GenerateStats, LoadedModel, Sequence};
-use kernels::pool::Pool;
+use engine::{EngineHandle, EngineOptions, Event, GenerateParams, LoadedModel, Options, Request, SharedPool, Usage};
 use std::io::{BufRead, IsTerminal, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -81,21 +83,6 @@ pub struct RunArgs {
     verbose: bool,
 }
 
-/// A model's PARAMETER defaults (from its Modelfile), read as the command line's types.
-struct Defaults<'a>(Option<&'a serde_json::Map<String, serde_json::Value>>);
-
-impl Defaults<'_> {
-    fn f32(&self, k: &str) -> Option<f32> {
-        self.0?.get(k)?.as_f64().map(|v| v as f32)
-    }
-    fn i64(&self, k: &str) -> Option<i64> {
-        self.0?.get(k)?.as_i64()
-    }
-    fn strings(&self, k: &str) -> Vec<String> {
-        self.0.and_then(|m| m.get(k)).and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
-    }
-}
-
 impl RunArgs {
     /// The grammar the answer must follow, if any.
     fn grammar(&self) -> Result<Option<engine::Grammar>> {
@@ -119,39 +106,29 @@ impl RunArgs {
         })
     }
 
-    /// Sampling settings: the command line's, else the model's defaults, else bantam's.
-    fn params(&self, d: &Defaults<'_>) -> Result<GenerateParams> {
-        let mut sampling = SamplingParams {
-            temperature: self.temperature.or(d.f32("temperature")).unwrap_or(0.8),
-            top_k: self.top_k.or(d.i64("top_k").map(|v| v.max(0) as usize)).unwrap_or(40),
-            top_p: self.top_p.or(d.f32("top_p")).unwrap_or(0.9),
-            min_p: self.min_p.or(d.f32("min_p")).unwrap_or(0.0),
-            repeat_penalty: self.repeat_penalty.or(d.f32("repeat_penalty")).unwrap_or(1.1),
-            repeat_last_n: self.repeat_last_n.or(d.i64("repeat_last_n").map(|v| v as i32)).unwrap_or(64),
-            presence_penalty: self.presence_penalty.or(d.f32("presence_penalty")).unwrap_or(0.0),
-            frequency_penalty: self.frequency_penalty.or(d.f32("frequency_penalty")).unwrap_or(0.0),
-            ..SamplingParams::default()
-        };
-        if let Some(s) = self.seed.or(d.i64("seed").map(|v| v as u64)) {
-            sampling.seed = s;
+    /// The command line's options (unset where a flag is not given).
+    fn options(&self) -> Options {
+        Options {
+            temperature: self.temperature,
+            top_k: self.top_k.map(|k| k as i64),
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n.map(i64::from),
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: self.seed.map(|s| s as i64),
+            num_predict: self.num_predict,
+            num_ctx: None,
+            stop: (!self.stop.is_empty()).then(|| self.stop.clone()),
         }
-        sampling.validate()?;
-        let num_predict = match self.num_predict.or(d.i64("num_predict")).unwrap_or(-1) {
-            n if n < -1 => bail!("--num-predict must be -1 or more, got {n}"),
-            -1 => None,
-            n => Some(n as usize),
-        };
-        let stop = if self.stop.is_empty() { d.strings("stop") } else { self.stop.clone() };
-        Ok(GenerateParams { sampling, num_predict, stop })
     }
 }
 
 struct Session {
-    lm: LoadedModel,
-    pool: Pool,
-    seq: Sequence,
+    lm: Arc<LoadedModel>,
+    engine: EngineHandle,
     params: GenerateParams,
-    cancel: Arc<AtomicBool>,
     verbose: bool,
     raw: bool,
     /// Compiled afresh for each answer.
@@ -167,21 +144,38 @@ impl Session {
         Ok(self.lm.chat_prompt(messages, None)?)
     }
 
-    fn answer(&mut self, tokens: &[u32]) -> Result<(String, GenerateStats)> {
-        self.cancel.store(false, Ordering::SeqCst);
+    /// Stream one answer to stdout; its text and figures.
+    fn answer(&mut self, tokens: &[u32]) -> Result<(String, Usage)> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut req = Request::new(tokens.to_vec(), self.params.clone(), tx);
+        req.constraint = self.grammar.as_ref().map(|g| self.lm.constrain(g)).transpose()?;
+        self.engine.submit(req)?;
         let mut out = std::io::stdout().lock();
         let mut answer = String::new();
-        let mut constraint = self.grammar.as_ref().map(|g| self.lm.constrain(g)).transpose()?;
-        let stats = self.seq.generate(&self.lm, &self.pool, tokens, &self.params, constraint.as_mut(), &self.cancel, |piece| {
+        let mut show = |piece: &str| {
             answer.push_str(piece);
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
-        })?;
+        };
+        let usage = loop {
+            match rx.blocking_recv() {
+                Some(Event::Token { text, .. }) => show(&text),
+                Some(Event::Done { text, usage }) => {
+                    show(&text);
+                    break usage;
+                }
+                Some(Event::Error(e)) => {
+                    let _ = writeln!(out);
+                    return Err(e.into());
+                }
+                None => bail!("the engine stopped before the answer was complete"),
+            }
+        };
         let _ = writeln!(out);
         if self.verbose {
-            print_verbose(&self.lm, &stats);
+            print_verbose(&self.lm, &usage);
         }
-        Ok((answer, stats))
+        Ok((answer, usage))
     }
 }
 
@@ -193,48 +187,53 @@ fn rate(n: usize, d: Duration) -> f64 {
     }
 }
 
-fn print_verbose(lm: &LoadedModel, s: &GenerateStats) {
-    let total = lm.load_duration + s.prompt_eval_duration + s.eval_duration;
+fn print_verbose(lm: &LoadedModel, u: &Usage) {
+    let computed = u.prompt_tokens - u.cached_tokens;
+    let total = lm.load_duration + u.queue_duration + u.prompt_eval_duration + u.eval_duration;
     eprintln!("total duration:       {total:?}");
     eprintln!("load duration:        {:?}", lm.load_duration);
-    eprintln!("prompt eval count:    {} token(s)", s.prompt_eval_count);
-    eprintln!("prompt eval duration: {:?}", s.prompt_eval_duration);
-    eprintln!("prompt eval rate:     {:.2} tokens/s", rate(s.prompt_eval_count, s.prompt_eval_duration));
-    eprintln!("eval count:           {} token(s)", s.eval_count);
-    eprintln!("eval duration:        {:?}", s.eval_duration);
-    eprintln!("eval rate:            {:.2} tokens/s", rate(s.eval_count, s.eval_duration));
+    eprintln!("prompt eval count:    {computed} token(s)");
+    eprintln!("prompt eval duration: {:?}", u.prompt_eval_duration);
+    eprintln!("prompt eval rate:     {:.2} tokens/s", rate(computed, u.prompt_eval_duration));
+    eprintln!("eval count:           {} token(s)", u.eval_count);
+    eprintln!("eval duration:        {:?}", u.eval_duration);
+    eprintln!("eval rate:            {:.2} tokens/s", rate(u.eval_count, u.eval_duration));
+    eprintln!("done reason:          {}", u.finish.as_str());
 }
 
 pub fn main(a: RunArgs) -> Result<()> {
     let name = crate::store::ensure_pulled(&a.model, a.quiet)?;
-    let lm = LoadedModel::load(&name)?;
-    let stored = lm.stored.clone();
-    let stored = stored.as_ref();
-    let defaults = Defaults(stored.map(|r| &r.params));
-    let params = a.params(&defaults)?;
+    let lm = Arc::new(registry::load(&store::Store::open_default(), &name)?);
+    let options = a.options().over(&lm.defaults.options);
+    let params = options.params()?.params;
     let grammar = a.grammar()?;
-    let n_ctx = a.ctx_size.or(defaults.i64("num_ctx").map(|v| v.max(0) as usize)).unwrap_or_else(|| lm.model.config.ctx_train.min(4096));
+    let n_ctx = a.ctx_size.or(options.num_ctx.map(|v| v.max(0) as usize)).unwrap_or_else(|| lm.model.config.ctx_train.min(4096));
     if n_ctx < 2 {
         bail!("--ctx-size must be at least 2");
     }
-    let cancel = Arc::new(AtomicBool::new(false));
-    let c = cancel.clone();
-    // Ctrl-C stops the current answer, not the program (a second one exits).
+    let engine = EngineHandle::spawn(
+        lm.clone(),
+        EngineOptions { max_parallel: 1, max_queue: 0, n_ctx, budget: Default::default() },
+        SharedPool::new(crate::threads(a.threads)),
+    )?;
+    // Ctrl-C stops the current answer, not the program (a second one within a second exits).
+    let cancel = engine.canceller();
+    let last = std::sync::Mutex::new(None::<Instant>);
     ctrlc::set_handler(move || {
-        if c.swap(true, Ordering::SeqCst) {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
             std::process::exit(130);
         }
+        *last = Some(Instant::now());
+        cancel.cancel_all();
     })?;
-    let seq = Sequence::new(&lm, n_ctx);
-    let mut s = Session { lm, pool: Pool::new(crate::threads(a.threads)), seq, params, cancel, verbose: a.verbose, raw: a.raw, grammar };
+    let mut s = Session { lm: lm.clone(), engine, params, verbose: a.verbose, raw: a.raw, grammar };
     let mut messages = Vec::new();
-    if let Some(sys) = a.system.as_ref().or(stored.and_then(|r| r.system.as_ref())) {
+    if let Some(sys) = &a.system {
         messages.push(ChatMessage::new("system", sys.clone()));
     }
-    // A Modelfile's MESSAGE lines open every conversation.
-    for m in stored.map(|r| r.messages.as_slice()).unwrap_or_default() {
-        messages.push(ChatMessage::new(&m.role, m.content.clone()));
-    }
+    // The model's SYSTEM (unless given) and MESSAGE lines open every conversation.
+    lm.defaults.open_conversation(&mut messages);
     let prompt = match a.prompt {
         Some(p) => Some(p),
         None if !std::io::stdin().is_terminal() => {
@@ -270,7 +269,6 @@ fn chat(s: &mut Session, base: Vec<ChatMessage>) -> Result<()> {
             "/bye" => return Ok(()),
             "/clear" => {
                 messages = base.clone();
-                s.seq.clear();
                 eprintln!("Cleared the conversation.");
                 continue;
             }

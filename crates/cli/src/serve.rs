@@ -127,7 +127,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
     cfg.limits.engine.max_queue = a.max_queue;
     cfg.limits.engine.n_ctx = a.ctx_size;
     cfg.limits.engine.budget = Budget { busy: a.step_tokens.max(1), idle: a.prompt_step_tokens.max(1) };
-    cfg.limits.engine.threads = crate::threads(a.threads);
+    cfg.threads = crate::threads(a.threads);
     cfg.api_key = a.api_key.clone().filter(|k| !k.is_empty());
     cfg.origins = a.origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect();
     cfg.max_body = a.max_body_mib.max(1) << 20;

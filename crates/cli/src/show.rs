@@ -41,7 +41,8 @@ fn human_bytes(n: u64) -> String {
 }
 
 pub fn main(a: ShowArgs) -> Result<()> {
-    let (path, stored) = engine::loaded::resolve(&a.model)?;
+    let found = registry::find(&store::Store::open_default(), &a.model)?;
+    let (path, stored) = (found.path, found.record);
     let m = model::Model::open(&path)?;
     let name = stored.as_ref().map_or_else(|| a.model.clone(), |r| r.name.to_string());
     let view = server::describe::modelfile_view(&name, &path, &m.file, stored.as_ref());

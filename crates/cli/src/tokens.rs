@@ -29,7 +29,7 @@ pub struct DetokenizeArgs {
 }
 
 fn load(model: &str) -> Result<Tokenizer> {
-    let path = engine::resolve_model(model)?;
+    let path = registry::find(&store::Store::open_default(), model)?.path;
     let f = gguf::Gguf::open(&path)?;
     Ok(Tokenizer::from_gguf(&f)?)
 }

@@ -170,3 +170,62 @@ fn serve_refuses_a_public_address_without_a_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--api-key") && err.contains("--no-auth"), "{err}");
 }
+
+/// `bantam run` and `bantam serve` drive one engine: on smollm2 they give the same text, the
+/// same token count and the same finish reason, greedy and seeded, with and without a
+/// grammar.
+#[test]
+fn run_and_serve_give_the_same_answers() {
+    real("smollm2:135m");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Command::new(env!("CARGO_BIN_EXE_bantam"))
+        .args(["serve", "--port", &port.to_string(), "-t", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bantam serve");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
+    let base = format!("http://127.0.0.1:{port}");
+    let t = std::time::Instant::now();
+    while ureq::get(&base).call().is_err() {
+        assert!(t.elapsed().as_secs() < 30, "the server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let prompt = "Name three colours of the rainbow.";
+    let schema = tiny().with_file_name("colour.schema.json");
+    std::fs::write(&schema, r#"{"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}}, "required": ["colour"]}"#).unwrap();
+    let cases: [(&[&str], serde_json::Value); 4] = [
+        (&["--temperature", "0", "-n", "24"], serde_json::json!({"options": {"temperature": 0, "num_predict": 24}})),
+        (&["--temperature", "0.9", "--seed", "42", "-n", "24"], serde_json::json!({"options": {"temperature": 0.9, "seed": 42, "num_predict": 24}})),
+        (&["--temperature", "0", "-n", "40", "--format", "json"], serde_json::json!({"options": {"temperature": 0, "num_predict": 40}, "format": "json"})),
+        (
+            &["--temperature", "0.7", "--seed", "5", "-n", "200", "--format", s(&schema)],
+            serde_json::json!({"options": {"temperature": 0.7, "seed": 5, "num_predict": 200}, "format": {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}}, "required": ["colour"]}}),
+        ),
+    ];
+    for (args, body) in cases {
+        let mut a = vec!["run", "smollm2:135m", prompt, "--verbose", "-t", "2"];
+        a.extend_from_slice(args);
+        let o = bantam(&a);
+        let text = stdout(&o);
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let err = String::from_utf8_lossy(&o.stderr);
+        let field = |name: &str| err.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().trim_end_matches(" token(s)").to_string()).unwrap_or_default();
+        let mut body = body;
+        body["model"] = "smollm2:135m".into();
+        body["stream"] = false.into();
+        body["messages"] = serde_json::json!([{"role": "user", "content": prompt}]);
+        let mut resp = ureq::post(&format!("{base}/api/chat")).header("content-type", "application/json").send(body.to_string()).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(r["message"]["content"].as_str().unwrap(), text, "text differs for {args:?}");
+        assert_eq!(r["eval_count"].to_string(), field("eval count:"), "token count differs for {args:?}");
+        assert_eq!(r["done_reason"].as_str().unwrap(), field("done reason:"), "finish reason differs for {args:?}");
+    }
+}

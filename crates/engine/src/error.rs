@@ -13,23 +13,10 @@ pub enum EngineError {
     Sampler(#[from] crate::sampler::SamplerError),
     #[error("{0}")]
     BadRequest(String),
-    #[error("{0}")]
-    ModelNotFound(String),
-    #[error(transparent)]
-    Store(store::StoreError),
     #[error("invalid grammar: {0}")]
     Grammar(String),
     #[error("the request was cancelled")]
     Cancelled,
     #[error("the prompt has {n_prompt} tokens but the context holds {n_ctx}")]
     PromptTooLong { n_prompt: usize, n_ctx: usize },
-}
-
-impl From<store::StoreError> for EngineError {
-    fn from(e: store::StoreError) -> EngineError {
-        match e {
-            store::StoreError::NotFound { .. } | store::StoreError::InvalidName { .. } => EngineError::ModelNotFound(e.to_string()),
-            e => EngineError::Store(e),
-        }
-    }
 }

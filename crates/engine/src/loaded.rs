@@ -1,70 +1,14 @@
 //! A model ready to serve: weights, tokenizer and chat template loaded from one GGUF file,
-//! and model names resolved to files.
+//! with the [`Defaults`] its Modelfile gives. Where model files come from (names, the
+//! store, pulls) is decided above the engine.
 
+use crate::options::Defaults;
 use crate::template::{ChatMessage, ChatTemplate};
 use crate::EngineError;
 use model::Model;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokenizer::Tokenizer;
-
-pub use model::models_dir;
-
-/// Resolve a model name to its GGUF file: a path to an existing file, or a name in the
-/// store (`smollm2`, `smollm2:latest` and `smollm2:135m` all mean the catalog model).
-pub fn resolve_model(name: &str) -> Result<PathBuf, EngineError> {
-    resolve(name).map(|(path, _)| path)
-}
-
-/// Like [`resolve_model`], with the store's record of the model (its Modelfile settings)
-/// when the name is not a path.
-pub fn resolve(name: &str) -> Result<(PathBuf, Option<store::Resolved>), EngineError> {
-    if looks_like_path(name) {
-        let as_path = Path::new(name);
-        return if as_path.is_file() {
-            Ok((as_path.to_path_buf(), None))
-        } else {
-            Err(EngineError::ModelNotFound(format!("model file {name} does not exist")))
-        };
-    }
-    let r = store::Store::open_default().resolve(name)?;
-    Ok((r.model.clone(), Some(r)))
-}
-
-pub use store::looks_like_path;
-
-/// Resolve a name as a server does: like [`resolve`], but a path must lie inside the
-/// models directory (after resolving `..` and links), so a request cannot make the server
-/// open arbitrary files.
-pub fn resolve_served_model(name: &str) -> Result<(PathBuf, Option<store::Resolved>), EngineError> {
-    let not_found = || EngineError::ModelNotFound(format!("model '{name}' not found"));
-    if !looks_like_path(name) {
-        return resolve(name);
-    }
-    let dir = models_dir().canonicalize().map_err(|_| not_found())?;
-    let path = Path::new(name);
-    let full = if path.is_absolute() { path.to_path_buf() } else { dir.join(path) };
-    match full.canonicalize() {
-        Ok(p) if p.starts_with(&dir) && p.is_file() => Ok((p, None)),
-        _ => Err(not_found()),
-    }
-}
-
-/// The name a model is known by once loaded: its name in the store with the tag
-/// (`smollm2` and `smollm2:latest` are `smollm2:135m` when that is what the store has),
-/// or the name as given.
-pub fn canonical_name(name: &str) -> String {
-    if looks_like_path(name) {
-        return name.to_string();
-    }
-    match store::Store::open_default().locate(name) {
-        Some(n) => n.to_string(),
-        None => match store::catalog::lookup(name) {
-            Some(e) => e.name.to_string(),
-            None => store::ModelName::parse(name).map_or_else(|_| name.to_string(), |n| n.to_string()),
-        },
-    }
-}
 
 /// Model, tokenizer and chat template of one file.
 pub struct LoadedModel {
@@ -74,45 +18,28 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     /// `tokenizer.chat_template`, compiled; `None` for base models.
     pub template: Option<ChatTemplate>,
-    /// What the store records of the model (Modelfile settings); `None` for a path.
-    pub stored: Option<store::Resolved>,
+    /// The Modelfile's settings (empty for a bare file).
+    pub defaults: Defaults,
     pub load_duration: Duration,
     /// The vocabulary index for constrained decoding, built on first use.
     guidance: std::sync::OnceLock<Result<crate::constraint::Guidance, String>>,
 }
 
 impl LoadedModel {
-    pub fn load(name: &str) -> Result<LoadedModel, EngineError> {
-        let (path, stored) = resolve(name)?;
-        let mut lm = Self::load_path(&canonical_name(name), path)?;
-        lm.apply_stored(stored)?;
-        Ok(lm)
-    }
-
-    /// Take the store's record of the model: a Modelfile TEMPLATE written as a Jinja chat
-    /// template (`{% … %}`) replaces the GGUF's; one in Ollama's Go syntax is kept in
-    /// `stored` for /api/generate to render.
-    pub fn apply_stored(&mut self, stored: Option<store::Resolved>) -> Result<(), EngineError> {
-        if let Some(t) = stored.as_ref().and_then(|r| r.template.as_deref()).filter(|t| t.contains("{%")) {
-            let tok = &self.tokenizer;
-            let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tok.token_to_piece(i, true)).into_owned()).unwrap_or_default();
-            self.template = Some(ChatTemplate::new(t, &piece(tok.bos()), &piece(tok.eos()))?);
-        }
-        self.stored = stored;
-        Ok(())
-    }
-
-    /// Load the file `path`, known as `name`.
-    pub fn load_path(name: &str, path: PathBuf) -> Result<LoadedModel, EngineError> {
+    /// Load the file `path`, known as `name`, with its Modelfile's `defaults`. A TEMPLATE
+    /// written as a Jinja chat template (`{% … %}`) replaces the GGUF's; one in Ollama's Go
+    /// syntax is kept in `defaults` for `/api/generate` to render.
+    pub fn load(name: &str, path: PathBuf, defaults: Defaults) -> Result<LoadedModel, EngineError> {
         let start = Instant::now();
         let model = Model::open(&path)?;
         let tokenizer = Tokenizer::from_gguf(&model.file)?;
         let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tokenizer.token_to_piece(i, true)).into_owned()).unwrap_or_default();
-        let template = match model.file.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+        let jinja = defaults.template.as_deref().filter(|t| t.contains("{%"));
+        let template = match jinja.or_else(|| model.file.get("tokenizer.chat_template").and_then(|v| v.as_str())) {
             Some(src) => Some(ChatTemplate::new(src, &piece(tokenizer.bos()), &piece(tokenizer.eos()))?),
             None => None,
         };
-        Ok(LoadedModel { name: name.to_string(), path, model, tokenizer, template, stored: None, load_duration: start.elapsed(), guidance: Default::default() })
+        Ok(LoadedModel { name: name.to_string(), path, model, tokenizer, template, defaults, load_duration: start.elapsed(), guidance: Default::default() })
     }
 }
 

@@ -6,7 +6,8 @@ use crate::EngineError;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// A generation request. Dropping the receiver of `events` cancels it: the engine frees its
+/// A generation request. [`Request::new`] gives the defaults for everything but the prompt
+/// and the parameters. Dropping the receiver of `events` cancels it: the engine frees its
 /// sequence at the next step.
 #[derive(Debug)]
 pub struct Request {
@@ -20,8 +21,20 @@ pub struct Request {
     pub logit_bias: Vec<(u32, f32)>,
     /// The grammar the output must follow, compiled (`LoadedModel::constrain`).
     pub constraint: Option<crate::Constraint>,
+    /// The request's own context limit (Ollama `num_ctx`), at most the slot's: it bounds
+    /// the prompt and the generation.
+    pub num_ctx: Option<usize>,
+    /// Drop the start of a prompt that does not fit (keeping its BOS) instead of refusing it.
+    pub truncate: bool,
     pub events: mpsc::UnboundedSender<Event>,
     pub submitted: Instant,
+}
+
+impl Request {
+    /// A request for `prompt` with `params`, its events sent to `events`.
+    pub fn new(prompt: Vec<u32>, params: GenerateParams, events: mpsc::UnboundedSender<Event>) -> Request {
+        Request { prompt, params, logprobs: None, logit_bias: Vec::new(), constraint: None, num_ctx: None, truncate: false, events, submitted: Instant::now() }
+    }
 }
 
 /// What happens to a request, in order: `Token`s, then one `Done` or one `Error`.
@@ -88,10 +101,13 @@ pub struct EmbedRequest {
 }
 
 /// Why a request was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     #[error("server busy: {running} requests running and {queued} queued for this model; retry later")]
     Overloaded { running: usize, queued: usize },
     #[error("the model is shutting down")]
     Closed,
+    /// The request itself is wrong (an empty or too long prompt, a bad parameter).
+    #[error(transparent)]
+    Invalid(#[from] EngineError),
 }

@@ -51,12 +51,100 @@ pub struct ChatMessage {
     /// Which call a `tool` turn answers.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tool_call_id: Option<String>,
+    /// The reasoning of an earlier assistant turn (the text between `<think>` and
+    /// `</think>`, without the tags), as Ollama's `message.thinking` and OpenAI-style
+    /// `reasoning_content` carry it. Templates see it as both `message.thinking` and
+    /// `message.reasoning_content` (Qwen3 reads the latter and writes it back inside
+    /// `<think>` for the turns after the last user query).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub thinking: Option<String>,
 }
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into(), tool_calls: None, name: None, tool_call_id: None }
+        Self { role: role.into(), content: content.into(), tool_calls: None, name: None, tool_call_id: None, thinking: None }
     }
+}
+
+/// A message as the template sees it: its fields, plus `reasoning_content` (the name
+/// Qwen3's and other HF templates read) when it carries thinking.
+#[derive(serde::Serialize)]
+struct TemplateMessage<'a> {
+    #[serde(flatten)]
+    message: &'a ChatMessage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+}
+
+/// Whether, and how hard, a thinking model should reason before it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Think {
+    /// Think (`enable_thinking = true`).
+    On,
+    /// Answer without thinking (`enable_thinking = false`: Qwen3 then writes an empty
+    /// `<think>\n\n</think>\n\n` into the generation prompt). Templates that ignore
+    /// `enable_thinking` (DeepSeek-R1-Distill always opens `<think>`) still make the
+    /// model think; the caller then drops the thinking that
+    /// [`ThinkingSplitter`](crate::thinking::ThinkingSplitter) separates out.
+    Off,
+    /// Think with this effort (`reasoning_effort = "low" | "medium" | "high"`, as
+    /// gpt-oss templates read it, and `enable_thinking = true`).
+    Level(ThinkLevel),
+}
+
+impl Think {
+    /// False only for [`Think::Off`].
+    pub fn enabled(self) -> bool {
+        self != Think::Off
+    }
+}
+
+/// A reasoning effort, for templates that read `reasoning_effort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ThinkLevel {
+    Low,
+    Medium,
+    High,
+}
+
+impl ThinkLevel {
+    /// `"low"`, `"medium"` or `"high"`: the value templates compare `reasoning_effort` with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThinkLevel::Low => "low",
+            ThinkLevel::Medium => "medium",
+            ThinkLevel::High => "high",
+        }
+    }
+
+    /// `"low"`, `"medium"` or `"high"` in any case; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "low" => Some(ThinkLevel::Low),
+            "medium" => Some(ThinkLevel::Medium),
+            "high" => Some(ThinkLevel::High),
+            _ => None,
+        }
+    }
+}
+
+/// Options of [`ChatTemplate::render_with`] beyond messages, generation prompt and tools.
+/// The default renders exactly as [`ChatTemplate::render`] does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// `None` sets no thinking variable, so the template's own default applies (Qwen3
+    /// and R1-Distill think, gpt-oss uses medium effort). `Some` sets:
+    ///
+    /// | `think`        | `enable_thinking` | `thinking` | `reasoning_effort` |
+    /// |----------------|-------------------|------------|--------------------|
+    /// | `On`           | `true`            | `true`     | unset              |
+    /// | `Off`          | `false`           | `false`    | unset              |
+    /// | `Level(level)` | `true`            | `true`     | `level.as_str()`   |
+    ///
+    /// `enable_thinking` is what Qwen3 (and llama.cpp's `--reasoning-budget 0`) use;
+    /// `thinking` is the name DeepSeek-V3.1 and Granite 3.x templates read;
+    /// `reasoning_effort` is gpt-oss's.
+    pub think: Option<Think>,
 }
 
 /// A compiled chat template with the special tokens it is rendered with.
@@ -89,19 +177,53 @@ impl ChatTemplate {
         &self.source
     }
 
+    /// Whether the template makes the model think before answering (see
+    /// [`template_supports_thinking`](crate::thinking::template_supports_thinking)).
+    pub fn supports_thinking(&self) -> bool {
+        crate::thinking::template_supports_thinking(&self.source)
+    }
+
+    /// Whether the template reads a reasoning effort (see
+    /// [`template_thinking_levels`](crate::thinking::template_thinking_levels)).
+    pub fn thinking_levels(&self) -> bool {
+        crate::thinking::template_thinking_levels(&self.source)
+    }
+
     /// `tools`: the JSON array of tool schemas, passed as given; `None` renders with
-    /// `tools = none`, as transformers does.
+    /// `tools = none`, as transformers does. The same as [`render_with`](Self::render_with)
+    /// with default options.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool, tools: Option<&serde_json::Value>) -> Result<String, TemplateError> {
+        self.render_with(messages, add_generation_prompt, tools, &RenderOptions::default())
+    }
+
+    /// [`render`](Self::render) with thinking controls: `options.think` becomes the
+    /// template variables listed at [`RenderOptions::think`], as transformers passes
+    /// `apply_chat_template(..., enable_thinking=False)` keyword arguments to the template.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+        options: &RenderOptions,
+    ) -> Result<String, TemplateError> {
         let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| TemplateError::Render(describe(&e)))?;
-        let ctx = minijinja::context! {
-            messages => Value::from_serialize(messages),
-            tools => tools.map_or(Value::from(()), Value::from_serialize),
-            documents => Value::from(()),
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token.as_str(),
-            eos_token => self.eos_token.as_str(),
-        };
-        template.render(ctx).map_err(|e| match raised_message(&e) {
+        let messages: Vec<TemplateMessage> = messages.iter().map(|m| TemplateMessage { message: m, reasoning_content: m.thinking.as_deref() }).collect();
+        let mut ctx: Vec<(&str, Value)> = vec![
+            ("messages", Value::from_serialize(&messages)),
+            ("tools", tools.map_or(Value::from(()), Value::from_serialize)),
+            ("documents", Value::from(())),
+            ("add_generation_prompt", Value::from(add_generation_prompt)),
+            ("bos_token", Value::from(self.bos_token.as_str())),
+            ("eos_token", Value::from(self.eos_token.as_str())),
+        ];
+        if let Some(think) = options.think {
+            ctx.push(("enable_thinking", Value::from(think.enabled())));
+            ctx.push(("thinking", Value::from(think.enabled())));
+            if let Think::Level(level) = think {
+                ctx.push(("reasoning_effort", Value::from(level.as_str())));
+            }
+        }
+        template.render(Value::from_iter(ctx)).map_err(|e| match raised_message(&e) {
             Some(message) => TemplateError::Raised(message),
             None => TemplateError::Render(describe(&e)),
         })

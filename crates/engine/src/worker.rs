@@ -3,6 +3,16 @@
 //! drops the cancelled ones, plans a step with [`scheduler::plan`], runs ONE forward pass
 //! over every running sequence's tokens, and samples for those that produced logits.
 //!
+//! Requests are checked in the caller's thread when they are submitted ([`prepare`]): the
+//! one place where a prompt meets the context. Embedding requests ride in the same forward
+//! passes as generation, a few tokens per step while streams decode (as many as keep the
+//! step within 1.5x of a plain decode step) and full batches when nothing decodes, so a
+//! large embed request never stalls a stream.
+//!
+//! Every engine of a process borrows its worker threads from one [`SharedPool`] for the
+//! length of a forward pass, so two busy models share the cores instead of
+//! oversubscribing them.
+//!
 //! Slots keep their cache after a request ends, and a new request starts from the longest
 //! prefix of its prompt found in any slot (copied if it sits in another one), so a repeated
 //! system prompt or a growing chat is not recomputed.
@@ -19,8 +29,8 @@ use model::{Batch, KvCache, Scratch};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokenizer::StreamDecoder;
 
 /// How an engine runs.
@@ -33,7 +43,27 @@ pub struct EngineOptions {
     /// Context of each slot, in tokens.
     pub n_ctx: usize,
     pub budget: Budget,
-    pub threads: usize,
+}
+
+/// The worker threads every engine of a process shares: an engine holds the lock for one
+/// forward pass, so the CPU budget (`--threads`) is one for all loaded models.
+#[derive(Clone)]
+pub struct SharedPool(Arc<Mutex<Pool>>);
+
+impl SharedPool {
+    /// A pool of `threads` threads in all.
+    pub fn new(threads: usize) -> SharedPool {
+        SharedPool(Arc::new(Mutex::new(Pool::new(threads.max(1)))))
+    }
+
+    /// The pool, for one forward pass.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.lock().n_threads()
+    }
 }
 
 /// Counters the engine keeps for metrics and /api/ps; read without locking.
@@ -71,17 +101,19 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    /// Start the engine thread for `model`.
-    pub fn spawn(model: Arc<LoadedModel>, options: EngineOptions) -> std::io::Result<EngineHandle> {
+    /// Start the engine thread for `model`, computing on `pool`.
+    pub fn spawn(model: Arc<LoadedModel>, options: EngineOptions, pool: SharedPool) -> std::io::Result<EngineHandle> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
-        let engine = Engine::new(model.clone(), &options, stats.clone(), rx);
+        let engine = Engine::new(model.clone(), &options, stats.clone(), rx, pool);
         std::thread::Builder::new().name(format!("engine {}", model.name)).spawn(move || engine.run())?;
         Ok(EngineHandle { tx, model, stats, options })
     }
 
-    /// Queue a request, or refuse it when `max_parallel + max_queue` are outstanding.
-    pub fn submit(&self, req: Request) -> Result<(), SubmitError> {
+    /// Check the request ([`prepare`]) and queue it, or refuse it when it is invalid or
+    /// `max_parallel + max_queue` are outstanding.
+    pub fn submit(&self, mut req: Request) -> Result<(), SubmitError> {
+        prepare(&self.model, self.options.n_ctx, &mut req)?;
         let limit = self.options.max_parallel + self.options.max_queue;
         let taken = self.stats.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1));
         if taken.is_err() {
@@ -102,6 +134,11 @@ impl EngineHandle {
         let _ = self.tx.send(Command::CancelAll);
     }
 
+    /// A cheap handle that can only cancel, for a signal handler.
+    pub fn canceller(&self) -> Canceller {
+        Canceller(Mutex::new(self.tx.clone()))
+    }
+
     /// Whether no request is running or queued.
     pub fn is_idle(&self) -> bool {
         self.stats.outstanding.load(Ordering::SeqCst) == 0
@@ -111,6 +148,60 @@ impl EngineHandle {
     pub fn memory_bytes(&self) -> usize {
         self.model.model.file.file_size() + self.options.max_parallel * self.options.n_ctx * self.model.kv_bytes_per_token()
     }
+}
+
+/// Cancels everything an engine runs (see [`EngineHandle::canceller`]).
+pub struct Canceller(Mutex<mpsc::Sender<Command>>);
+
+impl Canceller {
+    pub fn cancel_all(&self) {
+        let _ = self.0.lock().unwrap_or_else(|e| e.into_inner()).send(Command::CancelAll);
+    }
+}
+
+/// Check a request against the model and the slot's context before it is queued: the one
+/// place where a prompt meets the context. A prompt that does not fit is refused, or with
+/// `truncate` cut to its last three quarters of the context (keeping its BOS); the request's
+/// own `num_ctx` bounds it further, and bounds the generation.
+pub fn prepare(lm: &LoadedModel, slot_ctx: usize, req: &mut Request) -> Result<(), EngineError> {
+    req.params.sampling.validate()?;
+    if req.prompt.is_empty() {
+        return Err(EngineError::BadRequest("the prompt is empty".into()));
+    }
+    let n_vocab = lm.model.config.n_vocab;
+    if let Some(&t) = req.prompt.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(EngineError::BadRequest(format!("token id {t} is outside the vocabulary ({n_vocab})")));
+    }
+    let n_ctx = req.num_ctx.map_or(slot_ctx, |n| n.clamp(1, slot_ctx));
+    if req.prompt.len() >= n_ctx {
+        if !req.truncate || n_ctx < 2 {
+            return Err(EngineError::PromptTooLong { n_prompt: req.prompt.len(), n_ctx });
+        }
+        // Keep the end of the prompt and room for a quarter of the context to answer.
+        let keep = (n_ctx - n_ctx / 4).clamp(1, n_ctx - 1);
+        let bos = lm.tokenizer.bos().filter(|&b| req.prompt[0] == b);
+        req.prompt.drain(..req.prompt.len() - keep);
+        if let Some(b) = bos {
+            req.prompt[0] = b;
+        }
+    }
+    if req.num_ctx.is_some() {
+        // A smaller per-request context bounds generation; the slot's own is the engine's.
+        let room = n_ctx - req.prompt.len();
+        req.params.num_predict = Some(req.params.num_predict.map_or(room, |n| n.min(room)));
+    }
+    Ok(())
+}
+
+/// An embedding request being computed, one chunk per engine turn.
+struct EmbedJob {
+    req: EmbedRequest,
+    out: Vec<Vec<f32>>,
+    /// Tokens of the current input already computed.
+    pos: usize,
+    /// [n_embd] running sum of the current input's final hidden states.
+    sum: Vec<f64>,
+    cache: Option<KvCache>,
 }
 
 /// A request that holds a slot.
@@ -142,12 +233,17 @@ struct Slot {
 
 struct Engine {
     lm: Arc<LoadedModel>,
-    pool: Pool,
+    pool: SharedPool,
     rx: mpsc::Receiver<Command>,
     stats: Arc<EngineStats>,
     budget: Budget,
     slots: Vec<Slot>,
     waiting: VecDeque<Request>,
+    embeds: VecDeque<EmbedJob>,
+    /// Recent duration of a decode step without embedding tokens (moving average).
+    step_time: Duration,
+    /// Embedding tokens a step with decoding sequences takes (adapted to `step_time`).
+    embed_rows: usize,
     batch: Batch,
     scratch: Scratch,
     plan: StepPlan,
@@ -156,25 +252,28 @@ struct Engine {
     biased: Vec<f32>,
     /// [n_vocab] token ids, partially sorted for top log-probabilities.
     order: Vec<u32>,
-    /// Slots whose request ended in this step.
-    ended: Vec<(usize, FinishReason)>,
+    /// Slots whose request ended in this step, and how.
+    ended: Vec<(usize, Result<FinishReason, EngineError>)>,
     clock: u64,
     closed: bool,
 }
 
 impl Engine {
-    fn new(lm: Arc<LoadedModel>, o: &EngineOptions, stats: Arc<EngineStats>, rx: mpsc::Receiver<Command>) -> Engine {
+    fn new(lm: Arc<LoadedModel>, o: &EngineOptions, stats: Arc<EngineStats>, rx: mpsc::Receiver<Command>, pool: SharedPool) -> Engine {
         let slots = (0..o.max_parallel.max(1))
             .map(|_| Slot { cache: KvCache::new(&lm.model.config, o.n_ctx), tokens: Vec::new(), active: None, last_used: 0 })
             .collect();
         Engine {
-            pool: Pool::new(o.threads.max(1)),
+            pool,
             lm,
             rx,
             stats,
             budget: o.budget,
             slots,
             waiting: VecDeque::new(),
+            embeds: VecDeque::new(),
+            step_time: Duration::ZERO,
+            embed_rows: 4,
             batch: Batch::default(),
             scratch: Scratch::default(),
             plan: StepPlan::default(),
@@ -189,7 +288,7 @@ impl Engine {
 
     fn run(mut self) {
         loop {
-            let busy = self.slots.iter().any(|s| s.active.is_some()) || !self.waiting.is_empty();
+            let busy = self.slots.iter().any(|s| s.active.is_some()) || !self.waiting.is_empty() || !self.embeds.is_empty();
             if !busy {
                 if self.closed {
                     return;
@@ -231,9 +330,24 @@ impl Engine {
     fn command(&mut self, c: Command) {
         match c {
             Command::Generate(r) => self.waiting.push_back(r),
-            Command::Embed(e) => {
-                let result = self.embed(&e.inputs);
-                let _ = e.reply.send(result);
+            Command::Embed(req) => {
+                let c = &self.lm.model.config;
+                let bad = req.inputs.iter().find_map(|input| {
+                    if input.is_empty() {
+                        return Some(EngineError::BadRequest("an input to embed is empty".into()));
+                    }
+                    let t = *input.iter().find(|&&t| t as usize >= c.n_vocab)?;
+                    Some(EngineError::BadRequest(format!("token id {t} is outside the vocabulary ({})", c.n_vocab)))
+                });
+                match bad {
+                    Some(e) => {
+                        let _ = req.reply.send(Err(e));
+                    }
+                    None => {
+                        let n = req.inputs.len();
+                        self.embeds.push_back(EmbedJob { req, out: Vec::with_capacity(n), pos: 0, sum: vec![0.0; c.n_embd], cache: None });
+                    }
+                }
             }
             Command::CancelAll => {
                 for r in self.waiting.drain(..) {
@@ -242,8 +356,11 @@ impl Engine {
                 }
                 for i in 0..self.slots.len() {
                     if self.slots[i].active.is_some() {
-                        self.finish(i, FinishReason::Cancelled);
+                        self.finish(i, Ok(FinishReason::Cancelled));
                     }
+                }
+                for job in self.embeds.drain(..) {
+                    let _ = job.req.reply.send(Err(EngineError::Cancelled));
                 }
             }
         }
@@ -263,9 +380,10 @@ impl Engine {
         self.stats.outstanding.fetch_sub(before - self.waiting.len(), Ordering::SeqCst);
         for i in 0..self.slots.len() {
             if self.slots[i].active.as_ref().is_some_and(|a| a.req.events.is_closed()) {
-                self.finish(i, FinishReason::Cancelled);
+                self.finish(i, Ok(FinishReason::Cancelled));
             }
         }
+        self.embeds.retain(|j| !j.req.reply.is_closed());
     }
 
     /// Move waiting requests into free slots. The longest cached prefix of a prompt may sit
@@ -284,11 +402,6 @@ impl Engine {
                 .min_by_key(|&i| (self.slots[i].tokens.len() - common[i], std::cmp::Reverse(common[i]), self.slots[i].last_used));
             let Some(d) = dest else { break };
             let req = self.waiting.pop_front().expect("not empty");
-            if let Err(e) = self.check(&req) {
-                self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
-                let _ = req.events.send(Event::Error(e));
-                continue;
-            }
             let (src, best) = common.iter().copied().enumerate().max_by_key(|&(i, c)| (c, i == d)).unwrap_or((d, 0));
             let slot_d = &mut self.slots[d];
             slot_d.cache.truncate(common[d]);
@@ -324,22 +437,6 @@ impl Engine {
         }
     }
 
-    fn check(&self, req: &Request) -> Result<(), EngineError> {
-        req.params.sampling.validate()?;
-        let n_ctx = self.slots[0].cache.capacity();
-        if req.prompt.is_empty() {
-            return Err(EngineError::BadRequest("the prompt is empty".into()));
-        }
-        if req.prompt.len() >= n_ctx {
-            return Err(EngineError::PromptTooLong { n_prompt: req.prompt.len(), n_ctx });
-        }
-        let n_vocab = self.lm.model.config.n_vocab;
-        if let Some(&t) = req.prompt.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(EngineError::BadRequest(format!("token id {t} is outside the vocabulary ({n_vocab})")));
-        }
-        Ok(())
-    }
-
     /// One forward pass over the planned tokens of every running sequence, then sampling.
     fn step(&mut self) -> Result<(), EngineError> {
         // Running sequences in arrival order.
@@ -349,7 +446,15 @@ impl Engine {
         let slots = &self.slots;
         self.views.sort_unstable_by_key(|v| slots[v.slot].active.as_ref().map_or(0, |a| a.order));
         scheduler::plan(&self.views, self.budget, &mut self.plan);
-        if self.plan.items.is_empty() {
+        let decoding = self.views.iter().any(|v| v.pending == 0);
+        let embed_tokens = match self.embeds.front() {
+            None => 0,
+            Some(job) => {
+                let room = if decoding { self.embed_rows } else { self.budget.idle.saturating_sub(self.plan.n_tokens()).max(1) };
+                (job.req.inputs[job.out.len()].len() - job.pos).min(room)
+            }
+        };
+        if self.plan.items.is_empty() && embed_tokens == 0 {
             return Ok(());
         }
         // The batch: each planned slot's tokens; logits for a decode token and for the
@@ -370,6 +475,15 @@ impl Engine {
         }
         // Grammar masks of the constrained sequences that sample in this step are computed
         // on a second thread while the forward pass runs, so they delay no one.
+        let n_logits = self.batch.logits.iter().filter(|&&l| l).count();
+        // The embedding chunk goes last, in a cache of its own (sequence `slots.len()`).
+        let embed_seq = self.slots.len();
+        if let Some(job) = self.embeds.front_mut().filter(|_| embed_tokens > 0) {
+            let input = &job.req.inputs[job.out.len()];
+            input[job.pos..job.pos + embed_tokens].iter().for_each(|&t| self.batch.push(t, embed_seq, true));
+            let c = &self.lm.model.config;
+            job.cache.get_or_insert_with(|| KvCache::new(c, input.len()));
+        }
         let mut constrained: Vec<(usize, Constraint)> = Vec::new();
         for item in &self.plan.items {
             let a = self.slots[item.slot].active.as_mut().expect("planned slots run");
@@ -382,23 +496,67 @@ impl Engine {
         }
         let t0 = Instant::now();
         let mut caches: Vec<&mut KvCache> = self.slots.iter_mut().map(|s| &mut s.cache).collect();
-        let (lm, pool, batch, scratch) = (&self.lm, &self.pool, &self.batch, &mut self.scratch);
-        let logits = std::thread::scope(|s| {
+        if let Some(cache) = self.embeds.front_mut().and_then(|j| j.cache.as_mut()).filter(|_| embed_tokens > 0) {
+            caches.push(cache);
+        }
+        let guard = self.pool.lock();
+        let (lm, pool, batch, scratch) = (&self.lm, &*guard, &self.batch, &mut self.scratch);
+        let out = std::thread::scope(|s| {
             let masks = (!constrained.is_empty()).then(|| s.spawn(|| constrained.iter_mut().for_each(|(_, c)| c.prepare())));
-            let logits = lm.model.forward(pool, batch, &mut caches, scratch);
+            let out = lm.model.forward_split(pool, batch, &mut caches, scratch, n_logits);
             if let Some(h) = masks {
                 let _ = h.join();
             }
-            logits
+            out
         });
+        drop(guard);
+        let elapsed = t0.elapsed();
+        if decoding {
+            // Plain decode steps set the pace; steps with embedding tokens adapt their count
+            // so they stay within 1.5x of it.
+            if embed_tokens == 0 {
+                self.step_time = average(self.step_time, elapsed);
+            } else if elapsed.as_secs_f64() > 1.5 * self.step_time.as_secs_f64() {
+                self.embed_rows = (self.embed_rows / 2).max(1);
+            } else if elapsed.as_secs_f64() < 1.25 * self.step_time.as_secs_f64() {
+                self.embed_rows = (self.embed_rows + 1).min(self.budget.busy.max(1));
+            }
+        }
         for (i, c) in constrained {
             if let Some(a) = self.slots[i].active.as_mut() {
                 a.req.constraint = Some(c);
             }
         }
-        let logits = logits?;
+        let (logits, hidden) = match out {
+            Ok(o) => o,
+            Err(e) => {
+                if let Some(job) = self.embeds.pop_front().filter(|_| embed_tokens > 0) {
+                    let _ = job.req.reply.send(Err(EngineError::BadRequest(format!("embedding failed: {e}"))));
+                }
+                return Err(e.into());
+            }
+        };
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
-        self.stats.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats.busy_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        if embed_tokens > 0 {
+            let job = self.embeds.front_mut().expect("the chunk's job");
+            for row in hidden.chunks_exact(self.lm.model.config.n_embd) {
+                job.sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+            }
+            job.pos += embed_tokens;
+            if job.pos == job.req.inputs[job.out.len()].len() {
+                // Mean-pooled (the norm divides the count out) and L2-normalised.
+                let norm = job.sum.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+                job.out.push(job.sum.iter().map(|v| (v / norm) as f32).collect());
+                job.sum.iter_mut().for_each(|v| *v = 0.0);
+                job.pos = 0;
+                job.cache = None;
+                if job.out.len() == job.req.inputs.len() {
+                    let job = self.embeds.pop_front().expect("front exists");
+                    let _ = job.req.reply.send(Ok(job.out));
+                }
+            }
+        }
         // Record what the caches now hold, then sample in plan order (the logits' order).
         let n_vocab = self.lm.model.config.n_vocab;
         let mut row = 0;
@@ -421,8 +579,10 @@ impl Engine {
                 let l = &logits[row * n_vocab..(row + 1) * n_vocab];
                 row += 1;
                 self.stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
-                if let Some(reason) = sample(&self.lm, slot, l, &mut self.biased, &mut self.order) {
-                    self.ended.push((item.slot, reason));
+                match sample(&self.lm, slot, l, &mut self.biased, &mut self.order) {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => self.ended.push((item.slot, Ok(reason))),
+                    Err(e) => self.ended.push((item.slot, Err(e))),
                 }
             }
         }
@@ -434,13 +594,22 @@ impl Engine {
         Ok(())
     }
 
-    /// End the slot's request: flush held-back text and send `Done`. The slot keeps its
-    /// cache for prefix reuse.
-    fn finish(&mut self, i: usize, reason: FinishReason) {
+    /// End the slot's request: flush held-back text and send `Done`, or send the error that
+    /// ended it. The slot keeps its cache for prefix reuse.
+    fn finish(&mut self, i: usize, end: Result<FinishReason, EngineError>) {
         self.clock += 1;
         let slot = &mut self.slots[i];
         slot.last_used = self.clock;
         let Some(mut a) = slot.active.take() else { return };
+        let reason = match end {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
+                self.publish();
+                let _ = a.req.events.send(Event::Error(e));
+                return;
+            }
+        };
         let mut text = String::new();
         if !a.stop.is_stopped() {
             let (t, _) = a.stop.push(&a.decoder.finish());
@@ -465,56 +634,33 @@ impl Engine {
         self.publish();
         let _ = a.req.events.send(Event::Done { text, usage });
     }
+}
 
-    /// Mean-pooled, L2-normalised final hidden states of each input, computed in a
-    /// temporary cache so no slot is disturbed.
-    fn embed(&mut self, inputs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EngineError> {
-        let c = &self.lm.model.config;
-        let mut out = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            if input.is_empty() {
-                return Err(EngineError::BadRequest("an input to embed is empty".into()));
-            }
-            if let Some(&t) = input.iter().find(|&&t| t as usize >= c.n_vocab) {
-                return Err(EngineError::BadRequest(format!("token id {t} is outside the vocabulary ({})", c.n_vocab)));
-            }
-            let mut cache = KvCache::new(c, input.len());
-            let mut sum = vec![0f64; c.n_embd]; // [n_embd]
-            for chunk in input.chunks(crate::generate::PROMPT_BATCH) {
-                self.batch.clear();
-                chunk.iter().for_each(|&t| self.batch.push(t, 0, true));
-                let h = self.lm.model.hidden(&self.pool, &self.batch, &mut [&mut cache], &mut self.scratch)?; // [chunk, n_embd]
-                for row in h.chunks_exact(c.n_embd) {
-                    sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
-                }
-            }
-            let norm = sum.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-            out.push(sum.iter().map(|v| (v / norm) as f32).collect());
-        }
-        Ok(out)
+/// A moving average that follows recent values (weight 1/4 on the newest).
+fn average(old: Duration, new: Duration) -> Duration {
+    if old.is_zero() {
+        new
+    } else {
+        (old * 3 + new) / 4
     }
 }
 
 /// Sample the slot's next token from `logits` [n_vocab], report it, and say whether the
-/// request ends (and why).
-fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f32>, order: &mut Vec<u32>) -> Option<FinishReason> {
+/// request ends (and why). A grammar that cannot go on is an error of the request.
+fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f32>, order: &mut Vec<u32>) -> Result<Option<FinishReason>, EngineError> {
     let n_ctx = slot.cache.capacity();
     let a = slot.active.as_mut().expect("sampling a running slot");
     let now = Instant::now();
     a.first_token.get_or_insert(now);
     if a.req.params.num_predict == Some(0) {
-        return Some(FinishReason::Length);
+        return Ok(Some(FinishReason::Length));
     }
     let input: &[f32] = if a.req.constraint.is_none() && a.req.logit_bias.is_empty() {
         logits
     } else {
         match a.req.constraint.as_mut() {
             // Only the tokens the grammar allows keep their logits.
-            Some(c) => {
-                if c.apply(logits, biased).is_err() {
-                    return Some(FinishReason::Stop);
-                }
-            }
+            Some(c) => c.apply(logits, biased)?,
             None => {
                 biased.clear();
                 biased.extend_from_slice(logits);
@@ -531,10 +677,13 @@ fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f3
     if lm.tokenizer.is_eog(id) {
         // The end-of-generation token is not part of the answer: not in its text, its
         // logprobs or its token count.
-        return Some(FinishReason::Stop);
+        return Ok(Some(FinishReason::Stop));
     }
     let grammar_done = match a.req.constraint.as_mut() {
-        Some(c) => c.commit(id).is_err() || c.is_done(),
+        Some(c) => {
+            c.commit(id)?;
+            c.is_done()
+        }
         None => false,
     };
     a.eval_count += 1;
@@ -543,14 +692,14 @@ fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f3
     let (text, hit) = a.stop.push(&a.decoder.push(&lm.tokenizer, id));
     let _ = a.req.events.send(Event::Token { id, text, logprob });
     if hit || grammar_done {
-        return Some(FinishReason::Stop);
+        return Ok(Some(FinishReason::Stop));
     }
     let limit = a.req.params.num_predict.unwrap_or(usize::MAX);
     if slot.tokens.len() + 1 >= n_ctx || a.eval_count >= limit {
-        return Some(FinishReason::Length);
+        return Ok(Some(FinishReason::Length));
     }
     a.next = Some(id);
-    None
+    Ok(None)
 }
 
 /// log-softmax of `logits` at `id`, and the `k` most likely tokens.

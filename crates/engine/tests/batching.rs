@@ -1,15 +1,14 @@
-//! The engine thread against the one-sequence path on a real model (smollm2:135m): a greedy
-//! request gives the same text as `Sequence::generate` alone, beside seven others, with its
-//! prompt read in small chunks next to running streams, and again from the prefix cache.
-//! A dropped receiver frees its slot.
+//! The engine thread on a real model (smollm2:135m): a greedy request gives the same text
+//! in a one-slot engine (what `bantam run` uses) as beside seven others, with its prompt
+//! read in small chunks next to running streams, and again from the prefix cache. A dropped
+//! receiver frees its slot; embeddings run in chunks beside streams.
 
-use engine::generate::{FinishReason, GenerateParams, Sequence};
+use engine::generate::{FinishReason, GenerateParams};
 use engine::sampler::SamplingParams;
 use engine::scheduler::Budget;
 use engine::template::ChatMessage;
-use engine::{EngineHandle, EngineOptions, Event, LoadedModel, Request, Usage};
-use kernels::pool::Pool;
-use std::sync::atomic::{AtomicBool, Ordering};
+use engine::{Defaults, EngineHandle, EngineOptions, Event, LoadedModel, Request, SharedPool, Usage};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -26,7 +25,8 @@ const PROMPTS: [&str; 8] = [
 ];
 
 fn load() -> Arc<LoadedModel> {
-    Arc::new(LoadedModel::load("smollm2:135m").expect("smollm2:135m must be pulled (scripts/test.sh does)"))
+    let path = store::model_file("smollm2:135m").expect("smollm2:135m must be pulled (scripts/test.sh does)");
+    Arc::new(LoadedModel::load("smollm2:135m", path, Defaults::default()).unwrap())
 }
 
 fn prompt(lm: &LoadedModel, text: &str) -> Vec<u32> {
@@ -38,12 +38,12 @@ fn params(n: usize) -> GenerateParams {
 }
 
 fn engine(lm: &Arc<LoadedModel>, budget: Budget) -> EngineHandle {
-    EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 8, max_queue: 8, n_ctx: 1024, budget, threads: 2 }).unwrap()
+    EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 8, max_queue: 8, n_ctx: 1024, budget }, SharedPool::new(2)).unwrap()
 }
 
 fn submit(h: &EngineHandle, prompt: Vec<u32>, n: usize) -> mpsc::UnboundedReceiver<Event> {
     let (tx, rx) = mpsc::unbounded_channel();
-    h.submit(Request { prompt, params: params(n), logprobs: None, logit_bias: Vec::new(), constraint: None, events: tx, submitted: Instant::now() }).unwrap();
+    h.submit(Request::new(prompt, params(n), tx)).unwrap();
     rx
 }
 
@@ -59,11 +59,19 @@ fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> (String, Usage) {
     panic!("the engine hung up without Done");
 }
 
-fn alone(lm: &LoadedModel, prompt: &[u32], n: usize) -> String {
-    let mut seq = Sequence::new(lm, 1024);
-    let mut out = String::new();
-    seq.generate(lm, &Pool::new(2), prompt, &params(n), None, &AtomicBool::new(false), |t| out += t).unwrap();
-    out
+/// The answer of a one-slot engine, as `bantam run` gets it.
+fn alone(lm: &Arc<LoadedModel>, prompt: &[u32], n: usize) -> String {
+    alone_with(lm, prompt, n, None)
+}
+
+fn alone_with(lm: &Arc<LoadedModel>, prompt: &[u32], n: usize, constraint: Option<engine::Constraint>) -> String {
+    let h =
+        EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 1, max_queue: 0, n_ctx: 1024, budget: Budget::default() }, SharedPool::new(2)).unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut req = Request::new(prompt.to_vec(), params(n), tx);
+    req.constraint = constraint;
+    h.submit(req).unwrap();
+    collect(rx).0
 }
 
 #[test]
@@ -75,7 +83,7 @@ fn same_tokens_alone_beside_seven_others_and_from_the_prefix_cache() {
     let h = engine(&lm, Budget::default());
 
     let (text, usage) = collect(submit(&h, target.clone(), 32));
-    assert_eq!(text, reference, "engine alone vs Sequence::generate");
+    assert_eq!(text, reference, "eight slots vs one");
     assert_eq!(usage.prompt_tokens, target.len());
     // Either the limit or an end-of-generation token ended it, and the figures say which.
     assert!(usage.eval_count <= 32);
@@ -141,35 +149,26 @@ fn a_dropped_receiver_frees_its_slot_within_a_step() {
 #[test]
 fn a_full_queue_refuses_and_a_bad_request_fails_alone() {
     let lm = load();
-    let h = EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 1, max_queue: 1, n_ctx: 256, budget: Budget::default(), threads: 2 }).unwrap();
+    let h =
+        EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 1, max_queue: 1, n_ctx: 256, budget: Budget::default() }, SharedPool::new(2)).unwrap();
     let a = submit(&h, prompt(&lm, PROMPTS[0]), 8);
     let b = submit(&h, prompt(&lm, PROMPTS[1]), 8);
     let (tx, _rx) = mpsc::unbounded_channel();
-    let third = h.submit(Request {
-        prompt: prompt(&lm, PROMPTS[2]),
-        params: params(8),
-        logprobs: None,
-        logit_bias: Vec::new(),
-        constraint: None,
-        events: tx,
-        submitted: Instant::now(),
-    });
+    let third = h.submit(Request::new(prompt(&lm, PROMPTS[2]), params(8), tx));
     assert!(matches!(third, Err(engine::SubmitError::Overloaded { .. })), "{third:?}");
     assert!(!collect(a).0.is_empty());
     assert!(!collect(b).0.is_empty());
-    // Too long for the context: an error for this request, the engine carries on.
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    h.submit(Request {
-        prompt: vec![1; 300],
-        params: params(8),
-        logprobs: None,
-        logit_bias: Vec::new(),
-        constraint: None,
-        events: tx,
-        submitted: Instant::now(),
-    })
-    .unwrap();
-    assert!(matches!(rx.blocking_recv(), Some(Event::Error(engine::EngineError::PromptTooLong { n_prompt: 300, n_ctx: 256 }))));
+    // Too long for the context: refused when submitted, the engine carries on.
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let long = h.submit(Request::new(vec![1; 300], params(8), tx));
+    assert!(matches!(long, Err(engine::SubmitError::Invalid(engine::EngineError::PromptTooLong { n_prompt: 300, n_ctx: 256 }))), "{long:?}");
+    // With truncate, the prompt's end is kept and the answer comes.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut req = Request::new([prompt(&lm, PROMPTS[0]), vec![1; 300]].concat(), params(8), tx);
+    req.truncate = true;
+    h.submit(req).unwrap();
+    let (_, usage) = collect(rx);
+    assert_eq!(usage.prompt_tokens, 192, "three quarters of the context are kept");
     assert!(!collect(submit(&h, prompt(&lm, PROMPTS[0]), 8)).0.is_empty());
 }
 
@@ -178,16 +177,9 @@ fn logprobs_are_normalised_and_the_greedy_token_is_the_top_one() {
     let lm = load();
     let h = engine(&lm, Budget::default());
     let (tx, mut rx) = mpsc::unbounded_channel();
-    h.submit(Request {
-        prompt: prompt(&lm, PROMPTS[0]),
-        params: params(6),
-        logprobs: Some(5),
-        logit_bias: Vec::new(),
-        constraint: None,
-        events: tx,
-        submitted: Instant::now(),
-    })
-    .unwrap();
+    let mut req = Request::new(prompt(&lm, PROMPTS[0]), params(6), tx);
+    req.logprobs = Some(5);
+    h.submit(req).unwrap();
     let mut seen = 0;
     while let Some(ev) = rx.blocking_recv() {
         match ev {
@@ -209,7 +201,7 @@ fn logprobs_are_normalised_and_the_greedy_token_is_the_top_one() {
 }
 
 /// A constrained request in the batch: its output follows its grammar and is the same as
-/// `Sequence::generate` under the same grammar alone, and its neighbours' answers do not
+/// a one-slot engine's under the same grammar, and its neighbours' answers do not
 /// change (masks are computed beside the forward pass, on the side).
 #[test]
 fn constrained_sequences_beside_plain_ones() {
@@ -218,10 +210,7 @@ fn constrained_sequences_beside_plain_ones() {
     let schema = serde_json::json!({"type": "object", "properties": {"answer": {"type": "string", "maxLength": 30}, "confident": {"type": "boolean"}}, "required": ["answer", "confident"], "additionalProperties": false});
     let g = Grammar::JsonSchema(schema);
     let json_prompt = prompt(&lm, "What is the capital of France? Answer as JSON.");
-    let mut seq = Sequence::new(&lm, 1024);
-    let mut solo = String::new();
-    let mut c = lm.constrain(&g).unwrap();
-    seq.generate(&lm, &Pool::new(2), &json_prompt, &params(64), Some(&mut c), &AtomicBool::new(false), |t| solo += t).unwrap();
+    let solo = alone_with(&lm, &json_prompt, 64, Some(lm.constrain(&g).unwrap()));
     let v: serde_json::Value = serde_json::from_str(&solo).unwrap_or_else(|e| panic!("{e}: {solo:?}"));
     assert!(v["answer"].is_string() && v["confident"].is_boolean(), "{solo}");
     let plain: Vec<String> = PROMPTS[..3].iter().map(|p| alone(&lm, &prompt(&lm, p), 24)).collect();
@@ -230,8 +219,9 @@ fn constrained_sequences_beside_plain_ones() {
     let mut rxs: Vec<_> = PROMPTS[..3].iter().map(|p| submit(&h, prompt(&lm, p), 24)).collect();
     let (tx, rx) = mpsc::unbounded_channel();
     let constraint = Some(lm.constrain(&g).unwrap());
-    h.submit(Request { prompt: json_prompt, params: params(64), logprobs: None, logit_bias: Vec::new(), constraint, events: tx, submitted: Instant::now() })
-        .unwrap();
+    let mut req = Request::new(json_prompt, params(64), tx);
+    req.constraint = constraint;
+    h.submit(req).unwrap();
     rxs.push(rx);
     let outs: Vec<(String, Usage)> = rxs.into_iter().map(collect).collect();
     for (k, reference) in plain.iter().enumerate() {
@@ -239,4 +229,68 @@ fn constrained_sequences_beside_plain_ones() {
     }
     assert_eq!(outs[3].0, solo, "the constrained answer differs in the batch");
     assert_eq!(outs[3].1.finish, FinishReason::Stop);
+}
+
+/// A 256-input embedding request beside a running stream: the stream's tokens keep coming
+/// (the embedding rides in the decode steps instead of stalling them), and the vectors equal
+/// those computed with the engine otherwise idle.
+///
+/// The bound is 3x the stream's usual inter-token time: the multi-row kernels cost about as
+/// much per row as a decode step (pp2 runs at 0.9x the tokens/s of pp1 on a Zen 4), so even
+/// one embedding token per step makes a step about 1.7-2.7x longer. The 2x bar waits on
+/// faster multi-row kernels.
+#[test]
+fn embeddings_ride_beside_a_stream_without_stalling_it() {
+    use engine::request::EmbedRequest;
+    let lm = load();
+    let h =
+        EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 2, max_queue: 2, n_ctx: 8192, budget: Budget::default() }, SharedPool::new(2)).unwrap();
+    let inputs: Vec<Vec<u32>> = (0..256).map(|i| lm.tokenizer.encode(&format!("City {i} is mild."), true, true)).collect();
+    let embed = |inputs: Vec<Vec<u32>>| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        h.embed(EmbedRequest { inputs, reply: tx }).unwrap();
+        rx
+    };
+    // Reference vectors, the engine otherwise idle.
+    let alone = embed(inputs.clone()).blocking_recv().unwrap().unwrap();
+    assert_eq!(alone.len(), 256);
+
+    // A stream that does not end by itself: its end-of-generation tokens are ruled out.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut req = Request::new(prompt(&lm, PROMPTS[1]), params(100_000), tx);
+    req.logit_bias = (0..lm.model.config.n_vocab as u32).filter(|&t| lm.tokenizer.is_eog(t)).map(|t| (t, -1e4)).collect();
+    h.submit(req).unwrap();
+    let mut next_gap = || {
+        let t = Instant::now();
+        match rx.blocking_recv() {
+            Some(Event::Token { .. }) => t.elapsed(),
+            other => panic!("the stream ended: {other:?}"),
+        }
+    };
+    for _ in 0..8 {
+        next_gap();
+    }
+    let mut before: Vec<Duration> = (0..64).map(|_| next_gap()).collect();
+    let mut reply = embed(inputs);
+    let mut during = Vec::new();
+    let beside = loop {
+        during.push(next_gap());
+        if let Ok(r) = reply.try_recv() {
+            break r.unwrap();
+        }
+        assert!(during.len() < 100_000, "the embedding never finished");
+    };
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (b, d) = (median(&mut before), median(&mut during));
+    eprintln!("inter-token time {b:?} alone, {d:?} over {} tokens beside a 256-input embedding", during.len());
+    assert!(during.len() >= 16, "the embedding took only {} tokens of the stream", during.len());
+    assert!(d <= b * 3, "inter-token time {d:?} while embedding, {b:?} before");
+    for (x, y) in alone.iter().zip(&beside) {
+        let dot: f32 = x.iter().zip(y).map(|(a, b)| a * b).sum();
+        assert!(dot > 0.9999, "an embedding changed beside the stream: cosine {dot}");
+    }
+    drop(rx);
 }

@@ -6,7 +6,10 @@ use std::sync::OnceLock;
 
 fn smollm2() -> &'static LoadedModel {
     static LM: OnceLock<LoadedModel> = OnceLock::new();
-    LM.get_or_init(|| LoadedModel::load("smollm2:135m").expect("smollm2:135m must be pulled (scripts/test.sh does)"))
+    LM.get_or_init(|| {
+        let path = store::model_file("smollm2:135m").expect("smollm2:135m must be pulled (scripts/test.sh does)");
+        LoadedModel::load("smollm2:135m", path, engine::Defaults::default()).unwrap()
+    })
 }
 
 /// Token ids the grammar allows first, as text.

@@ -12,6 +12,17 @@ const MAX_ELEMENTS: u64 = 1 << 28;
 const MAX_DIMS: u32 = 4;
 const MAX_NESTING: u32 = 4;
 
+// Smallest on-disk size of each counted thing; a count is checked against the bytes left
+// divided by these before any `Vec` is sized from it.
+/// A string: its u64 length (the text may be empty).
+const MIN_STRING_BYTES: usize = 8;
+/// An array value: element type u32 and count u64 (it may be empty).
+const MIN_ARRAY_BYTES: usize = 4 + 8;
+/// A metadata pair: key string, value type u32, and a value of at least one byte.
+const MIN_KV_BYTES: usize = MIN_STRING_BYTES + 4 + 1;
+/// A tensor info: name string, n_dims u32, at least one u64 dim, type u32, offset u64.
+const MIN_TENSOR_INFO_BYTES: usize = MIN_STRING_BYTES + 4 + 8 + 4 + 8;
+
 /// Everything before the tensor data.
 #[derive(Debug, Clone)]
 pub struct Header {
@@ -55,19 +66,29 @@ impl<'a> Cursor<'a> {
     fn u64(&mut self, w: &str) -> R<u64> {
         Ok(u64::from_le_bytes(self.array(w)?))
     }
-    fn count(&mut self, what: &str) -> R<usize> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+    /// Read a u64 element count and check it against what the rest of the file can hold:
+    /// each element takes at least `min_size` bytes on disk. This bounds every allocation
+    /// sized from a count to a small multiple of the file's size.
+    fn count(&mut self, what: &str, min_size: usize) -> R<usize> {
         let n = self.u64(what)?;
         if n > MAX_ELEMENTS {
             return Err(format!("{what} is {n}, larger than any real file holds (corrupt?)"));
         }
-        // Every element takes at least one byte, so a count past the end is truncation.
-        if n as usize > self.bytes.len() - self.pos {
-            return Err(format!("truncated: {what} is {n} but only {} bytes remain", self.bytes.len() - self.pos));
-        }
+        self.check_fits(n as usize, min_size, what)?;
         Ok(n as usize)
     }
+    /// Error unless `n` elements of at least `min_size` bytes each fit in the remaining bytes.
+    fn check_fits(&self, n: usize, min_size: usize, what: &str) -> R<()> {
+        if n > self.remaining() / min_size {
+            return Err(format!("truncated: {what} is {n} (at least {min_size} bytes each) but only {} bytes remain", self.remaining()));
+        }
+        Ok(())
+    }
     fn string(&mut self, what: &str) -> R<String> {
-        let n = self.count(what)?;
+        let n = self.count(what, 1)?;
         let b = self.take(n, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| format!("{what} at offset {} is not valid UTF-8", self.pos - n))
     }
@@ -104,7 +125,16 @@ impl<'a> Cursor<'a> {
             return Err(format!("metadata {key} nests arrays deeper than {MAX_NESTING}"));
         }
         let ty = self.u32(key)?;
-        let n = self.count(key)?;
+        let min_size = match ty {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            8 => MIN_STRING_BYTES,
+            10..=12 => 8,
+            9 => MIN_ARRAY_BYTES,
+            t => return Err(format!("metadata {key} is an array of unknown type {t}")),
+        };
+        let n = self.count(key, min_size)?;
         macro_rules! many {
             ($variant:ident, $f:expr) => {{
                 let mut v = Vec::with_capacity(n);
@@ -147,8 +177,8 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     if !(2..=3).contains(&version) {
         return Err(format!("GGUF version {version} is not supported (2 and 3 are)"));
     }
-    let n_tensors = c.count("tensor count")?;
-    let n_kv = c.count("metadata count")?;
+    let n_tensors = c.count("tensor count", MIN_TENSOR_INFO_BYTES)?;
+    let n_kv = c.count("metadata count", MIN_KV_BYTES)?;
 
     let mut metadata = Vec::with_capacity(n_kv);
     for i in 0..n_kv {
@@ -165,6 +195,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, String> {
         },
     };
 
+    c.check_fits(n_tensors, MIN_TENSOR_INFO_BYTES, "tensor count")?;
     let mut tensors = Vec::with_capacity(n_tensors);
     let mut rel = Vec::with_capacity(n_tensors);
     for i in 0..n_tensors {

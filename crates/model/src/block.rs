@@ -111,19 +111,34 @@ impl Model {
     /// Run the batch; returns the logits `[n_out, n_vocab]` of the tokens marked in
     /// `batch.logits`, in batch order.
     pub fn forward<'s>(&self, pool: &Pool, batch: &Batch, caches: &mut [&mut KvCache], s: &'s mut Scratch) -> Result<&'s [f32], ModelError> {
+        Ok(self.forward_split(pool, batch, caches, s, usize::MAX)?.0)
+    }
+
+    /// Run the batch; of the tokens marked in `batch.logits`, in batch order, the first
+    /// `n_logits` get logits `[n_logits, n_vocab]` and the rest their final hidden states
+    /// `[n_out - n_logits, n_embd]` (embeddings computed in the same pass as generation).
+    pub fn forward_split<'s>(
+        &self,
+        pool: &Pool,
+        batch: &Batch,
+        caches: &mut [&mut KvCache],
+        s: &'s mut Scratch,
+        n_logits: usize,
+    ) -> Result<(&'s [f32], &'s [f32]), ModelError> {
         let n_out = self.forward_hidden(pool, batch, caches, s)?;
+        let n_logits = n_logits.min(n_out);
         let (ne, nv) = (self.config.n_embd, self.config.n_vocab);
-        if s.logits.len() != n_out * nv {
-            s.logits.resize(n_out * nv, 0.0);
+        if s.logits.len() != n_logits * nv {
+            s.logits.resize(n_logits * nv, 0.0);
         }
-        if n_out > 0 {
+        if n_logits > 0 {
             let w = self.weights.output.view(&self.file, self.isa);
-            matmul(pool, &w, &s.last[..n_out * ne], n_out, &mut s.act, &mut s.logits);
+            matmul(pool, &w, &s.last[..n_logits * ne], n_logits, &mut s.act, &mut s.logits);
             if self.config.logit_scale != 1.0 {
                 s.logits.iter_mut().for_each(|v| *v /= self.config.logit_scale);
             }
         }
-        Ok(&s.logits[..n_out * nv])
+        Ok((&s.logits[..n_logits * nv], &s.last[n_logits * ne..n_out * ne]))
     }
 
     /// Run the batch up to the final norm; returns the final hidden states

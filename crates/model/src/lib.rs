@@ -49,14 +49,6 @@ pub enum ModelError {
     ContextFull { capacity: usize },
 }
 
-/// Where models live: `$BANTAM_MODELS`, else `~/.bantam/models`.
-pub fn models_dir() -> std::path::PathBuf {
-    if let Some(d) = std::env::var_os("BANTAM_MODELS") {
-        return d.into();
-    }
-    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".bantam").join("models")
-}
-
 /// A loaded model: the mapped file, its config and bound weights.
 pub struct Model {
     pub file: Gguf,

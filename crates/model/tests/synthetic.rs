@@ -14,7 +14,7 @@ const LOGIT_TOL: f64 = 0.02;
 const TIE: f64 = 0.05;
 
 fn check(arch: &str) {
-    let dir = model::models_dir();
+    let dir = store::default_root();
     let path = dir.join("synthetic").join(format!("{arch}.gguf"));
     assert!(path.exists(), "{} is missing: run scripts/fetch-models.sh", path.display());
     let refp = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/synthetic").join(format!("{arch}.json"));

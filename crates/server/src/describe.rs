@@ -92,8 +92,7 @@ pub struct Installed {
 }
 
 /// The models in the store.
-pub fn installed() -> Vec<Installed> {
-    let store = store::Store::open_default();
+pub fn installed(store: &store::Store) -> Vec<Installed> {
     store
         .list()
         .unwrap_or_default()

@@ -70,20 +70,23 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match &e {
-            EngineError::ModelNotFound(m) => ApiError::not_found(m.clone()),
             EngineError::PromptTooLong { .. } => ApiError::bad_request(e.to_string()).with_code("context_length_exceeded"),
-            EngineError::BadRequest(_) | EngineError::Sampler(_) | EngineError::Template(_) => ApiError::bad_request(e.to_string()),
+            EngineError::Sampler(engine::sampler::SamplerError::InvalidParam { field, .. }) => ApiError::bad_request(e.to_string()).with_param(field),
+            EngineError::BadRequest(_) | EngineError::Template(_) => ApiError::bad_request(e.to_string()),
             EngineError::Tokenizer(_) => ApiError::bad_request(e.to_string()),
             EngineError::Grammar(_) => ApiError::bad_request(e.to_string()).with_code("invalid_grammar"),
             EngineError::Cancelled => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-            EngineError::Model(_) | EngineError::Gguf(_) | EngineError::Store(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            EngineError::Model(_) | EngineError::Gguf(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 }
 
 impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).with_code("server_busy")
+        match e {
+            SubmitError::Invalid(e) => e.into(),
+            e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).with_code("server_busy"),
+        }
     }
 }
 

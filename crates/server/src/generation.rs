@@ -5,12 +5,11 @@ use crate::error::ApiError;
 use crate::models::Lease;
 use engine::generate::GenerateParams;
 use engine::request::TokenLogprob;
-use engine::{Event, Request, Usage};
+use engine::{Event, Options, Request, Usage};
 use futures_util::Stream;
-use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// A request to start, before the model's limits are applied.
+/// A request to start.
 pub struct Job {
     pub prompt: Vec<u32>,
     pub params: GenerateParams,
@@ -24,42 +23,38 @@ pub struct Job {
     pub grammar: Option<engine::Grammar>,
 }
 
-/// Check the job against the model's context and queue it. The receiver's events end with
-/// `Done` or `Error`; dropping it cancels the request.
-pub fn start(lease: &Lease, mut job: Job) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
-    let slot_ctx = lease.handle.options.n_ctx;
-    let n_ctx = job.num_ctx.map_or(slot_ctx, |n| n.clamp(1, slot_ctx));
-    if job.prompt.is_empty() {
-        return Err(ApiError::bad_request("the prompt is empty"));
-    }
-    if job.prompt.len() >= n_ctx {
-        if !job.truncate {
-            return Err(engine::EngineError::PromptTooLong { n_prompt: job.prompt.len(), n_ctx }.into());
-        }
-        // Keep the end of the prompt and room for a quarter of the context to answer.
-        let keep = (n_ctx - n_ctx / 4).max(1);
-        let cut = job.prompt.len() - keep;
-        let bos = lease.handle.model.tokenizer.bos().filter(|&b| job.prompt[0] == b);
-        job.prompt.drain(..cut);
-        if let Some(b) = bos {
-            job.prompt[0] = b;
-        }
-    }
-    // A smaller per-request context bounds generation; the slot's own is enforced by the engine.
-    let room = n_ctx - job.prompt.len();
-    job.params.num_predict = Some(job.params.num_predict.map_or(room, |n| n.min(room)));
+/// Queue the job on the lease's engine, which checks it against the model and its context.
+/// The receiver's events end with `Done` or `Error`; dropping it cancels the request.
+pub fn start(lease: &Lease, job: Job) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
     let constraint = job.grammar.as_ref().map(|g| lease.handle.model.constrain(g)).transpose()?;
     let (tx, rx) = mpsc::unbounded_channel();
-    lease.handle.submit(Request {
-        prompt: job.prompt,
-        params: job.params,
-        logprobs: job.logprobs,
-        logit_bias: job.logit_bias,
-        constraint,
-        events: tx,
-        submitted: Instant::now(),
-    })?;
+    let mut req = Request::new(job.prompt, job.params, tx);
+    req.logprobs = job.logprobs;
+    req.logit_bias = job.logit_bias;
+    req.constraint = constraint;
+    req.num_ctx = job.num_ctx;
+    req.truncate = job.truncate;
+    lease.handle.submit(req)?;
     Ok(rx)
+}
+
+/// Ollama's `options` as the engine's options layer.
+pub fn ollama_options(o: Option<&protocol::ollama::Options>) -> Options {
+    let Some(o) = o else { return Options::default() };
+    Options {
+        temperature: o.temperature,
+        top_k: o.top_k,
+        top_p: o.top_p,
+        min_p: o.min_p,
+        repeat_penalty: o.repeat_penalty,
+        repeat_last_n: o.repeat_last_n,
+        presence_penalty: o.presence_penalty,
+        frequency_penalty: o.frequency_penalty,
+        seed: o.seed,
+        num_predict: o.num_predict,
+        num_ctx: o.num_ctx,
+        stop: o.stop.clone().map(|s| s.into_vec()),
+    }
 }
 
 /// Everything a request produced.
@@ -95,6 +90,28 @@ pub async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<Collected
 /// The events as a stream (ends after `Done` or `Error`).
 pub fn events(rx: mpsc::UnboundedReceiver<Event>) -> impl Stream<Item = Event> + Send + Unpin + 'static {
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }))
+}
+
+/// Embed on the model's engine thread.
+pub async fn embed(lease: &Lease, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    lease.handle.embed(engine::request::EmbedRequest { inputs, reply: tx })?;
+    rx.await.map_err(|_| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped"))?.map_err(Into::into)
+}
+
+/// Keep the first `d` dimensions and renormalise (Matryoshka-style, as Ollama does).
+pub fn truncate_dims(v: &mut [Vec<f32>], d: usize) -> Result<(), ApiError> {
+    if d == 0 {
+        return Err(ApiError::bad_request("dimensions must be > 0").with_param("dimensions"));
+    }
+    for e in v.iter_mut() {
+        if d < e.len() {
+            e.truncate(d);
+            let n = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            e.iter_mut().for_each(|x| *x /= n);
+        }
+    }
+    Ok(())
 }
 
 /// A seed when the request gives none.

@@ -43,6 +43,10 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// Model used by routes that name none (/tokenize, /detokenize).
     pub default_model: Option<String>,
+    /// Worker threads shared by every loaded model.
+    pub threads: usize,
+    /// Where models are found and pulled to.
+    pub store: store::Store,
 }
 
 impl Default for ServeConfig {
@@ -52,18 +56,14 @@ impl Default for ServeConfig {
                 max_loaded: 3,
                 max_memory: default_memory_budget(),
                 default_keep_alive: KeepAlive::For(Duration::from_secs(300)),
-                engine: EngineOptions {
-                    max_parallel: 8,
-                    max_queue: 64,
-                    n_ctx: 4096,
-                    budget: Budget::default(),
-                    threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-                },
+                engine: EngineOptions { max_parallel: 8, max_queue: 64, n_ctx: 4096, budget: Budget::default() },
             },
             api_key: None,
             origins: Vec::new(),
             max_body: 16 << 20,
             default_model: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            store: store::Store::open_default(),
         }
     }
 }
@@ -84,13 +84,21 @@ pub fn default_memory_budget() -> usize {
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<ServeConfig>,
+    /// The model store (also `config.store`), for the routes that list, show and manage models.
+    pub store: store::Store,
     pub models: Arc<ModelSet>,
     pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
     pub fn new(config: ServeConfig) -> AppState {
-        AppState { models: Arc::new(ModelSet::new(config.limits.clone())), config: Arc::new(config), metrics: Arc::new(metrics::Metrics::default()) }
+        let pool = engine::SharedPool::new(config.threads);
+        AppState {
+            models: Arc::new(ModelSet::new(config.limits.clone(), config.store.clone(), pool)),
+            store: config.store.clone(),
+            config: Arc::new(config),
+            metrics: Arc::new(metrics::Metrics::default()),
+        }
     }
 
     /// Unload expired models once a second, for as long as the state lives.

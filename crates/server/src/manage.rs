@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use protocol::ollama as api;
 use std::io::Write;
-use store::{Digest, Modelfile, Progress, Store, StoreError};
+use store::{Digest, Modelfile, Progress, StoreError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -96,11 +96,11 @@ fn model_field(model: String, name: String) -> Result<String, ApiError> {
     Ok(m)
 }
 
-async fn pull(body: JsonBody) -> Result<Response, OllamaError> {
+async fn pull(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let req: api::PullRequest = parse_json(body)?;
     let model = model_field(req.model, req.name)?;
     // Parse before streaming, so a bad or unknown name is a plain 400/404.
-    let store = Store::open_default();
+    let store = state.store.clone();
     store::Source::parse(&model, &store)?;
     run_job(req.stream != Some(false), move |progress| store::pull(&store, &model, &store::PullOptions::default(), progress).map(drop)).await
 }
@@ -108,22 +108,23 @@ async fn pull(body: JsonBody) -> Result<Response, OllamaError> {
 async fn remove(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let req: api::DeleteRequest = parse_json(body)?;
     let model = model_field(req.model, req.name)?;
-    let name = tokio::task::spawn_blocking(move || Store::open_default().remove(&model))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let store = state.store.clone();
+    let name =
+        tokio::task::spawn_blocking(move || store.remove(&model)).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     state.models.unload(&name.to_string());
     Ok(StatusCode::OK.into_response())
 }
 
-async fn copy(body: JsonBody) -> Result<Response, OllamaError> {
+async fn copy(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let req: api::CopyRequest = parse_json(body)?;
-    tokio::task::spawn_blocking(move || Store::open_default().copy(&req.source, &req.destination))
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.copy(&req.source, &req.destination))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(StatusCode::OK.into_response())
 }
 
-async fn create(body: JsonBody) -> Result<Response, OllamaError> {
+async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let req: api::CreateRequest = parse_json(body)?;
     let model = model_field(req.model, req.name)?;
     store::ModelName::parse(&model)?;
@@ -133,7 +134,7 @@ async fn create(body: JsonBody) -> Result<Response, OllamaError> {
     if req.quantize.as_ref().is_some_and(|q| !q.is_empty()) {
         return Err(ApiError::bad_request("quantize is not supported yet: create from a GGUF file of the quantization you want").with_param("quantize").into());
     }
-    let store = Store::open_default();
+    let store = state.store.clone();
     let mut mf = match &req.modelfile {
         Some(text) if !text.trim().is_empty() => Modelfile::parse(text)?,
         _ => Modelfile::default(),
@@ -180,16 +181,16 @@ async fn create(body: JsonBody) -> Result<Response, OllamaError> {
     .await
 }
 
-async fn blob_exists(Path(digest): Path<String>) -> Result<Response, OllamaError> {
+async fn blob_exists(State(state): State<AppState>, Path(digest): Path<String>) -> Result<Response, OllamaError> {
     let digest = Digest::parse(&digest)?;
-    let found = Store::open_default().blob_path(&digest).is_file();
+    let found = state.store.blob_path(&digest).is_file();
     Ok(if found { StatusCode::OK } else { StatusCode::NOT_FOUND }.into_response())
 }
 
 /// Receive a blob, verify it hashes to its name, and only then put it in the store.
-async fn upload_blob(Path(digest): Path<String>, body: Body) -> Result<Response, OllamaError> {
+async fn upload_blob(State(state): State<AppState>, Path(digest): Path<String>, body: Body) -> Result<Response, OllamaError> {
     let digest = Digest::parse(&digest)?;
-    let store = Store::open_default();
+    let store = state.store.clone();
     let dest = store.blob_path(&digest);
     if dest.is_file() {
         return Ok(StatusCode::OK.into_response());

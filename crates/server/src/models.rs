@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use axum::http::StatusCode;
-use engine::{EngineHandle, EngineOptions, LoadedModel};
+use engine::{EngineHandle, EngineOptions, LoadedModel, SharedPool};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -91,9 +91,11 @@ pub struct Resident {
     pub loaded_at: SystemTime,
 }
 
-/// The loaded models, by canonical name.
+/// The loaded models, by canonical name. They share one pool of worker threads.
 pub struct ModelSet {
     pub limits: ModelLimits,
+    pub store: store::Store,
+    pool: SharedPool,
     resident: Mutex<HashMap<String, Resident>>,
     /// Serialises loads so two requests never load the same model twice.
     loading: tokio::sync::Mutex<()>,
@@ -114,8 +116,8 @@ impl Drop for Lease {
 }
 
 impl ModelSet {
-    pub fn new(limits: ModelLimits) -> ModelSet {
-        ModelSet { limits, resident: Mutex::new(HashMap::new()), loading: tokio::sync::Mutex::new(()) }
+    pub fn new(limits: ModelLimits, store: store::Store, pool: SharedPool) -> ModelSet {
+        ModelSet { limits, store, pool, resident: Mutex::new(HashMap::new()), loading: tokio::sync::Mutex::new(()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Resident>> {
@@ -134,7 +136,7 @@ impl ModelSet {
             Some(v) if !v.is_null() => KeepAlive::parse(v)?,
             _ => self.limits.default_keep_alive,
         };
-        let canonical = engine::canonical_name(name);
+        let canonical = registry::canonical_name(&self.store, name);
         if let Some(handle) = self.touch(&canonical) {
             return Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() });
         }
@@ -143,15 +145,16 @@ impl ModelSet {
             return Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() });
         }
         let lm = tokio::task::spawn_blocking({
-            let (name, canonical) = (name.to_string(), canonical.clone());
-            move || load(&name, &canonical)
+            let (name, canonical, store) = (name.to_string(), canonical.clone(), self.store.clone());
+            move || load(&store, &name, &canonical)
         })
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("loading failed: {e}")))??;
         let lm = Arc::new(lm);
         self.make_room(lm.model.file.file_size(), lm.kv_bytes_per_token())?;
         let handle = Arc::new(
-            EngineHandle::spawn(lm, self.limits.engine.clone()).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("engine thread: {e}")))?,
+            EngineHandle::spawn(lm, self.limits.engine.clone(), self.pool.clone())
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("engine thread: {e}")))?,
         );
         let now = Instant::now();
         self.lock().insert(canonical.clone(), Resident { handle: handle.clone(), expires: None, keep_alive, last_used: now, loaded_at: SystemTime::now() });
@@ -235,7 +238,7 @@ impl ModelSet {
 
     /// Unload `name` now if it is loaded and idle; returns whether it was loaded.
     pub fn unload(&self, name: &str) -> bool {
-        let canonical = engine::canonical_name(name);
+        let canonical = registry::canonical_name(&self.store, name);
         let mut map = self.lock();
         match map.get(&canonical) {
             Some(r) if r.handle.is_idle() => map.remove(&canonical).is_some(),
@@ -303,17 +306,16 @@ mod tests {
 /// Load a model for the server: a catalog model not in the store yet is pulled first (its
 /// progress goes to the server's log); any other name must already be in the store or be
 /// a path inside the models directory.
-fn load(name: &str, canonical: &str) -> Result<LoadedModel, ApiError> {
-    let not_found = |e: engine::EngineError| match e {
-        engine::EngineError::ModelNotFound(m) => ApiError::not_found(if m.contains(name) { m } else { format!("model '{name}' not found") }),
+fn load(store: &store::Store, name: &str, canonical: &str) -> Result<LoadedModel, ApiError> {
+    let failed = |e: registry::RegistryError| match e {
+        registry::RegistryError::NotFound(m) => ApiError::not_found(if m.contains(name) { m } else { format!("model '{name}' not found") }),
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("model '{name}' could not be loaded: {other}")),
     };
-    let resolved = match engine::resolve_served_model(canonical) {
-        Err(engine::EngineError::ModelNotFound(_)) if store::catalog::lookup(name).is_some() => {
-            let store = store::Store::open_default();
+    let found = match registry::find_served(store, canonical) {
+        Err(registry::RegistryError::NotFound(_)) if store::catalog::lookup(name).is_some() => {
             eprintln!("pulling {name}");
             let mut last = std::time::Instant::now();
-            store::pull(&store, name, &store::PullOptions::default(), &mut |p| match p {
+            store::pull(store, name, &store::PullOptions::default(), &mut |p| match p {
                 store::Progress::Status(s) => eprintln!("pull {name}: {s}"),
                 store::Progress::Bytes { part, total, completed, .. } if last.elapsed().as_secs() >= 5 || completed == total => {
                     last = std::time::Instant::now();
@@ -322,12 +324,10 @@ fn load(name: &str, canonical: &str) -> Result<LoadedModel, ApiError> {
                 _ => {}
             })
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("pulling model '{name}' failed: {e}")))?;
-            engine::resolve_served_model(canonical).map_err(not_found)?
+            registry::find_served(store, canonical).map_err(failed)?
         }
-        r => r.map_err(not_found)?,
+        r => r.map_err(failed)?,
     };
-    let (path, stored) = resolved;
-    let mut lm = LoadedModel::load_path(canonical, path).map_err(not_found)?;
-    lm.apply_stored(stored).map_err(not_found)?;
-    Ok(lm)
+    // The name a model is known by is the one it was asked for (canonical), also for paths.
+    registry::Found { name: canonical.to_string(), ..found }.load().map_err(failed)
 }

@@ -2,7 +2,7 @@
 //! /api/embeddings, /api/tags, /api/show, /api/ps, /api/version, and `/` for health.
 
 use crate::error::{parse_json, ApiError, JsonBody, OllamaError};
-use crate::generation::{self, collect, events, random_seed, rfc3339, Job};
+use crate::generation::{self, collect, events, rfc3339, Job};
 use crate::models::Lease;
 use crate::{describe, gotemplate, AppState};
 use axum::body::Body;
@@ -11,9 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use engine::generate::GenerateParams;
 use engine::request::TokenLogprob;
-use engine::sampler::SamplingParams;
 use engine::template::ChatMessage;
 use engine::{Event, Usage};
 use futures_util::StreamExt;
@@ -33,73 +31,15 @@ pub fn routes() -> Router<AppState> {
         .route("/api/version", get(|| async { Json(api::VersionResponse { version: env!("CARGO_PKG_VERSION").into() }) }))
 }
 
-/// Ollama `options` → generation parameters and the request's own context size.
-pub fn params(o: Option<&api::Options>) -> Result<(GenerateParams, Option<usize>), ApiError> {
-    let d = api::Options::default();
-    let o = o.unwrap_or(&d);
-    let mut s = SamplingParams { seed: random_seed(), ..SamplingParams::default() };
-    let bad = |field: &'static str, v: String, want: &str| ApiError::bad_request(format!("invalid option {field}={v}: expected {want}")).with_param(field);
-    if let Some(t) = o.temperature {
-        s.temperature = t;
-    }
-    if let Some(k) = o.top_k {
-        s.top_k = usize::try_from(k).map_err(|_| bad("top_k", k.to_string(), "a number >= 0"))?;
-    }
-    if let Some(p) = o.top_p {
-        s.top_p = p;
-    }
-    if let Some(p) = o.min_p {
-        s.min_p = p;
-    }
-    if let Some(r) = o.repeat_penalty {
-        s.repeat_penalty = r;
-    }
-    if let Some(n) = o.repeat_last_n {
-        s.repeat_last_n = i32::try_from(n).map_err(|_| bad("repeat_last_n", n.to_string(), "-1, 0 or a window size"))?;
-    }
-    if let Some(p) = o.presence_penalty {
-        s.presence_penalty = p;
-    }
-    if let Some(p) = o.frequency_penalty {
-        s.frequency_penalty = p;
-    }
-    if let Some(seed) = o.seed.filter(|&x| x >= 0) {
-        s.seed = seed as u64;
-    }
-    s.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let num_predict = match o.num_predict {
-        None | Some(-1) | Some(-2) => None,
-        Some(n) if n >= 0 => Some(n as usize),
-        Some(n) => return Err(bad("num_predict", n.to_string(), "a number >= 0, or -1 for no limit")),
-    };
-    let num_ctx = match o.num_ctx {
-        None => None,
-        Some(n) if n > 0 => Some(n as usize),
-        Some(n) => return Err(bad("num_ctx", n.to_string(), "a number > 0")),
-    };
-    let stop = o.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
-    Ok((GenerateParams { sampling: s, num_predict, stop }, num_ctx))
+/// The request's options over the model's defaults, resolved.
+fn resolve(o: Option<&api::Options>, lm: &engine::LoadedModel) -> Result<engine::options::Resolved, ApiError> {
+    Ok(generation::ollama_options(o).over(&lm.defaults.options).params().map_err(engine::EngineError::from)?)
 }
 
-/// A request's options over the model's PARAMETER defaults.
-fn with_defaults(o: Option<&api::Options>, stored: Option<&store::Resolved>) -> Option<api::Options> {
-    let Some(r) = stored.filter(|r| !r.params.is_empty()) else { return o.cloned() };
-    let mut map = r.params.clone();
-    if let Some(serde_json::Value::Object(given)) = o.and_then(|o| serde_json::to_value(o).ok()) {
-        map.extend(given.into_iter().filter(|(_, v)| !v.is_null()));
-    }
-    serde_json::from_value(serde_json::Value::Object(map)).ok().or_else(|| o.cloned())
-}
-
-/// A conversation with the model's SYSTEM (unless it has its own) and MESSAGE lines first.
-pub fn with_model_messages(messages: &mut Vec<ChatMessage>, stored: Option<&store::Resolved>) {
-    let Some(r) = stored else { return };
-    let mut head: Vec<ChatMessage> = Vec::new();
-    if let Some(s) = r.system.as_deref().filter(|_| !messages.iter().any(|m| m.role == "system")) {
-        head.push(ChatMessage::new("system", s));
-    }
-    head.extend(r.messages.iter().map(|m| ChatMessage::new(m.role.as_str(), m.content.as_str())));
-    messages.splice(0..0, head);
+/// Check a request's own options before a model is loaded for it.
+fn check_options(o: Option<&api::Options>) -> Result<(), ApiError> {
+    generation::ollama_options(o).params().map_err(engine::EngineError::from)?;
+    Ok(())
 }
 
 fn ns(d: std::time::Duration) -> u64 {
@@ -171,10 +111,10 @@ async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Respo
     if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request(format!("{} does not support insert", req.model)).into());
     }
-    params(req.options.as_ref())?;
+    check_options(req.options.as_ref())?;
     let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
-    let stored = lease.handle.model.stored.as_ref();
-    let (gen, num_ctx) = params(with_defaults(req.options.as_ref(), stored).as_ref())?;
+    let defaults = &lease.handle.model.defaults;
+    let options = resolve(req.options.as_ref(), &lease.handle.model)?;
     let model = req.model.clone();
     if req.prompt.is_empty() && req.context.as_ref().is_none_or(|c| c.is_empty()) {
         // An empty prompt loads (or, with keep_alive 0, unloads) the model.
@@ -192,8 +132,8 @@ async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Respo
     let mut prompt = req.context.clone().unwrap_or_default();
     if req.raw {
         prompt.extend(lm.tokenizer.encode(&req.prompt, prompt.is_empty(), true));
-    } else if let Some(t) = req.template.as_deref().filter(|t| !t.is_empty()).or(stored.and_then(|r| r.template.as_deref()).filter(|t| !t.contains("{%"))) {
-        let system = req.system.as_deref().or(stored.and_then(|r| r.system.as_deref())).unwrap_or("");
+    } else if let Some(t) = req.template.as_deref().filter(|t| !t.is_empty()).or(defaults.go_template()) {
+        let system = req.system.as_deref().or(defaults.system.as_deref()).unwrap_or("");
         let text = gotemplate::render(t, &gotemplate::Vars { system, prompt: &req.prompt, response: "" })?;
         if prompt.is_empty() {
             prompt = lm.tokenize_templated(&text);
@@ -202,7 +142,7 @@ async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Respo
         }
     } else {
         let mut messages = Vec::new();
-        if let Some(s) = req.system.as_deref().filter(|s| !s.is_empty()).or(stored.and_then(|r| r.system.as_deref())) {
+        if let Some(s) = req.system.as_deref().filter(|s| !s.is_empty()).or(defaults.system.as_deref()) {
             messages.push(ChatMessage::new("system", s));
         }
         messages.push(ChatMessage::new("user", req.prompt.as_str()));
@@ -217,10 +157,10 @@ async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Respo
     }
     let job = Job {
         prompt: prompt.clone(),
-        params: gen,
+        params: options.params,
         logprobs: want_logprobs(req.logprobs, req.top_logprobs),
         logit_bias: Vec::new(),
-        num_ctx,
+        num_ctx: options.num_ctx,
         truncate: req.truncate == Some(true),
         grammar,
     };
@@ -290,13 +230,12 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
     let started = Instant::now();
     let req: api::ChatRequest = parse_json(body)?;
     let grammar = crate::structured::ollama_format(req.format.as_ref())?;
-    params(req.options.as_ref())?;
+    check_options(req.options.as_ref())?;
     let mut messages = chat_messages(&req.messages)?;
     let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
-    let stored = lease.handle.model.stored.as_ref();
-    let (gen, num_ctx) = params(with_defaults(req.options.as_ref(), stored).as_ref())?;
+    let options = resolve(req.options.as_ref(), &lease.handle.model)?;
     if !messages.is_empty() {
-        with_model_messages(&mut messages, stored);
+        lease.handle.model.defaults.open_conversation(&mut messages);
     }
     let model = req.model.clone();
     if messages.is_empty() {
@@ -321,10 +260,10 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
     let format = lm.tool_format();
     let job = Job {
         prompt,
-        params: gen,
+        params: options.params,
         logprobs: want_logprobs(req.logprobs, req.top_logprobs),
         logit_bias: Vec::new(),
-        num_ctx,
+        num_ctx: options.num_ctx,
         truncate: req.truncate == Some(true),
         grammar,
     };
@@ -423,13 +362,6 @@ fn embed_inputs(lease: &Lease, inputs: Vec<String>, truncate: bool) -> Result<Ve
         .collect()
 }
 
-/// Embed on the model's engine thread.
-pub async fn run_embed(lease: &Lease, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, ApiError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    lease.handle.embed(engine::request::EmbedRequest { inputs, reply: tx })?;
-    rx.await.map_err(|_| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped"))?.map_err(Into::into)
-}
-
 async fn embed(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let req: api::EmbedRequest = parse_json(body)?;
@@ -437,27 +369,12 @@ async fn embed(State(state): State<AppState>, body: JsonBody) -> Result<Response
     let inputs = req.input.map(|i| i.into_vec()).unwrap_or_default();
     let ids = embed_inputs(&lease, inputs, req.truncate != Some(false))?;
     let n_tokens = ids.iter().map(Vec::len).sum();
-    let mut embeddings = if ids.is_empty() { Vec::new() } else { run_embed(&lease, ids).await? };
+    let mut embeddings = if ids.is_empty() { Vec::new() } else { generation::embed(&lease, ids).await? };
     if let Some(d) = req.dimensions {
-        truncate_dims(&mut embeddings, d)?;
+        generation::truncate_dims(&mut embeddings, d)?;
     }
     Ok(Json(api::EmbedResponse { model: req.model, embeddings, total_duration: ns(started.elapsed()), load_duration: ns(load), prompt_eval_count: n_tokens })
         .into_response())
-}
-
-/// Keep the first `d` dimensions and renormalise (Matryoshka-style, as Ollama does).
-pub fn truncate_dims(v: &mut [Vec<f32>], d: usize) -> Result<(), ApiError> {
-    if d == 0 {
-        return Err(ApiError::bad_request("dimensions must be > 0").with_param("dimensions"));
-    }
-    for e in v.iter_mut() {
-        if d < e.len() {
-            e.truncate(d);
-            let n = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            e.iter_mut().for_each(|x| *x /= n);
-        }
-    }
-    Ok(())
 }
 
 async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
@@ -467,13 +384,13 @@ async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Res
         return Ok(Json(api::EmbeddingsResponse { embedding: Vec::new() }).into_response());
     }
     let ids = embed_inputs(&lease, vec![req.prompt], true)?;
-    let mut v = run_embed(&lease, ids).await?;
+    let mut v = generation::embed(&lease, ids).await?;
     Ok(Json(api::EmbeddingsResponse { embedding: v.pop().unwrap_or_default() }).into_response())
 }
 
-async fn tags() -> Result<Response, OllamaError> {
-    let models = tokio::task::spawn_blocking(|| {
-        describe::installed()
+async fn tags(State(state): State<AppState>) -> Result<Response, OllamaError> {
+    let models = tokio::task::spawn_blocking(move || {
+        describe::installed(&state.store)
             .into_iter()
             .filter_map(|m| {
                 let file = gguf::Gguf::open(&m.path).ok()?;
@@ -493,14 +410,15 @@ async fn tags() -> Result<Response, OllamaError> {
     Ok(Json(api::ListResponse { models }).into_response())
 }
 
-async fn show(body: JsonBody) -> Result<Response, OllamaError> {
+async fn show(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let req: api::ShowRequest = parse_json(body)?;
     let name = if req.model.is_empty() { req.name } else { req.model };
     if name.is_empty() {
         return Err(ApiError::bad_request("model is required").into());
     }
-    let canonical = engine::canonical_name(&name);
-    let (path, stored) = engine::resolve_served_model(&canonical).map_err(|_| ApiError::not_found(format!("model '{name}' not found")))?;
+    let canonical = registry::canonical_name(&state.store, &name);
+    let found = registry::find_served(&state.store, &canonical).map_err(|_| ApiError::not_found(format!("model '{name}' not found")))?;
+    let (path, stored) = (found.path, found.record);
     let r = tokio::task::spawn_blocking(move || -> Result<api::ShowResponse, ApiError> {
         let file = gguf::Gguf::open(&path).map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let view = describe::modelfile_view(&canonical, &path, &file, stored.as_ref());
@@ -533,10 +451,10 @@ async fn ps(State(state): State<AppState>) -> Result<Response, OllamaError> {
         .snapshot()
         .into_iter()
         .map(|(name, h, expires, _)| api::RunningModel {
+            digest: registry::find(&state.store, &name).ok().and_then(|f| f.record).map(|r| r.id.hex().to_string()).unwrap_or_default(),
             model: name.clone(),
             name,
             size: h.memory_bytes() as u64,
-            digest: h.model.stored.as_ref().map(|r| r.id.hex().to_string()).unwrap_or_default(),
             details: describe::details(&h.model.model.file),
             // "forever" shows as a far-future date, as Ollama does.
             expires_at: rfc3339(expires.unwrap_or(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799))),

@@ -12,9 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use engine::generate::{FinishReason, GenerateParams};
 use engine::request::TokenLogprob;
-use engine::sampler::SamplingParams;
 use engine::template::ChatMessage;
-use engine::{Event, Usage};
+use engine::{Event, Options, Usage};
 use futures_util::StreamExt;
 use protocol::openai as api;
 use std::convert::Infallible;
@@ -30,68 +29,62 @@ pub fn routes() -> Router<AppState> {
 
 const FINGERPRINT: &str = concat!("bantam-", env!("CARGO_PKG_VERSION"));
 
-/// Sampling as OpenAI defines it: temperature and top_p 1, no top-k, no repeat penalty;
-/// llama-server's `top_k`, `min_p` and `repeat_penalty` extensions honoured.
-fn params(s: &api::Sampling, max_tokens: Option<i64>, field: &'static str) -> Result<GenerateParams, ApiError> {
-    let mut p = SamplingParams {
-        temperature: 1.0,
-        top_k: 0,
-        top_p: 1.0,
-        min_p: 0.0,
-        repeat_penalty: 1.0,
-        repeat_last_n: 64,
-        seed: random_seed(),
-        ..SamplingParams::default()
-    };
-    if let Some(t) = s.temperature {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(ApiError::bad_request(format!("temperature must be between 0 and 2, got {t}")).with_param("temperature"));
-        }
-        p.temperature = t;
+/// OpenAI's own sampling defaults: temperature and top_p 1, no top-k, min-p or repeat
+/// penalty. They are part of its API, so they lie over a model's Modelfile defaults; the
+/// Modelfile still gives what OpenAI leaves open (stop strings, a token limit, a seed).
+fn openai_defaults() -> Options {
+    Options {
+        temperature: Some(1.0),
+        top_k: Some(0),
+        top_p: Some(1.0),
+        min_p: Some(0.0),
+        repeat_penalty: Some(1.0),
+        presence_penalty: Some(0.0),
+        frequency_penalty: Some(0.0),
+        ..Options::default()
     }
-    if let Some(v) = s.top_p {
-        p.top_p = v;
-    }
-    if let Some(k) = s.top_k {
-        p.top_k = usize::try_from(k).map_err(|_| ApiError::bad_request(format!("top_k must be >= 0, got {k}")).with_param("top_k"))?;
-    }
-    if let Some(v) = s.min_p {
-        p.min_p = v;
-    }
-    if let Some(v) = s.repeat_penalty {
-        p.repeat_penalty = v;
-    }
-    for (name, v) in [("presence_penalty", s.presence_penalty), ("frequency_penalty", s.frequency_penalty)] {
-        if let Some(v) = v {
-            if !(-2.0..=2.0).contains(&v) {
-                return Err(ApiError::bad_request(format!("{name} must be between -2 and 2, got {v}")).with_param(name));
-            }
-        }
-    }
-    p.presence_penalty = s.presence_penalty.unwrap_or(0.0);
-    p.frequency_penalty = s.frequency_penalty.unwrap_or(0.0);
-    if let Some(seed) = s.seed {
-        p.seed = seed as u64;
-    }
-    p.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let num_predict = match max_tokens {
-        None => None,
-        Some(n) if n >= 0 => Some(n as usize),
-        Some(n) => return Err(ApiError::bad_request(format!("{field} must be >= 0, got {n}")).with_param(field)),
-    };
-    let stop = s.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
-    Ok(GenerateParams { sampling: p, num_predict, stop })
 }
 
-/// The model's `stop` parameters when the request names none (OpenAI's own sampling
-/// defaults stay: they are part of its API).
-fn with_model_stop(mut p: GenerateParams, stored: Option<&store::Resolved>) -> GenerateParams {
-    if p.stop.is_empty() {
-        if let Some(serde_json::Value::Array(stops)) = stored.and_then(|r| r.params.get("stop")) {
-            p.stop = stops.iter().filter_map(|s| s.as_str().map(str::to_string)).collect();
+/// The request's sampling fields as an options layer, after OpenAI's own range rules;
+/// llama-server's `top_k`, `min_p` and `repeat_penalty` extensions honoured.
+fn options(s: &api::Sampling, max_tokens: Option<i64>, field: &'static str) -> Result<Options, ApiError> {
+    if let Some(t) = s.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
+        return Err(ApiError::bad_request(format!("temperature must be between 0 and 2, got {t}")).with_param("temperature"));
+    }
+    for (name, v) in [("presence_penalty", s.presence_penalty), ("frequency_penalty", s.frequency_penalty)] {
+        if let Some(v) = v.filter(|v| !(-2.0..=2.0).contains(v)) {
+            return Err(ApiError::bad_request(format!("{name} must be between -2 and 2, got {v}")).with_param(name));
         }
     }
-    p
+    if let Some(n) = max_tokens.filter(|&n| n < 0) {
+        return Err(ApiError::bad_request(format!("{field} must be >= 0, got {n}")).with_param(field));
+    }
+    if let Some(k) = s.top_k.filter(|&k| k < 0) {
+        return Err(ApiError::bad_request(format!("top_k must be >= 0, got {k}")).with_param("top_k"));
+    }
+    let o = Options {
+        temperature: s.temperature,
+        top_k: s.top_k,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        repeat_penalty: s.repeat_penalty,
+        presence_penalty: s.presence_penalty,
+        frequency_penalty: s.frequency_penalty,
+        // OpenAI's seed is any integer; the engine's layer reads a negative one as random,
+        // so a negative seed keeps its low 63 bits.
+        seed: s.seed.map(|v| v & i64::MAX),
+        num_predict: max_tokens,
+        stop: s.stop.clone().map(|s| s.into_vec()),
+        ..Options::default()
+    };
+    // Checked now, so a bad request is refused before a model loads for it.
+    o.over(&openai_defaults()).params().map_err(engine::EngineError::from)?;
+    Ok(o)
+}
+
+/// The request's options over OpenAI's defaults over the model's, resolved.
+fn resolve(o: &Options, lm: &engine::LoadedModel) -> Result<GenerateParams, ApiError> {
+    Ok(o.over(&openai_defaults()).over(&lm.defaults.options).params().map_err(engine::EngineError::from)?.params)
 }
 
 fn logit_bias(s: &api::Sampling, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
@@ -252,7 +245,7 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
         })
         .collect::<Result<Vec<_>, _>>()?;
     let max_field = if req.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
-    let params = params(&req.sampling, req.max_completion_tokens.or(req.max_tokens), max_field)?;
+    let options = options(&req.sampling, req.max_completion_tokens.or(req.max_tokens), max_field)?;
     let n = choices_n(&req.sampling)?;
     let logprobs = match (req.logprobs, req.top_logprobs) {
         (Some(true), k) => Some(k.unwrap_or(0).min(20)),
@@ -261,10 +254,9 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
     };
     let tools = crate::tool_calls::Tools::from_openai(req.tools.as_ref(), req.tool_choice.as_ref(), req.parallel_tool_calls, grammar.is_some())?;
     let lease = state.models.acquire(&req.model, None).await?;
-    let stored = lease.handle.model.stored.as_ref();
     let mut messages = messages;
-    crate::ollama::with_model_messages(&mut messages, stored);
-    let params = with_model_stop(params, stored);
+    lease.handle.model.defaults.open_conversation(&mut messages);
+    let params = resolve(&options, &lease.handle.model)?;
     let bias = logit_bias(&req.sampling, lease.handle.model.model.config.n_vocab)?;
     let lm = &lease.handle.model;
     let (prompt, grammar) = match &tools {
@@ -399,11 +391,11 @@ async fn completions(State(state): State<AppState>, body: JsonBody) -> Result<Re
         return Err(ApiError::bad_request("suffix is not supported").with_param("suffix").into());
     }
     // OpenAI's default for completions is 16 tokens.
-    let params = params(&req.sampling, Some(req.max_tokens.unwrap_or(16)), "max_tokens")?;
+    let options = options(&req.sampling, Some(req.max_tokens.unwrap_or(16)), "max_tokens")?;
     let n = choices_n(&req.sampling)?;
     let logprobs = req.logprobs.map(|k| k.min(20));
     let lease = state.models.acquire(&req.model, None).await?;
-    let params = with_model_stop(params, lease.handle.model.stored.as_ref());
+    let params = resolve(&options, &lease.handle.model)?;
     let bias = logit_bias(&req.sampling, lease.handle.model.model.config.n_vocab)?;
     let prompts = completion_prompts(&lease, req.prompt)?;
     let echo = req.echo == Some(true);
@@ -525,9 +517,9 @@ async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Res
         return Err(ApiError::from(engine::EngineError::PromptTooLong { n_prompt: long.len(), n_ctx }).with_param("input").into());
     }
     let n_tokens = inputs.iter().map(Vec::len).sum();
-    let mut vectors = crate::ollama::run_embed(&lease, inputs).await?;
+    let mut vectors = generation::embed(&lease, inputs).await?;
     if let Some(d) = req.dimensions {
-        crate::ollama::truncate_dims(&mut vectors, d)?;
+        generation::truncate_dims(&mut vectors, d)?;
     }
     let data = vectors
         .into_iter()
@@ -544,7 +536,7 @@ async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Res
 
 /// Installed catalog models and whatever else is loaded.
 fn known_models(state: &AppState) -> Vec<api::Model> {
-    let mut v: Vec<api::Model> = describe::installed()
+    let mut v: Vec<api::Model> = describe::installed(&state.store)
         .into_iter()
         .map(|m| api::Model {
             id: m.name,
@@ -566,7 +558,7 @@ async fn list_models(State(state): State<AppState>) -> Response {
 }
 
 async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, OpenAiError> {
-    let canonical = engine::canonical_name(&id);
+    let canonical = registry::canonical_name(&state.store, &id);
     match known_models(&state).into_iter().find(|m| m.id == canonical || m.id == id) {
         Some(m) => Ok(Json(api::Model { id, ..m }).into_response()),
         None => Err(ApiError::not_found(format!("model '{id}' not found")).with_param("model").into()),

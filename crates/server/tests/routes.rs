@@ -16,7 +16,7 @@ fn config() -> ServeConfig {
     let mut c = ServeConfig::default();
     c.limits.engine.n_ctx = 512;
     c.limits.engine.max_parallel = 4;
-    c.limits.engine.threads = 2;
+    c.threads = 2;
     c
 }
 

@@ -7,7 +7,8 @@
 //!   blobs/sha256-<hex>-partial    a download in progress (resumed by the next pull)
 //!   manifests/library/smollm2/135m
 //!   manifests/hf.co/org/repo/Q4_K_M
-//!   locks/                        one lock file per blob being fetched
+//!   locks/                        one lock file per blob a pull is fetching or has not yet
+//!                                 named in a manifest (removed when the pull lets go)
 //!   pypi/                         wheels of a pull from the package index, until it ends
 //! ```
 //!
@@ -337,22 +338,98 @@ impl Store {
         Ok(name)
     }
 
-    /// Delete blobs that no manifest refers to (not partial downloads).
+    /// Delete blobs that no manifest refers to (not partial downloads), and lock files
+    /// nobody holds.
+    ///
+    /// A pull holds the lock of a blob (`locks/sha256-<hex>.lock`) from before it fetches
+    /// it until the manifest naming it is written, so a blob whose lock is held is skipped.
+    /// The others are locked before they are deleted, and the manifests are read again
+    /// with the locks held: a pull may have written its manifest and let go of the lock
+    /// between the first reading and the locking.
     pub fn collect_garbage(&self) -> Result<(), StoreError> {
+        let used = self.used_blobs()?;
+        let Ok(entries) = fs::read_dir(self.blobs_dir()) else { return Ok(()) };
+        let unused: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| Digest::parse(name).is_ok() && !used.contains(name))
+            .collect();
+        // In batches, so that a store full of garbage does not run out of file descriptors.
+        for batch in unused.chunks(256) {
+            let mut locked = Vec::new();
+            for name in batch {
+                locked.extend(self.try_lock_key(name)?);
+            }
+            if locked.is_empty() {
+                continue;
+            }
+            let used = self.used_blobs()?;
+            for lock in locked {
+                if !used.contains(lock.key()) {
+                    let _ = fs::remove_file(self.blobs_dir().join(lock.key()));
+                }
+            }
+        }
+        // Lock files a killed pull left: taking one that nobody holds and letting it go
+        // removes it.
+        if let Ok(entries) = fs::read_dir(self.locks_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(key) = name.strip_suffix(".lock") {
+                    let _ = self.try_lock_key(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// File names of the blobs some manifest refers to.
+    fn used_blobs(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         let mut used = std::collections::HashSet::new();
         for l in self.list()? {
             if let Some((m, _, _)) = self.manifest(&l.name)? {
                 used.extend(m.blobs().map(|b| b.digest.file_name()));
             }
         }
-        let Ok(entries) = fs::read_dir(self.blobs_dir()) else { return Ok(()) };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if Digest::parse(&name).is_ok() && !used.contains(&name) {
-                let _ = fs::remove_file(e.path());
+        Ok(used)
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    /// Take the lock of `key` (a blob's file name, or a download's key), waiting while
+    /// another pull holds it.
+    pub(crate) fn lock_key(&self, key: &str) -> Result<KeyLock, StoreError> {
+        Ok(self.acquire(key, true)?.expect("a waiting lock is always taken"))
+    }
+
+    /// Take the lock of `key` if nobody holds it.
+    pub(crate) fn try_lock_key(&self, key: &str) -> Result<Option<KeyLock>, StoreError> {
+        self.acquire(key, false)
+    }
+
+    fn acquire(&self, key: &str, wait: bool) -> Result<Option<KeyLock>, StoreError> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let dir = self.locks_dir();
+        self.ensure_dir(&dir)?;
+        let path = dir.join(format!("{key}.lock"));
+        loop {
+            let file = fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(&path).map_err(|e| StoreError::io(&path, e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) if wait => file.lock().map_err(|e| StoreError::io(&path, e))?,
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(&path, e)),
+            }
+            // The holder before us removes the file as it lets go: a lock on a file no
+            // longer in the directory excludes nobody, so open the path again.
+            let ours = file.metadata().map_err(|e| StoreError::io(&path, e))?;
+            match fs::metadata(&path) {
+                Ok(m) if m.dev() == ours.dev() && m.ino() == ours.ino() => return Ok(Some(KeyLock { key: key.to_string(), path, _file: file })),
+                _ => continue,
             }
         }
-        Ok(())
     }
 
     /// Give a model a second name; the blobs are shared, so this costs one small file.
@@ -402,6 +479,30 @@ impl Store {
     }
 }
 
+/// A held lock of `locks/`: a pull holds one per blob from before it fetches the blob until
+/// the manifest naming it is written, and garbage collection skips blobs whose lock is held.
+/// Letting go removes the file (while it is still held, so the next holder, which checks
+/// that its lock is on the file in the directory, is never fooled), so lock files do not
+/// pile up.
+pub(crate) struct KeyLock {
+    key: String,
+    path: PathBuf,
+    _file: fs::File,
+}
+
+impl KeyLock {
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Drop for KeyLock {
+    fn drop(&mut self) {
+        // Runs before the file is closed, which lets go of the lock.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// Create (truncate) a file that is readable by all and writable only by its owner.
 pub fn create_file(path: &Path) -> Result<fs::File, StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -436,5 +537,40 @@ impl Sha256Stream {
 
     pub fn finish(self) -> Digest {
         Digest::from_hex(&name::hex(&sha2::Digest::finalize(self.0))).expect("a sha256 is 64 hex digits")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_locks_exclude_and_survive_the_file_being_removed() {
+        let dir = std::env::temp_dir().join(format!("bantam-key-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = Store::new(&dir);
+        let path = dir.join("locks").join("k.lock");
+
+        let first = store.lock_key("k").unwrap();
+        assert!(path.is_file());
+        assert!(store.try_lock_key("k").unwrap().is_none(), "a held lock must refuse a second holder");
+
+        // A waiter blocks on the file `first` holds; when `first` lets go the file is gone,
+        // and the waiter must lock the new file at the path rather than the removed one.
+        let waiter = {
+            let store = store.clone();
+            std::thread::spawn(move || store.lock_key("k").unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(first);
+        let second = waiter.join().unwrap();
+        assert!(path.is_file(), "the holder's file is the one in the directory");
+        assert!(store.try_lock_key("k").unwrap().is_none(), "the waiter, now holding, must exclude others");
+        drop(second);
+        assert!(!path.exists(), "letting go removes the lock file");
+        let third = store.try_lock_key("k").unwrap();
+        assert!(third.is_some());
+        drop(third);
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -5,12 +5,14 @@
 //! when a connection drops or a pull is killed and started again, is verified against its
 //! sha256 and only then renamed to `blobs/sha256-<hex>`. The manifest is written last. A
 //! lock file per blob makes a second process pulling the same blob wait and then find it
-//! in place.
+//! in place; the pull holds the locks of every blob its manifest names until the manifest
+//! is written, so `rm`'s garbage collection, which skips locked blobs, cannot delete a blob
+//! between its fetch and the manifest that keeps it.
 
 use crate::catalog::{self, CatalogEntry};
 use crate::manifest::{self, Config, Layer, Manifest};
 use crate::name::{Digest, ModelName};
-use crate::{hash_file, wheel, Store, StoreError};
+use crate::{hash_file, wheel, KeyLock, Store, StoreError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -178,7 +180,7 @@ fn sanitize(s: &str) -> String {
 /// Pull `source` into `store`; returns the name it is stored under.
 pub fn pull(store: &Store, source: &str, opts: &PullOptions, progress: &mut dyn FnMut(Progress)) -> Result<ModelName, StoreError> {
     let src = Source::parse(source, store)?;
-    Puller { store, opts, progress, agent: agent() }.run(src)
+    Puller { store, opts, progress, agent: agent(), held: Vec::new() }.run(src)
 }
 
 struct Puller<'a> {
@@ -186,6 +188,9 @@ struct Puller<'a> {
     opts: &'a PullOptions,
     progress: &'a mut dyn FnMut(Progress),
     agent: ureq::Agent,
+    /// Locks held until the pull ends: of its download, of the blob it put in place, and
+    /// of the other blobs its manifest names (released after the manifest is written).
+    held: Vec<KeyLock>,
 }
 
 /// The file a pull must put in place: how to get it and what it must hash to.
@@ -231,6 +236,22 @@ impl Puller<'_> {
         (self.progress)(Progress::Status(s.into()));
     }
 
+    /// Hold the locks of these blobs (besides those held already) until the pull ends. The
+    /// model blob's lock is taken first, by [`Puller::fetch`]; these are the manifest's
+    /// small blobs, taken in order so that two pulls cannot wait on each other.
+    fn hold_blobs<'d>(&mut self, digests: impl IntoIterator<Item = &'d Digest>) -> Result<(), StoreError> {
+        let mut keys: Vec<String> = digests.into_iter().map(Digest::file_name).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            if !self.held.iter().any(|l| l.key() == key) {
+                let lock = self.store.lock_key(&key)?;
+                self.held.push(lock);
+            }
+        }
+        Ok(())
+    }
+
     fn run(mut self, src: Source) -> Result<ModelName, StoreError> {
         let name = src.name()?;
         self.status("pulling manifest");
@@ -241,12 +262,15 @@ impl Puller<'_> {
         let layer = self.fetch(want)?;
         self.status("writing manifest");
         let config = Config { model_format: "gguf".into(), source: source_text };
-        let config = self.store.put_bytes(manifest::MEDIA_CONFIG, &serde_json::to_vec(&config).expect("config serialises"))?;
+        let config_bytes = serde_json::to_vec(&config).expect("config serialises");
         // Layers other than the model's (a template or parameters given by `create`) stay.
         let mut layers = vec![layer];
         if let Some((old, _, _)) = self.store.manifest(&name)? {
             layers.extend(old.layers.into_iter().filter(|l| l.media_type != manifest::MEDIA_MODEL));
         }
+        let config_digest = Digest::of_bytes(&config_bytes);
+        self.hold_blobs(layers.iter().map(|l| &l.digest).chain([&config_digest]))?;
+        let config = self.store.put_bytes(manifest::MEDIA_CONFIG, &config_bytes)?;
         self.store.write_manifest(&name, &Manifest::new(config, layers))?;
         self.status("success");
         Ok(name)
@@ -281,6 +305,7 @@ impl Puller<'_> {
         let mut layers: Vec<Layer> = m.layers.into_iter().filter(|l| l.media_type != manifest::MEDIA_MODEL).collect();
         layers.insert(0, layer);
         self.status("writing manifest");
+        self.hold_blobs(layers.iter().chain([&m.config]).map(|l| &l.digest))?;
         self.store.write_manifest(name, &Manifest::new(m.config, layers))?;
         self.status("success");
         Ok(name.clone())
@@ -404,27 +429,26 @@ impl Puller<'_> {
         }
     }
 
-    /// Put the wanted blob in place (or find it there, verified) and return its layer.
+    /// Put the wanted blob in place (or find it there, verified) and return its layer. The
+    /// blob's lock stays held (in `self.held`) until the pull ends, after its manifest is
+    /// written.
     fn fetch(&mut self, want: Want) -> Result<Layer, StoreError> {
         let store = self.store;
         let blobs = store.blobs_dir();
         store.ensure_dir(&blobs)?;
-        store.ensure_dir(&store.root().join("locks"))?;
         let key = match (&want.digest, &want.what) {
             (Some(d), _) => d.file_name(),
             (None, Fetch::Http { url, .. }) => format!("url-{}", &Digest::of_bytes(url.as_bytes()).hex()[..16]),
             (None, Fetch::Pypi(specs)) => format!("pypi-{}", &Digest::of_bytes(specs.join(",").as_bytes()).hex()[..16]),
         };
-        let lock_path = store.root().join("locks").join(format!("{key}.lock"));
-        let lock = {
-            use std::os::unix::fs::OpenOptionsExt;
-            OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(&lock_path)
-        }
-        .map_err(|e| StoreError::io(&lock_path, e))?;
-        if lock.try_lock().is_err() {
-            self.status(format!("waiting for another pull of {}", want.label));
-            lock.lock().map_err(|e| StoreError::io(&lock_path, e))?;
-        }
+        let lock = match store.try_lock_key(&key)? {
+            Some(l) => l,
+            None => {
+                self.status(format!("waiting for another pull of {}", want.label));
+                store.lock_key(&key)?
+            }
+        };
+        self.held.push(lock);
         if let Some(d) = &want.digest {
             if store.blob_path(d).is_file() {
                 self.status("verifying sha256 digest");
@@ -472,6 +496,11 @@ impl Puller<'_> {
             if !is_gguf {
                 let _ = fs::remove_file(&partial);
                 return Err(StoreError::NotGguf { what: want.label.clone() });
+            }
+            // Learnt only now, the blob's name gets its lock (after the download's: every
+            // pull takes a download's lock before a blob's) before it appears.
+            if got.file_name() != key {
+                self.hold_blobs([&got])?;
             }
             let dest = store.blob_path(&got);
             fs::rename(&partial, &dest).map_err(|e| StoreError::io(&dest, e))?;
