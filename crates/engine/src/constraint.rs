@@ -7,7 +7,7 @@
 //! grammar and computing a mask are per request and per token.
 //!
 //! A JSON schema's objects are closed to undeclared keys unless it says otherwise (see
-//! [`close_objects`]), as OpenAI's strict mode and llama.cpp do: left open, a small model
+//! `close_objects`), as OpenAI's strict mode and llama.cpp do: left open, a small model
 //! invents keys until it runs out of tokens.
 
 use crate::loaded::LoadedModel;

@@ -1,5 +1,5 @@
-//! What callers send to an [`Engine`](crate::Engine) and the domain events it sends back.
-//! Wire formats (Ollama, OpenAI) are built from these at the edge.
+//! What callers send to an engine ([`EngineHandle`](crate::EngineHandle)) and the domain
+//! events it sends back. Wire formats (Ollama, OpenAI) are built from these at the edge.
 
 use crate::generate::{FinishReason, GenerateParams};
 use crate::EngineError;

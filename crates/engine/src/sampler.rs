@@ -215,7 +215,7 @@ impl Sampler {
         &self.params
     }
 
-    /// logits: [n_vocab] raw logits of the last position; history: tokens so far (prompt +
+    /// logits: `[n_vocab]` raw logits of the last position; history: tokens so far (prompt +
     /// generated) for the penalties. Returns 0 for empty logits. NaN logits never win.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         self.candidates.clear();

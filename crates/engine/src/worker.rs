@@ -87,7 +87,7 @@ pub struct EngineStats {
 }
 
 enum Command {
-    Generate(Request),
+    Generate(Box<Request>),
     Embed(EmbedRequest),
     CancelAll,
 }
@@ -119,7 +119,7 @@ impl EngineHandle {
         if taken.is_err() {
             return Err(SubmitError::Overloaded { running: self.stats.running.load(Ordering::Relaxed), queued: self.stats.queued.load(Ordering::Relaxed) });
         }
-        self.tx.send(Command::Generate(req)).map_err(|_| {
+        self.tx.send(Command::Generate(Box::new(req))).map_err(|_| {
             self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
             SubmitError::Closed
         })
@@ -329,7 +329,7 @@ impl Engine {
 
     fn command(&mut self, c: Command) {
         match c {
-            Command::Generate(r) => self.waiting.push_back(r),
+            Command::Generate(r) => self.waiting.push_back(*r),
             Command::Embed(req) => {
                 let c = &self.lm.model.config;
                 let bad = req.inputs.iter().find_map(|input| {

@@ -127,12 +127,10 @@ fn a_dropped_receiver_frees_its_slot_within_a_step() {
     let h = engine(&lm, Budget::default());
     let mut rx = submit(&h, prompt(&lm, PROMPTS[1]), 100_000);
     // Wait for the first token, then walk away.
-    loop {
-        match rx.blocking_recv() {
-            Some(Event::Token { .. }) => break,
-            Some(other) => panic!("unexpected {other:?}"),
-            None => panic!("hung up"),
-        }
+    match rx.blocking_recv() {
+        Some(Event::Token { .. }) => {}
+        Some(other) => panic!("unexpected {other:?}"),
+        None => panic!("hung up"),
     }
     assert_eq!(h.stats.running.load(Ordering::Relaxed), 1);
     drop(rx);

@@ -61,19 +61,19 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
         }),
         Q8_0 => each::<BlockQ8_0>(src, out, QK, |b, y| {
             let d = f16_to_f32(b.d);
-            for j in 0..QK {
-                y[j] = b.qs[j] as f32 * d;
+            for (yj, &q) in y.iter_mut().zip(&b.qs) {
+                *yj = q as f32 * d;
             }
         }),
         Q8_1 => each::<BlockQ8_1>(src, out, QK, |b, y| {
             let d = f16_to_f32(b.d);
-            for j in 0..QK {
-                y[j] = b.qs[j] as f32 * d;
+            for (yj, &q) in y.iter_mut().zip(&b.qs) {
+                *yj = q as f32 * d;
             }
         }),
         Q8_K => each::<BlockQ8K>(src, out, QK_K, |b, y| {
-            for j in 0..QK_K {
-                y[j] = b.qs[j] as f32 * b.d;
+            for (yj, &q) in y.iter_mut().zip(&b.qs) {
+                *yj = q as f32 * b.d;
             }
         }),
         Q2_K => each::<BlockQ2K>(src, out, QK_K, dequant_q2k),

@@ -53,7 +53,7 @@ impl ActType {
     pub fn quantize(self, x: &[f32], out: &mut [u8]) {
         fn view<T: Block>(out: &mut [u8]) -> &mut [T] {
             let n = out.len() / std::mem::size_of::<T>();
-            assert!(out.as_ptr() as usize % std::mem::align_of::<T>() == 0);
+            assert!((out.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()));
             // SAFETY: aligned (checked), in bounds, T is plain old data.
             unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut T, n) }
         }

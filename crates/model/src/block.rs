@@ -296,10 +296,8 @@ impl Model {
         // Final norm for the tokens that want output.
         let n_out = batch.logits.iter().filter(|&&b| b).count();
         fit(&mut s.last, n_out * ne);
-        let mut j = 0;
-        for t in (0..t_n).filter(|&t| batch.logits[t]) {
+        for (j, t) in (0..t_n).filter(|&t| batch.logits[t]).enumerate() {
             ops::rms_norm_into(&mut s.last[j * ne..(j + 1) * ne], &s.x[t * ne..(t + 1) * ne], &self.weights.output_norm, c.rms_eps);
-            j += 1;
         }
         Ok(n_out)
     }

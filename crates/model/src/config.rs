@@ -111,7 +111,7 @@ impl Config {
         let n_layer = u("block_count")?;
         let n_head = u("attention.head_count")?;
         let n_head_kv = u("attention.head_count_kv").unwrap_or(n_head);
-        let head_dim = u("attention.key_length").unwrap_or(if n_head > 0 { n_embd / n_head } else { 0 });
+        let head_dim = u("attention.key_length").unwrap_or(n_embd.checked_div(n_head).unwrap_or(0));
         let head_dim_v = u("attention.value_length").unwrap_or(head_dim);
         let n_ff = u("feed_forward_length")?;
         let rms_eps = f.metadata_f32(&key(a, "attention.layer_norm_rms_epsilon"))?;
@@ -159,7 +159,7 @@ impl Config {
             residual_scale: 1.0,
             logit_scale: 1.0,
         };
-        if c.n_rot == 0 || c.n_rot > head_dim || c.n_rot % 2 != 0 {
+        if c.n_rot == 0 || c.n_rot > head_dim || !c.n_rot.is_multiple_of(2) {
             return Err(ModelError::BadConfig(format!("{a}: rope dimension count {} does not fit head dim {head_dim}", c.n_rot)));
         }
         let scale = |k: &str| f.metadata_f32(&key(a, k)).ok().filter(|v| *v != 0.0);

@@ -57,7 +57,7 @@ pub fn tiny_model(spec: &TinySpec) -> Vec<u8> {
     tokens.push("<|im_start|>".into());
     tokens.push("<|im_end|>".into());
     // Pad to a multiple of 32 so every row is whole blocks and shapes stay simple.
-    while tokens.len() % 32 != 0 {
+    while !tokens.len().is_multiple_of(32) {
         tokens.push(format!("<|unused{}|>", tokens.len()));
     }
     let n_vocab = tokens.len();

@@ -282,27 +282,6 @@ impl ModelSet {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keep_alive_forms() {
-        let p = |v: Value| KeepAlive::parse(&v);
-        assert_eq!(p(serde_json::json!("5m")), Ok(KeepAlive::For(Duration::from_secs(300))));
-        assert_eq!(p(serde_json::json!("1h30m")), Ok(KeepAlive::For(Duration::from_secs(5400))));
-        assert_eq!(p(serde_json::json!("250ms")), Ok(KeepAlive::For(Duration::from_millis(250))));
-        assert_eq!(p(serde_json::json!(0)), Ok(KeepAlive::For(Duration::ZERO)));
-        assert_eq!(p(serde_json::json!("0")), Ok(KeepAlive::For(Duration::ZERO)));
-        assert_eq!(p(serde_json::json!(-1)), Ok(KeepAlive::Forever));
-        assert_eq!(p(serde_json::json!("-1m")), Ok(KeepAlive::Forever));
-        assert_eq!(p(serde_json::json!(30)), Ok(KeepAlive::For(Duration::from_secs(30))));
-        assert!(p(serde_json::json!("5 minutes")).is_err());
-        assert!(p(serde_json::json!("m")).is_err());
-        assert!(p(serde_json::json!([1])).is_err());
-    }
-}
-
 /// Load a model for the server: a catalog model not in the store yet is pulled first (its
 /// progress goes to the server's log); any other name must already be in the store or be
 /// a path inside the models directory.
@@ -330,4 +309,25 @@ fn load(store: &store::Store, name: &str, canonical: &str) -> Result<LoadedModel
     };
     // The name a model is known by is the one it was asked for (canonical), also for paths.
     registry::Found { name: canonical.to_string(), ..found }.load().map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_forms() {
+        let p = |v: Value| KeepAlive::parse(&v);
+        assert_eq!(p(serde_json::json!("5m")), Ok(KeepAlive::For(Duration::from_secs(300))));
+        assert_eq!(p(serde_json::json!("1h30m")), Ok(KeepAlive::For(Duration::from_secs(5400))));
+        assert_eq!(p(serde_json::json!("250ms")), Ok(KeepAlive::For(Duration::from_millis(250))));
+        assert_eq!(p(serde_json::json!(0)), Ok(KeepAlive::For(Duration::ZERO)));
+        assert_eq!(p(serde_json::json!("0")), Ok(KeepAlive::For(Duration::ZERO)));
+        assert_eq!(p(serde_json::json!(-1)), Ok(KeepAlive::Forever));
+        assert_eq!(p(serde_json::json!("-1m")), Ok(KeepAlive::Forever));
+        assert_eq!(p(serde_json::json!(30)), Ok(KeepAlive::For(Duration::from_secs(30))));
+        assert!(p(serde_json::json!("5 minutes")).is_err());
+        assert!(p(serde_json::json!("m")).is_err());
+        assert!(p(serde_json::json!([1])).is_err());
+    }
 }

@@ -88,12 +88,12 @@ fn k4_common(d: u16, dmin: u16, scales: &[u8; 12], q: impl Fn(usize) -> i32, y: 
         mins += y.bsums[j] as i32 * mn[j / 2] as i32;
     }
     let mut s = 0i32;
-    for g in 0..8 {
+    for (g, &scale) in sc.iter().enumerate() {
         let mut gs = 0i32;
         for l in 0..32 {
             gs += q(g * 32 + l) * y.qs[g * 32 + l] as i32;
         }
-        s += gs * sc[g] as i32;
+        s += gs * scale as i32;
     }
     f16_to_f32(d) * y.d * s as f32 - f16_to_f32(dmin) * y.d * mins as f32
 }
@@ -106,7 +106,7 @@ pub fn q4_k(w: &[u8], a: &[u8]) -> f32 {
             // element i: chunk i/64 of 32 bytes, low nibble for the first 32, high for the next.
             let q = |i: usize| {
                 let b = x.qs[(i / 64) * 32 + i % 32];
-                (if (i / 32) % 2 == 0 { b & 0xF } else { b >> 4 }) as i32
+                (if (i / 32).is_multiple_of(2) { b & 0xF } else { b >> 4 }) as i32
             };
             k4_common(x.d, x.dmin, &x.scales, q, y)
         })
@@ -122,7 +122,7 @@ pub fn q5_k(w: &[u8], a: &[u8]) -> f32 {
                 let l = i % 32;
                 let b = x.qs[(i / 64) * 32 + l];
                 let g = i / 32; // 0..8: bit g of qh[l]
-                let lo = if g % 2 == 0 { b & 0xF } else { b >> 4 };
+                let lo = if g.is_multiple_of(2) { b & 0xF } else { b >> 4 };
                 (lo + if x.qh[l] & (1 << g) != 0 { 16 } else { 0 }) as i32
             };
             k4_common(x.d, x.dmin, &x.scales, q, y)

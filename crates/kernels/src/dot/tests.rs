@@ -189,7 +189,7 @@ fn four_row_kernels_equal_single_row_bit_for_bit() {
                 let x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
                 at.quantize(&x, &mut bytemuck_u8(b)[..nb]);
             }
-            let rows: Vec<&[u8]> = bufs.iter_mut().map(|b| &bytemuck_u8(b)[..nb]).map(|s| &*s).collect();
+            let rows: Vec<&[u8]> = bufs.iter_mut().map(|b| &bytemuck_u8(b)[..nb]).collect();
             let got = d4(&w, [rows[0], rows[1], rows[2], rows[3]]);
             for k in 0..4 {
                 let one = dot_fn(ty, isa)(&w, rows[k]);
