@@ -59,6 +59,28 @@ impl LoadedModel {
         }
     }
 
+    /// Token ids of a conversation rendered with thinking controls, and whether the answer
+    /// starts inside a `<think>` block the template opened.
+    pub fn chat_prompt_thinking(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        think: Option<crate::template::Think>,
+    ) -> Result<(Vec<u32>, bool), EngineError> {
+        match &self.template {
+            Some(t) => {
+                let text = t.render_with(messages, true, tools, &crate::template::RenderOptions { think })?;
+                Ok((self.tokenize_templated(&text), crate::thinking::starts_in_thinking(&text)))
+            }
+            None => Ok((self.chat_prompt(messages, tools)?, false)),
+        }
+    }
+
+    /// Whether the chat template makes the model think before it answers.
+    pub fn thinks(&self) -> bool {
+        self.template.as_ref().is_some_and(|t| t.supports_thinking())
+    }
+
     /// How this model writes tool calls (from its chat template).
     pub fn tool_format(&self) -> crate::tools::ToolFormat {
         crate::tools::ToolFormat::detect(self.template.as_ref().map(|t| t.source()))

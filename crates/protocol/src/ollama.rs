@@ -59,6 +59,9 @@ pub struct Message {
     pub tool_calls: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_name: Option<String>,
+    /// The model's reasoning (thinking models, with `think`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
 }
 
 /// POST /api/chat
@@ -76,6 +79,8 @@ pub struct ChatRequest {
     pub truncate: Option<bool>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<usize>,
+    /// `true`/`false`, or a level (`"low"`, `"medium"`, `"high"`) for templates that take one.
+    pub think: Option<Value>,
 }
 
 /// One generated token's log-probability (Ollama's `logprobs` entries).

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use engine::request::TokenLogprob;
 use engine::template::ChatMessage;
+use engine::thinking::{split_thinking, Think, ThinkLevel, ThinkingSplitter};
 use engine::{Event, Usage};
 use futures_util::StreamExt;
 use protocol::ollama as api;
@@ -40,6 +41,22 @@ fn resolve(o: Option<&api::Options>, lm: &engine::LoadedModel) -> Result<engine:
 fn check_options(o: Option<&api::Options>) -> Result<(), ApiError> {
     generation::ollama_options(o).params().map_err(engine::EngineError::from)?;
     Ok(())
+}
+
+/// Ollama's `think`: `true`/`false`, or a level.
+fn parse_think(v: Option<&serde_json::Value>) -> Result<Option<Think>, ApiError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Bool(true)) => Ok(Some(Think::On)),
+        Some(serde_json::Value::Bool(false)) => Ok(Some(Think::Off)),
+        Some(serde_json::Value::String(s)) => match ThinkLevel::parse(s) {
+            Some(l) => Ok(Some(Think::Level(l))),
+            None => Err(ApiError::bad_request(format!("invalid think value {s:?}: expected true, false, \"low\", \"medium\" or \"high\"")).with_param("think")),
+        },
+        Some(other) => {
+            Err(ApiError::bad_request(format!("invalid think value {other}: expected true, false, \"low\", \"medium\" or \"high\"")).with_param("think"))
+        }
+    }
 }
 
 fn ns(d: std::time::Duration) -> u64 {
@@ -253,10 +270,15 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
     }
     let tools = crate::tool_calls::Tools::from_ollama(req.tools.as_ref())?;
     let lm = &lease.handle.model;
-    let prompt = match &tools {
-        Some(t) => t.prompt(lm, &messages)?,
-        None => lm.chat_prompt(&messages, None)?,
+    let think = parse_think(req.think.as_ref())?;
+    let (prompt, starts_thinking) = match &tools {
+        Some(t) => (t.prompt(lm, &messages)?, false),
+        None => lm.chat_prompt_thinking(&messages, None, think)?,
     };
+    // With `think` given, a thinking model's reasoning is split from its answer: returned
+    // as `message.thinking` when asked for, dropped when `think` is false.
+    let split = think.is_some() && lm.thinks();
+    let keep_thinking = split && think.is_some_and(Think::enabled);
     let format = lm.tool_format();
     let job = Job {
         prompt,
@@ -298,28 +320,48 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
     if req.stream == Some(false) {
         let c = collect(rx).await?;
         let u = c.usage.clone().expect("collect returns usage");
-        let mut r = done(&u, c.text.clone());
+        let (thinking, content) = if split { split_thinking(&c.text, starts_thinking) } else { (None, c.text.clone()) };
+        let mut r = done(&u, content);
+        r.message.thinking = thinking.filter(|_| keep_thinking);
         r.logprobs = (!c.logprobs.is_empty()).then(|| logprobs(&c.logprobs));
         return Ok(Json(r).into_response());
     }
+    let mut splitter = split.then(|| ThinkingSplitter::new(starts_thinking));
     let model = req.model.clone();
     // With tools on offer, text streams until it may be a call; a call is held to the end.
     let mut sniffer = tools.is_some().then(crate::tool_calls::CallSniffer::default);
-    let chunk = move |text: String, lp: Option<Vec<api::Logprob>>| {
-        line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message: message(text), logprobs: lp, ..Default::default() })
+    let chunk = move |text: String, thinking: String, lp: Option<Vec<api::Logprob>>| {
+        let mut message = message(text);
+        message.thinking = (!thinking.is_empty() && keep_thinking).then_some(thinking);
+        line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message, logprobs: lp, ..Default::default() })
     };
     let lines = events(rx).filter_map(move |ev| {
         let _hold = &lease;
         let out = match ev {
             Event::Token { text, logprob, .. } => {
-                // With tools, the sniffer says what may go out yet (held text has no logprobs).
+                // Thinking is split off first; with tools, the sniffer says what may go out
+                // yet (held text has no logprobs).
+                let (text, thinking) = match splitter.as_mut() {
+                    Some(sp) => {
+                        let s = sp.push(&text);
+                        (s.content, s.thinking)
+                    }
+                    None => (text, String::new()),
+                };
                 let (text, lp) = match sniffer.as_mut() {
                     Some(s) => (s.push(&text), None),
                     None => (text, logprob.map(|l| logprobs(&[l]))),
                 };
-                (!text.is_empty() || lp.is_some()).then(|| chunk(text, lp))
+                (!text.is_empty() || lp.is_some() || (keep_thinking && !thinking.is_empty())).then(|| chunk(text, thinking, lp))
             }
             Event::Done { text, usage } => {
+                let (text, thinking) = match splitter.take() {
+                    Some(mut sp) => {
+                        let (a, b) = (sp.push(&text), sp.finish());
+                        (a.content + &b.content, a.thinking + &b.thinking)
+                    }
+                    None => (text, String::new()),
+                };
                 // Text that may go out goes in its own chunk; what a sniffer held is read
                 // as calls (or released as content) in the final one.
                 let (text, held) = match sniffer.take() {
@@ -327,8 +369,8 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
                     None => (text, String::new()),
                 };
                 let mut s = String::new();
-                if !text.is_empty() {
-                    s = chunk(text, None);
+                if !text.is_empty() || (keep_thinking && !thinking.is_empty()) {
+                    s = chunk(text, thinking, None);
                     s.push('\n');
                 }
                 s += &line(&done(&usage, held));
@@ -425,6 +467,9 @@ async fn show(State(state): State<AppState>, body: JsonBody) -> Result<Response,
         let mut capabilities = vec!["completion".to_string()];
         if view.template.contains("tools") {
             capabilities.push("tools".into());
+        }
+        if engine::thinking::template_supports_thinking(&view.template) {
+            capabilities.push("thinking".into());
         }
         Ok(api::ShowResponse {
             modelfile: view.modelfile,
