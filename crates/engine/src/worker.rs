@@ -60,10 +60,6 @@ impl SharedPool {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    pub fn n_threads(&self) -> usize {
-        self.lock().n_threads()
-    }
 }
 
 /// Counters the engine keeps for metrics and /api/ps; read without locking.
@@ -136,7 +132,7 @@ impl EngineHandle {
 
     /// A cheap handle that can only cancel, for a signal handler.
     pub fn canceller(&self) -> Canceller {
-        Canceller(Mutex::new(self.tx.clone()))
+        Canceller(self.tx.clone())
     }
 
     /// Whether no request is running or queued.
@@ -151,11 +147,11 @@ impl EngineHandle {
 }
 
 /// Cancels everything an engine runs (see [`EngineHandle::canceller`]).
-pub struct Canceller(Mutex<mpsc::Sender<Command>>);
+pub struct Canceller(mpsc::Sender<Command>);
 
 impl Canceller {
     pub fn cancel_all(&self) {
-        let _ = self.0.lock().unwrap_or_else(|e| e.into_inner()).send(Command::CancelAll);
+        let _ = self.0.send(Command::CancelAll);
     }
 }
 
