@@ -60,11 +60,15 @@ for t in "${targets[@]}"; do
     echo "== $t: ${seconds}s"
     t0=$(date +%s)
     touch "$marker"
-    "${fuzz[@]}" run "$t" "$corpus" ${seeds:+"$seeds"} -- -max_total_time="$seconds" -timeout="$timeout" -print_final_stats=1
+    # libFuzzer's progress lines go to a log; its final statistics (and a failure's log) are printed.
+    log=fuzz/artifacts/$t/last-run.log
+    "${fuzz[@]}" run "$t" "$corpus" ${seeds:+"$seeds"} -- -max_total_time="$seconds" -timeout="$timeout" -print_final_stats=1 >"$log" 2>&1
     rc=$?
+    grep -E '^(stat::|Done )' "$log"
     echo "== $t: exit $rc after $(($(date +%s) - t0))s"
     if [ $rc -ne 0 ]; then
         failed+=("$t")
+        grep -vE '^#[0-9]+' "$log" | tail -n 60 >&2
         found=$(find "fuzz/artifacts/$t" -type f -newer "$marker")
         if [ -n "$found" ]; then
             echo "fuzz.sh: $t failed; input(s) saved:" >&2

@@ -12,14 +12,31 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 failed=()
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+# Each tier's output is shown as it runs and kept, so that the failures can be shown again
+# at the very end, where a CI log's tail will have them.
 step() {
     local name=$1
     shift
     echo "=== $name"
-    if ! "$@"; then
+    local log
+    log="$logs/${#failed[@]}-$(date +%s%N).log"
+    if ! "$@" 2>&1 | tee "$log"; then
         failed+=("$name")
+        cp "$log" "$logs/failed-${#failed[@]}.log"
         echo "=== $name FAILED" >&2
     fi
+}
+summarise_failures() {
+    local i=1
+    for name in "${failed[@]}"; do
+        echo "=== what failed in: $name" >&2
+        grep -E -- '^(test .* FAILED|---- |thread .* panicked|failures:|error(\[|:)|    [a-z_:]+$|FAILED|E   |[A-Za-z_/.]+\.py:[0-9]+:)' "$logs/failed-$i.log" | tail -n 80 >&2
+        echo "--- last lines:" >&2
+        tail -n 40 "$logs/failed-$i.log" >&2
+        i=$((i + 1))
+    done
 }
 
 step "rustfmt" cargo fmt --all --check
@@ -54,6 +71,7 @@ step "python clients" python3 -m pytest -q tests/python
 step "fuzz" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz.sh
 
 if [ ${#failed[@]} -ne 0 ]; then
+    summarise_failures
     echo "TESTS FAILED: ${failed[*]}" >&2
     exit 1
 fi

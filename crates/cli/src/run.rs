@@ -6,7 +6,8 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use engine::template::ChatMessage;
+use engine::template::{ChatMessage, Think, ThinkLevel};
+use engine::thinking::ThinkingSplitter;
 use engine::{EngineHandle, EngineOptions, Event, GenerateParams, LoadedModel, Options, Request, SharedPool, Usage};
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::sync::Arc;
@@ -81,6 +82,16 @@ pub struct RunArgs {
     /// Print timings to stderr, as `ollama run --verbose`
     #[arg(long)]
     verbose: bool,
+    /// Let a thinking model reason first (`--think=low|medium|high` for templates that take
+    /// a level); its reasoning is shown apart from the answer, dimmed on a terminal
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "LEVEL")]
+    think: Option<String>,
+    /// Make a thinking model answer without reasoning (`--think=false`)
+    #[arg(long, conflicts_with = "think")]
+    no_think: bool,
+    /// With --think, print only the answer
+    #[arg(long)]
+    hidethinking: bool,
 }
 
 impl RunArgs {
@@ -103,6 +114,22 @@ impl RunArgs {
             Some(engine::Grammar::Lark(std::fs::read_to_string(g).with_context(|| format!("cannot read {}", g.display()))?))
         } else {
             None
+        })
+    }
+
+    /// `--think[=LEVEL]` / `--no-think`.
+    fn think(&self) -> Result<Option<Think>> {
+        if self.no_think {
+            return Ok(Some(Think::Off));
+        }
+        Ok(match self.think.as_deref() {
+            None => None,
+            Some("true") => Some(Think::On),
+            Some("false") => Some(Think::Off),
+            Some(level) => match ThinkLevel::parse(level) {
+                Some(l) => Some(Think::Level(l)),
+                None => bail!("--think takes true, false, low, medium or high, not {level:?}"),
+            },
         })
     }
 
@@ -133,49 +160,118 @@ struct Session {
     raw: bool,
     /// Compiled afresh for each answer.
     grammar: Option<engine::Grammar>,
+    think: Option<Think>,
+    /// Print a thinking model's reasoning (when it is split from the answer).
+    show_thinking: bool,
+    /// Whether the next answer starts inside a thinking block the prompt opened.
+    starts_thinking: bool,
 }
 
 impl Session {
     /// Token ids for the conversation so far (templated) or the raw prompt.
-    fn prompt_tokens(&self, messages: &[ChatMessage], raw_prompt: &str) -> Result<Vec<u32>> {
+    fn prompt_tokens(&mut self, messages: &[ChatMessage], raw_prompt: &str) -> Result<Vec<u32>> {
+        self.starts_thinking = false;
         if self.raw || self.lm.template.is_none() {
             return Ok(self.lm.tokenizer.encode(raw_prompt, true, true));
         }
-        Ok(self.lm.chat_prompt(messages, None)?)
+        let (tokens, starts_thinking) = self.lm.chat_prompt_thinking(messages, None, self.think)?;
+        self.starts_thinking = starts_thinking;
+        Ok(tokens)
     }
 
-    /// Stream one answer to stdout; its text and figures.
+    /// Stream one answer to stdout; its text (without the reasoning) and figures.
     fn answer(&mut self, tokens: &[u32]) -> Result<(String, Usage)> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut req = Request::new(tokens.to_vec(), self.params.clone(), tx);
         req.constraint = self.grammar.as_ref().map(|g| self.lm.constrain(g)).transpose()?;
         self.engine.submit(req)?;
-        let mut out = std::io::stdout().lock();
+        // With --think/--no-think a thinking model's reasoning is split from its answer.
+        let split = self.think.is_some() && self.lm.thinks() && !self.raw;
+        let mut splitter = split.then(|| ThinkingSplitter::new(self.starts_thinking));
+        let mut out = Printer { out: std::io::stdout().lock(), show_thinking: self.show_thinking, thinking: false };
         let mut answer = String::new();
-        let mut show = |piece: &str| {
-            answer.push_str(piece);
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
-        };
         let usage = loop {
-            match rx.blocking_recv() {
-                Some(Event::Token { text, .. }) => show(&text),
-                Some(Event::Done { text, usage }) => {
-                    show(&text);
-                    break usage;
-                }
+            let (text, done) = match rx.blocking_recv() {
+                Some(Event::Token { text, .. }) => (text, None),
+                Some(Event::Done { text, usage }) => (text, Some(usage)),
                 Some(Event::Error(e)) => {
-                    let _ = writeln!(out);
+                    out.end();
                     return Err(e.into());
                 }
                 None => bail!("the engine stopped before the answer was complete"),
+            };
+            match splitter.as_mut() {
+                Some(sp) => {
+                    let mut s = sp.push(&text);
+                    if done.is_some() {
+                        let rest = sp.finish();
+                        s.thinking += &rest.thinking;
+                        s.content += &rest.content;
+                    }
+                    out.thinking(&s.thinking);
+                    out.content(&s.content);
+                    answer += &s.content;
+                }
+                None => {
+                    out.content(&text);
+                    answer += &text;
+                }
+            }
+            if let Some(usage) = done {
+                break usage;
             }
         };
-        let _ = writeln!(out);
+        out.end();
         if self.verbose {
             print_verbose(&self.lm, &usage);
         }
         Ok((answer, usage))
+    }
+}
+
+/// Writes an answer as it streams: reasoning dimmed on a terminal (framed by
+/// "Thinking..." and "...done thinking." elsewhere, as `ollama run` does), then the answer.
+struct Printer<W: Write> {
+    out: W,
+    show_thinking: bool,
+    /// Inside the reasoning.
+    thinking: bool,
+}
+
+impl<W: Write> Printer<W> {
+    fn thinking(&mut self, text: &str) {
+        if text.is_empty() || !self.show_thinking {
+            return;
+        }
+        if !self.thinking {
+            let open = if std::io::stdout().is_terminal() { "\x1b[2m" } else { "Thinking...\n" };
+            let _ = self.out.write_all(open.as_bytes());
+            self.thinking = true;
+        }
+        let _ = self.out.write_all(text.as_bytes());
+        let _ = self.out.flush();
+    }
+
+    fn close_thinking(&mut self) {
+        if self.thinking {
+            let close = if std::io::stdout().is_terminal() { "\x1b[0m\n\n" } else { "\n...done thinking.\n\n" };
+            let _ = self.out.write_all(close.as_bytes());
+            self.thinking = false;
+        }
+    }
+
+    fn content(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        self.close_thinking();
+        let _ = self.out.write_all(text.as_bytes());
+        let _ = self.out.flush();
+    }
+
+    fn end(&mut self) {
+        self.close_thinking();
+        let _ = writeln!(self.out);
     }
 }
 
@@ -207,6 +303,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     let options = a.options().over(&lm.defaults.options);
     let params = options.params()?.params;
     let grammar = a.grammar()?;
+    let think = a.think()?;
     let n_ctx = a.ctx_size.or(options.num_ctx.map(|v| v.max(0) as usize)).unwrap_or_else(|| lm.model.config.ctx_train.min(4096));
     if n_ctx < 2 {
         bail!("--ctx-size must be at least 2");
@@ -227,7 +324,17 @@ pub fn main(a: RunArgs) -> Result<()> {
         *last = Some(Instant::now());
         cancel.cancel_all();
     })?;
-    let mut s = Session { lm: lm.clone(), engine, params, verbose: a.verbose, raw: a.raw, grammar };
+    let mut s = Session {
+        lm: lm.clone(),
+        engine,
+        params,
+        verbose: a.verbose,
+        raw: a.raw,
+        grammar,
+        think,
+        show_thinking: !a.hidethinking && think.is_none_or(Think::enabled),
+        starts_thinking: false,
+    };
     let mut messages = Vec::new();
     if let Some(sys) = &a.system {
         messages.push(ChatMessage::new("system", sys.clone()));

@@ -116,7 +116,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
     if a.max_parallel == 0 || a.ctx_size < 16 {
         bail!("--max-parallel must be > 0 and --ctx-size at least 16");
     }
-    let keep_alive = KeepAlive::parse(&serde_json::Value::from(a.keep_alive.as_str())).map_err(|e| anyhow::anyhow!(e.message))?;
+    let keep_alive = KeepAlive::from_value(&serde_json::Value::from(a.keep_alive.as_str())).map_err(|e| anyhow::anyhow!(e))?;
     let mut cfg = ServeConfig::default();
     cfg.limits.max_loaded = a.max_loaded_models.max(1);
     if let Some(m) = &a.max_memory {
@@ -139,7 +139,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
         let state = AppState::new(cfg);
         state.spawn_reaper();
         if let Some(m) = &a.model {
-            let lease = state.models.acquire(m, Some(&serde_json::Value::from(-1))).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            let lease = state.models.acquire(m, Some(KeepAlive::Forever)).await.map_err(|e| anyhow::anyhow!(e.message))?;
             eprintln!("loaded {} in {:.2?}", lease.name, lease.handle.model.load_duration);
         }
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;

@@ -229,3 +229,27 @@ fn run_and_serve_give_the_same_answers() {
         assert_eq!(r["done_reason"].as_str().unwrap(), field("done reason:"), "finish reason differs for {args:?}");
     }
 }
+
+/// `run --think` / `--no-think` / `--hidethinking` on a tiny model that carries Qwen3's chat
+/// template, made to write a reasoning block and an answer by a regular expression.
+#[test]
+fn run_splits_a_thinking_models_reasoning_from_its_answer() {
+    let p = tiny().with_file_name("tiny-thinker.gguf");
+    let spec = model::tiny::TinySpec { chat_template: include_str!("../../engine/tests/data/qwen3.jinja"), ctx: 512, ..Default::default() };
+    std::fs::write(&p, model::tiny::tiny_model(&spec)).unwrap();
+    let regex = r"<think>\nTwo and two make four\.\n</think>\n\nFour\.";
+    let run = |flags: &[&str]| {
+        let mut a = vec!["run", s(&p), "What is 2+2?", "--temperature", "0", "-n", "64", "--regex", regex];
+        a.extend_from_slice(flags);
+        stdout(&bantam(&a))
+    };
+    // Not a terminal: the reasoning is framed as `ollama run` frames it.
+    assert_eq!(run(&["--think"]), "Thinking...\nTwo and two make four.\n...done thinking.\n\nFour.\n");
+    assert_eq!(run(&["--think", "--hidethinking"]), "Four.\n");
+    assert_eq!(run(&["--no-think"]), "Four.\n");
+    assert_eq!(run(&["--think=false"]), "Four.\n");
+    // Without either flag the text is the model's own.
+    assert_eq!(run(&[]), "<think>\nTwo and two make four.\n</think>\n\nFour.\n");
+    let o = bantam(&["run", s(&p), "hi", "--think=max"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--think"), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -5,9 +5,11 @@
 //!
 //! Requests are checked in the caller's thread when they are submitted ([`prepare`]): the
 //! one place where a prompt meets the context. Embedding requests ride in the same forward
-//! passes as generation, a few tokens per step while streams decode (as many as keep the
-//! step within 1.5x of a plain decode step) and full batches when nothing decodes, so a
-//! large embed request never stalls a stream.
+//! passes as generation: while streams decode, a few tokens ride in a step (as many as keep
+//! it within 2x of a plain decode step) and only as often as a time credit allows, so that
+//! embedding adds at most [`EMBED_SHARE`] of the streams' own step time on average; when
+//! nothing decodes, embeddings run in full batches. A large embed request never stalls a
+//! stream.
 //!
 //! Every engine of a process borrows its worker threads from one [`SharedPool`] for the
 //! length of a forward pass, so two busy models share the cores instead of
@@ -189,15 +191,84 @@ pub fn prepare(lm: &LoadedModel, slot_ctx: usize, req: &mut Request) -> Result<(
     Ok(())
 }
 
-/// An embedding request being computed, one chunk per engine turn.
+/// The most extra step time embedding may add beside decoding streams, as a share of
+/// their own step time, on average: at 0.5 a stream's mean inter-token time grows at most
+/// 1.5x while an embedding runs.
+pub const EMBED_SHARE: f64 = 0.5;
+
+/// Inputs of one embedding request computed side by side in a step, each in a cache of
+/// its own (short inputs are the common case, so a step packs several).
+const EMBED_LANES: usize = 8;
+
+/// An embedding request being computed, a chunk per engine turn.
 struct EmbedJob {
     req: EmbedRequest,
+    /// The vectors, by input (empty until computed).
     out: Vec<Vec<f32>>,
-    /// Tokens of the current input already computed.
+    /// Inputs finished.
+    done: usize,
+    /// The next input to start.
+    next: usize,
+    /// Inputs under way.
+    lanes: Vec<Lane>,
+}
+
+/// One input under way.
+struct Lane {
+    input: usize,
+    /// Tokens already computed.
     pos: usize,
-    /// [n_embd] running sum of the current input's final hidden states.
+    /// Tokens in this step's batch.
+    taking: usize,
+    /// [n_embd] running sum of the final hidden states.
     sum: Vec<f64>,
-    cache: Option<KvCache>,
+    cache: KvCache,
+}
+
+impl EmbedJob {
+    fn new(req: EmbedRequest) -> EmbedJob {
+        EmbedJob { out: vec![Vec::new(); req.inputs.len()], req, done: 0, next: 0, lanes: Vec::new() }
+    }
+
+    /// Plan up to `room` tokens for this step, starting inputs while lanes are free; the
+    /// number planned.
+    fn plan(&mut self, room: usize, c: &model::Config) -> usize {
+        let mut left = room;
+        for lane in &mut self.lanes {
+            lane.taking = (self.req.inputs[lane.input].len() - lane.pos).min(left);
+            left -= lane.taking;
+        }
+        while left > 0 && self.lanes.len() < EMBED_LANES && self.next < self.req.inputs.len() {
+            let n = self.req.inputs[self.next].len();
+            let taking = n.min(left);
+            self.lanes.push(Lane { input: self.next, pos: 0, taking, sum: vec![0.0; c.n_embd], cache: KvCache::new(c, n) });
+            self.next += 1;
+            left -= taking;
+        }
+        room - left
+    }
+
+    /// Add this step's final hidden states (`[planned, n_embd]`, lane by lane) and finish
+    /// the inputs that are complete: mean-pooled (the norm divides the count out) and
+    /// L2-normalised. True when every input is done.
+    fn absorb(&mut self, hidden: &[f32], n_embd: usize) -> bool {
+        let mut rows = hidden.chunks_exact(n_embd);
+        for lane in &mut self.lanes {
+            for row in rows.by_ref().take(lane.taking) {
+                lane.sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+            }
+            lane.pos += lane.taking;
+            lane.taking = 0;
+        }
+        let inputs = &self.req.inputs;
+        for lane in self.lanes.iter().filter(|l| l.pos == inputs[l.input].len()) {
+            let norm = lane.sum.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+            self.out[lane.input] = lane.sum.iter().map(|v| (v / norm) as f32).collect();
+            self.done += 1;
+        }
+        self.lanes.retain(|l| l.pos < inputs[l.input].len());
+        self.done == inputs.len()
+    }
 }
 
 /// A request that holds a slot.
@@ -240,6 +311,9 @@ struct Engine {
     step_time: Duration,
     /// Embedding tokens a step with decoding sequences takes (adapted to `step_time`).
     embed_rows: usize,
+    /// Seconds of extra step time embedding may still take beside decoding streams; below
+    /// zero, embedding waits while plain steps pay the debt back.
+    embed_credit: f64,
     batch: Batch,
     scratch: Scratch,
     plan: StepPlan,
@@ -270,6 +344,7 @@ impl Engine {
             embeds: VecDeque::new(),
             step_time: Duration::ZERO,
             embed_rows: 4,
+            embed_credit: 0.0,
             batch: Batch::default(),
             scratch: Scratch::default(),
             plan: StepPlan::default(),
@@ -340,8 +415,7 @@ impl Engine {
                         let _ = req.reply.send(Err(e));
                     }
                     None => {
-                        let n = req.inputs.len();
-                        self.embeds.push_back(EmbedJob { req, out: Vec::with_capacity(n), pos: 0, sum: vec![0.0; c.n_embd], cache: None });
+                        self.embeds.push_back(EmbedJob::new(req));
                     }
                 }
             }
@@ -443,12 +517,11 @@ impl Engine {
         self.views.sort_unstable_by_key(|v| slots[v.slot].active.as_ref().map_or(0, |a| a.order));
         scheduler::plan(&self.views, self.budget, &mut self.plan);
         let decoding = self.views.iter().any(|v| v.pending == 0);
-        let embed_tokens = match self.embeds.front() {
+        let room = if decoding { self.embed_rows } else { self.budget.idle.saturating_sub(self.plan.n_tokens()).max(1) };
+        let embed_tokens = match self.embeds.front_mut() {
             None => 0,
-            Some(job) => {
-                let room = if decoding { self.embed_rows } else { self.budget.idle.saturating_sub(self.plan.n_tokens()).max(1) };
-                (job.req.inputs[job.out.len()].len() - job.pos).min(room)
-            }
+            Some(_) if decoding && self.embed_credit < 0.0 => 0,
+            Some(job) => job.plan(room, &self.lm.model.config),
         };
         if self.plan.items.is_empty() && embed_tokens == 0 {
             return Ok(());
@@ -472,13 +545,13 @@ impl Engine {
         // Grammar masks of the constrained sequences that sample in this step are computed
         // on a second thread while the forward pass runs, so they delay no one.
         let n_logits = self.batch.logits.iter().filter(|&&l| l).count();
-        // The embedding chunk goes last, in a cache of its own (sequence `slots.len()`).
-        let embed_seq = self.slots.len();
-        if let Some(job) = self.embeds.front_mut().filter(|_| embed_tokens > 0) {
-            let input = &job.req.inputs[job.out.len()];
-            input[job.pos..job.pos + embed_tokens].iter().for_each(|&t| self.batch.push(t, embed_seq, true));
-            let c = &self.lm.model.config;
-            job.cache.get_or_insert_with(|| KvCache::new(c, input.len()));
+        // The embedding chunk goes last, each input in a cache of its own (sequences
+        // `slots.len()` and on).
+        if let Some(job) = self.embeds.front().filter(|_| embed_tokens > 0) {
+            for (k, lane) in job.lanes.iter().enumerate() {
+                let input = &job.req.inputs[lane.input][lane.pos..lane.pos + lane.taking];
+                input.iter().for_each(|&t| self.batch.push(t, self.slots.len() + k, true));
+            }
         }
         let mut constrained: Vec<(usize, Constraint)> = Vec::new();
         for item in &self.plan.items {
@@ -492,8 +565,8 @@ impl Engine {
         }
         let t0 = Instant::now();
         let mut caches: Vec<&mut KvCache> = self.slots.iter_mut().map(|s| &mut s.cache).collect();
-        if let Some(cache) = self.embeds.front_mut().and_then(|j| j.cache.as_mut()).filter(|_| embed_tokens > 0) {
-            caches.push(cache);
+        if let Some(job) = self.embeds.front_mut().filter(|_| embed_tokens > 0) {
+            caches.extend(job.lanes.iter_mut().map(|l| &mut l.cache));
         }
         let guard = self.pool.lock();
         let (lm, pool, batch, scratch) = (&self.lm, &*guard, &self.batch, &mut self.scratch);
@@ -508,14 +581,21 @@ impl Engine {
         drop(guard);
         let elapsed = t0.elapsed();
         if decoding {
-            // Plain decode steps set the pace; steps with embedding tokens adapt their count
-            // so they stay within 1.5x of it.
+            // Plain decode steps set the pace and earn embedding credit; steps with
+            // embedding tokens spend it and adapt their count to stay within 2x of the pace.
+            let (took, pace) = (elapsed.as_secs_f64(), self.step_time.as_secs_f64());
             if embed_tokens == 0 {
                 self.step_time = average(self.step_time, elapsed);
-            } else if elapsed.as_secs_f64() > 1.5 * self.step_time.as_secs_f64() {
-                self.embed_rows = (self.embed_rows / 2).max(1);
-            } else if elapsed.as_secs_f64() < 1.25 * self.step_time.as_secs_f64() {
-                self.embed_rows = (self.embed_rows + 1).min(self.budget.busy.max(1));
+                if !self.embeds.is_empty() {
+                    self.embed_credit = (self.embed_credit + EMBED_SHARE * pace).min(0.0);
+                }
+            } else {
+                self.embed_credit -= (took - pace).max(0.0);
+                if took > 2.0 * pace {
+                    self.embed_rows = (self.embed_rows / 2).max(1);
+                } else if took < 1.6 * pace {
+                    self.embed_rows = (self.embed_rows + 1).min(self.budget.busy.max(1));
+                }
             }
         }
         for (i, c) in constrained {
@@ -536,21 +616,9 @@ impl Engine {
         self.stats.busy_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         if embed_tokens > 0 {
             let job = self.embeds.front_mut().expect("the chunk's job");
-            for row in hidden.chunks_exact(self.lm.model.config.n_embd) {
-                job.sum.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
-            }
-            job.pos += embed_tokens;
-            if job.pos == job.req.inputs[job.out.len()].len() {
-                // Mean-pooled (the norm divides the count out) and L2-normalised.
-                let norm = job.sum.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-                job.out.push(job.sum.iter().map(|v| (v / norm) as f32).collect());
-                job.sum.iter_mut().for_each(|v| *v = 0.0);
-                job.pos = 0;
-                job.cache = None;
-                if job.out.len() == job.req.inputs.len() {
-                    let job = self.embeds.pop_front().expect("front exists");
-                    let _ = job.req.reply.send(Ok(job.out));
-                }
+            if job.absorb(hidden, self.lm.model.config.n_embd) {
+                let job = self.embeds.pop_front().expect("front exists");
+                let _ = job.req.reply.send(Ok(job.out));
             }
         }
         // Record what the caches now hold, then sample in plan order (the logits' order).

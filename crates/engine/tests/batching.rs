@@ -233,10 +233,10 @@ fn constrained_sequences_beside_plain_ones() {
 /// (the embedding rides in the decode steps instead of stalling them), and the vectors equal
 /// those computed with the engine otherwise idle.
 ///
-/// The bound is 3x the stream's usual inter-token time: the multi-row kernels cost about as
-/// much per row as a decode step (pp2 runs at 0.9x the tokens/s of pp1 on a Zen 4), so even
-/// one embedding token per step makes a step about 1.7-2.7x longer. The 2x bar waits on
-/// faster multi-row kernels.
+/// The stream's median and mean inter-token times stay within 2x of what they were before
+/// the embedding (the engine lets embedding add at most `EMBED_SHARE`, 0.5, of the stream's
+/// step time on average, so about 1.5x is expected; a single step carrying embedding tokens
+/// may take up to about 2x).
 #[test]
 fn embeddings_ride_beside_a_stream_without_stalling_it() {
     use engine::request::EmbedRequest;
@@ -278,14 +278,23 @@ fn embeddings_ride_beside_a_stream_without_stalling_it() {
         }
         assert!(during.len() < 100_000, "the embedding never finished");
     };
-    let median = |v: &mut Vec<Duration>| {
+    let median = |v: &mut [Duration]| {
         v.sort();
         v[v.len() / 2]
     };
-    let (b, d) = (median(&mut before), median(&mut during));
-    eprintln!("inter-token time {b:?} alone, {d:?} over {} tokens beside a 256-input embedding", during.len());
+    // The stream's steps slow as its context grows, so the pace it is held to is measured
+    // on both sides of the embedding: the mean of the two medians.
+    let mut after: Vec<Duration> = (0..64).map(|_| next_gap()).collect();
+    let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
+    let pace = (median(&mut before) + median(&mut after)) / 2;
+    let pace_mean = (mean(&before) + mean(&after)) / 2;
+    let mean_d = mean(&during);
+    let max_d = *during.iter().max().unwrap();
+    let d = median(&mut during);
+    eprintln!("inter-token time without embedding: median {pace:?}, mean {pace_mean:?}; beside a 256-input embedding: median {d:?}, mean {mean_d:?}, max {max_d:?} over {} tokens", during.len());
     assert!(during.len() >= 16, "the embedding took only {} tokens of the stream", during.len());
-    assert!(d <= b * 3, "inter-token time {d:?} while embedding, {b:?} before");
+    assert!(d <= pace * 2, "median inter-token time {d:?} while embedding, {pace:?} without");
+    assert!(mean_d <= pace_mean * 2, "mean inter-token time {mean_d:?} while embedding, {pace_mean:?} without");
     for (x, y) in alone.iter().zip(&beside) {
         let dot: f32 = x.iter().zip(y).map(|(a, b)| a * b).sum();
         assert!(dot > 0.9999, "an embedding changed beside the stream: cosine {dot}");

@@ -319,7 +319,9 @@ impl Model {
             let (scores, att) = (scores, att);
             // SAFETY: each thread owns its stride of the scores buffer.
             let buf = unsafe { std::slice::from_raw_parts_mut(scores.0.add(ti * stride), stride) };
-            for item in Pool::range(ti, nt, t_n * c.n_head) {
+            // Strided, not in blocks: one long sequence's heads sit next to each other, and
+            // a block split would leave them all to one thread.
+            for item in (ti..t_n * c.n_head).step_by(nt) {
                 let (t, h) = (item / c.n_head, item % c.n_head);
                 let g = h / group;
                 let p = pos[t];

@@ -18,11 +18,17 @@ pub struct TinySpec {
     pub n_ff: usize,
     pub ctx: usize,
     pub seed: u64,
+    /// The Jinja chat template the file carries.
+    pub chat_template: &'static str,
 }
+
+/// ChatML, the tiny model's default chat template.
+pub const CHATML: &str =
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
 impl Default for TinySpec {
     fn default() -> Self {
-        TinySpec { arch: "llama", n_embd: 64, n_layer: 2, n_head: 4, n_head_kv: 2, n_ff: 128, ctx: 256, seed: 1 }
+        TinySpec { arch: "llama", n_embd: 64, n_layer: 2, n_head: 4, n_head_kv: 2, n_ff: 128, ctx: 256, seed: 1, chat_template: CHATML }
     }
 }
 
@@ -86,10 +92,7 @@ pub fn tiny_model(spec: &TinySpec) -> Vec<u8> {
         .meta("tokenizer.ggml.bos_token_id", Value::U32(eot))
         .meta("tokenizer.ggml.eos_token_id", Value::U32(im_end))
         .meta("tokenizer.ggml.add_bos_token", Value::Bool(false))
-        .meta(
-            "tokenizer.chat_template",
-            Value::Str("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}".into()),
-        );
+        .meta("tokenizer.chat_template", Value::Str(spec.chat_template.into()));
     let mut mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, scale: f32| {
         let v: Vec<f32> = (0..cols * rows).map(|_| rng.f32() * scale).collect();
         w.tensor(name, GgmlType::Q8_0, &[cols as u64, rows as u64], block_bytes(&quantize_weights_q8_0(&v)).to_vec());

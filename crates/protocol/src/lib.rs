@@ -11,6 +11,10 @@
 pub mod ollama;
 pub mod openai;
 
+/// Fields with shapes that a request is checked against as it is read; an error in one
+/// begins "invalid FIELD".
+pub const CHECKED_FIELDS: [&str; 6] = ["response_format", "tool_choice", "tools", "format", "think", "keep_alive"];
+
 use serde::{Deserialize, Serialize};
 
 /// A field that takes one string or a list of them (`stop`, `input`).
@@ -27,5 +31,38 @@ impl<T> OneOrMany<T> {
             OneOrMany::One(t) => vec![t],
             OneOrMany::Many(v) => v,
         }
+    }
+}
+
+/// One tool a request offers (`{"type": "function", "function": {…}}`), the same shape in
+/// both APIs. Fields beyond these are kept, since chat templates render the tool as given.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Tool {
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    pub function: ToolFunction,
+}
+
+fn function_kind() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct ToolFunction {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON schema of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Value>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `tools` as a request field: what is wrong with it is named.
+fn tools_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Tool>>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) => Vec::<Tool>::deserialize(v).map(Some).map_err(|e| serde::de::Error::custom(format!("invalid tools: {e}"))),
     }
 }

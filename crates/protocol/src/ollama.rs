@@ -1,8 +1,121 @@
 //! Ollama's API (github.com/ollama/ollama, `api/types.go` and `docs/api.md`).
 
-use crate::OneOrMany;
-use serde::{Deserialize, Serialize};
+use crate::{OneOrMany, Tool};
+use serde::{de, Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use std::time::Duration;
+
+/// `keep_alive`: how long a model stays loaded after a request. Ollama takes a duration
+/// string ("5m", "1h30m", "300ms", "0"), a number of seconds, or a negative value for
+/// "forever".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    For(Duration),
+    Forever,
+}
+
+impl KeepAlive {
+    pub fn from_value(v: &Value) -> Result<KeepAlive, String> {
+        let bad = || format!("invalid keep_alive {v}: use a duration like \"5m\", seconds, or -1");
+        match v {
+            Value::Number(n) => Ok(KeepAlive::from_secs(n.as_f64().ok_or_else(bad)?)),
+            Value::String(s) => KeepAlive::parse(s.trim()).ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+
+    fn from_secs(secs: f64) -> KeepAlive {
+        if secs < 0.0 {
+            KeepAlive::Forever
+        } else {
+            KeepAlive::For(Duration::from_secs_f64(secs.min(1e9)))
+        }
+    }
+
+    /// Go's time.ParseDuration subset Ollama accepts: "300ms", "1.5h", "2h45m", "-1m", or a
+    /// bare number of seconds.
+    pub fn parse(s: &str) -> Option<KeepAlive> {
+        if let Ok(secs) = s.parse::<f64>() {
+            return Some(KeepAlive::from_secs(secs));
+        }
+        let (neg, mut rest) = match s.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, s),
+        };
+        if rest.is_empty() {
+            return None;
+        }
+        let mut total = 0f64;
+        while !rest.is_empty() {
+            let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+            let n: f64 = rest[..num_end].parse().ok()?;
+            rest = &rest[num_end..];
+            let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+            let scale = match &rest[..unit_end] {
+                "ns" => 1e-9,
+                "us" | "µs" => 1e-6,
+                "ms" => 1e-3,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return None,
+            };
+            total += n * scale;
+            rest = &rest[unit_end..];
+        }
+        Some(if neg { KeepAlive::Forever } else { KeepAlive::from_secs(total) })
+    }
+}
+
+impl<'de> Deserialize<'de> for KeepAlive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        KeepAlive::from_value(&Value::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+/// `format`: `"json"` (any JSON value) or a JSON schema. `""` means none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    None,
+    Json,
+    Schema(Value),
+}
+
+impl<'de> Deserialize<'de> for Format {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(Format::None),
+            Value::String(s) if s.is_empty() => Ok(Format::None),
+            Value::String(s) if s == "json" => Ok(Format::Json),
+            v @ Value::Object(_) => Ok(Format::Schema(v)),
+            other => Err(de::Error::custom(format!("invalid format {other}: expected \"json\" or a JSON schema object"))),
+        }
+    }
+}
+
+/// `think`: on or off, or a reasoning level for templates that take one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Think {
+    On,
+    Off,
+    Low,
+    Medium,
+    High,
+}
+
+impl<'de> Deserialize<'de> for Think {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match &v {
+            Value::Bool(true) => Ok(Think::On),
+            Value::Bool(false) => Ok(Think::Off),
+            Value::String(s) if s == "low" => Ok(Think::Low),
+            Value::String(s) if s == "medium" => Ok(Think::Medium),
+            Value::String(s) if s == "high" => Ok(Think::High),
+            _ => Err(de::Error::custom(format!("invalid think value {v}: expected true, false, \"low\", \"medium\" or \"high\""))),
+        }
+    }
+}
 
 /// `options` of a request: the model parameters a request may override.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -39,8 +152,8 @@ pub struct GenerateRequest {
     #[serde(default)]
     pub raw: bool,
     pub stream: Option<bool>,
-    pub keep_alive: Option<Value>,
-    pub format: Option<Value>,
+    pub keep_alive: Option<KeepAlive>,
+    pub format: Option<Format>,
     pub options: Option<Options>,
     pub images: Option<Vec<String>>,
     pub truncate: Option<bool>,
@@ -71,16 +184,17 @@ pub struct ChatRequest {
     pub model: String,
     #[serde(default)]
     pub messages: Vec<Message>,
-    pub tools: Option<Value>,
+    #[serde(default, deserialize_with = "crate::tools_field")]
+    pub tools: Option<Vec<Tool>>,
     pub stream: Option<bool>,
-    pub keep_alive: Option<Value>,
-    pub format: Option<Value>,
+    pub keep_alive: Option<KeepAlive>,
+    pub format: Option<Format>,
     pub options: Option<Options>,
     pub truncate: Option<bool>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<usize>,
     /// `true`/`false`, or a level (`"low"`, `"medium"`, `"high"`) for templates that take one.
-    pub think: Option<Value>,
+    pub think: Option<Think>,
 }
 
 /// One generated token's log-probability (Ollama's `logprobs` entries).
@@ -148,7 +262,7 @@ pub struct EmbedRequest {
     pub model: String,
     pub input: Option<OneOrMany<String>>,
     pub truncate: Option<bool>,
-    pub keep_alive: Option<Value>,
+    pub keep_alive: Option<KeepAlive>,
     pub options: Option<Options>,
     pub dimensions: Option<usize>,
 }
@@ -169,7 +283,7 @@ pub struct EmbeddingsRequest {
     pub model: String,
     #[serde(default)]
     pub prompt: String,
-    pub keep_alive: Option<Value>,
+    pub keep_alive: Option<KeepAlive>,
     pub options: Option<Options>,
 }
 
@@ -319,4 +433,46 @@ pub struct VersionResponse {
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorResponse {
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn keep_alive_forms() {
+        let p = |v: Value| KeepAlive::from_value(&v);
+        assert_eq!(p(serde_json::json!("5m")), Ok(KeepAlive::For(Duration::from_secs(300))));
+        assert_eq!(p(serde_json::json!("1h30m")), Ok(KeepAlive::For(Duration::from_secs(5400))));
+        assert_eq!(p(serde_json::json!("250ms")), Ok(KeepAlive::For(Duration::from_millis(250))));
+        assert_eq!(p(serde_json::json!(0)), Ok(KeepAlive::For(Duration::ZERO)));
+        assert_eq!(p(serde_json::json!("0")), Ok(KeepAlive::For(Duration::ZERO)));
+        assert_eq!(p(serde_json::json!(-1)), Ok(KeepAlive::Forever));
+        assert_eq!(p(serde_json::json!("-1m")), Ok(KeepAlive::Forever));
+        assert_eq!(p(serde_json::json!(30)), Ok(KeepAlive::For(Duration::from_secs(30))));
+        assert!(p(serde_json::json!("5 minutes")).is_err());
+        assert!(p(serde_json::json!("m")).is_err());
+        assert!(p(serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn format_and_think_forms() {
+        let req = |body: &str| serde_json::from_str::<ChatRequest>(body);
+        let r = req(r#"{"model": "m", "format": "json", "think": "high", "keep_alive": "1m"}"#).unwrap();
+        assert_eq!((r.format, r.think, r.keep_alive), (Some(Format::Json), Some(Think::High), Some(KeepAlive::For(Duration::from_secs(60)))));
+        let r = req(r#"{"model": "m", "format": {"type": "object"}, "think": false}"#).unwrap();
+        assert_eq!((r.format, r.think), (Some(Format::Schema(serde_json::json!({"type": "object"}))), Some(Think::Off)));
+        let r = req(r#"{"model": "m", "format": "", "think": null, "keep_alive": null}"#).unwrap();
+        assert_eq!((r.format, r.think, r.keep_alive), (Some(Format::None), None, None));
+        for bad in [r#"{"format": "xml"}"#, r#"{"format": 3}"#, r#"{"think": "max"}"#, r#"{"think": 1}"#, r#"{"keep_alive": "soon"}"#] {
+            let e = req(bad).unwrap_err().to_string();
+            assert!(e.starts_with("invalid "), "{bad}: {e}");
+        }
+        let r = req(r#"{"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "strict": true}}]}"#).unwrap();
+        let t = &r.tools.unwrap()[0];
+        assert_eq!((t.kind.as_str(), t.function.name.as_str()), ("function", "f"));
+        // Fields bantam does not read are kept for the chat template.
+        assert_eq!(serde_json::to_value(t).unwrap()["function"]["strict"], true);
+    }
 }

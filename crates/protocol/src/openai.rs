@@ -1,7 +1,7 @@
 //! OpenAI's API (platform.openai.com/docs/api-reference): chat completions, completions,
 //! embeddings, models, and the error shape.
 
-use crate::OneOrMany;
+use crate::{OneOrMany, Tool};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -77,10 +77,75 @@ pub struct ChatCompletionRequest {
     pub sampling: Sampling,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<usize>,
-    pub response_format: Option<Value>,
-    pub tools: Option<Value>,
-    pub tool_choice: Option<Value>,
+    #[serde(default, deserialize_with = "ResponseFormat::field")]
+    pub response_format: Option<ResponseFormat>,
+    #[serde(default, deserialize_with = "crate::tools_field")]
+    pub tools: Option<Vec<Tool>>,
+    pub tool_choice: Option<ToolChoice>,
+    /// `"low"`, `"medium"` or `"high"` (`"none"`, `"minimal"`: off) for thinking models.
+    pub reasoning_effort: Option<String>,
+    /// vLLM's extra template variables; `enable_thinking` switches a thinking model's reasoning.
+    pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
     pub parallel_tool_calls: Option<bool>,
+}
+
+/// `response_format`: free text, any JSON object, or JSON matching a schema.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+impl ResponseFormat {
+    /// `response_format` as a request field: what is wrong with it is named.
+    fn field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ResponseFormat>, D::Error> {
+        match Option::<Value>::deserialize(d)? {
+            None => Ok(None),
+            Some(v) => ResponseFormat::deserialize(v).map(Some).map_err(|e| serde::de::Error::custom(format!("invalid response_format: {e}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct JsonSchemaFormat {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Absent: any JSON object.
+    #[serde(default)]
+    pub schema: Option<Value>,
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+/// `tool_choice`: `"none"`, `"auto"`, `"required"`, or `{"type": "function", "function": {"name": …}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    None,
+    Auto,
+    Required,
+    Function(String),
+}
+
+impl<'de> serde::Deserialize<'de> for ToolChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "invalid tool_choice {v}: expected \"none\", \"auto\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": …}}}}"
+            ))
+        };
+        match &v {
+            Value::String(s) => match s.as_str() {
+                "none" => Ok(ToolChoice::None),
+                "auto" => Ok(ToolChoice::Auto),
+                "required" => Ok(ToolChoice::Required),
+                _ => Err(bad()),
+            },
+            _ => v.pointer("/function/name").and_then(Value::as_str).map(|n| ToolChoice::Function(n.to_string())).ok_or_else(bad),
+        }
+    }
 }
 
 /// `prompt` of a completion: text, texts, token ids, or lists of token ids.
@@ -107,7 +172,8 @@ pub struct CompletionRequest {
     pub logprobs: Option<usize>,
     pub echo: Option<bool>,
     pub suffix: Option<String>,
-    pub response_format: Option<Value>,
+    #[serde(default, deserialize_with = "ResponseFormat::field")]
+    pub response_format: Option<ResponseFormat>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,6 +214,9 @@ pub struct ChoiceLogprobs {
 pub struct AssistantMessage {
     pub role: String,
     pub content: Option<String>,
+    /// A thinking model's reasoning, apart from its answer (as vLLM and DeepSeek return it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
 }
@@ -195,6 +264,8 @@ pub struct Delta {
     pub role: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
 }
@@ -326,4 +397,29 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorResponse {
     pub error: ErrorBody,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_format_and_tool_choice_forms() {
+        let req = |body: &str| serde_json::from_str::<ChatCompletionRequest>(body);
+        let r = req(r#"{"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}, "strict": true}}, "tool_choice": "required"}"#).unwrap();
+        let Some(ResponseFormat::JsonSchema { json_schema }) = r.response_format else { panic!("{:?}", r.response_format) };
+        assert_eq!((json_schema.strict, json_schema.schema), (Some(true), Some(serde_json::json!({"type": "object"}))));
+        assert_eq!(r.tool_choice, Some(ToolChoice::Required));
+        let r = req(r#"{"response_format": {"type": "json_object"}, "tool_choice": {"type": "function", "function": {"name": "f"}}}"#).unwrap();
+        assert_eq!((r.response_format, r.tool_choice), (Some(ResponseFormat::JsonObject), Some(ToolChoice::Function("f".into()))));
+        assert_eq!(req(r#"{"response_format": {"type": "text"}, "tool_choice": "none"}"#).unwrap().tool_choice, Some(ToolChoice::None));
+        for bad in [
+            r#"{"response_format": {"type": "yaml"}}"#,
+            r#"{"response_format": {}}"#,
+            r#"{"tool_choice": "always"}"#,
+            r#"{"tool_choice": {"type": "function"}}"#,
+        ] {
+            assert!(req(bad).is_err(), "{bad}");
+        }
+    }
 }

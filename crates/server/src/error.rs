@@ -126,5 +126,12 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: JsonBody) -> Result<T, A
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("missing request body"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // The typed fields say which of them is wrong ("invalid tools: …"); that is the param.
+        let message = e.to_string();
+        match protocol::CHECKED_FIELDS.iter().find(|f| message.strip_prefix("invalid ").is_some_and(|m| m.starts_with(*f))) {
+            Some(field) => ApiError::bad_request(message).with_param(field),
+            None => ApiError::bad_request(format!("invalid request body: {message}")),
+        }
+    })
 }

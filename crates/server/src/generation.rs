@@ -1,41 +1,403 @@
-//! What the Ollama and OpenAI routes share: turning a prompt and parameters into an engine
-//! request, streaming its events, and collecting them into one answer.
+//! The one path from a route's typed job to its answer, shared by the Ollama and OpenAI
+//! dialects: load the model, merge the request's options over its Modelfile defaults,
+//! build the prompts (chat template, tools, thinking controls), start every choice on the
+//! engine, and hand back whole answers or a stream of pieces, with a thinking model's
+//! reasoning split from its answer and tool calls read from the text, for the dialect to
+//! render in its own wire format.
 
 use crate::error::ApiError;
 use crate::models::Lease;
-use engine::generate::GenerateParams;
+use crate::tool_calls::{CallSniffer, Tools};
+use crate::{gotemplate, AppState};
 use engine::request::TokenLogprob;
-use engine::{Event, Options, Request, Usage};
-use futures_util::Stream;
+use engine::template::{ChatMessage, Think};
+use engine::thinking::{split_thinking, ThinkingSplitter};
+use engine::tools::{ToolCall, ToolFormat};
+use engine::{EngineError, Event, Grammar, LoadedModel, Options, Request, Usage};
+use futures_util::{Stream, StreamExt};
+use protocol::ollama::KeepAlive;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// A request to start.
-pub struct Job {
-    pub prompt: Vec<u32>,
-    pub params: GenerateParams,
-    pub logprobs: Option<usize>,
-    pub logit_bias: Vec<(u32, f32)>,
-    /// The request's own context limit (Ollama `num_ctx`), at most the slot's.
-    pub num_ctx: Option<usize>,
-    /// Drop the start of a prompt that does not fit instead of refusing it.
-    pub truncate: bool,
-    /// What the output must match (compiled per sequence when it starts).
-    pub grammar: Option<engine::Grammar>,
+/// What a request generates from.
+#[derive(Debug)]
+pub enum Prompt {
+    /// A conversation through the model's chat template, after the Modelfile's system
+    /// prompt and messages.
+    Chat(Vec<ChatMessage>),
+    /// Ollama's `/api/generate`: `prompt` through the request's or the Modelfile's Go
+    /// template (else the chat template, as one user turn), or as it is when `raw`; after
+    /// the token ids of an earlier exchange (`context`).
+    Generate { prompt: String, system: Option<String>, template: Option<String>, raw: bool, context: Vec<u32> },
+    /// OpenAI's `/v1/completions`: one or more prompts, each text (with BOS as the model
+    /// asks) or token ids.
+    Completion(Vec<Input>),
 }
 
-/// Queue the job on the lease's engine, which checks it against the model and its context.
-/// The receiver's events end with `Done` or `Error`; dropping it cancels the request.
-pub fn start(lease: &Lease, job: Job) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
-    let constraint = job.grammar.as_ref().map(|g| lease.handle.model.constrain(g)).transpose()?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut req = Request::new(job.prompt, job.params, tx);
-    req.logprobs = job.logprobs;
-    req.logit_bias = job.logit_bias;
-    req.constraint = constraint;
-    req.num_ctx = job.num_ctx;
-    req.truncate = job.truncate;
-    lease.handle.submit(req)?;
-    Ok(rx)
+impl Default for Prompt {
+    fn default() -> Self {
+        Prompt::Chat(Vec::new())
+    }
+}
+
+/// One completion prompt.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// When a thinking model's reasoning comes back apart from its answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reasoning {
+    /// Only when the request says `think` (Ollama): kept when on, dropped when off;
+    /// without `think` the reasoning stays in the text.
+    #[default]
+    WhenAsked,
+    /// Always (OpenAI's `reasoning_content`); dropped when thinking is turned off.
+    Separate,
+}
+
+/// A request in the engine's terms, as a dialect's handler builds it from its wire request.
+#[derive(Default)]
+pub struct Job {
+    pub model: String,
+    pub keep_alive: Option<KeepAlive>,
+    pub prompt: Prompt,
+    /// The request's options (over the dialect's own defaults): a layer over the
+    /// Modelfile's defaults, which lie over the built-in ones.
+    pub options: Options,
+    /// Choices per prompt (seeds `seed`, `seed + 1`, …); 0 is read as 1.
+    pub n: usize,
+    /// Report each token's log-probability and this many alternatives.
+    pub logprobs: Option<usize>,
+    /// Token id → bias; checked against the vocabulary once the model is loaded.
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Drop the start of a prompt that does not fit instead of refusing it.
+    pub truncate: bool,
+    /// What the output must match (a forced tool call's grammar takes its place).
+    pub grammar: Option<Grammar>,
+    pub tools: Option<Tools>,
+    pub think: Option<Think>,
+    pub reasoning: Reasoning,
+}
+
+impl Job {
+    /// The request's own options, checked before a model is loaded for it.
+    fn check(&self) -> Result<(), ApiError> {
+        self.options.params().map_err(EngineError::from)?;
+        Ok(())
+    }
+}
+
+/// Load (or, with `keep_alive` 0, unload) the job's model without generating, as Ollama
+/// does for a request without a prompt; returns Ollama's `done_reason`.
+pub async fn load_only(state: &AppState, job: &Job) -> Result<&'static str, ApiError> {
+    job.check()?;
+    drop(state.models.acquire(&job.model, job.keep_alive).await?);
+    Ok(if job.keep_alive == Some(KeepAlive::For(Duration::ZERO)) { "unload" } else { "load" })
+}
+
+/// Load the model and start every choice of the job.
+pub async fn start(state: &AppState, job: Job) -> Result<Run, ApiError> {
+    job.check()?;
+    let t = Instant::now();
+    let lease = state.models.acquire(&job.model, job.keep_alive).await?;
+    let load = t.elapsed();
+    let lm = &lease.handle.model;
+    let resolved = job.options.over(&lm.defaults.options).params().map_err(EngineError::from)?;
+    let n_vocab = lm.model.config.n_vocab;
+    if let Some((id, _)) = job.logit_bias.iter().find(|(id, _)| *id as usize >= n_vocab) {
+        return Err(ApiError::bad_request(format!("logit_bias token {id} is outside the vocabulary ({n_vocab})")).with_param("logit_bias"));
+    }
+    let (prompts, starts_thinking) = prompts(lm, job.prompt, job.tools.as_ref(), job.think)?;
+    let grammar = job.tools.as_ref().and_then(|t| t.grammar(lm)).or(job.grammar);
+    let mut rxs = Vec::new();
+    for prompt in &prompts {
+        for i in 0..job.n.max(1) {
+            let mut params = resolved.params.clone();
+            params.sampling.seed = params.sampling.seed.wrapping_add(i as u64);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let mut req = Request::new(prompt.clone(), params, tx);
+            req.logprobs = job.logprobs;
+            req.logit_bias = job.logit_bias.clone();
+            req.constraint = grammar.as_ref().map(|g| lm.constrain(g)).transpose()?;
+            req.num_ctx = resolved.num_ctx;
+            req.truncate = job.truncate;
+            lease.handle.submit(req)?;
+            rxs.push(rx);
+        }
+    }
+    let split = lm.thinks() && (job.reasoning == Reasoning::Separate || job.think.is_some());
+    let shape = Shape {
+        split,
+        keep_thinking: split && job.think.is_none_or(Think::enabled),
+        starts_thinking,
+        format: lm.tool_format(),
+        tools: job.tools.map(Arc::new),
+    };
+    Ok(Run { lease, load, prompts, n: job.n.max(1), rxs, shape })
+}
+
+/// The token ids of the job's prompts, and whether the output starts inside a thinking
+/// block the template opened.
+fn prompts(lm: &LoadedModel, prompt: Prompt, tools: Option<&Tools>, think: Option<Think>) -> Result<(Vec<Vec<u32>>, bool), ApiError> {
+    match prompt {
+        Prompt::Chat(mut messages) => {
+            lm.defaults.open_conversation(&mut messages);
+            match tools {
+                Some(t) => Ok((vec![t.prompt(lm, &messages)?], false)),
+                None => {
+                    let (ids, starts_thinking) = lm.chat_prompt_thinking(&messages, None, think)?;
+                    Ok((vec![ids], starts_thinking))
+                }
+            }
+        }
+        Prompt::Generate { prompt, system, template, raw, context } => Ok((vec![generate_prompt(lm, &prompt, system, template, raw, context)?], false)),
+        Prompt::Completion(inputs) => Ok((completion_prompts(lm, inputs)?, false)),
+    }
+}
+
+/// Ollama's `/api/generate` prompt: see [`Prompt::Generate`].
+fn generate_prompt(lm: &LoadedModel, text: &str, system: Option<String>, template: Option<String>, raw: bool, mut ids: Vec<u32>) -> Result<Vec<u32>, ApiError> {
+    let defaults = &lm.defaults;
+    let system = system.filter(|s| !s.is_empty()).or_else(|| defaults.system.clone());
+    if raw {
+        ids.extend(lm.tokenizer.encode(text, ids.is_empty(), true));
+    } else if let Some(t) = template.as_deref().filter(|t| !t.is_empty()).or(defaults.go_template()) {
+        let rendered = gotemplate::render(t, &gotemplate::Vars { system: system.as_deref().unwrap_or(""), prompt: text, response: "" })?;
+        if ids.is_empty() {
+            ids = lm.tokenize_templated(&rendered);
+        } else {
+            ids.extend(lm.tokenizer.encode(&rendered, false, true));
+        }
+    } else {
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(ChatMessage::new("system", s));
+        }
+        messages.push(ChatMessage::new("user", text));
+        let turn = lm.chat_prompt(&messages, None)?;
+        // Continuing an earlier exchange: its tokens, then this turn without a second BOS.
+        let skip = usize::from(!ids.is_empty() && lm.tokenizer.bos().is_some_and(|b| turn.first() == Some(&b)));
+        ids.extend_from_slice(&turn[skip..]);
+    }
+    Ok(ids)
+}
+
+/// OpenAI's completion prompts as token ids.
+fn completion_prompts(lm: &LoadedModel, inputs: Vec<Input>) -> Result<Vec<Vec<u32>>, ApiError> {
+    let prompts: Vec<Vec<u32>> = inputs
+        .into_iter()
+        .map(|i| match i {
+            Input::Text(s) => lm.tokenizer.encode(&s, true, true),
+            Input::Tokens(t) => t,
+        })
+        .collect();
+    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+        return Err(ApiError::bad_request("prompt must not be empty").with_param("prompt"));
+    }
+    let n_vocab = lm.model.config.n_vocab;
+    if let Some(&t) = prompts.iter().flatten().find(|&&t| t as usize >= n_vocab) {
+        return Err(ApiError::bad_request(format!("token id {t} is outside the vocabulary ({n_vocab})")).with_param("prompt"));
+    }
+    Ok(prompts)
+}
+
+/// How a choice's text becomes an answer: reasoning split off, tool calls read.
+#[derive(Clone)]
+struct Shape {
+    split: bool,
+    keep_thinking: bool,
+    starts_thinking: bool,
+    format: ToolFormat,
+    tools: Option<Arc<Tools>>,
+}
+
+impl Shape {
+    /// Calls in `text`, with the text before them; else the text as it is.
+    fn calls(&self, text: String) -> (String, Option<Vec<ToolCall>>) {
+        match self.tools.as_ref().and_then(|t| t.parsed(self.format, &text)) {
+            Some((content, calls)) => (content, Some(calls)),
+            None => (text, None),
+        }
+    }
+}
+
+/// One choice's whole answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub content: String,
+    /// The reasoning, when split off and kept.
+    pub thinking: Option<String>,
+    /// Calls of the offered tools, when the answer is one.
+    pub calls: Option<Vec<ToolCall>>,
+    pub ids: Vec<u32>,
+    pub logprobs: Vec<TokenLogprob>,
+    pub usage: Usage,
+}
+
+/// A piece of one choice's stream.
+#[derive(Debug)]
+pub enum Piece {
+    /// Text and reasoning that may go out now (either may be empty; a piece with neither
+    /// carries a log-probability). Text that may begin a tool call is held, without
+    /// log-probabilities, until the end.
+    Delta {
+        content: String,
+        thinking: String,
+        logprob: Option<TokenLogprob>,
+    },
+    /// The end of the choice: what was still held, the calls read from it, every token
+    /// id of the choice, and the figures.
+    Done {
+        content: String,
+        thinking: String,
+        calls: Option<Vec<ToolCall>>,
+        ids: Vec<u32>,
+        usage: Usage,
+    },
+    Error(EngineError),
+}
+
+/// The running choices of a job: `n` per prompt, prompt by prompt.
+pub struct Run {
+    lease: Lease,
+    /// How long loading the model took (zero if it was loaded already).
+    pub load: Duration,
+    pub prompts: Vec<Vec<u32>>,
+    pub n: usize,
+    rxs: Vec<mpsc::UnboundedReceiver<Event>>,
+    shape: Shape,
+}
+
+impl Run {
+    /// A prompt's text.
+    pub fn decode(&self, prompt: &[u32]) -> String {
+        self.lease.handle.model.tokenizer.decode(prompt, false)
+    }
+
+    /// Prompt tokens of all prompts.
+    pub fn n_prompt(&self) -> usize {
+        self.prompts.iter().map(Vec::len).sum()
+    }
+
+    /// Wait for every choice's whole answer.
+    pub async fn collect(self) -> Result<Vec<Answer>, ApiError> {
+        let Run { lease, rxs, shape, .. } = self;
+        let all = futures_util::future::join_all(rxs.into_iter().map(collect)).await;
+        drop(lease);
+        all.into_iter()
+            .map(|c| {
+                let (text, ids, logprobs, usage) = c?;
+                let (thinking, content) = if shape.split { split_thinking(&text, shape.starts_thinking) } else { (None, text) };
+                let (content, calls) = shape.calls(content);
+                Ok(Answer { content, thinking: thinking.filter(|_| shape.keep_thinking), calls, ids, logprobs, usage })
+            })
+            .collect()
+    }
+
+    /// Wait for the whole answer of a job with one choice.
+    pub async fn answer(self) -> Result<Answer, ApiError> {
+        self.collect().await?.pop().ok_or_else(|| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "no answer"))
+    }
+
+    /// The choices' pieces as they come, tagged with the choice's index; the stream holds
+    /// the model loaded, and dropping it cancels the choices.
+    pub fn stream(self) -> impl Stream<Item = (usize, Piece)> + Send + Unpin + 'static {
+        let Run { lease, rxs, shape, .. } = self;
+        let mut shapers: Vec<Shaper> = rxs.iter().map(|_| Shaper::new(shape.clone())).collect();
+        let merged = futures_util::stream::select_all(rxs.into_iter().enumerate().map(|(i, rx)| events(rx).map(move |e| (i, e)).boxed()));
+        Box::pin(merged.filter_map(move |(i, ev)| {
+            let _hold = &lease;
+            let out = shapers[i].push(ev).map(|p| (i, p));
+            async move { out }
+        }))
+    }
+}
+
+/// Shapes one choice's events into pieces as they stream.
+struct Shaper {
+    shape: Shape,
+    splitter: Option<ThinkingSplitter>,
+    sniffer: Option<CallSniffer>,
+    ids: Vec<u32>,
+}
+
+impl Shaper {
+    fn new(shape: Shape) -> Shaper {
+        Shaper {
+            splitter: shape.split.then(|| ThinkingSplitter::new(shape.starts_thinking)),
+            sniffer: shape.tools.is_some().then(CallSniffer::default),
+            ids: Vec::new(),
+            shape,
+        }
+    }
+
+    /// `(content, thinking)` of a piece of text; thinking that is not kept is dropped.
+    fn split(&mut self, text: String, end: bool) -> (String, String) {
+        let Some(sp) = self.splitter.as_mut() else { return (text, String::new()) };
+        let mut s = sp.push(&text);
+        if end {
+            let rest = sp.finish();
+            s.content += &rest.content;
+            s.thinking += &rest.thinking;
+        }
+        if !self.shape.keep_thinking {
+            s.thinking.clear();
+        }
+        (s.content, s.thinking)
+    }
+
+    fn push(&mut self, ev: Event) -> Option<Piece> {
+        match ev {
+            Event::Token { id, text, logprob } => {
+                self.ids.push(id);
+                let (content, thinking) = self.split(text, false);
+                let (content, logprob) = match self.sniffer.as_mut() {
+                    Some(s) => (s.push(&content), None),
+                    None => (content, logprob),
+                };
+                (!content.is_empty() || !thinking.is_empty() || logprob.is_some()).then_some(Piece::Delta { content, thinking, logprob })
+            }
+            Event::Done { text, usage } => {
+                let (content, thinking) = self.split(text, true);
+                let (content, calls) = match self.sniffer.take() {
+                    Some(mut s) => {
+                        let free = s.push(&content);
+                        let (held, calls) = self.shape.calls(s.held_text());
+                        (free + &held, calls)
+                    }
+                    None => (content, None),
+                };
+                Some(Piece::Done { content, thinking, calls, ids: std::mem::take(&mut self.ids), usage })
+            }
+            Event::Error(e) => Some(Piece::Error(e)),
+        }
+    }
+}
+
+/// Wait for one choice's text, token ids, log-probabilities and figures.
+async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(String, Vec<u32>, Vec<TokenLogprob>, Usage), ApiError> {
+    let (mut text, mut ids, mut logprobs) = (String::new(), Vec::new(), Vec::new());
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Token { id, text: t, logprob } => {
+                ids.push(id);
+                text += &t;
+                logprobs.extend(logprob);
+            }
+            Event::Done { text: t, usage } => return Ok((text + &t, ids, logprobs, usage)),
+            Event::Error(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped before the answer was complete"))
+}
+
+/// The events as a stream (ends after `Done` or `Error`).
+fn events(rx: mpsc::UnboundedReceiver<Event>) -> impl Stream<Item = Event> + Send + Unpin + 'static {
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }))
 }
 
 /// Ollama's `options` as the engine's options layer.
@@ -57,42 +419,7 @@ pub fn ollama_options(o: Option<&protocol::ollama::Options>) -> Options {
     }
 }
 
-/// Everything a request produced.
-#[derive(Debug, Default)]
-pub struct Collected {
-    pub text: String,
-    pub ids: Vec<u32>,
-    pub logprobs: Vec<TokenLogprob>,
-    pub usage: Option<Usage>,
-}
-
-/// Wait for the whole answer.
-pub async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<Collected, ApiError> {
-    let mut c = Collected::default();
-    while let Some(ev) = rx.recv().await {
-        match ev {
-            Event::Token { id, text, logprob } => {
-                c.ids.push(id);
-                c.text += &text;
-                c.logprobs.extend(logprob);
-            }
-            Event::Done { text, usage } => {
-                c.text += &text;
-                c.usage = Some(usage);
-                return Ok(c);
-            }
-            Event::Error(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped before the answer was complete"))
-}
-
-/// The events as a stream (ends after `Done` or `Error`).
-pub fn events(rx: mpsc::UnboundedReceiver<Event>) -> impl Stream<Item = Event> + Send + Unpin + 'static {
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }))
-}
-
-/// Embed on the model's engine thread.
+/// Embed on the model's engine.
 pub async fn embed(lease: &Lease, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     lease.handle.embed(engine::request::EmbedRequest { inputs, reply: tx })?;

@@ -5,71 +5,11 @@
 use crate::error::ApiError;
 use axum::http::StatusCode;
 use engine::{EngineHandle, EngineOptions, LoadedModel, SharedPool};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How long a model stays loaded after its last request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeepAlive {
-    For(Duration),
-    Forever,
-}
-
-impl KeepAlive {
-    /// Ollama's forms: a duration string ("5m", "1h30m", "10s", "0"), a number of seconds,
-    /// or a negative value for "forever".
-    pub fn parse(v: &Value) -> Result<KeepAlive, ApiError> {
-        let bad = || ApiError::bad_request(format!("invalid keep_alive {v}: use a duration like \"5m\", seconds, or -1"));
-        match v {
-            Value::Number(n) => {
-                let secs = n.as_f64().ok_or_else(bad)?;
-                if secs < 0.0 {
-                    Ok(KeepAlive::Forever)
-                } else {
-                    Ok(KeepAlive::For(Duration::from_secs_f64(secs.min(1e9))))
-                }
-            }
-            Value::String(s) => parse_duration(s.trim()).ok_or_else(bad),
-            _ => Err(bad()),
-        }
-    }
-}
-
-/// Go's time.ParseDuration subset Ollama accepts: "300ms", "1.5h", "2h45m", "-1m", or a
-/// bare number of seconds.
-fn parse_duration(s: &str) -> Option<KeepAlive> {
-    if let Ok(secs) = s.parse::<f64>() {
-        return Some(if secs < 0.0 { KeepAlive::Forever } else { KeepAlive::For(Duration::from_secs_f64(secs.min(1e9))) });
-    }
-    let (neg, mut rest) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s),
-    };
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    Some(if neg { KeepAlive::Forever } else { KeepAlive::For(Duration::from_secs_f64(total.min(1e9))) })
-}
+pub use protocol::ollama::KeepAlive;
 
 /// Limits on what stays loaded.
 #[derive(Debug, Clone)]
@@ -128,13 +68,13 @@ impl ModelSet {
 
     /// The model named `name`, loaded if it is not. `keep_alive` applies once the request
     /// ends.
-    pub async fn acquire(self: &Arc<Self>, name: &str, keep_alive: Option<&Value>) -> Result<Lease, ApiError> {
+    pub async fn acquire(self: &Arc<Self>, name: &str, keep_alive: Option<KeepAlive>) -> Result<Lease, ApiError> {
         if name.is_empty() {
             return Err(ApiError::bad_request("model is required").with_param("model"));
         }
         let keep_alive = match keep_alive {
-            Some(v) if !v.is_null() => KeepAlive::parse(v)?,
-            _ => self.limits.default_keep_alive,
+            Some(k) => k,
+            None => self.limits.default_keep_alive,
         };
         let canonical = registry::canonical_name(&self.store, name);
         if let Some(handle) = self.touch(&canonical) {
@@ -309,25 +249,4 @@ fn load(store: &store::Store, name: &str, canonical: &str) -> Result<LoadedModel
     };
     // The name a model is known by is the one it was asked for (canonical), also for paths.
     registry::Found { name: canonical.to_string(), ..found }.load().map_err(failed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keep_alive_forms() {
-        let p = |v: Value| KeepAlive::parse(&v);
-        assert_eq!(p(serde_json::json!("5m")), Ok(KeepAlive::For(Duration::from_secs(300))));
-        assert_eq!(p(serde_json::json!("1h30m")), Ok(KeepAlive::For(Duration::from_secs(5400))));
-        assert_eq!(p(serde_json::json!("250ms")), Ok(KeepAlive::For(Duration::from_millis(250))));
-        assert_eq!(p(serde_json::json!(0)), Ok(KeepAlive::For(Duration::ZERO)));
-        assert_eq!(p(serde_json::json!("0")), Ok(KeepAlive::For(Duration::ZERO)));
-        assert_eq!(p(serde_json::json!(-1)), Ok(KeepAlive::Forever));
-        assert_eq!(p(serde_json::json!("-1m")), Ok(KeepAlive::Forever));
-        assert_eq!(p(serde_json::json!(30)), Ok(KeepAlive::For(Duration::from_secs(30))));
-        assert!(p(serde_json::json!("5 minutes")).is_err());
-        assert!(p(serde_json::json!("m")).is_err());
-        assert!(p(serde_json::json!([1])).is_err());
-    }
 }

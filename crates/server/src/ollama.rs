@@ -2,9 +2,10 @@
 //! /api/embeddings, /api/tags, /api/show, /api/ps, /api/version, and `/` for health.
 
 use crate::error::{parse_json, ApiError, JsonBody, OllamaError};
-use crate::generation::{self, collect, events, rfc3339, Job};
+use crate::generation::{self, rfc3339, Job, Piece, Prompt};
 use crate::models::Lease;
-use crate::{describe, gotemplate, AppState};
+use crate::tool_calls::Tools;
+use crate::{describe, AppState};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
@@ -13,11 +14,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use engine::request::TokenLogprob;
 use engine::template::ChatMessage;
-use engine::thinking::{split_thinking, Think, ThinkLevel, ThinkingSplitter};
-use engine::{Event, Usage};
+use engine::template::{Think, ThinkLevel};
+use engine::tools::ToolCall;
+use engine::Usage;
 use futures_util::StreamExt;
 use protocol::ollama as api;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -32,46 +34,19 @@ pub fn routes() -> Router<AppState> {
         .route("/api/version", get(|| async { Json(api::VersionResponse { version: env!("CARGO_PKG_VERSION").into() }) }))
 }
 
-/// The request's options over the model's defaults, resolved.
-fn resolve(o: Option<&api::Options>, lm: &engine::LoadedModel) -> Result<engine::options::Resolved, ApiError> {
-    Ok(generation::ollama_options(o).over(&lm.defaults.options).params().map_err(engine::EngineError::from)?)
-}
-
-/// Check a request's own options before a model is loaded for it.
-fn check_options(o: Option<&api::Options>) -> Result<(), ApiError> {
-    generation::ollama_options(o).params().map_err(engine::EngineError::from)?;
-    Ok(())
-}
-
-/// Ollama's `think`: `true`/`false`, or a level.
-fn parse_think(v: Option<&serde_json::Value>) -> Result<Option<Think>, ApiError> {
-    match v {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::Bool(true)) => Ok(Some(Think::On)),
-        Some(serde_json::Value::Bool(false)) => Ok(Some(Think::Off)),
-        Some(serde_json::Value::String(s)) => match ThinkLevel::parse(s) {
-            Some(l) => Ok(Some(Think::Level(l))),
-            None => Err(ApiError::bad_request(format!("invalid think value {s:?}: expected true, false, \"low\", \"medium\" or \"high\"")).with_param("think")),
-        },
-        Some(other) => {
-            Err(ApiError::bad_request(format!("invalid think value {other}: expected true, false, \"low\", \"medium\" or \"high\"")).with_param("think"))
-        }
+/// The engine's `think` for Ollama's.
+fn think(t: api::Think) -> Think {
+    match t {
+        api::Think::On => Think::On,
+        api::Think::Off => Think::Off,
+        api::Think::Low => Think::Level(ThinkLevel::Low),
+        api::Think::Medium => Think::Level(ThinkLevel::Medium),
+        api::Think::High => Think::Level(ThinkLevel::High),
     }
 }
 
-fn ns(d: std::time::Duration) -> u64 {
+fn ns(d: Duration) -> u64 {
     d.as_nanos() as u64
-}
-
-fn metrics(started: Instant, load: std::time::Duration, u: &Usage) -> api::Metrics {
-    api::Metrics {
-        total_duration: ns(started.elapsed()),
-        load_duration: ns(load),
-        prompt_eval_count: u.prompt_tokens,
-        prompt_eval_duration: ns(u.prompt_eval_duration),
-        eval_count: u.eval_count,
-        eval_duration: ns(u.eval_duration),
-    }
 }
 
 fn logprobs(v: &[TokenLogprob]) -> Vec<api::Logprob> {
@@ -89,18 +64,8 @@ fn want_logprobs(logprobs: Option<bool>, top: Option<usize>) -> Option<usize> {
     (logprobs == Some(true)).then(|| top.unwrap_or(0).min(20))
 }
 
-/// `done_reason` of a request that only loads a model: "unload" when `keep_alive` is 0
-/// (the lease's release then unloads it), else "load".
-fn load_reason(keep_alive: Option<&serde_json::Value>) -> &'static str {
-    let zero = crate::models::KeepAlive::For(std::time::Duration::ZERO);
-    match keep_alive.map(crate::models::KeepAlive::parse) {
-        Some(Ok(k)) if k == zero => "unload",
-        _ => "load",
-    }
-}
-
 /// A loaded model, and how long loading it took (zero if it was loaded already).
-async fn acquire(state: &AppState, model: &str, keep_alive: Option<&serde_json::Value>) -> Result<(Lease, std::time::Duration), ApiError> {
+async fn acquire(state: &AppState, model: &str, keep_alive: Option<api::KeepAlive>) -> Result<(Lease, Duration), ApiError> {
     let t = Instant::now();
     let lease = state.models.acquire(model, keep_alive).await?;
     Ok((lease, t.elapsed()))
@@ -118,112 +83,106 @@ fn line<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
-    let started = Instant::now();
-    let req: api::GenerateRequest = parse_json(body)?;
-    let grammar = crate::structured::ollama_format(req.format.as_ref())?;
+/// What every response line of one request shares.
+#[derive(Clone)]
+struct Reply {
+    model: String,
+    started: Instant,
+    load: Duration,
+}
+
+impl Reply {
+    fn metrics(&self, u: &Usage) -> api::Metrics {
+        api::Metrics {
+            total_duration: ns(self.started.elapsed()),
+            load_duration: ns(self.load),
+            prompt_eval_count: u.prompt_tokens,
+            prompt_eval_duration: ns(u.prompt_eval_duration),
+            eval_count: u.eval_count,
+            eval_duration: ns(u.eval_duration),
+        }
+    }
+
+    fn generated(&self, response: String, logprobs: Option<Vec<api::Logprob>>) -> api::GenerateResponse {
+        api::GenerateResponse { model: self.model.clone(), created_at: rfc3339(SystemTime::now()), response, logprobs, ..Default::default() }
+    }
+
+    fn chatted(&self, message: api::Message, logprobs: Option<Vec<api::Logprob>>) -> api::ChatResponse {
+        api::ChatResponse { model: self.model.clone(), created_at: rfc3339(SystemTime::now()), message, logprobs, ..Default::default() }
+    }
+
+    /// The last line of a chat.
+    fn finished(&self, u: &Usage, message: api::Message) -> api::ChatResponse {
+        api::ChatResponse { done: true, done_reason: Some(u.finish.as_str().into()), metrics: Some(self.metrics(u)), ..self.chatted(message, None) }
+    }
+}
+
+/// The assistant's message: content, reasoning, and calls as Ollama writes them
+/// (`{"function": {"name", "arguments": {…}}}`).
+fn message(content: String, thinking: Option<String>, calls: Option<Vec<ToolCall>>) -> api::Message {
+    let tool_calls =
+        calls.map(|c| serde_json::Value::Array(c.into_iter().map(|c| serde_json::json!({"function": {"name": c.name, "arguments": c.arguments}})).collect()));
+    api::Message { role: "assistant".into(), content, thinking: thinking.filter(|t| !t.is_empty()), tool_calls, ..Default::default() }
+}
+
+/// A generate request as a job (the request keeps what the response needs), and whether
+/// it only loads the model (no prompt).
+fn generate_job(req: &mut api::GenerateRequest) -> Result<(Job, bool), ApiError> {
     if req.images.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(ApiError::bad_request("this model does not accept images").into());
+        return Err(ApiError::bad_request("this model does not accept images"));
     }
     if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_request(format!("{} does not support insert", req.model)).into());
+        return Err(ApiError::bad_request(format!("{} does not support insert", req.model)));
     }
-    check_options(req.options.as_ref())?;
-    let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
-    let defaults = &lease.handle.model.defaults;
-    let options = resolve(req.options.as_ref(), &lease.handle.model)?;
-    let model = req.model.clone();
-    if req.prompt.is_empty() && req.context.as_ref().is_none_or(|c| c.is_empty()) {
-        // An empty prompt loads (or, with keep_alive 0, unloads) the model.
-        let r = api::GenerateResponse {
-            model,
-            created_at: rfc3339(SystemTime::now()),
-            done: true,
-            done_reason: Some(load_reason(req.keep_alive.as_ref()).into()),
-            ..Default::default()
-        };
-        drop(lease);
-        return Ok(Json(r).into_response());
-    }
-    let lm = &lease.handle.model;
-    let mut prompt = req.context.clone().unwrap_or_default();
-    if req.raw {
-        prompt.extend(lm.tokenizer.encode(&req.prompt, prompt.is_empty(), true));
-    } else if let Some(t) = req.template.as_deref().filter(|t| !t.is_empty()).or(defaults.go_template()) {
-        let system = req.system.as_deref().or(defaults.system.as_deref()).unwrap_or("");
-        let text = gotemplate::render(t, &gotemplate::Vars { system, prompt: &req.prompt, response: "" })?;
-        if prompt.is_empty() {
-            prompt = lm.tokenize_templated(&text);
-        } else {
-            prompt.extend(lm.tokenizer.encode(&text, false, true));
-        }
-    } else {
-        let mut messages = Vec::new();
-        if let Some(s) = req.system.as_deref().filter(|s| !s.is_empty()).or(defaults.system.as_deref()) {
-            messages.push(ChatMessage::new("system", s));
-        }
-        messages.push(ChatMessage::new("user", req.prompt.as_str()));
-        let turn = lm.chat_prompt(&messages, None)?;
-        if prompt.is_empty() {
-            prompt = turn;
-        } else {
-            // Continue an earlier exchange: its tokens, then this turn without a second BOS.
-            let skip = usize::from(lm.tokenizer.bos().is_some_and(|b| turn.first() == Some(&b)));
-            prompt.extend_from_slice(&turn[skip..]);
-        }
-    }
+    let context = req.context.take().unwrap_or_default();
+    let load_only = req.prompt.is_empty() && context.is_empty();
     let job = Job {
-        prompt: prompt.clone(),
-        params: options.params,
+        model: req.model.clone(),
+        keep_alive: req.keep_alive,
+        prompt: Prompt::Generate { prompt: std::mem::take(&mut req.prompt), system: req.system.take(), template: req.template.take(), raw: req.raw, context },
+        options: generation::ollama_options(req.options.as_ref()),
         logprobs: want_logprobs(req.logprobs, req.top_logprobs),
-        logit_bias: Vec::new(),
-        num_ctx: options.num_ctx,
         truncate: req.truncate == Some(true),
-        grammar,
+        grammar: crate::structured::ollama_format(req.format.as_ref()),
+        ..Job::default()
     };
-    let rx = generation::start(&lease, job)?;
-    let with_context = !req.raw;
-    let done = move |ids: &[u32], u: &Usage, text: String| api::GenerateResponse {
-        model: model.clone(),
-        created_at: rfc3339(SystemTime::now()),
-        response: text,
-        done: true,
-        done_reason: Some(u.finish.as_str().into()),
-        context: with_context.then(|| prompt.iter().chain(ids).copied().collect()),
-        metrics: Some(metrics(started, load, u)),
-        logprobs: None,
+    Ok((job, load_only))
+}
+
+async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
+    let started = Instant::now();
+    let mut req: api::GenerateRequest = parse_json(body)?;
+    let (job, load_only) = generate_job(&mut req)?;
+    let base = api::GenerateResponse { model: req.model.clone(), created_at: rfc3339(SystemTime::now()), done: true, ..Default::default() };
+    if load_only {
+        let reason = generation::load_only(&state, &job).await?;
+        return Ok(Json(api::GenerateResponse { done_reason: Some(reason.into()), ..base }).into_response());
+    }
+    let run = generation::start(&state, job).await?;
+    let reply = Reply { model: req.model, started, load: run.load };
+    // `context`: the prompt and the answer, to continue from (not for raw prompts).
+    let prompt = (!req.raw).then(|| run.prompts[0].clone());
+    let finished = {
+        let reply = reply.clone();
+        move |ids: &[u32], u: &Usage, response: String| api::GenerateResponse {
+            response,
+            created_at: rfc3339(SystemTime::now()),
+            done_reason: Some(u.finish.as_str().into()),
+            context: prompt.as_ref().map(|p| p.iter().chain(ids).copied().collect()),
+            metrics: Some(reply.metrics(u)),
+            ..base.clone()
+        }
     };
     if req.stream == Some(false) {
-        let c = collect(rx).await?;
-        let u = c.usage.clone().expect("collect returns usage");
-        let mut r = done(&c.ids, &u, c.text.clone());
-        r.logprobs = (!c.logprobs.is_empty()).then(|| logprobs(&c.logprobs));
+        let a = run.answer().await?;
+        let r = api::GenerateResponse { logprobs: (!a.logprobs.is_empty()).then(|| logprobs(&a.logprobs)), ..finished(&a.ids, &a.usage, a.content) };
         return Ok(Json(r).into_response());
     }
-    let model = req.model.clone();
-    let mut ids: Vec<u32> = Vec::new();
-    let lines = events(rx).filter_map(move |ev| {
-        let _hold = &lease;
-        let out = match ev {
-            Event::Token { id, text, logprob } => {
-                ids.push(id);
-                // A token whose text is held back (and without logprobs) makes no line.
-                (!text.is_empty() || logprob.is_some()).then(|| {
-                    line(&api::GenerateResponse {
-                        model: model.clone(),
-                        created_at: rfc3339(SystemTime::now()),
-                        response: text,
-                        logprobs: logprob.map(|l| logprobs(&[l])),
-                        ..Default::default()
-                    })
-                })
-            }
-            Event::Done { text, usage } => Some(line(&done(&ids, &usage, text))),
-            Event::Error(e) => Some(line(&api::ErrorResponse { error: e.to_string() })),
-        };
-        async move { out }
-    });
-    Ok(ndjson(lines))
+    Ok(ndjson(run.stream().map(move |(_, piece)| match piece {
+        Piece::Delta { content, logprob, .. } => line(&reply.generated(content, logprob.map(|l| logprobs(&[l])))),
+        Piece::Done { content, ids, usage, .. } => line(&finished(&ids, &usage, content)),
+        Piece::Error(e) => line(&api::ErrorResponse { error: e.to_string() }),
+    })))
 }
 
 fn chat_messages(msgs: &[api::Message]) -> Result<Vec<ChatMessage>, ApiError> {
@@ -246,141 +205,49 @@ fn chat_messages(msgs: &[api::Message]) -> Result<Vec<ChatMessage>, ApiError> {
 async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let req: api::ChatRequest = parse_json(body)?;
-    let grammar = crate::structured::ollama_format(req.format.as_ref())?;
-    check_options(req.options.as_ref())?;
-    let mut messages = chat_messages(&req.messages)?;
-    let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
-    let options = resolve(req.options.as_ref(), &lease.handle.model)?;
-    if !messages.is_empty() {
-        lease.handle.model.defaults.open_conversation(&mut messages);
-    }
-    let model = req.model.clone();
-    if messages.is_empty() {
-        // As Ollama: no messages loads (or unloads) the model.
-        let r = api::ChatResponse {
-            model,
-            created_at: rfc3339(SystemTime::now()),
-            message: api::Message { role: "assistant".into(), ..Default::default() },
-            done: true,
-            done_reason: Some(load_reason(req.keep_alive.as_ref()).into()),
-            ..Default::default()
-        };
-        drop(lease);
-        return Ok(Json(r).into_response());
-    }
-    let tools = crate::tool_calls::Tools::from_ollama(req.tools.as_ref())?;
-    let lm = &lease.handle.model;
-    let think = parse_think(req.think.as_ref())?;
-    let (prompt, starts_thinking) = match &tools {
-        Some(t) => (t.prompt(lm, &messages)?, false),
-        None => lm.chat_prompt_thinking(&messages, None, think)?,
-    };
-    // With `think` given, a thinking model's reasoning is split from its answer: returned
-    // as `message.thinking` when asked for, dropped when `think` is false.
-    let split = think.is_some() && lm.thinks();
-    let keep_thinking = split && think.is_some_and(Think::enabled);
-    let format = lm.tool_format();
     let job = Job {
-        prompt,
-        params: options.params,
+        model: req.model.clone(),
+        keep_alive: req.keep_alive,
+        prompt: Prompt::Chat(chat_messages(&req.messages)?),
+        options: generation::ollama_options(req.options.as_ref()),
         logprobs: want_logprobs(req.logprobs, req.top_logprobs),
-        logit_bias: Vec::new(),
-        num_ctx: options.num_ctx,
         truncate: req.truncate == Some(true),
-        grammar,
+        grammar: crate::structured::ollama_format(req.format.as_ref()),
+        tools: Tools::from_ollama(req.tools.as_deref())?,
+        think: req.think.map(think),
+        ..Job::default()
     };
-    let rx = generation::start(&lease, job)?;
-    let message = |content: String| api::Message { role: "assistant".into(), content, ..Default::default() };
-    // An answer that holds calls of the offered tools comes back as `message.tool_calls`
-    // ({"function": {"name", "arguments": {…}}}), with any text before them as content.
-    let tools = std::sync::Arc::new(tools);
-    let answer = {
-        let tools = tools.clone();
-        move |text: String| match tools.as_ref().as_ref().and_then(|t| t.parsed(format, &text)) {
-            Some((content, calls)) => api::Message {
-                role: "assistant".into(),
-                content,
-                tool_calls: Some(serde_json::Value::Array(
-                    calls.into_iter().map(|c| serde_json::json!({"function": {"name": c.name, "arguments": c.arguments}})).collect(),
-                )),
-                ..Default::default()
-            },
-            None => message(text),
-        }
-    };
-    let done = move |u: &Usage, text: String| api::ChatResponse {
-        model: model.clone(),
-        created_at: rfc3339(SystemTime::now()),
-        message: answer(text),
-        done: true,
-        done_reason: Some(u.finish.as_str().into()),
-        metrics: Some(metrics(started, load, u)),
-        logprobs: None,
-    };
-    if req.stream == Some(false) {
-        let c = collect(rx).await?;
-        let u = c.usage.clone().expect("collect returns usage");
-        let (thinking, content) = if split { split_thinking(&c.text, starts_thinking) } else { (None, c.text.clone()) };
-        let mut r = done(&u, content);
-        r.message.thinking = thinking.filter(|_| keep_thinking);
-        r.logprobs = (!c.logprobs.is_empty()).then(|| logprobs(&c.logprobs));
+    let reply = Reply { model: req.model, started, load: Duration::ZERO };
+    if req.messages.is_empty() {
+        // As Ollama: no messages loads (or unloads) the model.
+        let reason = generation::load_only(&state, &job).await?;
+        let r = api::ChatResponse { done: true, done_reason: Some(reason.into()), ..reply.chatted(message(String::new(), None, None), None) };
         return Ok(Json(r).into_response());
     }
-    let mut splitter = split.then(|| ThinkingSplitter::new(starts_thinking));
-    let model = req.model.clone();
-    // With tools on offer, text streams until it may be a call; a call is held to the end.
-    let mut sniffer = tools.is_some().then(crate::tool_calls::CallSniffer::default);
-    let chunk = move |text: String, thinking: String, lp: Option<Vec<api::Logprob>>| {
-        let mut message = message(text);
-        message.thinking = (!thinking.is_empty() && keep_thinking).then_some(thinking);
-        line(&api::ChatResponse { model: model.clone(), created_at: rfc3339(SystemTime::now()), message, logprobs: lp, ..Default::default() })
-    };
-    let lines = events(rx).filter_map(move |ev| {
-        let _hold = &lease;
-        let out = match ev {
-            Event::Token { text, logprob, .. } => {
-                // Thinking is split off first; with tools, the sniffer says what may go out
-                // yet (held text has no logprobs).
-                let (text, thinking) = match splitter.as_mut() {
-                    Some(sp) => {
-                        let s = sp.push(&text);
-                        (s.content, s.thinking)
-                    }
-                    None => (text, String::new()),
-                };
-                let (text, lp) = match sniffer.as_mut() {
-                    Some(s) => (s.push(&text), None),
-                    None => (text, logprob.map(|l| logprobs(&[l]))),
-                };
-                (!text.is_empty() || lp.is_some() || (keep_thinking && !thinking.is_empty())).then(|| chunk(text, thinking, lp))
+    let run = generation::start(&state, job).await?;
+    let reply = Reply { load: run.load, ..reply };
+    if req.stream == Some(false) {
+        let a = run.answer().await?;
+        let lp = (!a.logprobs.is_empty()).then(|| logprobs(&a.logprobs));
+        return Ok(Json(api::ChatResponse { logprobs: lp, ..reply.finished(&a.usage, message(a.content, a.thinking, a.calls)) }).into_response());
+    }
+    Ok(chat_lines(reply, run))
+}
+
+/// A streamed chat: a line per piece; text still held at the end goes in its own line
+/// before the final one, which has the calls and the figures.
+fn chat_lines(reply: Reply, run: generation::Run) -> Response {
+    ndjson(run.stream().map(move |(_, piece)| match piece {
+        Piece::Delta { content, thinking, logprob } => line(&reply.chatted(message(content, Some(thinking), None), logprob.map(|l| logprobs(&[l])))),
+        Piece::Done { content, thinking, calls, usage, .. } => {
+            let mut out = String::new();
+            if !content.is_empty() || !thinking.is_empty() {
+                out = line(&reply.chatted(message(content, Some(thinking), None), None)) + "\n";
             }
-            Event::Done { text, usage } => {
-                let (text, thinking) = match splitter.take() {
-                    Some(mut sp) => {
-                        let (a, b) = (sp.push(&text), sp.finish());
-                        (a.content + &b.content, a.thinking + &b.thinking)
-                    }
-                    None => (text, String::new()),
-                };
-                // Text that may go out goes in its own chunk; what a sniffer held is read
-                // as calls (or released as content) in the final one.
-                let (text, held) = match sniffer.take() {
-                    Some(mut s) => (s.push(&text), s.held_text()),
-                    None => (text, String::new()),
-                };
-                let mut s = String::new();
-                if !text.is_empty() || (keep_thinking && !thinking.is_empty()) {
-                    s = chunk(text, thinking, None);
-                    s.push('\n');
-                }
-                s += &line(&done(&usage, held));
-                Some(s)
-            }
-            Event::Error(e) => Some(line(&api::ErrorResponse { error: e.to_string() })),
-        };
-        async move { out }
-    });
-    Ok(ndjson(lines))
+            out + &line(&reply.finished(&usage, message(String::new(), None, calls)))
+        }
+        Piece::Error(e) => line(&api::ErrorResponse { error: e.to_string() }),
+    }))
 }
 
 /// Token ids of each input, truncated to the context when `truncate` (the default) is on.
@@ -407,7 +274,7 @@ fn embed_inputs(lease: &Lease, inputs: Vec<String>, truncate: bool) -> Result<Ve
 async fn embed(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let req: api::EmbedRequest = parse_json(body)?;
-    let (lease, load) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
+    let (lease, load) = acquire(&state, &req.model, req.keep_alive).await?;
     let inputs = req.input.map(|i| i.into_vec()).unwrap_or_default();
     let ids = embed_inputs(&lease, inputs, req.truncate != Some(false))?;
     let n_tokens = ids.iter().map(Vec::len).sum();
@@ -421,7 +288,7 @@ async fn embed(State(state): State<AppState>, body: JsonBody) -> Result<Response
 
 async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let req: api::EmbeddingsRequest = parse_json(body)?;
-    let (lease, _) = acquire(&state, &req.model, req.keep_alive.as_ref()).await?;
+    let (lease, _) = acquire(&state, &req.model, req.keep_alive).await?;
     if req.prompt.is_empty() {
         return Ok(Json(api::EmbeddingsResponse { embedding: Vec::new() }).into_response());
     }

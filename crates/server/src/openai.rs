@@ -2,18 +2,19 @@
 //! `data: [DONE]`), /v1/embeddings, /v1/models and /v1/models/{id}.
 
 use crate::error::{parse_json, ApiError, JsonBody, OpenAiError};
-use crate::generation::{self, collect, events, random_seed, unix_now, Collected, Job};
-use crate::models::Lease;
+use crate::generation::{self, random_seed, unix_now, Input, Job, Piece, Prompt, Reasoning, Run};
+use crate::tool_calls::Tools;
 use crate::{describe, AppState};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use engine::generate::{FinishReason, GenerateParams};
+use engine::generate::FinishReason;
 use engine::request::TokenLogprob;
-use engine::template::ChatMessage;
-use engine::{Event, Options, Usage};
+use engine::template::{ChatMessage, Think, ThinkLevel};
+use engine::tools::ToolCall;
+use engine::{Options, Usage};
 use futures_util::StreamExt;
 use protocol::openai as api;
 use std::convert::Infallible;
@@ -45,7 +46,8 @@ fn openai_defaults() -> Options {
     }
 }
 
-/// The request's sampling fields as an options layer, after OpenAI's own range rules;
+/// The request's sampling fields over OpenAI's defaults, as an options layer, after
+/// OpenAI's own range rules;
 /// llama-server's `top_k`, `min_p` and `repeat_penalty` extensions honoured.
 fn options(s: &api::Sampling, max_tokens: Option<i64>, field: &'static str) -> Result<Options, ApiError> {
     if let Some(t) = s.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
@@ -77,24 +79,14 @@ fn options(s: &api::Sampling, max_tokens: Option<i64>, field: &'static str) -> R
         stop: s.stop.clone().map(|s| s.into_vec()),
         ..Options::default()
     };
-    // Checked now, so a bad request is refused before a model loads for it.
-    o.over(&openai_defaults()).params().map_err(engine::EngineError::from)?;
-    Ok(o)
+    Ok(o.over(&openai_defaults()))
 }
 
-/// The request's options over OpenAI's defaults over the model's, resolved.
-fn resolve(o: &Options, lm: &engine::LoadedModel) -> Result<GenerateParams, ApiError> {
-    Ok(o.over(&openai_defaults()).over(&lm.defaults.options).params().map_err(engine::EngineError::from)?.params)
-}
-
-fn logit_bias(s: &api::Sampling, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+fn logit_bias(s: &api::Sampling) -> Result<Vec<(u32, f32)>, ApiError> {
     let Some(map) = &s.logit_bias else { return Ok(Vec::new()) };
     map.iter()
         .map(|(k, &v)| {
             let id: u32 = k.parse().map_err(|_| ApiError::bad_request(format!("logit_bias key {k:?} is not a token id")).with_param("logit_bias"))?;
-            if id as usize >= n_vocab {
-                return Err(ApiError::bad_request(format!("logit_bias token {id} is outside the vocabulary ({n_vocab})")).with_param("logit_bias"));
-            }
             if !(-100.0..=100.0).contains(&v) {
                 return Err(ApiError::bad_request(format!("logit_bias value {v} is outside [-100, 100]")).with_param("logit_bias"));
             }
@@ -118,9 +110,9 @@ fn finish_reason(f: FinishReason) -> Option<String> {
     }
 }
 
-fn usage(prompt_tokens: usize, done: &[&Usage]) -> api::Usage {
-    let completion_tokens = done.iter().map(|u| u.eval_count).sum();
-    let cached = done.iter().map(|u| u.cached_tokens).max().unwrap_or(0);
+fn usage<'a>(prompt_tokens: usize, done: impl IntoIterator<Item = &'a Usage> + Clone) -> api::Usage {
+    let completion_tokens = done.clone().into_iter().map(|u| u.eval_count).sum();
+    let cached = done.into_iter().map(|u| u.cached_tokens).max().unwrap_or(0);
     api::Usage {
         prompt_tokens,
         completion_tokens,
@@ -177,37 +169,6 @@ fn message_text(m: &api::ChatMessage) -> Result<String, ApiError> {
     }
 }
 
-/// Start `n` generations of one prompt (seeds `seed`, `seed + 1`, …).
-fn start_n(
-    lease: &Lease,
-    prompt: &[u32],
-    params: &GenerateParams,
-    n: usize,
-    logprobs: Option<usize>,
-    bias: &[(u32, f32)],
-    grammar: Option<&engine::Grammar>,
-) -> Result<Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>, ApiError> {
-    (0..n)
-        .map(|i| {
-            let mut p = params.clone();
-            p.sampling.seed = p.sampling.seed.wrapping_add(i as u64);
-            generation::start(
-                lease,
-                Job { prompt: prompt.to_vec(), params: p, logprobs, logit_bias: bias.to_vec(), num_ctx: None, truncate: false, grammar: grammar.cloned() },
-            )
-        })
-        .collect()
-}
-
-async fn collect_all(rxs: Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>) -> Result<Vec<Collected>, ApiError> {
-    futures_util::future::join_all(rxs.into_iter().map(collect)).await.into_iter().collect()
-}
-
-/// Events of several generations, tagged with their choice index.
-fn merged(rxs: Vec<tokio::sync::mpsc::UnboundedReceiver<Event>>, first_index: usize) -> impl futures_util::Stream<Item = (usize, Event)> + Send + Unpin {
-    futures_util::stream::select_all(rxs.into_iter().enumerate().map(move |(i, rx)| events(rx).map(move |e| (first_index + i, e)).boxed()))
-}
-
 fn sse(data: impl futures_util::Stream<Item = String> + Send + 'static) -> Response {
     let events =
         data.map(|d| Ok::<_, Infallible>(SseEvent::default().data(d))).chain(futures_util::stream::once(async { Ok(SseEvent::default().data("[DONE]")) }));
@@ -223,14 +184,44 @@ fn stream_error(e: engine::EngineError) -> String {
     json(&serde_json::json!({"error": {"message": e.message, "type": "server_error", "param": null, "code": e.code}}))
 }
 
-async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
-    let req: api::ChatCompletionRequest = parse_json(body)?;
-    let grammar = crate::structured::openai_format(req.response_format.as_ref(), &req.sampling)?;
-    if req.messages.is_empty() {
-        return Err(ApiError::bad_request("messages must not be empty").with_param("messages").into());
+/// What every object of one response shares.
+struct Head {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Head {
+    fn new(prefix: &str, model: &str) -> Head {
+        Head { id: request_id(prefix), created: unix_now(), model: model.to_string() }
     }
-    let messages = req
-        .messages
+}
+
+/// The engine's `think` for `reasoning_effort`, or for vLLM's
+/// `chat_template_kwargs.enable_thinking`; neither: the template's default.
+fn think(req: &api::ChatCompletionRequest) -> Result<Option<Think>, ApiError> {
+    if let Some(effort) = req.reasoning_effort.as_deref() {
+        return match effort {
+            "none" | "minimal" => Ok(Some(Think::Off)),
+            "low" => Ok(Some(Think::Level(ThinkLevel::Low))),
+            "medium" => Ok(Some(Think::Level(ThinkLevel::Medium))),
+            "high" => Ok(Some(Think::Level(ThinkLevel::High))),
+            other => Err(ApiError::bad_request(format!("reasoning_effort must be one of none, minimal, low, medium, high; got {other:?}"))
+                .with_param("reasoning_effort")),
+        };
+    }
+    match req.chat_template_kwargs.as_ref().and_then(|k| k.get("enable_thinking")) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Bool(on)) => Ok(Some(if *on { Think::On } else { Think::Off })),
+        Some(v) => Err(ApiError::bad_request(format!("chat_template_kwargs.enable_thinking must be a boolean, got {v}")).with_param("chat_template_kwargs")),
+    }
+}
+
+fn chat_messages(messages: &[api::ChatMessage]) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_request("messages must not be empty").with_param("messages"));
+    }
+    messages
         .iter()
         .map(|m| {
             if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
@@ -243,234 +234,214 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
             c.tool_call_id = m.tool_call_id.clone();
             Ok(c)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// A chat completion request as a job.
+fn chat_job(req: &api::ChatCompletionRequest) -> Result<Job, ApiError> {
+    let grammar = crate::structured::openai_format(req.response_format.as_ref(), &req.sampling)?;
     let max_field = if req.max_completion_tokens.is_some() { "max_completion_tokens" } else { "max_tokens" };
-    let options = options(&req.sampling, req.max_completion_tokens.or(req.max_tokens), max_field)?;
-    let n = choices_n(&req.sampling)?;
     let logprobs = match (req.logprobs, req.top_logprobs) {
         (Some(true), k) => Some(k.unwrap_or(0).min(20)),
-        (_, Some(_)) => return Err(ApiError::bad_request("top_logprobs requires logprobs: true").with_param("top_logprobs").into()),
+        (_, Some(_)) => return Err(ApiError::bad_request("top_logprobs requires logprobs: true").with_param("top_logprobs")),
         _ => None,
     };
-    let tools = crate::tool_calls::Tools::from_openai(req.tools.as_ref(), req.tool_choice.as_ref(), req.parallel_tool_calls, grammar.is_some())?;
-    let lease = state.models.acquire(&req.model, None).await?;
-    let mut messages = messages;
-    lease.handle.model.defaults.open_conversation(&mut messages);
-    let params = resolve(&options, &lease.handle.model)?;
-    let bias = logit_bias(&req.sampling, lease.handle.model.model.config.n_vocab)?;
-    let lm = &lease.handle.model;
-    let (prompt, grammar) = match &tools {
-        Some(t) => (t.prompt(lm, &messages)?, t.grammar(lm).or(grammar)),
-        None => (lm.chat_prompt(&messages, None)?, grammar),
-    };
-    let format = lm.tool_format();
-    let rxs = start_n(&lease, &prompt, &params, n, logprobs, &bias, grammar.as_ref())?;
-    let (id, created, model) = (request_id("chatcmpl"), unix_now(), req.model.clone());
-    if req.sampling.stream != Some(true) {
-        let all = collect_all(rxs).await?;
-        let usages: Vec<&Usage> = all.iter().filter_map(|c| c.usage.as_ref()).collect();
-        let usage = usage(prompt.len(), &usages);
-        let choices = all
-            .into_iter()
-            .enumerate()
-            .map(|(index, c)| {
-                let finish = c.usage.and_then(|u| finish_reason(u.finish));
-                let (content, tool_calls, finish) = match tools.as_ref().and_then(|t| t.parse(format, &c.text)) {
-                    Some((content, calls)) => ((!content.is_empty()).then_some(content), Some(calls), Some("tool_calls".to_string())),
-                    None => (Some(c.text), None, finish),
-                };
-                api::ChatChoice {
-                    index,
-                    message: api::AssistantMessage { role: "assistant".into(), content, tool_calls },
-                    logprobs: logprobs.map(|_| chat_logprobs(&c.logprobs)),
-                    finish_reason: finish,
-                }
-            })
-            .collect();
-        let r = api::ChatCompletion { id, object: "chat.completion", created, model, system_fingerprint: FINGERPRINT.into(), choices, usage };
-        return Ok(Json(r).into_response());
-    }
-    let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let chunk = move |choices: Vec<api::ChunkChoice>, usage: Option<api::Usage>| api::ChatCompletionChunk {
-        id: id.clone(),
-        object: "chat.completion.chunk",
-        created,
-        model: model.clone(),
-        system_fingerprint: FINGERPRINT.into(),
-        choices,
-        usage: include_usage.then_some(usage),
-    };
-    let choice = |index: usize, delta: api::Delta, logprobs: Option<api::ChoiceLogprobs>, finish: Option<String>| api::ChunkChoice {
-        index,
-        delta,
+    Ok(Job {
+        model: req.model.clone(),
+        prompt: Prompt::Chat(chat_messages(&req.messages)?),
+        options: options(&req.sampling, req.max_completion_tokens.or(req.max_tokens), max_field)?,
+        n: choices_n(&req.sampling)?,
         logprobs,
-        finish_reason: finish,
-    };
-    // Each choice opens with the assistant role, as OpenAI's streams do.
-    let opening: Vec<String> = (0..n)
-        .map(|i| {
-            json(&chunk(vec![choice(i, api::Delta { role: Some("assistant".into()), content: Some(String::new()), ..Default::default() }, None, None)], None))
+        logit_bias: logit_bias(&req.sampling)?,
+        tools: Tools::from_openai(req.tools.as_deref(), req.tool_choice.as_ref(), req.parallel_tool_calls, grammar.is_some())?,
+        grammar,
+        think: think(req)?,
+        reasoning: Reasoning::Separate,
+        ..Job::default()
+    })
+}
+
+/// Calls as OpenAI writes them; streamed deltas number them.
+fn tool_calls(calls: Vec<ToolCall>, streamed: bool) -> Vec<api::ToolCall> {
+    calls
+        .into_iter()
+        .enumerate()
+        .map(|(k, c)| api::ToolCall {
+            index: streamed.then_some(k),
+            id: format!("call_{:016x}", random_seed()),
+            kind: "function",
+            function: api::FunctionCall { name: c.name, arguments: c.arguments.to_string() },
+        })
+        .collect()
+}
+
+async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
+    let req: api::ChatCompletionRequest = parse_json(body)?;
+    let job = chat_job(&req)?;
+    let with_logprobs = job.logprobs.is_some();
+    let run = generation::start(&state, job).await?;
+    let head = Head::new("chatcmpl", &req.model);
+    if req.sampling.stream == Some(true) {
+        let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        return Ok(sse(chat_stream(head, run, include_usage)));
+    }
+    let n_prompt = run.n_prompt();
+    let answers = run.collect().await?;
+    let usage = usage(n_prompt, answers.iter().map(|a| &a.usage));
+    let choices = answers
+        .into_iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let (content, finish) = match a.calls {
+                Some(_) => ((!a.content.is_empty()).then_some(a.content), Some("tool_calls".to_string())),
+                None => (Some(a.content), finish_reason(a.usage.finish)),
+            };
+            let message =
+                api::AssistantMessage { role: "assistant".into(), content, reasoning_content: a.thinking, tool_calls: a.calls.map(|c| tool_calls(c, false)) };
+            api::ChatChoice { index, message, logprobs: with_logprobs.then(|| chat_logprobs(&a.logprobs)), finish_reason: finish }
         })
         .collect();
-    let n_prompt = prompt.len();
+    let Head { id, created, model } = head;
+    Ok(Json(api::ChatCompletion { id, object: "chat.completion", created, model, system_fingerprint: FINGERPRINT.into(), choices, usage }).into_response())
+}
+
+/// A chat completion's chunks: each choice opens with the assistant role, then its text
+/// and reasoning deltas, its tool calls, and a last delta with the finish reason; with
+/// `include_usage`, one more chunk with the usage of all choices.
+fn chat_stream(head: Head, run: Run, include_usage: bool) -> impl futures_util::Stream<Item = String> + Send + 'static {
+    let (n, n_prompt) = (run.prompts.len() * run.n, run.n_prompt());
+    let chunk = move |choices: Vec<api::ChunkChoice>, usage: Option<api::Usage>| {
+        let (id, model) = (head.id.clone(), head.model.clone());
+        json(&api::ChatCompletionChunk {
+            id,
+            object: "chat.completion.chunk",
+            created: head.created,
+            model,
+            system_fingerprint: FINGERPRINT.into(),
+            choices,
+            usage: include_usage.then_some(usage),
+        })
+    };
+    let choice = |index, delta, logprobs, finish_reason| vec![api::ChunkChoice { index, delta, logprobs, finish_reason }];
+    let text = |content: String, thinking: String| api::Delta {
+        content: (!content.is_empty() || thinking.is_empty()).then_some(content),
+        reasoning_content: (!thinking.is_empty()).then_some(thinking),
+        ..Default::default()
+    };
+    let opening: Vec<String> = (0..n)
+        .map(|i| chunk(choice(i, api::Delta { role: Some("assistant".into()), content: Some(String::new()), ..Default::default() }, None, None), None))
+        .collect();
     let mut done: Vec<Usage> = Vec::new();
-    // With tools on offer, text streams as content until it may be a call; a call is held
-    // to the end of the choice and goes out as `tool_calls` deltas.
-    let mut sniffers: Option<Vec<crate::tool_calls::CallSniffer>> = tools.is_some().then(|| (0..n).map(|_| Default::default()).collect());
-    let text_delta = |text: String| api::Delta { content: Some(text), ..Default::default() };
-    let body = merged(rxs, 0).filter_map(move |(i, ev)| {
-        let _hold = &lease;
+    let body = run.stream().flat_map(move |(i, piece)| {
         let mut out = Vec::new();
-        match ev {
-            Event::Token { text, logprob, .. } => {
-                // With tools, the sniffer says what may go out yet (held text has no logprobs).
-                let (text, lp) = match sniffers.as_mut() {
-                    Some(s) => (s[i].push(&text), None),
-                    None => (text, logprob.map(|l| chat_logprobs(&[l]))),
-                };
-                if !text.is_empty() || lp.is_some() {
-                    out.push(json(&chunk(vec![choice(i, text_delta(text), lp, None)], None)));
-                }
+        match piece {
+            Piece::Delta { content, thinking, logprob } => {
+                out.push(chunk(choice(i, text(content, thinking), logprob.map(|l| chat_logprobs(&[l])), None), None))
             }
-            Event::Done { text, usage } => {
-                let (text, calls) = match (sniffers.as_mut(), tools.as_ref()) {
-                    (Some(s), Some(t)) => {
-                        let held = s[i].push(&text);
-                        let (rest, calls) = std::mem::take(&mut s[i]).finish(t, format);
-                        (held + &rest, calls)
-                    }
-                    _ => (text, None),
-                };
-                if !text.is_empty() {
-                    out.push(json(&chunk(vec![choice(i, text_delta(text), None, None)], None)));
+            Piece::Done { content, thinking, calls, usage, .. } => {
+                if !content.is_empty() || !thinking.is_empty() {
+                    out.push(chunk(choice(i, text(content, thinking), None, None), None));
                 }
                 let mut finish = finish_reason(usage.finish);
                 if let Some(calls) = calls {
-                    let deltas = calls.into_iter().enumerate().map(|(k, c)| api::ToolCall { index: Some(k), ..c }).collect();
-                    out.push(json(&chunk(vec![choice(i, api::Delta { tool_calls: Some(deltas), ..Default::default() }, None, None)], None)));
+                    out.push(chunk(choice(i, api::Delta { tool_calls: Some(tool_calls(calls, true)), ..Default::default() }, None, None), None));
                     finish = Some("tool_calls".into());
                 }
-                out.push(json(&chunk(vec![choice(i, api::Delta::default(), None, finish)], None)));
+                out.push(chunk(choice(i, api::Delta::default(), None, finish), None));
                 done.push(usage);
                 if include_usage && done.len() == n {
-                    let refs: Vec<&Usage> = done.iter().collect();
-                    out.push(json(&chunk(Vec::new(), Some(self::usage(n_prompt, &refs)))));
+                    out.push(chunk(Vec::new(), Some(self::usage(n_prompt, &done))));
                 }
             }
-            Event::Error(e) => out.push(stream_error(e)),
+            Piece::Error(e) => out.push(stream_error(e)),
         }
-        async move { (!out.is_empty()).then(|| futures_util::stream::iter(out)) }
+        futures_util::stream::iter(out)
     });
-    Ok(sse(futures_util::stream::iter(opening).chain(body.flatten())))
+    futures_util::stream::iter(opening).chain(body)
 }
 
-/// The prompts of a completion request, as token ids (text gets BOS as the model asks).
-fn completion_prompts(lease: &Lease, p: Option<api::Prompt>) -> Result<Vec<Vec<u32>>, ApiError> {
-    let tok = &lease.handle.model.tokenizer;
-    let prompts = match p {
+/// A completion request as a job.
+fn completion_job(req: &api::CompletionRequest) -> Result<Job, ApiError> {
+    let grammar = crate::structured::openai_format(req.response_format.as_ref(), &req.sampling)?;
+    if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_request("suffix is not supported").with_param("suffix"));
+    }
+    let inputs = match req.prompt.clone() {
         None => return Err(ApiError::bad_request("prompt is required").with_param("prompt")),
-        Some(api::Prompt::Text(s)) => vec![tok.encode(&s, true, true)],
-        Some(api::Prompt::Texts(v)) => v.iter().map(|s| tok.encode(s, true, true)).collect(),
-        Some(api::Prompt::Tokens(t)) => vec![t],
-        Some(api::Prompt::TokenLists(v)) => v,
+        Some(api::Prompt::Text(s)) => vec![Input::Text(s)],
+        Some(api::Prompt::Texts(v)) => v.into_iter().map(Input::Text).collect(),
+        Some(api::Prompt::Tokens(t)) => vec![Input::Tokens(t)],
+        Some(api::Prompt::TokenLists(v)) => v.into_iter().map(Input::Tokens).collect(),
     };
-    if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
-        return Err(ApiError::bad_request("prompt must not be empty").with_param("prompt"));
-    }
-    let n_vocab = lease.handle.model.model.config.n_vocab;
-    if let Some(&t) = prompts.iter().flatten().find(|&&t| t as usize >= n_vocab) {
-        return Err(ApiError::bad_request(format!("token id {t} is outside the vocabulary ({n_vocab})")).with_param("prompt"));
-    }
-    Ok(prompts)
+    Ok(Job {
+        model: req.model.clone(),
+        prompt: Prompt::Completion(inputs),
+        // OpenAI's default for completions is 16 tokens.
+        options: options(&req.sampling, Some(req.max_tokens.unwrap_or(16)), "max_tokens")?,
+        n: choices_n(&req.sampling)?,
+        logprobs: req.logprobs.map(|k| k.min(20)),
+        logit_bias: logit_bias(&req.sampling)?,
+        grammar,
+        ..Job::default()
+    })
 }
 
 async fn completions(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
     let req: api::CompletionRequest = parse_json(body)?;
-    let grammar = crate::structured::openai_format(req.response_format.as_ref(), &req.sampling)?;
-    if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_request("suffix is not supported").with_param("suffix").into());
+    let job = completion_job(&req)?;
+    let with_logprobs = job.logprobs.is_some();
+    let run = generation::start(&state, job).await?;
+    // With `echo`, each prompt's text comes before its choices' text.
+    let echo: Vec<String> = run.prompts.iter().map(|p| if req.echo == Some(true) { run.decode(p) } else { String::new() }).collect();
+    let head = Head::new("cmpl", &req.model);
+    if req.sampling.stream == Some(true) {
+        let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        return Ok(sse(completion_stream(head, run, echo, include_usage)));
     }
-    // OpenAI's default for completions is 16 tokens.
-    let options = options(&req.sampling, Some(req.max_tokens.unwrap_or(16)), "max_tokens")?;
-    let n = choices_n(&req.sampling)?;
-    let logprobs = req.logprobs.map(|k| k.min(20));
-    let lease = state.models.acquire(&req.model, None).await?;
-    let params = resolve(&options, &lease.handle.model)?;
-    let bias = logit_bias(&req.sampling, lease.handle.model.model.config.n_vocab)?;
-    let prompts = completion_prompts(&lease, req.prompt)?;
-    let echo = req.echo == Some(true);
-    let prompt_text: Vec<String> = prompts.iter().map(|p| if echo { lease.handle.model.tokenizer.decode(p, false) } else { String::new() }).collect();
-    let mut rxs = Vec::new();
-    for p in &prompts {
-        rxs.extend(start_n(&lease, p, &params, n, logprobs, &bias, grammar.as_ref())?);
-    }
-    let n_prompt: usize = prompts.iter().map(Vec::len).sum();
-    let (id, created, model) = (request_id("cmpl"), unix_now(), req.model.clone());
-    if req.sampling.stream != Some(true) {
-        let all = collect_all(rxs).await?;
-        let usages: Vec<&Usage> = all.iter().filter_map(|c| c.usage.as_ref()).collect();
-        let usage = usage(n_prompt, &usages);
-        let choices = all
-            .into_iter()
-            .enumerate()
-            .map(|(index, c)| {
-                let echoed = &prompt_text[index / n];
-                api::CompletionChoice {
-                    text: format!("{echoed}{}", c.text),
-                    index,
-                    logprobs: logprobs.map(|_| completion_logprobs(&c.logprobs, echoed.len())),
-                    finish_reason: c.usage.and_then(|u| finish_reason(u.finish)),
-                }
-            })
-            .collect();
-        let r = api::Completion { id, object: "text_completion", created, model, system_fingerprint: FINGERPRINT.into(), choices, usage: Some(usage) };
-        return Ok(Json(r).into_response());
-    }
-    let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let total = rxs.len();
-    let chunk = move |choices: Vec<api::CompletionChoice>, usage: Option<api::Usage>| api::Completion {
-        id: id.clone(),
-        object: "text_completion",
-        created,
-        model: model.clone(),
-        system_fingerprint: FINGERPRINT.into(),
-        choices,
-        usage,
+    let (n, n_prompt) = (run.n, run.n_prompt());
+    let answers = run.collect().await?;
+    let usage = usage(n_prompt, answers.iter().map(|a| &a.usage));
+    let choices = answers
+        .into_iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let echoed = &echo[index / n];
+            let logprobs = with_logprobs.then(|| completion_logprobs(&a.logprobs, echoed.len()));
+            api::CompletionChoice { text: format!("{echoed}{}", a.content), index, logprobs, finish_reason: finish_reason(a.usage.finish) }
+        })
+        .collect();
+    let Head { id, created, model } = head;
+    Ok(Json(api::Completion { id, object: "text_completion", created, model, system_fingerprint: FINGERPRINT.into(), choices, usage: Some(usage) })
+        .into_response())
+}
+
+/// A completion's chunks: each choice's text (after its echoed prompt), a last chunk with
+/// the finish reason, and with `include_usage` one more with the usage of all choices.
+fn completion_stream(head: Head, run: Run, echo: Vec<String>, include_usage: bool) -> impl futures_util::Stream<Item = String> + Send + 'static {
+    let (n, total, n_prompt) = (run.n, run.prompts.len() * run.n, run.n_prompt());
+    let chunk = move |choices: Vec<api::CompletionChoice>, usage: Option<api::Usage>| {
+        let (id, model) = (head.id.clone(), head.model.clone());
+        json(&api::Completion { id, object: "text_completion", created: head.created, model, system_fingerprint: FINGERPRINT.into(), choices, usage })
     };
+    let mut echoed: Vec<bool> = (0..total).map(|i| echo[i / n].is_empty()).collect();
     let mut done: Vec<Usage> = Vec::new();
-    let mut echoed = vec![!echo; total];
-    let body = merged(rxs, 0).filter_map(move |(i, ev)| {
-        let _hold = &lease;
+    run.stream().flat_map(move |(i, piece)| {
+        let mut text_of = |t: String| if std::mem::replace(&mut echoed[i], true) { t } else { format!("{}{t}", echo[i / n]) };
+        let choice = |text: String, logprobs, finish_reason| vec![api::CompletionChoice { text, index: i, logprobs, finish_reason }];
         let mut out = Vec::new();
-        let mut text_of = |t: String| {
-            if echoed[i] {
-                t
-            } else {
-                echoed[i] = true;
-                format!("{}{t}", prompt_text[i / n])
-            }
-        };
-        let choice = |text: String, logprobs, finish| api::CompletionChoice { text, index: i, logprobs, finish_reason: finish };
-        match ev {
-            Event::Token { text, logprob, .. } => {
-                if !text.is_empty() || logprob.is_some() {
-                    let lp = logprob.map(|l| completion_logprobs(&[l], 0));
-                    out.push(json(&chunk(vec![choice(text_of(text), lp, None)], None)));
-                }
-            }
-            Event::Done { text, usage } => {
-                out.push(json(&chunk(vec![choice(text_of(text), None, finish_reason(usage.finish))], None)));
+        match piece {
+            Piece::Delta { content, logprob, .. } => out.push(chunk(choice(text_of(content), logprob.map(|l| completion_logprobs(&[l], 0)), None), None)),
+            Piece::Done { content, usage, .. } => {
+                out.push(chunk(choice(text_of(content), None, finish_reason(usage.finish)), None));
                 done.push(usage);
                 if include_usage && done.len() == total {
-                    let refs: Vec<&Usage> = done.iter().collect();
-                    out.push(json(&chunk(Vec::new(), Some(self::usage(n_prompt, &refs)))));
+                    out.push(chunk(Vec::new(), Some(self::usage(n_prompt, &done))));
                 }
             }
-            Event::Error(e) => out.push(stream_error(e)),
+            Piece::Error(e) => out.push(stream_error(e)),
         }
-        async move { (!out.is_empty()).then(|| futures_util::stream::iter(out)) }
-    });
-    Ok(sse(body.flatten()))
+        futures_util::stream::iter(out)
+    })
 }
 
 /// Little-endian f32 bytes in base64, as the OpenAI SDKs decode `encoding_format: base64`.

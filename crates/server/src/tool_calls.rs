@@ -5,7 +5,8 @@ use crate::error::ApiError;
 use engine::template::ChatMessage;
 use engine::tools::{tool_specs, ToolFormat, ToolSpec};
 use engine::{Grammar, LoadedModel};
-use protocol::openai as oai;
+use protocol::openai::ToolChoice;
+use protocol::Tool;
 use serde_json::Value;
 
 /// What the request asks of tools.
@@ -30,33 +31,23 @@ pub struct Tools {
 impl Tools {
     /// OpenAI's `tools`, `tool_choice` and `parallel_tool_calls`. `constrained`: the request
     /// already has a response format, which cannot be combined with a forced call.
-    pub fn from_openai(tools: Option<&Value>, tool_choice: Option<&Value>, parallel: Option<bool>, constrained: bool) -> Result<Option<Tools>, ApiError> {
+    pub fn from_openai(tools: Option<&[Tool]>, tool_choice: Option<&ToolChoice>, parallel: Option<bool>, constrained: bool) -> Result<Option<Tools>, ApiError> {
         let bad = |m: String, p: &'static str| ApiError::bad_request(m).with_param(p);
-        let offered = tools.filter(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()));
         let choice = match tool_choice {
-            None | Some(Value::Null) => Some(Choice::Auto),
-            Some(Value::String(s)) => match s.as_str() {
-                "auto" => Some(Choice::Auto),
-                "none" => None,
-                "required" => Some(Choice::Required),
-                other => return Err(bad(format!("invalid tool_choice {other:?}: expected \"none\", \"auto\", \"required\" or a function"), "tool_choice")),
-            },
-            Some(v) => {
-                let name = v
-                    .pointer("/function/name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("tool_choice must be {\"type\": \"function\", \"function\": {\"name\": …}}".into(), "tool_choice"))?;
-                Some(Choice::Named(name.to_string()))
-            }
+            None | Some(ToolChoice::Auto) => Some(Choice::Auto),
+            Some(ToolChoice::None) => None,
+            Some(ToolChoice::Required) => Some(Choice::Required),
+            Some(ToolChoice::Function(name)) => Some(Choice::Named(name.clone())),
         };
-        let Some(raw) = offered else {
+        let Some(offered) = tools.filter(|t| !t.is_empty()) else {
             return match choice {
                 Some(Choice::Required) | Some(Choice::Named(_)) => Err(bad("tool_choice requires tools".into(), "tool_choice")),
                 _ => Ok(None),
             };
         };
         let Some(choice) = choice else { return Ok(None) };
-        let specs = tool_specs(raw).map_err(|e| bad(e, "tools"))?;
+        let raw = serde_json::to_value(offered).map_err(|e| bad(e.to_string(), "tools"))?;
+        let specs = tool_specs(&raw).map_err(|e| bad(e, "tools"))?;
         if let Choice::Named(n) = &choice {
             if !specs.iter().any(|s| &s.name == n) {
                 return Err(bad(format!("tool_choice names {n:?}, which is not among the tools"), "tool_choice"));
@@ -65,11 +56,11 @@ impl Tools {
         if constrained && choice != Choice::Auto {
             return Err(bad("a forced tool call cannot be combined with response_format or guided_* constraints".into(), "tool_choice"));
         }
-        Ok(Some(Tools { raw: raw.clone(), specs, choice, parallel: parallel.unwrap_or(true) }))
+        Ok(Some(Tools { raw, specs, choice, parallel: parallel.unwrap_or(true) }))
     }
 
     /// Ollama's `tools` (the model decides, as Ollama does).
-    pub fn from_ollama(tools: Option<&Value>) -> Result<Option<Tools>, ApiError> {
+    pub fn from_ollama(tools: Option<&[Tool]>) -> Result<Option<Tools>, ApiError> {
         Tools::from_openai(tools, None, None, false)
     }
 
@@ -88,22 +79,6 @@ impl Tools {
                 Some(format.call_grammar(&one, self.parallel))
             }
         }
-    }
-
-    /// The calls in an answer (OpenAI's shape), with any text before them; `None` for an
-    /// ordinary or malformed answer, which is returned as content.
-    pub fn parse(&self, format: ToolFormat, text: &str) -> Option<(String, Vec<oai::ToolCall>)> {
-        let (content, calls) = self.parsed(format, text)?;
-        let calls = calls
-            .into_iter()
-            .map(|c| oai::ToolCall {
-                index: None,
-                id: format!("call_{:016x}", crate::generation::random_seed()),
-                kind: "function",
-                function: oai::FunctionCall { name: c.name, arguments: c.arguments.to_string() },
-            })
-            .collect();
-        Some((content, calls))
     }
 
     /// The calls as the engine reads them, at most one unless parallel calls are allowed.
@@ -170,14 +145,6 @@ impl CallSniffer {
     pub fn held_text(self) -> String {
         self.held
     }
-
-    /// The end: the calls in what was held, or that text as content.
-    pub fn finish(self, tools: &Tools, format: ToolFormat) -> (String, Option<Vec<oai::ToolCall>>) {
-        match tools.parse(format, &self.held) {
-            Some((content, calls)) => (content, Some(calls)),
-            None => (self.held, None),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -185,14 +152,19 @@ mod tests {
     use super::*;
 
     fn tools() -> Tools {
-        let raw = serde_json::json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+        let raw: Vec<Tool> =
+            serde_json::from_value(serde_json::json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])).unwrap();
         Tools::from_openai(Some(&raw), None, None, false).unwrap().unwrap()
     }
 
     fn run(pieces: &[&str]) -> (String, Option<usize>) {
         let mut s = CallSniffer::default();
         let mut out: String = pieces.iter().map(|p| s.push(p)).collect();
-        let (rest, calls) = s.finish(&tools(), ToolFormat::Hermes);
+        let held = s.held_text();
+        let (rest, calls) = match tools().parsed(ToolFormat::Hermes, &held) {
+            Some((content, calls)) => (content, Some(calls)),
+            None => (held, None),
+        };
         out += &rest;
         (out, calls.map(|c| c.len()))
     }
