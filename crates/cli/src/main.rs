@@ -3,6 +3,7 @@
 //! Each command is a module; `main` only parses the command line and reports errors.
 
 mod bench;
+mod eval;
 mod perplexity;
 mod run;
 mod serve;
@@ -31,6 +32,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Prompt-processing and generation speed, measured as llama-bench does
     Bench(bench::BenchArgs),
+    /// Compare models on labelled items of your own task: accuracy, latency, memory, cost
+    Eval(eval::EvalArgs),
     /// Serve the Ollama and OpenAI APIs (default 127.0.0.1:11434)
     Serve(serve::ServeArgs),
     /// Describe a model: architecture, parameters, quantization, memory plan, Modelfile
@@ -58,6 +61,7 @@ fn main() {
         Command::Detokenize(a) => tokens::detokenize(a),
         Command::Perplexity(a) => perplexity::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Eval(a) => eval::main(a),
         Command::Show(a) => show::main(a),
         Command::Serve(a) => serve::main(a),
         Command::Pull(a) => store::pull(a),

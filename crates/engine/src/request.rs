@@ -26,6 +26,13 @@ pub struct Request {
     pub num_ctx: Option<usize>,
     /// Drop the start of a prompt that does not fit (keeping its BOS) instead of refusing it.
     pub truncate: bool,
+    /// `Some(k)`: score the prompt too: the log-probability of every prompt token after the
+    /// first, with the `k` most likely alternatives, returned in [`Usage::prompt_logprobs`]
+    /// (OpenAI's legacy `echo` with `logprobs`). The prompt is then computed from its start.
+    pub prompt_logprobs: Option<usize>,
+    /// With `prompt_logprobs`: score only the prompt tokens from this position on (the
+    /// ones before may come from the prefix cache); 0 scores all after the first.
+    pub score_from: usize,
     pub events: mpsc::UnboundedSender<Event>,
     pub submitted: Instant,
 }
@@ -33,7 +40,19 @@ pub struct Request {
 impl Request {
     /// A request for `prompt` with `params`, its events sent to `events`.
     pub fn new(prompt: Vec<u32>, params: GenerateParams, events: mpsc::UnboundedSender<Event>) -> Request {
-        Request { prompt, params, logprobs: None, logit_bias: Vec::new(), constraint: None, num_ctx: None, truncate: false, events, submitted: Instant::now() }
+        Request {
+            prompt,
+            params,
+            logprobs: None,
+            logit_bias: Vec::new(),
+            constraint: None,
+            num_ctx: None,
+            truncate: false,
+            prompt_logprobs: None,
+            score_from: 0,
+            events,
+            submitted: Instant::now(),
+        }
     }
 }
 
@@ -90,6 +109,9 @@ pub struct Usage {
     pub eval_count: usize,
     pub eval_duration: Duration,
     pub finish: FinishReason,
+    /// With [`Request::prompt_logprobs`]: the prompt tokens from `score_from` (at least 1) on,
+    /// each scored by the tokens before it.
+    pub prompt_logprobs: Vec<TokenLogprob>,
 }
 
 /// An embedding request: one vector per input, mean-pooled over the final hidden states and

@@ -41,11 +41,16 @@ impl StopMatcher {
     /// hit). Text that could still be the start of a stop string is held back; on a hit,
     /// the text before the stop string is returned and the stop string itself is not.
     /// After a hit every push returns `("", true)`.
-    pub fn push(&mut self, text: &str) -> (String, bool) {
+    pub fn push(&mut self, text: impl Into<String>) -> (String, bool) {
+        let text = text.into();
         if self.stopped {
             return (String::new(), true);
         }
-        self.held.push_str(text);
+        if self.stops.is_empty() && self.held.is_empty() {
+            // Nothing to watch for: the text passes through as it is.
+            return (text, false);
+        }
+        self.held.push_str(&text);
 
         if let Some(start) = self.earliest_match() {
             self.held.truncate(start);
@@ -97,7 +102,7 @@ mod tests {
     fn run(m: &mut StopMatcher, pieces: &[&str]) -> (String, Option<usize>) {
         let mut out = String::new();
         for (i, p) in pieces.iter().enumerate() {
-            let (text, hit) = m.push(p);
+            let (text, hit) = m.push(*p);
             out.push_str(&text);
             if hit {
                 out.push_str(&m.finish());

@@ -287,6 +287,8 @@ struct Active {
     first_token: Option<Instant>,
     /// Admission order, for first-come-first-served prompt chunks.
     order: u64,
+    /// Scores of the prompt's tokens so far (`Request::prompt_logprobs`).
+    prompt_logprobs: Vec<TokenLogprob>,
 }
 
 struct Slot {
@@ -464,8 +466,10 @@ impl Engine {
     fn admit(&mut self) {
         while !self.waiting.is_empty() {
             let prompt = &self.waiting[0].prompt;
-            // The last prompt token is always recomputed: its logits are needed.
-            let usable = prompt.len().saturating_sub(1);
+            // The last prompt token is always recomputed: its logits are needed. A prompt
+            // that is scored is computed from the token before the first one scored.
+            let scored_from = self.waiting[0].prompt_logprobs.map(|_| self.waiting[0].score_from.max(1));
+            let usable = scored_from.unwrap_or(prompt.len()).min(prompt.len()).saturating_sub(1);
             let common: Vec<usize> = self.slots.iter().map(|s| common_prefix(&s.tokens, prompt).min(usable)).collect();
             let dest = (0..self.slots.len())
                 .filter(|&i| self.slots[i].active.is_none())
@@ -502,6 +506,7 @@ impl Engine {
                 admitted: Instant::now(),
                 first_token: None,
                 order: self.clock,
+                prompt_logprobs: Vec::new(),
                 req,
             });
         }
@@ -537,7 +542,7 @@ impl Engine {
                     let chunk = &a.req.prompt[a.n_done..a.n_done + item.n_tokens];
                     let ends = a.n_done + item.n_tokens == a.req.prompt.len();
                     for (j, &t) in chunk.iter().enumerate() {
-                        self.batch.push(t, item.slot, ends && j + 1 == chunk.len());
+                        self.batch.push(t, item.slot, scores_next(&a.req, a.n_done + j) || (ends && j + 1 == chunk.len()));
                     }
                 }
             }
@@ -570,14 +575,16 @@ impl Engine {
         }
         let guard = self.pool.lock();
         let (lm, pool, batch, scratch) = (&self.lm, &*guard, &self.batch, &mut self.scratch);
-        let out = std::thread::scope(|s| {
-            let masks = (!constrained.is_empty()).then(|| s.spawn(|| constrained.iter_mut().for_each(|(_, c)| c.prepare())));
-            let out = lm.model.forward_split(pool, batch, &mut caches, scratch, n_logits);
-            if let Some(h) = masks {
-                let _ = h.join();
-            }
-            out
-        });
+        let out = if constrained.is_empty() {
+            lm.model.forward_split(pool, batch, &mut caches, scratch, n_logits)
+        } else {
+            std::thread::scope(|s| {
+                let masks = s.spawn(|| constrained.iter_mut().for_each(|(_, c)| c.prepare()));
+                let out = lm.model.forward_split(pool, batch, &mut caches, scratch, n_logits);
+                let _ = masks.join();
+                out
+            })
+        };
         drop(guard);
         let elapsed = t0.elapsed();
         if decoding {
@@ -635,6 +642,15 @@ impl Engine {
                 }
                 None => {
                     slot.tokens.extend_from_slice(&a.req.prompt[a.n_done..a.n_done + item.n_tokens]);
+                    if let Some(k) = a.req.prompt_logprobs {
+                        // Each scored row gives the next prompt token's log-probability;
+                        // the prompt's last row is sampled from below.
+                        for p in (a.n_done..a.n_done + item.n_tokens).filter(|&p| scores_next(&a.req, p)) {
+                            let l = &logits[row * n_vocab..(row + 1) * n_vocab];
+                            a.prompt_logprobs.push(token_logprob(&self.lm, l, a.req.prompt[p + 1], k, &mut self.order));
+                            row += 1;
+                        }
+                    }
                     a.n_done += item.n_tokens;
                     a.n_done == a.req.prompt.len()
                 }
@@ -676,7 +692,7 @@ impl Engine {
         };
         let mut text = String::new();
         if !a.stop.is_stopped() {
-            let (t, _) = a.stop.push(&a.decoder.finish());
+            let (t, _) = a.stop.push(a.decoder.finish());
             text = t;
             if !a.stop.is_stopped() {
                 text += &a.stop.finish();
@@ -692,12 +708,18 @@ impl Engine {
             eval_count: a.eval_count,
             eval_duration: now.saturating_duration_since(first),
             finish: reason,
+            prompt_logprobs: std::mem::take(&mut a.prompt_logprobs),
         };
         // Counted out before the caller hears of it, so an idle check right after sees it.
         self.stats.outstanding.fetch_sub(1, Ordering::SeqCst);
         self.publish();
         let _ = a.req.events.send(Event::Done { text, usage });
     }
+}
+
+/// Whether the logits at prompt position `p` score the next prompt token.
+fn scores_next(req: &Request, p: usize) -> bool {
+    req.prompt_logprobs.is_some() && p + 1 < req.prompt.len() && p + 1 >= req.score_from.max(1)
 }
 
 /// A moving average that follows recent values (weight 1/4 on the newest).
@@ -753,7 +775,7 @@ fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f3
     a.eval_count += 1;
     let dist = if a.req.constraint.is_some() { input } else { logits };
     let logprob = a.req.logprobs.map(|k| token_logprob(lm, dist, id, k, order));
-    let (text, hit) = a.stop.push(&a.decoder.push(&lm.tokenizer, id));
+    let (text, hit) = a.stop.push(a.decoder.push(&lm.tokenizer, id));
     let _ = a.req.events.send(Event::Token { id, text, logprob });
     if hit || grammar_done {
         return Ok(Some(FinishReason::Stop));

@@ -72,6 +72,8 @@ pub struct Job {
     pub n: usize,
     /// Report each token's log-probability and this many alternatives.
     pub logprobs: Option<usize>,
+    /// Score the prompt's tokens too, with this many alternatives (in `Usage`).
+    pub prompt_logprobs: Option<usize>,
     /// Token id → bias; checked against the vocabulary once the model is loaded.
     pub logit_bias: Vec<(u32, f32)>,
     /// Drop the start of a prompt that does not fit instead of refusing it.
@@ -121,6 +123,7 @@ pub async fn start(state: &AppState, job: Job) -> Result<Run, ApiError> {
             let (tx, rx) = mpsc::unbounded_channel();
             let mut req = Request::new(prompt.clone(), params, tx);
             req.logprobs = job.logprobs;
+            req.prompt_logprobs = job.prompt_logprobs;
             req.logit_bias = job.logit_bias.clone();
             req.constraint = grammar.as_ref().map(|g| lm.constrain(g)).transpose()?;
             req.num_ctx = resolved.num_ctx;
@@ -419,18 +422,70 @@ pub fn ollama_options(o: Option<&protocol::ollama::Options>) -> Options {
     }
 }
 
-/// Embed on the model's engine.
-pub async fn embed(lease: &Lease, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, ApiError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    lease.handle.embed(engine::request::EmbedRequest { inputs, reply: tx })?;
-    rx.await.map_err(|_| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped"))?.map_err(Into::into)
+/// An embedding request in the engine's terms.
+#[derive(Default)]
+pub struct EmbedJob {
+    pub model: String,
+    pub keep_alive: Option<KeepAlive>,
+    pub inputs: Vec<Input>,
+    /// Cut an input longer than the context to fit instead of refusing it.
+    pub truncate: bool,
+    /// Keep this many leading dimensions (renormalised).
+    pub dimensions: Option<usize>,
+}
+
+/// The vectors of an embedding request, in input order.
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens embedded.
+    pub n_tokens: usize,
+    /// How long loading the model took (zero if it was loaded already).
+    pub load: Duration,
+}
+
+/// Load the model and embed every input: mean-pooled final hidden states, L2-normalised,
+/// computed on the model's engine beside its streams. An empty input is refused; no
+/// inputs give no vectors.
+pub async fn embed(state: &AppState, job: EmbedJob) -> Result<Embedded, ApiError> {
+    if job.dimensions == Some(0) {
+        return Err(ApiError::bad_request("dimensions must be > 0").with_param("dimensions"));
+    }
+    let t = Instant::now();
+    let lease = state.models.acquire(&job.model, job.keep_alive).await?;
+    let load = t.elapsed();
+    let (tok, n_ctx) = (&lease.handle.model.tokenizer, lease.handle.options.n_ctx);
+    let mut ids = Vec::with_capacity(job.inputs.len());
+    for input in job.inputs {
+        let mut t = match input {
+            Input::Text(s) => tok.encode(&s, true, true),
+            Input::Tokens(t) => t,
+        };
+        if t.is_empty() {
+            return Err(ApiError::bad_request("an input to embed is empty").with_param("input"));
+        }
+        if t.len() > n_ctx {
+            if !job.truncate {
+                return Err(ApiError::from(EngineError::PromptTooLong { n_prompt: t.len(), n_ctx }).with_param("input"));
+            }
+            t.truncate(n_ctx);
+        }
+        ids.push(t);
+    }
+    let n_tokens = ids.iter().map(Vec::len).sum();
+    let mut vectors = Vec::new();
+    if !ids.is_empty() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lease.handle.embed(engine::request::EmbedRequest { inputs: ids, reply: tx })?;
+        vectors = rx.await.map_err(|_| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped"))??;
+    }
+    if let Some(d) = job.dimensions {
+        truncate_dims(&mut vectors, d);
+    }
+    Ok(Embedded { vectors, n_tokens, load })
 }
 
 /// Keep the first `d` dimensions and renormalise (Matryoshka-style, as Ollama does).
-pub fn truncate_dims(v: &mut [Vec<f32>], d: usize) -> Result<(), ApiError> {
-    if d == 0 {
-        return Err(ApiError::bad_request("dimensions must be > 0").with_param("dimensions"));
-    }
+fn truncate_dims(v: &mut [Vec<f32>], d: usize) {
     for e in v.iter_mut() {
         if d < e.len() {
             e.truncate(d);
@@ -438,7 +493,6 @@ pub fn truncate_dims(v: &mut [Vec<f32>], d: usize) -> Result<(), ApiError> {
             e.iter_mut().for_each(|x| *x /= n);
         }
     }
-    Ok(())
 }
 
 /// A seed when the request gives none.

@@ -2,8 +2,7 @@
 //! /api/embeddings, /api/tags, /api/show, /api/ps, /api/version, and `/` for health.
 
 use crate::error::{parse_json, ApiError, JsonBody, OllamaError};
-use crate::generation::{self, rfc3339, Job, Piece, Prompt};
-use crate::models::Lease;
+use crate::generation::{self, rfc3339, EmbedJob, Input, Job, Piece, Prompt};
 use crate::tool_calls::Tools;
 use crate::{describe, AppState};
 use axum::body::Body;
@@ -62,13 +61,6 @@ fn logprobs(v: &[TokenLogprob]) -> Vec<api::Logprob> {
 
 fn want_logprobs(logprobs: Option<bool>, top: Option<usize>) -> Option<usize> {
     (logprobs == Some(true)).then(|| top.unwrap_or(0).min(20))
-}
-
-/// A loaded model, and how long loading it took (zero if it was loaded already).
-async fn acquire(state: &AppState, model: &str, keep_alive: Option<api::KeepAlive>) -> Result<(Lease, Duration), ApiError> {
-    let t = Instant::now();
-    let lease = state.models.acquire(model, keep_alive).await?;
-    Ok((lease, t.elapsed()))
 }
 
 fn ndjson(lines: impl futures_util::Stream<Item = String> + Send + 'static) -> Response {
@@ -250,51 +242,27 @@ fn chat_lines(reply: Reply, run: generation::Run) -> Response {
     }))
 }
 
-/// Token ids of each input, truncated to the context when `truncate` (the default) is on.
-fn embed_inputs(lease: &Lease, inputs: Vec<String>, truncate: bool) -> Result<Vec<Vec<u32>>, ApiError> {
-    let n_ctx = lease.handle.options.n_ctx;
-    inputs
-        .iter()
-        .map(|text| {
-            let mut ids = lease.handle.model.tokenizer.encode(text, true, true);
-            if ids.len() > n_ctx {
-                if !truncate {
-                    return Err(engine::EngineError::PromptTooLong { n_prompt: ids.len(), n_ctx }.into());
-                }
-                ids.truncate(n_ctx);
-            }
-            if ids.is_empty() {
-                return Err(ApiError::bad_request("an input to embed is empty"));
-            }
-            Ok(ids)
-        })
-        .collect()
-}
-
 async fn embed(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let req: api::EmbedRequest = parse_json(body)?;
-    let (lease, load) = acquire(&state, &req.model, req.keep_alive).await?;
-    let inputs = req.input.map(|i| i.into_vec()).unwrap_or_default();
-    let ids = embed_inputs(&lease, inputs, req.truncate != Some(false))?;
-    let n_tokens = ids.iter().map(Vec::len).sum();
-    let mut embeddings = if ids.is_empty() { Vec::new() } else { generation::embed(&lease, ids).await? };
-    if let Some(d) = req.dimensions {
-        generation::truncate_dims(&mut embeddings, d)?;
-    }
-    Ok(Json(api::EmbedResponse { model: req.model, embeddings, total_duration: ns(started.elapsed()), load_duration: ns(load), prompt_eval_count: n_tokens })
-        .into_response())
+    let inputs = req.input.map(|i| i.into_vec()).unwrap_or_default().into_iter().map(Input::Text).collect();
+    let job = EmbedJob { model: req.model.clone(), keep_alive: req.keep_alive, inputs, truncate: req.truncate != Some(false), dimensions: req.dimensions };
+    let e = generation::embed(&state, job).await?;
+    let r = api::EmbedResponse {
+        model: req.model,
+        embeddings: e.vectors,
+        total_duration: ns(started.elapsed()),
+        load_duration: ns(e.load),
+        prompt_eval_count: e.n_tokens,
+    };
+    Ok(Json(r).into_response())
 }
 
 async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
     let req: api::EmbeddingsRequest = parse_json(body)?;
-    let (lease, _) = acquire(&state, &req.model, req.keep_alive).await?;
-    if req.prompt.is_empty() {
-        return Ok(Json(api::EmbeddingsResponse { embedding: Vec::new() }).into_response());
-    }
-    let ids = embed_inputs(&lease, vec![req.prompt], true)?;
-    let mut v = generation::embed(&lease, ids).await?;
-    Ok(Json(api::EmbeddingsResponse { embedding: v.pop().unwrap_or_default() }).into_response())
+    let inputs = if req.prompt.is_empty() { Vec::new() } else { vec![Input::Text(req.prompt)] };
+    let e = generation::embed(&state, EmbedJob { model: req.model, keep_alive: req.keep_alive, inputs, truncate: true, dimensions: None }).await?;
+    Ok(Json(api::EmbeddingsResponse { embedding: e.vectors.into_iter().next().unwrap_or_default() }).into_response())
 }
 
 async fn tags(State(state): State<AppState>) -> Result<Response, OllamaError> {

@@ -2,7 +2,7 @@
 //! `data: [DONE]`), /v1/embeddings, /v1/models and /v1/models/{id}.
 
 use crate::error::{parse_json, ApiError, JsonBody, OpenAiError};
-use crate::generation::{self, random_seed, unix_now, Input, Job, Piece, Prompt, Reasoning, Run};
+use crate::generation::{self, random_seed, unix_now, EmbedJob, Input, Job, Piece, Prompt, Reasoning, Run};
 use crate::tool_calls::Tools;
 use crate::{describe, AppState};
 use axum::extract::{Path, State};
@@ -135,16 +135,36 @@ fn chat_logprobs(v: &[TokenLogprob]) -> api::ChoiceLogprobs {
     }
 }
 
-fn completion_logprobs(v: &[TokenLogprob], mut offset: usize) -> api::CompletionLogprobs {
-    let mut out = api::CompletionLogprobs::default();
+/// OpenAI's legacy logprobs of tokens whose text starts at `offset`, appended to `out`.
+fn completion_logprobs(out: &mut api::CompletionLogprobs, v: &[TokenLogprob], mut offset: usize) {
     for l in v {
         let text = l.token.text();
         out.text_offset.push(offset);
         offset += text.len();
         out.tokens.push(text);
-        out.token_logprobs.push(l.token.logprob);
-        out.top_logprobs.push(l.top.iter().map(|c| (c.text(), serde_json::Value::from(c.logprob))).collect());
+        out.token_logprobs.push(Some(l.token.logprob));
+        out.top_logprobs.push(Some(l.top.iter().map(|c| (c.text(), serde_json::Value::from(shortest(c.logprob)))).collect()));
     }
+}
+
+/// An f32 as the f64 its shortest decimal form reads as, so that a value written here and
+/// the same value written as an f32 elsewhere in the response compare equal in a client.
+fn shortest(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+/// The logprobs of a choice: with `echo`, the prompt's tokens first (the first one, which
+/// nothing predicts, with `null`s), then the generated ones after the echoed text.
+fn choice_logprobs(first: Option<&str>, prompt: &[TokenLogprob], echoed: usize, generated: &[TokenLogprob]) -> api::CompletionLogprobs {
+    let mut out = api::CompletionLogprobs::default();
+    if let Some(first) = first {
+        out.tokens.push(first.to_string());
+        out.token_logprobs.push(None);
+        out.top_logprobs.push(None);
+        out.text_offset.push(0);
+        completion_logprobs(&mut out, prompt, first.len());
+    }
+    completion_logprobs(&mut out, generated, echoed);
     out
 }
 
@@ -373,13 +393,17 @@ fn completion_job(req: &api::CompletionRequest) -> Result<Job, ApiError> {
         Some(api::Prompt::Tokens(t)) => vec![Input::Tokens(t)],
         Some(api::Prompt::TokenLists(v)) => v.into_iter().map(Input::Tokens).collect(),
     };
+    let logprobs = req.logprobs.map(|k| k.min(20));
     Ok(Job {
         model: req.model.clone(),
         prompt: Prompt::Completion(inputs),
+        // `echo` with `logprobs` scores the prompt too (how lm-evaluation-harness reads
+        // log-likelihoods, with `max_tokens` 0 or 1).
+        prompt_logprobs: logprobs.filter(|_| req.echo == Some(true)),
         // OpenAI's default for completions is 16 tokens.
         options: options(&req.sampling, Some(req.max_tokens.unwrap_or(16)), "max_tokens")?,
         n: choices_n(&req.sampling)?,
-        logprobs: req.logprobs.map(|k| k.min(20)),
+        logprobs,
         logit_bias: logit_bias(&req.sampling)?,
         grammar,
         ..Job::default()
@@ -393,6 +417,7 @@ async fn completions(State(state): State<AppState>, body: JsonBody) -> Result<Re
     let run = generation::start(&state, job).await?;
     // With `echo`, each prompt's text comes before its choices' text.
     let echo: Vec<String> = run.prompts.iter().map(|p| if req.echo == Some(true) { run.decode(p) } else { String::new() }).collect();
+    let first: Vec<Option<String>> = run.prompts.iter().map(|p| (req.echo == Some(true)).then(|| run.decode(&p[..1]))).collect();
     let head = Head::new("cmpl", &req.model);
     if req.sampling.stream == Some(true) {
         let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
@@ -406,7 +431,7 @@ async fn completions(State(state): State<AppState>, body: JsonBody) -> Result<Re
         .enumerate()
         .map(|(index, a)| {
             let echoed = &echo[index / n];
-            let logprobs = with_logprobs.then(|| completion_logprobs(&a.logprobs, echoed.len()));
+            let logprobs = with_logprobs.then(|| choice_logprobs(first[index / n].as_deref(), &a.usage.prompt_logprobs, echoed.len(), &a.logprobs));
             api::CompletionChoice { text: format!("{echoed}{}", a.content), index, logprobs, finish_reason: finish_reason(a.usage.finish) }
         })
         .collect();
@@ -430,7 +455,9 @@ fn completion_stream(head: Head, run: Run, echo: Vec<String>, include_usage: boo
         let choice = |text: String, logprobs, finish_reason| vec![api::CompletionChoice { text, index: i, logprobs, finish_reason }];
         let mut out = Vec::new();
         match piece {
-            Piece::Delta { content, logprob, .. } => out.push(chunk(choice(text_of(content), logprob.map(|l| completion_logprobs(&[l], 0)), None), None)),
+            Piece::Delta { content, logprob, .. } => {
+                out.push(chunk(choice(text_of(content), logprob.map(|l| choice_logprobs(None, &[], 0, &[l])), None), None))
+            }
             Piece::Done { content, usage, .. } => {
                 out.push(chunk(choice(text_of(content), None, finish_reason(usage.finish)), None));
                 done.push(usage);
@@ -471,27 +498,18 @@ async fn embeddings(State(state): State<AppState>, body: JsonBody) -> Result<Res
             return Err(ApiError::bad_request(format!("encoding_format must be \"float\" or \"base64\", got {f:?}")).with_param("encoding_format").into())
         }
     };
-    let lease = state.models.acquire(&req.model, None).await?;
-    let tok = &lease.handle.model.tokenizer;
-    let inputs: Vec<Vec<u32>> = match req.input {
+    let inputs = match req.input {
         None => return Err(ApiError::bad_request("input is required").with_param("input").into()),
-        Some(api::EmbeddingInput::Text(s)) => vec![tok.encode(&s, true, true)],
-        Some(api::EmbeddingInput::Texts(v)) => v.iter().map(|s| tok.encode(s, true, true)).collect(),
-        Some(api::EmbeddingInput::Tokens(t)) => vec![t],
-        Some(api::EmbeddingInput::TokenLists(v)) => v,
+        Some(api::EmbeddingInput::Text(s)) => vec![Input::Text(s)],
+        Some(api::EmbeddingInput::Texts(v)) => v.into_iter().map(Input::Text).collect(),
+        Some(api::EmbeddingInput::Tokens(t)) => vec![Input::Tokens(t)],
+        Some(api::EmbeddingInput::TokenLists(v)) => v.into_iter().map(Input::Tokens).collect(),
     };
-    if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
+    if inputs.is_empty() {
         return Err(ApiError::bad_request("input must not be empty").with_param("input").into());
     }
-    let n_ctx = lease.handle.options.n_ctx;
-    if let Some(long) = inputs.iter().find(|i| i.len() > n_ctx) {
-        return Err(ApiError::from(engine::EngineError::PromptTooLong { n_prompt: long.len(), n_ctx }).with_param("input").into());
-    }
-    let n_tokens = inputs.iter().map(Vec::len).sum();
-    let mut vectors = generation::embed(&lease, inputs).await?;
-    if let Some(d) = req.dimensions {
-        generation::truncate_dims(&mut vectors, d)?;
-    }
+    let e = generation::embed(&state, EmbedJob { model: req.model.clone(), inputs, dimensions: req.dimensions, ..EmbedJob::default() }).await?;
+    let (vectors, n_tokens) = (e.vectors, e.n_tokens);
     let data = vectors
         .into_iter()
         .enumerate()

@@ -155,10 +155,16 @@ impl Tokenizer {
     /// tokens give their text only when `special` is true, else nothing. Unused tokens and
     /// ids outside the vocabulary give nothing.
     pub fn token_to_piece(&self, id: u32, special: bool) -> Vec<u8> {
+        self.piece(id, special).to_vec()
+    }
+
+    /// The bytes of a token's piece, borrowed (empty for control and unknown tokens unless
+    /// `special`, and for ids outside the vocabulary).
+    pub fn piece(&self, id: u32, special: bool) -> &[u8] {
         if !special && self.vocab.attr(id) & (attr::UNKNOWN | attr::CONTROL) != 0 {
-            return Vec::new();
+            return &[];
         }
-        self.pieces.get(id as usize).map(|p| p.to_vec()).unwrap_or_default()
+        self.pieces.get(id as usize).map_or(&[][..], |p| &p[..])
     }
 
     /// The text of a sequence of tokens: their pieces concatenated, invalid UTF-8 replaced

@@ -35,7 +35,7 @@ impl StreamDecoder {
 
     /// Add one token; returns the text it completes (possibly empty).
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
-        self.pending.extend_from_slice(&tok.token_to_piece(id, self.special));
+        self.pending.extend_from_slice(tok.piece(id, self.special));
         self.take_complete()
     }
 

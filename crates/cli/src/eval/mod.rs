@@ -1,0 +1,522 @@
+//! `bantam eval DATA --models A,B --kind classify|exact|extract`: every item through every
+//! model on the batching engine that `serve` uses (items in flight together), scored, with
+//! latency, throughput, memory and cost per model, written as a table, a JSON summary and a
+//! per-item JSON Lines file.
+
+mod data;
+mod score;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use data::{Gold, Item, Kind};
+use engine::template::ChatMessage;
+use engine::{EngineHandle, EngineOptions, Event, Grammar, LoadedModel, Options, Request, SharedPool};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Labelled items, one JSON object per line
+    data: PathBuf,
+    /// Comma-separated models to compare (names or .gguf paths)
+    #[arg(long, value_delimiter = ',', required = true)]
+    models: Vec<String>,
+    /// What is measured
+    #[arg(long, value_enum)]
+    kind: Kind,
+    /// The labels of a classification (comma-separated); answers are held to them
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// How a classification chooses its label: constrained decoding, or the labels'
+    /// log-likelihood after the prompt
+    #[arg(long, value_enum, default_value_t = Score::Choice)]
+    score: Score,
+    /// JSON schema file the answers of an extraction are held to
+    #[arg(long)]
+    schema: Option<PathBuf>,
+    /// Prompt template with {input} and {labels} [default: per kind]
+    #[arg(long)]
+    prompt: Option<String>,
+    /// System message
+    #[arg(long)]
+    system: Option<String>,
+    /// Examples before each item: the first K items of --train, as earlier turns
+    #[arg(long, default_value_t = 0)]
+    shots: usize,
+    /// Items the shots are taken from
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Most tokens per answer
+    #[arg(long, default_value_t = 64)]
+    max_tokens: i64,
+    /// Sampling temperature (0: greedy, the default)
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Seed of sampling and of the bootstrap
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Items in flight together
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Only the first N items
+    #[arg(long)]
+    limit: Option<usize>,
+    /// What the hardware costs, in $ per hour [default: $BANTAM_HARDWARE_COST, else 0]
+    #[arg(long)]
+    hardware_cost: Option<f64>,
+    /// Write the summary as JSON here
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write every answer as JSON Lines here [default: beside --json, else none]
+    #[arg(long)]
+    items: Option<PathBuf>,
+    /// Worker threads (default: all cores)
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Context size of each sequence
+    #[arg(short = 'c', long, default_value_t = 2048)]
+    ctx_size: usize,
+}
+
+/// How a classification is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Score {
+    /// The answer is decoded, held to the labels.
+    Choice,
+    /// The label whose tokens are most likely after the prompt (no decoding).
+    Loglik,
+}
+
+/// One model's answer to one item.
+struct Answer {
+    prediction: String,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    /// From the start of its prompt's computation (queueing excluded).
+    latency: Duration,
+    ttft: Duration,
+    error: Option<String>,
+}
+
+/// One answer scored.
+struct Scored {
+    correct: bool,
+    /// Exact: the prediction contains an answer; extract: the field F1.
+    partial: f64,
+}
+
+fn default_prompt(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Classify => "Classify the text into one of these labels: {labels}.\n\nText: {input}\n\nAnswer with the label only.",
+        Kind::Exact => "{input}\n\nAnswer with as few words as possible.",
+        Kind::Extract => "Extract the information from the text as JSON.\n\nText: {input}",
+    }
+}
+
+pub fn main(a: EvalArgs) -> Result<()> {
+    if a.kind == Kind::Classify && a.labels.is_empty() {
+        bail!("--kind classify needs --labels");
+    }
+    if a.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    let grammar = match a.kind {
+        Kind::Classify => Some(Grammar::Choice(a.labels.clone())),
+        Kind::Extract => {
+            let path = a.schema.as_ref().context("--kind extract needs --schema")?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Some(Grammar::JsonSchema(serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?))
+        }
+        Kind::Exact => None,
+    };
+    let mut items = data::load(&a.data, a.kind, &a.labels)?;
+    items.truncate(a.limit.unwrap_or(usize::MAX));
+    let shots = match (&a.train, a.shots) {
+        (_, 0) => Vec::new(),
+        (Some(t), k) => data::load(t, a.kind, &a.labels)?.into_iter().take(k).collect(),
+        (None, _) => bail!("--shots needs --train"),
+    };
+    let template = a.prompt.clone().unwrap_or_else(|| default_prompt(a.kind).to_string());
+    let cost_per_hour = match a.hardware_cost {
+        Some(c) => c,
+        None => {
+            std::env::var("BANTAM_HARDWARE_COST").ok().map(|v| v.parse::<f64>()).transpose().context("BANTAM_HARDWARE_COST is not a number")?.unwrap_or(0.0)
+        }
+    };
+    let items_path = a.items.clone().or_else(|| a.json.as_ref().map(|j| j.with_extension("items.jsonl")));
+    let mut items_out = items_path.as_ref().map(|p| std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))).transpose()?;
+    let pool = SharedPool::new(crate::threads(a.threads));
+    let store = store::Store::open_default();
+    let mut summaries = Vec::new();
+    let mut all_scores: Vec<Vec<bool>> = Vec::new();
+    for name in &a.models {
+        let name = crate::store::ensure_pulled(name, true)?;
+        reset_peak_rss();
+        let found = registry::find(&store, &name)?;
+        let digest = found.record.as_ref().map(|r| r.id.hex().to_string());
+        let lm = Arc::new(found.load()?);
+        if let Some(g) = &grammar {
+            let what = a.schema.as_ref().map_or_else(|| "the labels".to_string(), |p| format!("the schema in {}", p.display()));
+            lm.constrain(g).with_context(|| format!("{what} cannot constrain {name}"))?;
+        }
+        let prompts = items.iter().map(|it| prompt(&lm, &a, &template, &shots, it)).collect::<Result<Vec<_>>>()?;
+        let options = EngineOptions { max_parallel: a.parallel, max_queue: items.len() * a.labels.len().max(1), n_ctx: a.ctx_size, budget: Default::default() };
+        let engine = EngineHandle::spawn(lm.clone(), options, pool.clone())?;
+        let params = Options { temperature: Some(a.temperature), seed: Some(a.seed as i64), num_predict: Some(a.max_tokens), ..Options::default() }
+            .over(&lm.defaults.options)
+            .params()?
+            .params;
+        eprintln!("{name}: {} items, {} in flight", items.len(), a.parallel);
+        let started = Instant::now();
+        let answers = if a.kind == Kind::Classify && a.score == Score::Loglik {
+            score_labels(&engine, &lm, prompts, &a.labels, params)?
+        } else {
+            answer_all(&engine, &lm, prompts, params, grammar.as_ref())?
+        };
+        let wall = started.elapsed();
+        let scores: Vec<Scored> = items.iter().zip(&answers).map(|(it, ans)| score_one(a.kind, it, ans)).collect();
+        if let Some(f) = items_out.as_mut() {
+            for ((it, ans), s) in items.iter().zip(&answers).zip(&scores) {
+                let mut row = json!({
+                    "id": it.id, "model": name, "prediction": ans.prediction, "gold": it.gold.to_json(), "correct": s.correct,
+                    "latency_ms": ms(ans.latency), "ttft_ms": ms(ans.ttft), "prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.completion_tokens,
+                });
+                match a.kind {
+                    Kind::Exact => row["contains"] = json!(s.partial > 0.0),
+                    Kind::Extract => row["field_f1"] = json!(s.partial),
+                    Kind::Classify => {}
+                }
+                if let Some(e) = &ans.error {
+                    row["error"] = json!(e);
+                }
+                writeln!(f, "{row}")?;
+            }
+        }
+        summaries.push(summarise(&a, &name, digest, &items, &answers, &scores, wall, cost_per_hour));
+        all_scores.push(scores.iter().map(|s| s.correct).collect());
+    }
+    let comparisons = compare(&a.models, &all_scores);
+    print_table(&summaries, &comparisons);
+    if let Some(path) = &a.json {
+        let summary = json!({
+            "bantam_version": env!("CARGO_PKG_VERSION"),
+            "kind": a.kind.as_str(),
+            "data": a.data.display().to_string(),
+            "data_sha256": store::hash_file(&a.data)?.0.hex(),
+            "prompt": template,
+            "system": a.system,
+            "shots": shots.len(),
+            "temperature": a.temperature,
+            "seed": a.seed,
+            "max_tokens": a.max_tokens,
+            "parallel": a.parallel,
+            "hardware_cost_per_hour_usd": cost_per_hour,
+            "items_file": items_path.as_ref().map(|p| p.display().to_string()),
+            "models": summaries,
+            "comparisons": comparisons,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The prompt of one item: shots as earlier turns, then the item, through the chat
+/// template (or as plain text for a model without one).
+fn prompt(lm: &LoadedModel, a: &EvalArgs, template: &str, shots: &[Item], it: &Item) -> Result<Vec<u32>> {
+    let fill = |input: &str| template.replace("{labels}", &a.labels.join(", ")).replace("{input}", input);
+    let mut messages = Vec::new();
+    if let Some(s) = &a.system {
+        messages.push(ChatMessage::new("system", s.as_str()));
+    }
+    lm.defaults.open_conversation(&mut messages);
+    for s in shots {
+        let answer = match &s.gold {
+            Gold::Label(l) => l.clone(),
+            Gold::Answers(v) => v[0].clone(),
+            Gold::Expected(e) => e.to_string(),
+        };
+        messages.push(ChatMessage::new("user", fill(&s.input)));
+        messages.push(ChatMessage::new("assistant", answer));
+    }
+    messages.push(ChatMessage::new("user", fill(&it.input)));
+    Ok(lm.chat_prompt(&messages, None)?)
+}
+
+/// Submit every prompt at once (the engine runs `parallel` of them together) and wait for
+/// all the answers.
+fn answer_all(
+    engine: &EngineHandle,
+    lm: &LoadedModel,
+    prompts: Vec<Vec<u32>>,
+    params: engine::GenerateParams,
+    grammar: Option<&Grammar>,
+) -> Result<Vec<Answer>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let mut receivers = Vec::new();
+    for p in prompts {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let n_prompt = p.len();
+        let mut req = Request::new(p, params.clone(), tx);
+        req.constraint = grammar.map(|g| lm.constrain(g)).transpose()?;
+        engine.submit(req)?;
+        receivers.push((rx, n_prompt, Instant::now()));
+    }
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (mut rx, n_prompt, submitted)) in receivers.into_iter().enumerate() {
+            set.spawn(async move {
+                let (mut text, mut first) = (String::new(), None);
+                let mut answer = Answer {
+                    prediction: String::new(),
+                    prompt_tokens: n_prompt,
+                    completion_tokens: 0,
+                    latency: Duration::ZERO,
+                    ttft: Duration::ZERO,
+                    error: None,
+                };
+                while let Some(ev) = rx.recv().await {
+                    match ev {
+                        Event::Token { text: t, .. } => {
+                            first.get_or_insert_with(|| submitted.elapsed());
+                            text += &t;
+                        }
+                        Event::Done { text: t, usage } => {
+                            text += &t;
+                            answer.latency = submitted.elapsed().saturating_sub(usage.queue_duration);
+                            answer.ttft = first.unwrap_or(answer.latency + usage.queue_duration).saturating_sub(usage.queue_duration);
+                            answer.completion_tokens = usage.eval_count;
+                            break;
+                        }
+                        Event::Error(e) => {
+                            answer.error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                answer.prediction = text.trim().to_string();
+                (i, answer)
+            });
+        }
+        let mut out: Vec<Option<Answer>> = Vec::new();
+        out.resize_with(set.len(), || None);
+        while let Some(r) = set.join_next().await {
+            let (i, answer) = r?;
+            out[i] = Some(answer);
+        }
+        Ok(out.into_iter().flatten().collect())
+    })
+}
+
+/// Each label's log-likelihood after each prompt (`num_predict` 0, the prompt scored); the
+/// answer is the likeliest label. An item's latency is until its last label is scored.
+fn score_labels(engine: &EngineHandle, lm: &LoadedModel, prompts: Vec<Vec<u32>>, labels: &[String], mut params: engine::GenerateParams) -> Result<Vec<Answer>> {
+    params.num_predict = Some(0);
+    let label_ids: Vec<Vec<u32>> = labels.iter().map(|l| lm.tokenizer.encode(l, false, true)).collect();
+    let mut jobs = Vec::new();
+    for p in &prompts {
+        for ids in &label_ids {
+            let mut full = p.clone();
+            full.extend_from_slice(ids);
+            jobs.push((full, p.len()));
+        }
+    }
+    let n_labels = labels.len();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let mut receivers = Vec::new();
+    for (full, from) in jobs {
+        let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
+        let mut req = Request::new(full, params.clone(), etx);
+        // Only the label's tokens are scored; the prompt before them comes from the prefix
+        // cache for every label but the first.
+        req.prompt_logprobs = Some(0);
+        req.score_from = from;
+        engine.submit(req)?;
+        receivers.push((erx, Instant::now()));
+    }
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (j, (mut erx, submitted)) in receivers.into_iter().enumerate() {
+            let tx = tx.clone();
+            let n = label_ids[j % n_labels].len();
+            set.spawn(async move {
+                let mut out = (j, f64::NEG_INFINITY, Duration::ZERO, Duration::ZERO, 0usize, None);
+                while let Some(ev) = erx.recv().await {
+                    match ev {
+                        Event::Done { usage, .. } => {
+                            let lp = &usage.prompt_logprobs;
+                            out.1 = lp[lp.len().saturating_sub(n)..].iter().map(|l| f64::from(l.token.logprob)).sum();
+                            out.2 = submitted.elapsed().saturating_sub(usage.queue_duration);
+                            out.3 = usage.queue_duration;
+                            out.4 = usage.prompt_tokens;
+                            break;
+                        }
+                        Event::Error(e) => {
+                            out.5 = Some(e.to_string());
+                            break;
+                        }
+                        Event::Token { .. } => {}
+                    }
+                }
+                let _ = tx.send(out);
+            });
+        }
+        while set.join_next().await.is_some() {}
+    });
+    drop(tx);
+    let mut answers: Vec<Answer> = prompts
+        .iter()
+        .map(|p| Answer { prediction: String::new(), prompt_tokens: p.len(), completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None })
+        .collect();
+    let mut best = vec![f64::NEG_INFINITY; prompts.len()];
+    for (j, ll, latency, _queue, _n, error) in rx {
+        let (i, k) = (j / n_labels, j % n_labels);
+        let a = &mut answers[i];
+        a.latency = a.latency.max(latency);
+        a.ttft = a.latency;
+        if error.is_some() {
+            a.error = error;
+        } else if ll > best[i] {
+            best[i] = ll;
+            a.prediction = labels[k].clone();
+        }
+    }
+    Ok(answers)
+}
+
+fn score_one(kind: Kind, it: &Item, ans: &Answer) -> Scored {
+    match (&it.gold, kind) {
+        (Gold::Label(l), _) => Scored { correct: ans.error.is_none() && &ans.prediction == l, partial: 0.0 },
+        (Gold::Answers(v), _) => {
+            let (exact, contains) = score::exact(&ans.prediction, v);
+            Scored { correct: exact, partial: f64::from(u8::from(contains)) }
+        }
+        (Gold::Expected(e), _) => {
+            let (exact, f1) = score::extract(&ans.prediction, e);
+            Scored { correct: exact, partial: f1 }
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// One model's figures, as the JSON summary writes them.
+#[allow(clippy::too_many_arguments)]
+fn summarise(
+    a: &EvalArgs,
+    name: &str,
+    digest: Option<String>,
+    items: &[Item],
+    answers: &[Answer],
+    scores: &[Scored],
+    wall: Duration,
+    cost_per_hour: f64,
+) -> Value {
+    let n = items.len();
+    let correct = scores.iter().filter(|s| s.correct).count();
+    let flags: Vec<bool> = scores.iter().map(|s| s.correct).collect();
+    let (lo, hi) = score::bootstrap_ci(&flags, a.seed ^ 0x5eed);
+    let latencies: Vec<f64> = answers.iter().map(|x| ms(x.latency)).collect();
+    let ttfts: Vec<f64> = answers.iter().map(|x| ms(x.ttft)).collect();
+    let pct = |v: &[f64]| json!({"p50": score::percentile(v, 50.0), "p95": score::percentile(v, 95.0), "p99": score::percentile(v, 99.0)});
+    let completion: usize = answers.iter().map(|x| x.completion_tokens).sum();
+    let all_tokens: usize = completion + answers.iter().map(|x| x.prompt_tokens).sum::<usize>();
+    let dollars = cost_per_hour * wall.as_secs_f64() / 3600.0;
+    let mut s = json!({
+        "model": name,
+        "digest": digest,
+        "n": n,
+        "correct": correct,
+        "accuracy": correct as f64 / n as f64,
+        "accuracy_ci": [lo, hi],
+        "latency_ms": pct(&latencies),
+        "ttft_ms": pct(&ttfts),
+        "tokens_per_s": completion as f64 / wall.as_secs_f64().max(1e-9),
+        "items_per_s": n as f64 / wall.as_secs_f64().max(1e-9),
+        "wall_s": wall.as_secs_f64(),
+        "prompt_tokens": all_tokens - completion,
+        "completion_tokens": completion,
+        "errors": answers.iter().filter(|x| x.error.is_some()).count(),
+        "peak_rss_mib": peak_rss_mib(),
+        "cost_usd": dollars,
+        "cost_per_1m_tokens_usd": if all_tokens > 0 { dollars / all_tokens as f64 * 1e6 } else { 0.0 },
+        "cost_per_success_usd": if correct > 0 { Value::from(dollars / correct as f64) } else { Value::Null },
+    });
+    match a.kind {
+        Kind::Classify => {
+            let pairs: Vec<(&str, &str)> =
+                items.iter().zip(answers).map(|(it, ans)| (if let Gold::Label(l) = &it.gold { l.as_str() } else { "" }, ans.prediction.as_str())).collect();
+            s["macro_f1"] = json!(score::macro_f1(&pairs, &a.labels));
+            s["confusion"] = json!(score::confusion(&pairs));
+        }
+        Kind::Exact => s["contains"] = json!(scores.iter().filter(|x| x.partial > 0.0).count() as f64 / n as f64),
+        Kind::Extract => s["field_f1"] = json!(scores.iter().map(|x| x.partial).sum::<f64>() / n as f64),
+    }
+    s
+}
+
+/// McNemar's test of every pair of models.
+fn compare(models: &[String], scores: &[Vec<bool>]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for i in 0..scores.len() {
+        for j in i + 1..scores.len() {
+            let a_only = scores[i].iter().zip(&scores[j]).filter(|(a, b)| **a && !**b).count();
+            let b_only = scores[i].iter().zip(&scores[j]).filter(|(a, b)| !**a && **b).count();
+            let p = score::mcnemar(a_only, b_only);
+            out.push(json!({"a": models[i], "b": models[j], "a_only": a_only, "b_only": b_only, "p_value": p, "significant": p < 0.05}));
+        }
+    }
+    out
+}
+
+fn print_table(summaries: &[Value], comparisons: &[Value]) {
+    println!("| model | n | accuracy (95% CI) | latency p50/p95 ms | ttft p50 ms | tokens/s | peak RSS MiB | $/success |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for s in summaries {
+        let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+        println!(
+            "| {} | {} | {:.3} ({:.3}-{:.3}) | {:.0}/{:.0} | {:.0} | {:.1} | {:.0} | {} |",
+            s["model"].as_str().unwrap_or(""),
+            s["n"],
+            f(&s["accuracy"]),
+            f(&s["accuracy_ci"][0]),
+            f(&s["accuracy_ci"][1]),
+            f(&s["latency_ms"]["p50"]),
+            f(&s["latency_ms"]["p95"]),
+            f(&s["ttft_ms"]["p50"]),
+            f(&s["tokens_per_s"]),
+            f(&s["peak_rss_mib"]),
+            s["cost_per_success_usd"].as_f64().map_or("-".to_string(), |c| format!("{c:.2e}")),
+        );
+    }
+    for c in comparisons {
+        let verdict = if c["significant"].as_bool() == Some(true) { "significant" } else { "not significant" };
+        println!(
+            "{} vs {}: {} vs {} items right only by one (McNemar p = {:.3}, {verdict})",
+            c["a"],
+            c["b"],
+            c["a_only"],
+            c["b_only"],
+            c["p_value"].as_f64().unwrap_or(1.0)
+        );
+    }
+}
+
+/// Forget the process's peak resident memory so far (Linux), so that each model's peak is
+/// its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak resident memory in MiB (Linux `VmHWM`), 0 where unknown.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
