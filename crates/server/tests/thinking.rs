@@ -1,7 +1,9 @@
-//! A thinking model through both APIs, in process, hermetic: a tiny model that carries
-//! Qwen3's published chat template, created in a scratch store through `/api/create`. Its
-//! weights are random, so a regular expression (vLLM's `guided_regex`) makes it write a
-//! reasoning block and an answer; what each API returns of them is checked.
+//! A thinking model through both APIs, in process: a model that carries Qwen3's published
+//! chat template, created in a scratch store through `/api/create`: the tiny deterministic
+//! model (hermetic), and the synthetic qwen3 model of `../shared/reference/synthetic` (the
+//! qwen3 architecture, with the template added). Their weights are random, so a regular
+//! expression (vLLM's `guided_regex`) makes them write a reasoning block and an answer;
+//! what each API returns of them is checked.
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
@@ -37,10 +39,36 @@ impl Drop for Scratch {
     }
 }
 
-async fn server(tag: &str) -> (Router, Scratch) {
+/// Which model thinks.
+#[derive(Clone, Copy)]
+enum Weights {
+    Tiny,
+    SyntheticQwen3,
+}
+
+/// The synthetic qwen3 model (made by scripts/fetch-models.sh) with Qwen3's chat template.
+fn synthetic_qwen3_with_template() -> Vec<u8> {
+    let path = store::default_root().join("synthetic").join("qwen3.gguf");
+    let f = gguf::Gguf::open(&path).unwrap_or_else(|e| panic!("{}: {e}: run scripts/fetch-models.sh", path.display()));
+    let mut w = gguf::GgufWriter::new();
+    for (k, v) in f.metadata().iter().filter(|(k, _)| k != "general.alignment" && k != "tokenizer.chat_template") {
+        w.meta(k, v.clone());
+    }
+    w.meta("tokenizer.chat_template", gguf::Value::Str(QWEN3.into()));
+    for t in f.tensors() {
+        w.tensor(&t.name, t.ggml_type, &t.dims, f.tensor_data(t).to_vec());
+    }
+    w.to_bytes()
+}
+
+async fn server(tag: &str, weights: Weights) -> (Router, Scratch) {
     let dir = Scratch::new(tag);
     let gguf = dir.path().join("tiny-thinker.gguf");
-    std::fs::write(&gguf, model::tiny::tiny_model(&model::tiny::TinySpec { chat_template: QWEN3, ctx: 512, ..Default::default() })).unwrap();
+    let bytes = match weights {
+        Weights::Tiny => model::tiny::tiny_model(&model::tiny::TinySpec { chat_template: QWEN3, ctx: 512, ..Default::default() }),
+        Weights::SyntheticQwen3 => synthetic_qwen3_with_template(),
+    };
+    std::fs::write(&gguf, bytes).unwrap();
     let c = ServeConfig { store: store::Store::new(dir.path()), threads: 2, ..Default::default() };
     let app = app(AppState::new(c));
     let r = post(&app, "/api/create", json!({"model": MODEL, "from": gguf.to_str().unwrap(), "stream": false})).await;
@@ -69,7 +97,16 @@ fn sse(body: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn openai_returns_reasoning_content_beside_the_answer() {
-    let (app, _dir) = server("openai").await;
+    openai_reasoning(Weights::Tiny, "openai-tiny").await;
+}
+
+#[tokio::test]
+async fn openai_reasoning_on_the_synthetic_qwen3_model() {
+    openai_reasoning(Weights::SyntheticQwen3, "openai-qwen3").await;
+}
+
+async fn openai_reasoning(weights: Weights, tag: &str) {
+    let (app, _dir) = server(tag, weights).await;
     let (status, body) = post(&app, "/v1/chat/completions", chat(json!({}))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let m = &serde_json::from_str::<Value>(&body).unwrap()["choices"][0]["message"];
@@ -106,7 +143,7 @@ async fn openai_returns_reasoning_content_beside_the_answer() {
 
 #[tokio::test]
 async fn ollama_lists_the_thinking_capability_and_takes_think() {
-    let (app, _dir) = server("ollama").await;
+    let (app, _dir) = server("ollama", Weights::Tiny).await;
     let (status, body) = post(&app, "/api/show", json!({"model": MODEL})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let caps = serde_json::from_str::<Value>(&body).unwrap()["capabilities"].clone();
