@@ -169,3 +169,24 @@ def test_classify_by_label_loglikelihood(tmp_path):
     items = [json.loads(l) for l in Path(summary["items_file"]).read_text().splitlines()]
     assert all(it["prediction"] in ("positive", "negative") and it["completion_tokens"] == 0 for it in items)
     assert summary["models"][0]["correct"] == sum(it["correct"] for it in items)
+
+
+def test_an_upstream_endpoint_is_scored_and_priced_beside_a_local_model(tmp_path, base_url):
+    # The session's `bantam serve` stands in for a hosted OpenAI-compatible API.
+    data = write_jsonl(tmp_path / "sentiment.jsonl", [{"input": t, "label": l} for t, l in SENTIMENT])
+    summary_path = tmp_path / "up.json"
+    out = eval_(str(data), "--models", MODEL, "--upstream", f"api={base_url},model={MODEL},price=0.15/0.6",
+                "--kind", "classify", "--labels", "positive,negative", "--hardware-cost", "0.05", "--json", str(summary_path)).stdout
+    assert "cheaper than api above" in out
+    summary = json.loads(summary_path.read_text())
+    local, api = summary["models"]
+    assert api["model"] == "api" and api["upstream"]["model"] == MODEL and api["peak_rss_mib"] is None
+    items = [json.loads(l) for l in Path(summary["items_file"]).read_text().splitlines() if json.loads(l)["model"] == "api"]
+    assert len(items) == api["n"] == len(SENTIMENT)
+    assert api["correct"] == sum(it["correct"] for it in items)
+    cost = sum(it["prompt_tokens"] * 0.15 + it["completion_tokens"] * 0.6 for it in items) / 1e6
+    assert api["cost_usd"] == pytest.approx(cost, rel=1e-9)
+    (b,) = summary["break_even"]
+    assert (b["local"], b["upstream"]) == (MODEL, "api")
+    assert b["requests_per_month"] == pytest.approx(0.05 * 730 / (cost / len(items)), rel=1e-9)
+    assert b["local_capacity_per_month"] == pytest.approx(local["items_per_s"] * 730 * 3600, rel=1e-9)

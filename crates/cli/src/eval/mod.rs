@@ -5,6 +5,7 @@
 
 mod data;
 mod score;
+mod upstream;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -64,6 +65,10 @@ pub struct EvalArgs {
     /// Only the first N items
     #[arg(long)]
     limit: Option<usize>,
+    /// An OpenAI-compatible model scored on the same items:
+    /// NAME=URL,model=MODEL,key-env=VAR,price=IN/OUT ($ per million tokens); repeatable
+    #[arg(long)]
+    upstream: Vec<String>,
     /// What the hardware costs, in $ per hour [default: $BANTAM_HARDWARE_COST, else 0]
     #[arg(long)]
     hardware_cost: Option<f64>,
@@ -91,7 +96,7 @@ enum Score {
 }
 
 /// One model's answer to one item.
-struct Answer {
+pub(crate) struct Answer {
     prediction: String,
     prompt_tokens: usize,
     completion_tokens: usize,
@@ -146,6 +151,11 @@ pub fn main(a: EvalArgs) -> Result<()> {
             std::env::var("BANTAM_HARDWARE_COST").ok().map(|v| v.parse::<f64>()).transpose().context("BANTAM_HARDWARE_COST is not a number")?.unwrap_or(0.0)
         }
     };
+    let upstreams = a.upstream.iter().map(|u| upstream::Upstream::parse(u)).collect::<Result<Vec<_>>>()?;
+    let schema = match &grammar {
+        Some(Grammar::JsonSchema(s)) => Some(s.clone()),
+        _ => None,
+    };
     let items_path = a.items.clone().or_else(|| a.json.as_ref().map(|j| j.with_extension("items.jsonl")));
     let mut items_out = items_path.as_ref().map(|p| std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))).transpose()?;
     let pool = SharedPool::new(crate::threads(a.threads));
@@ -177,29 +187,28 @@ pub fn main(a: EvalArgs) -> Result<()> {
             answer_all(&engine, &lm, prompts, params, grammar.as_ref())?
         };
         let wall = started.elapsed();
-        let scores: Vec<Scored> = items.iter().zip(&answers).map(|(it, ans)| score_one(a.kind, it, ans)).collect();
-        if let Some(f) = items_out.as_mut() {
-            for ((it, ans), s) in items.iter().zip(&answers).zip(&scores) {
-                let mut row = json!({
-                    "id": it.id, "model": name, "prediction": ans.prediction, "gold": it.gold.to_json(), "correct": s.correct,
-                    "latency_ms": ms(ans.latency), "ttft_ms": ms(ans.ttft), "prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.completion_tokens,
-                });
-                match a.kind {
-                    Kind::Exact => row["contains"] = json!(s.partial > 0.0),
-                    Kind::Extract => row["field_f1"] = json!(s.partial),
-                    Kind::Classify => {}
-                }
-                if let Some(e) = &ans.error {
-                    row["error"] = json!(e);
-                }
-                writeln!(f, "{row}")?;
-            }
-        }
-        summaries.push(summarise(&a, &name, digest, &items, &answers, &scores, wall, cost_per_hour));
+        let scores = record(&a, &name, &items, &answers, items_out.as_mut())?;
+        summaries.push(summarise(&a, &name, digest, &items, &answers, &scores, wall, Pricing::Hardware(cost_per_hour)));
         all_scores.push(scores.iter().map(|s| s.correct).collect());
     }
-    let comparisons = compare(&a.models, &all_scores);
-    print_table(&summaries, &comparisons);
+    for u in &upstreams {
+        eprintln!("{} ({}): {} items, {} in flight", u.name, u.url, items.len(), a.parallel);
+        let conversations: Vec<Value> = items
+            .iter()
+            .map(|it| Value::Array(messages(&a, &template, &shots, it, None).iter().map(|m| json!({"role": m.role, "content": m.content})).collect()))
+            .collect();
+        let params = json!({"temperature": a.temperature, "max_tokens": a.max_tokens, "seed": a.seed});
+        let started = Instant::now();
+        let answers = upstream::answer_all(u, conversations, a.kind, &a.labels, schema.as_ref(), &params, a.parallel);
+        let wall = started.elapsed();
+        let scores = record(&a, &u.name, &items, &answers, items_out.as_mut())?;
+        summaries.push(summarise(&a, &u.name, None, &items, &answers, &scores, wall, Pricing::Tokens(u)));
+        all_scores.push(scores.iter().map(|s| s.correct).collect());
+    }
+    let names: Vec<String> = summaries.iter().map(|s| s["model"].as_str().unwrap_or_default().to_string()).collect();
+    let comparisons = compare(&names, &all_scores);
+    let break_even = break_even(&summaries, cost_per_hour);
+    print_table(&summaries, &comparisons, &break_even);
     if let Some(path) = &a.json {
         let summary = json!({
             "bantam_version": env!("CARGO_PKG_VERSION"),
@@ -217,21 +226,55 @@ pub fn main(a: EvalArgs) -> Result<()> {
             "items_file": items_path.as_ref().map(|p| p.display().to_string()),
             "models": summaries,
             "comparisons": comparisons,
+            "break_even": break_even,
         });
         std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }
 
+/// Score one model's answers and write them to the per-item file.
+fn record(a: &EvalArgs, name: &str, items: &[Item], answers: &[Answer], items_out: Option<&mut std::fs::File>) -> Result<Vec<Scored>> {
+    let scores: Vec<Scored> = items.iter().zip(answers).map(|(it, ans)| score_one(a.kind, it, ans)).collect();
+    {
+        if let Some(f) = items_out {
+            for ((it, ans), s) in items.iter().zip(answers).zip(&scores) {
+                let mut row = json!({
+                    "id": it.id, "model": name, "prediction": ans.prediction, "gold": it.gold.to_json(), "correct": s.correct,
+                    "latency_ms": ms(ans.latency), "ttft_ms": ms(ans.ttft), "prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.completion_tokens,
+                });
+                match a.kind {
+                    Kind::Exact => row["contains"] = json!(s.partial > 0.0),
+                    Kind::Extract => row["field_f1"] = json!(s.partial),
+                    Kind::Classify => {}
+                }
+                if let Some(e) = &ans.error {
+                    row["error"] = json!(e);
+                }
+                writeln!(f, "{row}")?;
+            }
+        }
+    }
+    Ok(scores)
+}
+
 /// The prompt of one item: shots as earlier turns, then the item, through the chat
 /// template (or as plain text for a model without one).
 fn prompt(lm: &LoadedModel, a: &EvalArgs, template: &str, shots: &[Item], it: &Item) -> Result<Vec<u32>> {
+    Ok(lm.chat_prompt(&messages(a, template, shots, it, Some(&lm.defaults)), None)?)
+}
+
+/// The conversation of one item: the system message (and a local model's Modelfile
+/// messages), shots as earlier turns, then the item.
+fn messages(a: &EvalArgs, template: &str, shots: &[Item], it: &Item, defaults: Option<&engine::Defaults>) -> Vec<ChatMessage> {
     let fill = |input: &str| template.replace("{labels}", &a.labels.join(", ")).replace("{input}", input);
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
         messages.push(ChatMessage::new("system", s.as_str()));
     }
-    lm.defaults.open_conversation(&mut messages);
+    if let Some(d) = defaults {
+        d.open_conversation(&mut messages);
+    }
     for s in shots {
         let answer = match &s.gold {
             Gold::Label(l) => l.clone(),
@@ -242,7 +285,7 @@ fn prompt(lm: &LoadedModel, a: &EvalArgs, template: &str, shots: &[Item], it: &I
         messages.push(ChatMessage::new("assistant", answer));
     }
     messages.push(ChatMessage::new("user", fill(&it.input)));
-    Ok(lm.chat_prompt(&messages, None)?)
+    messages
 }
 
 /// Submit every prompt at once (the engine runs `parallel` of them together) and wait for
@@ -415,7 +458,7 @@ fn summarise(
     answers: &[Answer],
     scores: &[Scored],
     wall: Duration,
-    cost_per_hour: f64,
+    pricing: Pricing,
 ) -> Value {
     let n = items.len();
     let correct = scores.iter().filter(|s| s.correct).count();
@@ -426,7 +469,10 @@ fn summarise(
     let pct = |v: &[f64]| json!({"p50": score::percentile(v, 50.0), "p95": score::percentile(v, 95.0), "p99": score::percentile(v, 99.0)});
     let completion: usize = answers.iter().map(|x| x.completion_tokens).sum();
     let all_tokens: usize = completion + answers.iter().map(|x| x.prompt_tokens).sum::<usize>();
-    let dollars = cost_per_hour * wall.as_secs_f64() / 3600.0;
+    let dollars = match pricing {
+        Pricing::Hardware(per_hour) => per_hour * wall.as_secs_f64() / 3600.0,
+        Pricing::Tokens(u) => answers.iter().map(|x| u.cost(x.prompt_tokens, x.completion_tokens)).sum(),
+    };
     let mut s = json!({
         "model": name,
         "digest": digest,
@@ -442,7 +488,14 @@ fn summarise(
         "prompt_tokens": all_tokens - completion,
         "completion_tokens": completion,
         "errors": answers.iter().filter(|x| x.error.is_some()).count(),
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": match pricing {
+            Pricing::Hardware(_) => Value::from(peak_rss_mib()),
+            Pricing::Tokens(_) => Value::Null,
+        },
+        "upstream": match pricing {
+            Pricing::Hardware(_) => Value::Null,
+            Pricing::Tokens(u) => json!({"url": u.url, "model": u.model, "price_per_1m_in_usd": u.price_in, "price_per_1m_out_usd": u.price_out}),
+        },
         "cost_usd": dollars,
         "cost_per_1m_tokens_usd": if all_tokens > 0 { dollars / all_tokens as f64 * 1e6 } else { 0.0 },
         "cost_per_success_usd": if correct > 0 { Value::from(dollars / correct as f64) } else { Value::Null },
@@ -460,6 +513,35 @@ fn summarise(
     s
 }
 
+/// How a model's answers are paid for.
+#[derive(Clone, Copy)]
+enum Pricing<'a> {
+    /// The machine, $ per hour, while the model works.
+    Hardware(f64),
+    /// An endpoint's token prices.
+    Tokens(&'a upstream::Upstream),
+}
+
+/// For each local model and each upstream one: the monthly volume above which running the
+/// local model on a machine of `cost_per_hour` (730 hours a month) is cheaper than paying
+/// the upstream per answer, and how many answers a month that machine can give.
+fn break_even(summaries: &[Value], cost_per_hour: f64) -> Vec<Value> {
+    let (locals, remotes): (Vec<&Value>, Vec<&Value>) = summaries.iter().partition(|s| s["upstream"].is_null());
+    let mut out = Vec::new();
+    for l in &locals {
+        for r in &remotes {
+            let per_answer = r["cost_usd"].as_f64().unwrap_or(0.0) / r["n"].as_f64().unwrap_or(1.0).max(1.0);
+            if cost_per_hour <= 0.0 || per_answer <= 0.0 {
+                continue;
+            }
+            let volume = cost_per_hour * 730.0 / per_answer;
+            let capacity = l["items_per_s"].as_f64().unwrap_or(0.0) * 730.0 * 3600.0;
+            out.push(json!({"local": l["model"], "upstream": r["model"], "requests_per_month": volume, "local_capacity_per_month": capacity}));
+        }
+    }
+    out
+}
+
 /// McNemar's test of every pair of models.
 fn compare(models: &[String], scores: &[Vec<bool>]) -> Vec<Value> {
     let mut out = Vec::new();
@@ -474,13 +556,13 @@ fn compare(models: &[String], scores: &[Vec<bool>]) -> Vec<Value> {
     out
 }
 
-fn print_table(summaries: &[Value], comparisons: &[Value]) {
+fn print_table(summaries: &[Value], comparisons: &[Value], break_even: &[Value]) {
     println!("| model | n | accuracy (95% CI) | latency p50/p95 ms | ttft p50 ms | tokens/s | peak RSS MiB | $/success |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for s in summaries {
         let f = |v: &Value| v.as_f64().unwrap_or(0.0);
         println!(
-            "| {} | {} | {:.3} ({:.3}-{:.3}) | {:.0}/{:.0} | {:.0} | {:.1} | {:.0} | {} |",
+            "| {} | {} | {:.3} ({:.3}-{:.3}) | {:.0}/{:.0} | {:.0} | {:.1} | {} | {} |",
             s["model"].as_str().unwrap_or(""),
             s["n"],
             f(&s["accuracy"]),
@@ -490,7 +572,7 @@ fn print_table(summaries: &[Value], comparisons: &[Value]) {
             f(&s["latency_ms"]["p95"]),
             f(&s["ttft_ms"]["p50"]),
             f(&s["tokens_per_s"]),
-            f(&s["peak_rss_mib"]),
+            s["peak_rss_mib"].as_f64().map_or("-".to_string(), |v| format!("{v:.0}")),
             s["cost_per_success_usd"].as_f64().map_or("-".to_string(), |c| format!("{c:.2e}")),
         );
     }
@@ -503,6 +585,17 @@ fn print_table(summaries: &[Value], comparisons: &[Value]) {
             c["a_only"],
             c["b_only"],
             c["p_value"].as_f64().unwrap_or(1.0)
+        );
+    }
+    for b in break_even {
+        let f = |k: &str| b[k].as_f64().unwrap_or(0.0);
+        let fits = if f("requests_per_month") <= f("local_capacity_per_month") { "within" } else { "beyond" };
+        println!(
+            "{} is cheaper than {} above {:.0} requests a month ({fits} this machine's {:.0} a month)",
+            b["local"].as_str().unwrap_or(""),
+            b["upstream"].as_str().unwrap_or(""),
+            f("requests_per_month"),
+            f("local_capacity_per_month")
         );
     }
 }

@@ -1,0 +1,140 @@
+//! Upstream models in `bantam eval`: an OpenAI-compatible endpoint (another bantam, vLLM,
+//! a hosted API) scored on the same items through `/v1/chat/completions`, priced from its
+//! per-million-token prices.
+
+use super::data::Kind;
+use super::Answer;
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// `--upstream NAME=URL,model=…,key-env=…,price=IN/OUT`.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub name: String,
+    /// The chat completions endpoint.
+    pub url: String,
+    pub model: String,
+    /// The API key, read from the environment variable `key-env` names.
+    pub key: Option<String>,
+    /// $ per million prompt and completion tokens.
+    pub price_in: f64,
+    pub price_out: f64,
+}
+
+impl Upstream {
+    pub fn parse(s: &str) -> Result<Upstream> {
+        let mut parts = s.split(',');
+        let head = parts.next().unwrap_or_default();
+        let Some((name, url)) = head.split_once('=') else { bail!("--upstream {s:?}: expected NAME=URL,model=…,price=IN/OUT") };
+        let base = url.trim_end_matches('/');
+        let url = if base.ends_with("/chat/completions") {
+            base.to_string()
+        } else if base.ends_with("/v1") {
+            format!("{base}/chat/completions")
+        } else {
+            format!("{base}/v1/chat/completions")
+        };
+        let mut u = Upstream { name: name.to_string(), url, model: name.to_string(), key: None, price_in: 0.0, price_out: 0.0 };
+        for p in parts {
+            let (k, v) = p.split_once('=').with_context(|| format!("--upstream {name}: {p:?} is not key=value"))?;
+            match k {
+                "model" => u.model = v.to_string(),
+                "key-env" => u.key = Some(std::env::var(v).with_context(|| format!("--upstream {name}: ${v} is not set"))?),
+                "price" => {
+                    let (i, o) = v.split_once('/').with_context(|| format!("--upstream {name}: price is IN/OUT in $ per million tokens"))?;
+                    u.price_in = i.parse().with_context(|| format!("--upstream {name}: price {i:?} is not a number"))?;
+                    u.price_out = o.parse().with_context(|| format!("--upstream {name}: price {o:?} is not a number"))?;
+                }
+                other => bail!("--upstream {name}: unknown key {other:?} (model, key-env, price)"),
+            }
+        }
+        Ok(u)
+    }
+
+    /// What an answer with these token counts costs.
+    pub fn cost(&self, prompt_tokens: usize, completion_tokens: usize) -> f64 {
+        (prompt_tokens as f64 * self.price_in + completion_tokens as f64 * self.price_out) / 1e6
+    }
+}
+
+/// Every item's messages sent to the endpoint, `parallel` at a time. Classification answers
+/// are matched to a label (case and surrounding punctuation ignored); an extraction asks for
+/// JSON with the schema (`response_format` `json_schema`).
+pub fn answer_all(
+    u: &Upstream,
+    conversations: Vec<Value>,
+    kind: Kind,
+    labels: &[String],
+    schema: Option<&Value>,
+    params: &Value,
+    parallel: usize,
+) -> Vec<Answer> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..parallel.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(messages) = conversations.get(i) else { break };
+                let mut body = json!({"model": u.model, "messages": messages});
+                if let (Some(b), Some(p)) = (body.as_object_mut(), params.as_object()) {
+                    b.extend(p.clone());
+                }
+                if let (Kind::Extract, Some(schema)) = (kind, schema) {
+                    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "extraction", "schema": schema}});
+                }
+                let answer = ask(u, &body, kind, labels);
+                results.lock().unwrap_or_else(|e| e.into_inner()).push((i, answer));
+            });
+        }
+    });
+    let mut out = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, a)| a).collect()
+}
+
+fn ask(u: &Upstream, body: &Value, kind: Kind, labels: &[String]) -> Answer {
+    let started = Instant::now();
+    let mut answer = Answer { prediction: String::new(), prompt_tokens: 0, completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None };
+    let mut req = ureq::post(&u.url).header("content-type", "application/json");
+    if let Some(k) = &u.key {
+        req = req.header("Authorization", format!("Bearer {k}"));
+    }
+    let reply = req.send(body.to_string()).map_err(|e| e.to_string()).and_then(|mut r| r.body_mut().read_to_string().map_err(|e| e.to_string()));
+    answer.latency = started.elapsed();
+    // Not streamed: the first token is known only with the whole answer.
+    answer.ttft = answer.latency;
+    match reply.and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string())) {
+        Ok(v) => {
+            let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default().trim().to_string();
+            answer.prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as usize;
+            answer.completion_tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize;
+            answer.prediction = match kind {
+                Kind::Classify => {
+                    let t = text.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace()).to_lowercase();
+                    labels.iter().find(|l| l.to_lowercase() == t).cloned().unwrap_or(text)
+                }
+                _ => text,
+            };
+        }
+        Err(e) => answer.error = Some(format!("{}: {e}", u.url)),
+    }
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_forms() {
+        let u = Upstream::parse("api=https://example.com/v1,model=gpt-x,price=0.15/0.6").unwrap();
+        assert_eq!((u.url.as_str(), u.model.as_str(), u.price_in, u.price_out), ("https://example.com/v1/chat/completions", "gpt-x", 0.15, 0.6));
+        assert_eq!(Upstream::parse("b=http://127.0.0.1:8080").unwrap().url, "http://127.0.0.1:8080/v1/chat/completions");
+        assert!((u.cost(1_000_000, 500_000) - 0.45).abs() < 1e-12);
+        assert!(Upstream::parse("nourl").is_err());
+        assert!(Upstream::parse("a=http://x,price=1").is_err());
+        assert!(Upstream::parse("a=http://x,colour=red").is_err());
+    }
+}
