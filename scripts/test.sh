@@ -52,7 +52,7 @@ fetch_pid=$!
 step "hermetic: crates without models" cargo test --release --no-fail-fast -p gguf -p kernels -p protocol -p store -p registry
 step "hermetic: unit tests" cargo test --release --no-fail-fast -p tokenizer -p model -p server --lib
 step "hermetic: tiny model" cargo test --release -p model --test tiny
-step "hermetic: engine" cargo test --release -p engine --test thinking --test no_alloc
+step "hermetic: engine" cargo test --release -p engine --test thinking --test no_alloc --test no_alloc_engine
 step "hermetic: tokenizer metadata" cargo test --release -p tokenizer --test metadata
 if wait "$fetch_pid"; then
     cat "$fetch_log"

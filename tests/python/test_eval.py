@@ -190,3 +190,26 @@ def test_an_upstream_endpoint_is_scored_and_priced_beside_a_local_model(tmp_path
     assert (b["local"], b["upstream"]) == (MODEL, "api")
     assert b["requests_per_month"] == pytest.approx(0.05 * 730 / (cost / len(items)), rel=1e-9)
     assert b["local_capacity_per_month"] == pytest.approx(local["items_per_s"] * 730 * 3600, rel=1e-9)
+
+
+def test_a_task_file_with_gzipped_items_and_pinning_the_winner(tmp_path):
+    import gzip
+    with gzip.open(tmp_path / "sentiment.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps({"input": t, "label": l}) + "\n" for t, l in SENTIMENT)
+    (tmp_path / "task.toml").write_text(
+        'kind = "classify"\ndata = "sentiment.jsonl.gz"\nlabels = ["positive", "negative"]\n'
+        f'models = ["{MODEL}"]\nmax_tokens = 4\n')
+    pin = f"eval-pin-test-{os.getpid()}"
+    summary_path = tmp_path / "s.json"
+    try:
+        out = eval_(str(tmp_path / "task.toml"), "--pin", pin, "--json", str(summary_path)).stdout
+        assert f"pinned {MODEL} as {pin}" in out
+        summary = json.loads(summary_path.read_text())
+        assert summary["kind"] == "classify" and summary["models"][0]["n"] == len(SENTIMENT)
+        listed = subprocess.run([str(BIN), "list"], capture_output=True, text=True, check=True).stdout
+        assert pin in listed
+    finally:
+        subprocess.run([str(BIN), "rm", pin], capture_output=True)
+    (tmp_path / "bad.toml").write_text('kind = "classify"\ncolour = "red"\n')
+    p = eval_(str(tmp_path / "bad.toml"), check=False)
+    assert p.returncode != 0 and "colour" in p.stderr

@@ -52,10 +52,21 @@ pub struct Item {
     pub gold: Gold,
 }
 
+/// A text file, gunzipped when its name ends in `.gz`.
+fn read(path: &Path) -> std::io::Result<String> {
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(path)?), &mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path)
+    }
+}
+
 /// Read a JSON Lines file of `kind` items. `labels`: the allowed labels of a classification
 /// (a label outside them is an error).
 pub fn load(path: &Path, kind: Kind, labels: &[String]) -> Result<Vec<Item>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut items = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -5,6 +5,7 @@
 
 mod data;
 mod score;
+mod task;
 mod upstream;
 
 use anyhow::{bail, Context, Result};
@@ -17,24 +18,27 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use task::Task;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Labelled items, one JSON object per line
+    /// Labelled items, one JSON object per line (.jsonl, or .jsonl.gz), or a TOML task
+    /// file that names them and the settings below
     data: PathBuf,
     /// Comma-separated models to compare (names or .gguf paths)
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
     /// What is measured
     #[arg(long, value_enum)]
-    kind: Kind,
+    kind: Option<Kind>,
     /// The labels of a classification (comma-separated); answers are held to them
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
     /// How a classification chooses its label: constrained decoding, or the labels'
     /// log-likelihood after the prompt
-    #[arg(long, value_enum, default_value_t = Score::Choice)]
-    score: Score,
+    /// [default: choice]
+    #[arg(long, value_enum)]
+    score: Option<Score>,
     /// JSON schema file the answers of an extraction are held to
     #[arg(long)]
     schema: Option<PathBuf>,
@@ -45,14 +49,14 @@ pub struct EvalArgs {
     #[arg(long)]
     system: Option<String>,
     /// Examples before each item: the first K items of --train, as earlier turns
-    #[arg(long, default_value_t = 0)]
-    shots: usize,
+    #[arg(long)]
+    shots: Option<usize>,
     /// Items the shots are taken from
     #[arg(long)]
     train: Option<PathBuf>,
-    /// Most tokens per answer
-    #[arg(long, default_value_t = 64)]
-    max_tokens: i64,
+    /// Most tokens per answer [default: 64]
+    #[arg(long)]
+    max_tokens: Option<i64>,
     /// Sampling temperature (0: greedy, the default)
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -84,11 +88,15 @@ pub struct EvalArgs {
     /// Context size of each sequence
     #[arg(short = 'c', long, default_value_t = 2048)]
     ctx_size: usize,
+    /// Give the best local model this name in the store (most accurate, then cheapest per
+    /// success)
+    #[arg(long)]
+    pin: Option<String>,
 }
 
 /// How a classification is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Score {
+pub(crate) enum Score {
     /// The answer is decoded, held to the labels.
     Choice,
     /// The label whose tokens are most likely after the prompt (no decoding).
@@ -121,7 +129,8 @@ fn default_prompt(kind: Kind) -> &'static str {
     }
 }
 
-pub fn main(a: EvalArgs) -> Result<()> {
+pub fn main(args: EvalArgs) -> Result<()> {
+    let a = Task::resolve(args)?;
     if a.kind == Kind::Classify && a.labels.is_empty() {
         bail!("--kind classify needs --labels");
     }
@@ -209,6 +218,14 @@ pub fn main(a: EvalArgs) -> Result<()> {
     let comparisons = compare(&names, &all_scores);
     let break_even = break_even(&summaries, cost_per_hour);
     print_table(&summaries, &comparisons, &break_even);
+    if let Some(pin) = &a.pin {
+        let acc = |s: &Value| s["accuracy"].as_f64().unwrap_or(0.0);
+        let cost = |s: &Value| s["cost_per_success_usd"].as_f64().unwrap_or(f64::INFINITY);
+        let best = summaries.iter().filter(|s| s["upstream"].is_null()).max_by(|x, y| acc(x).total_cmp(&acc(y)).then(cost(y).total_cmp(&cost(x))));
+        let Some(name) = best.and_then(|b| b["model"].as_str()) else { bail!("--pin: no local model was evaluated") };
+        store.copy(name, pin).with_context(|| format!("--pin: cannot name {name} {pin}"))?;
+        println!("pinned {name} as {pin}");
+    }
     if let Some(path) = &a.json {
         let summary = json!({
             "bantam_version": env!("CARGO_PKG_VERSION"),
@@ -234,7 +251,7 @@ pub fn main(a: EvalArgs) -> Result<()> {
 }
 
 /// Score one model's answers and write them to the per-item file.
-fn record(a: &EvalArgs, name: &str, items: &[Item], answers: &[Answer], items_out: Option<&mut std::fs::File>) -> Result<Vec<Scored>> {
+fn record(a: &Task, name: &str, items: &[Item], answers: &[Answer], items_out: Option<&mut std::fs::File>) -> Result<Vec<Scored>> {
     let scores: Vec<Scored> = items.iter().zip(answers).map(|(it, ans)| score_one(a.kind, it, ans)).collect();
     {
         if let Some(f) = items_out {
@@ -260,13 +277,13 @@ fn record(a: &EvalArgs, name: &str, items: &[Item], answers: &[Answer], items_ou
 
 /// The prompt of one item: shots as earlier turns, then the item, through the chat
 /// template (or as plain text for a model without one).
-fn prompt(lm: &LoadedModel, a: &EvalArgs, template: &str, shots: &[Item], it: &Item) -> Result<Vec<u32>> {
+fn prompt(lm: &LoadedModel, a: &Task, template: &str, shots: &[Item], it: &Item) -> Result<Vec<u32>> {
     Ok(lm.chat_prompt(&messages(a, template, shots, it, Some(&lm.defaults)), None)?)
 }
 
 /// The conversation of one item: the system message (and a local model's Modelfile
 /// messages), shots as earlier turns, then the item.
-fn messages(a: &EvalArgs, template: &str, shots: &[Item], it: &Item, defaults: Option<&engine::Defaults>) -> Vec<ChatMessage> {
+fn messages(a: &Task, template: &str, shots: &[Item], it: &Item, defaults: Option<&engine::Defaults>) -> Vec<ChatMessage> {
     let fill = |input: &str| template.replace("{labels}", &a.labels.join(", ")).replace("{input}", input);
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
@@ -450,16 +467,7 @@ fn ms(d: Duration) -> f64 {
 
 /// One model's figures, as the JSON summary writes them.
 #[allow(clippy::too_many_arguments)]
-fn summarise(
-    a: &EvalArgs,
-    name: &str,
-    digest: Option<String>,
-    items: &[Item],
-    answers: &[Answer],
-    scores: &[Scored],
-    wall: Duration,
-    pricing: Pricing,
-) -> Value {
+fn summarise(a: &Task, name: &str, digest: Option<String>, items: &[Item], answers: &[Answer], scores: &[Scored], wall: Duration, pricing: Pricing) -> Value {
     let n = items.len();
     let correct = scores.iter().filter(|s| s.correct).count();
     let flags: Vec<bool> = scores.iter().map(|s| s.correct).collect();
