@@ -103,6 +103,30 @@ pub(crate) enum Score {
     Loglik,
 }
 
+/// `NAME: done/total` on stderr, redrawn in place; only on a terminal.
+pub(crate) struct Progress {
+    name: String,
+    total: usize,
+    done: usize,
+    on: bool,
+}
+
+impl Progress {
+    pub(crate) fn new(name: &str, total: usize) -> Progress {
+        Progress { name: name.to_string(), total, done: 0, on: std::io::IsTerminal::is_terminal(&std::io::stderr()) }
+    }
+
+    pub(crate) fn tick(&mut self) {
+        self.done += 1;
+        if self.on {
+            eprint!("\r{}: {}/{} answers", self.name, self.done, self.total);
+            if self.done == self.total {
+                eprintln!();
+            }
+        }
+    }
+}
+
 /// One model's answer to one item.
 pub(crate) struct Answer {
     prediction: String,
@@ -191,9 +215,9 @@ pub fn main(args: EvalArgs) -> Result<()> {
         eprintln!("{name}: {} items, {} in flight", items.len(), a.parallel);
         let started = Instant::now();
         let answers = if a.kind == Kind::Classify && a.score == Score::Loglik {
-            score_labels(&engine, &lm, prompts, &a.labels, params)?
+            score_labels(&engine, &lm, prompts, &a.labels, params, &name)?
         } else {
-            answer_all(&engine, &lm, prompts, params, grammar.as_ref())?
+            answer_all(&engine, &lm, prompts, params, grammar.as_ref(), &name)?
         };
         let wall = started.elapsed();
         let scores = record(&a, &name, &items, &answers, items_out.as_mut())?;
@@ -209,6 +233,7 @@ pub fn main(args: EvalArgs) -> Result<()> {
         let params = json!({"temperature": a.temperature, "max_tokens": a.max_tokens, "seed": a.seed});
         let started = Instant::now();
         let answers = upstream::answer_all(u, conversations, a.kind, &a.labels, schema.as_ref(), &params, a.parallel);
+
         let wall = started.elapsed();
         let scores = record(&a, &u.name, &items, &answers, items_out.as_mut())?;
         summaries.push(summarise(&a, &u.name, None, &items, &answers, &scores, wall, Pricing::Tokens(u)));
@@ -313,6 +338,7 @@ fn answer_all(
     prompts: Vec<Vec<u32>>,
     params: engine::GenerateParams,
     grammar: Option<&Grammar>,
+    name: &str,
 ) -> Result<Vec<Answer>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
     let mut receivers = Vec::new();
@@ -362,7 +388,9 @@ fn answer_all(
         }
         let mut out: Vec<Option<Answer>> = Vec::new();
         out.resize_with(set.len(), || None);
+        let mut progress = Progress::new(name, set.len());
         while let Some(r) = set.join_next().await {
+            progress.tick();
             let (i, answer) = r?;
             out[i] = Some(answer);
         }
@@ -372,7 +400,14 @@ fn answer_all(
 
 /// Each label's log-likelihood after each prompt (`num_predict` 0, the prompt scored); the
 /// answer is the likeliest label. An item's latency is until its last label is scored.
-fn score_labels(engine: &EngineHandle, lm: &LoadedModel, prompts: Vec<Vec<u32>>, labels: &[String], mut params: engine::GenerateParams) -> Result<Vec<Answer>> {
+fn score_labels(
+    engine: &EngineHandle,
+    lm: &LoadedModel,
+    prompts: Vec<Vec<u32>>,
+    labels: &[String],
+    mut params: engine::GenerateParams,
+    name: &str,
+) -> Result<Vec<Answer>> {
     params.num_predict = Some(0);
     let label_ids: Vec<Vec<u32>> = labels.iter().map(|l| lm.tokenizer.encode(l, false, true)).collect();
     let mut jobs = Vec::new();
@@ -424,7 +459,10 @@ fn score_labels(engine: &EngineHandle, lm: &LoadedModel, prompts: Vec<Vec<u32>>,
                 let _ = tx.send(out);
             });
         }
-        while set.join_next().await.is_some() {}
+        let mut progress = Progress::new(name, set.len());
+        while set.join_next().await.is_some() {
+            progress.tick();
+        }
     });
     drop(tx);
     let mut answers: Vec<Answer> = prompts

@@ -72,6 +72,7 @@ pub fn answer_all(
 ) -> Vec<Answer> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
+    let progress = std::sync::Mutex::new(super::Progress::new(&u.name, conversations.len()));
     std::thread::scope(|s| {
         for _ in 0..parallel.max(1) {
             s.spawn(|| loop {
@@ -86,6 +87,7 @@ pub fn answer_all(
                 }
                 let answer = ask(u, &body, kind, labels);
                 results.lock().unwrap_or_else(|e| e.into_inner()).push((i, answer));
+                progress.lock().unwrap_or_else(|e| e.into_inner()).tick();
             });
         }
     });
