@@ -1,6 +1,8 @@
 """`bantam eval` end to end on the real smollm2:135m: the summary's numbers are re-derived
 here, independently, from the per-item file; bad input is refused naming the line."""
 
+from __future__ import annotations
+
 import json
 import math
 import os
@@ -40,8 +42,8 @@ def write_jsonl(path: Path, rows) -> Path:
     return path
 
 
-def eval_(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([str(BIN), "eval", *args, "-t", "2"], capture_output=True, text=True, timeout=600)
+def eval_(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run([str(BIN), "eval", *args, "-t", "2"], capture_output=True, text=True, timeout=600, env=env)
     if check:
         assert p.returncode == 0, p.stderr
     return p
@@ -184,6 +186,8 @@ def test_an_upstream_endpoint_is_scored_and_priced_beside_a_local_model(tmp_path
     items = [json.loads(l) for l in Path(summary["items_file"]).read_text().splitlines() if json.loads(l)["model"] == "api"]
     assert len(items) == api["n"] == len(SENTIMENT)
     assert api["correct"] == sum(it["correct"] for it in items)
+    # Streamed: the first content comes no later than the end, and the usage chunk counts tokens.
+    assert all(0 < it["ttft_ms"] <= it["latency_ms"] and it["prompt_tokens"] > 0 and it["completion_tokens"] > 0 for it in items)
     cost = sum(it["prompt_tokens"] * 0.15 + it["completion_tokens"] * 0.6 for it in items) / 1e6
     assert api["cost_usd"] == pytest.approx(cost, rel=1e-9)
     (b,) = summary["break_even"]
@@ -213,3 +217,22 @@ def test_a_task_file_with_gzipped_items_and_pinning_the_winner(tmp_path):
     (tmp_path / "bad.toml").write_text('kind = "classify"\ncolour = "red"\n')
     p = eval_(str(tmp_path / "bad.toml"), check=False)
     assert p.returncode != 0 and "colour" in p.stderr
+
+
+def test_the_hardware_cost_comes_from_the_flag_the_environment_or_the_config_file(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"input": t, "label": l} for t, l in SENTIMENT[:2]])
+    config = tmp_path / "config.toml"
+    config.write_text("hardware_cost_per_hour = 0.25\n")
+    base = {k: v for k, v in os.environ.items() if k != "BANTAM_HARDWARE_COST"}
+    args = (str(data), "--models", MODEL, "--kind", "classify", "--labels", "positive,negative", "--json", str(tmp_path / "s.json"))
+
+    def cost(extra=(), **env):
+        eval_(*args, *extra, env={**base, "BANTAM_CONFIG": str(config), **env})
+        return json.loads((tmp_path / "s.json").read_text())["hardware_cost_per_hour_usd"]
+
+    assert cost() == 0.25
+    assert cost(BANTAM_HARDWARE_COST="0.5") == 0.5
+    assert cost(("--hardware-cost", "2"), BANTAM_HARDWARE_COST="0.5") == 2.0
+    config.write_text('hardware_cost_per_hour = "cheap"\n')
+    p = eval_(*args, check=False, env={**base, "BANTAM_CONFIG": str(config)})
+    assert p.returncode != 0 and "hardware_cost_per_hour" in p.stderr

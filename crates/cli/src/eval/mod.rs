@@ -73,7 +73,8 @@ pub struct EvalArgs {
     /// NAME=URL,model=MODEL,key-env=VAR,price=IN/OUT ($ per million tokens); repeatable
     #[arg(long)]
     upstream: Vec<String>,
-    /// What the hardware costs, in $ per hour [default: $BANTAM_HARDWARE_COST, else 0]
+    /// What the hardware costs, in $ per hour [default: $BANTAM_HARDWARE_COST, else
+    /// hardware_cost_per_hour in ~/.bantam/config.toml ($BANTAM_CONFIG), else 0]
     #[arg(long)]
     hardware_cost: Option<f64>,
     /// Write the summary as JSON here
@@ -178,12 +179,7 @@ pub fn main(args: EvalArgs) -> Result<()> {
         (None, _) => bail!("--shots needs --train"),
     };
     let template = a.prompt.clone().unwrap_or_else(|| default_prompt(a.kind).to_string());
-    let cost_per_hour = match a.hardware_cost {
-        Some(c) => c,
-        None => {
-            std::env::var("BANTAM_HARDWARE_COST").ok().map(|v| v.parse::<f64>()).transpose().context("BANTAM_HARDWARE_COST is not a number")?.unwrap_or(0.0)
-        }
-    };
+    let cost_per_hour = hardware_cost(a.hardware_cost)?;
     let upstreams = a.upstream.iter().map(|u| upstream::Upstream::parse(u)).collect::<Result<Vec<_>>>()?;
     let schema = match &grammar {
         Some(Grammar::JsonSchema(s)) => Some(s.clone()),
@@ -273,6 +269,33 @@ pub fn main(args: EvalArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// What the machine costs per hour: `--hardware-cost`, else `$BANTAM_HARDWARE_COST`, else
+/// `hardware_cost_per_hour` in the config file (`$BANTAM_CONFIG`, default
+/// `~/.bantam/config.toml`), else 0.
+fn hardware_cost(flag: Option<f64>) -> Result<f64> {
+    if let Some(c) = flag {
+        return Ok(c);
+    }
+    if let Ok(v) = std::env::var("BANTAM_HARDWARE_COST") {
+        return v.parse().with_context(|| format!("BANTAM_HARDWARE_COST={v:?} is not a number"));
+    }
+    let path = match std::env::var_os("BANTAM_CONFIG") {
+        Some(p) => PathBuf::from(p),
+        None => match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".bantam").join("config.toml"),
+            None => return Ok(0.0),
+        },
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(0.0) };
+    let config: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
+    match config.get("hardware_cost_per_hour") {
+        None => Ok(0.0),
+        Some(toml::Value::Float(f)) => Ok(*f),
+        Some(toml::Value::Integer(i)) => Ok(*i as f64),
+        Some(other) => bail!("{}: hardware_cost_per_hour = {other:?} is not a number", path.display()),
+    }
 }
 
 /// Score one model's answers and write them to the per-item file.

@@ -96,32 +96,56 @@ pub fn answer_all(
     out.into_iter().map(|(_, a)| a).collect()
 }
 
+/// One streamed chat completion (`stream_options.include_usage` for the token counts): the
+/// time to the first content is its TTFT.
 fn ask(u: &Upstream, body: &Value, kind: Kind, labels: &[String]) -> Answer {
     let started = Instant::now();
     let mut answer = Answer { prediction: String::new(), prompt_tokens: 0, completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None };
+    let mut body = body.clone();
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
     let mut req = ureq::post(&u.url).header("content-type", "application/json");
     if let Some(k) = &u.key {
         req = req.header("Authorization", format!("Bearer {k}"));
     }
-    let reply = req.send(body.to_string()).map_err(|e| e.to_string()).and_then(|mut r| r.body_mut().read_to_string().map_err(|e| e.to_string()));
-    answer.latency = started.elapsed();
-    // Not streamed: the first token is known only with the whole answer.
-    answer.ttft = answer.latency;
-    match reply.and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string())) {
-        Ok(v) => {
-            let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default().trim().to_string();
-            answer.prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as usize;
-            answer.completion_tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize;
-            answer.prediction = match kind {
-                Kind::Classify => {
-                    let t = text.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace()).to_lowercase();
-                    labels.iter().find(|l| l.to_lowercase() == t).cloned().unwrap_or(text)
-                }
-                _ => text,
-            };
+    let mut text = String::new();
+    let mut first = None;
+    let read = req.send(body.to_string()).map_err(|e| e.to_string()).and_then(|mut r| {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(r.body_mut().as_reader()).lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
+            if data == "[DONE]" {
+                break;
+            }
+            let v: Value = serde_json::from_str(data).map_err(|e| format!("a stream event is not JSON: {e}"))?;
+            if let Some(e) = v.get("error") {
+                return Err(e.to_string());
+            }
+            if let Some(piece) = v["choices"][0]["delta"]["content"].as_str().filter(|p| !p.is_empty()) {
+                first.get_or_insert_with(|| started.elapsed());
+                text += piece;
+            }
+            if let Some(usage) = v.get("usage").filter(|u| !u.is_null()) {
+                answer.prompt_tokens = usage["prompt_tokens"].as_u64().unwrap_or(0) as usize;
+                answer.completion_tokens = usage["completion_tokens"].as_u64().unwrap_or(0) as usize;
+            }
         }
-        Err(e) => answer.error = Some(format!("{}: {e}", u.url)),
+        Ok(())
+    });
+    answer.latency = started.elapsed();
+    answer.ttft = first.unwrap_or(answer.latency);
+    if let Err(e) = read {
+        answer.error = Some(format!("{}: {e}", u.url));
     }
+    let text = text.trim().to_string();
+    answer.prediction = match kind {
+        Kind::Classify => {
+            let t = text.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace()).to_lowercase();
+            labels.iter().find(|l| l.to_lowercase() == t).cloned().unwrap_or(text)
+        }
+        _ => text,
+    };
     answer
 }
 
