@@ -236,3 +236,36 @@ def test_the_hardware_cost_comes_from_the_flag_the_environment_or_the_config_fil
     config.write_text('hardware_cost_per_hour = "cheap"\n')
     p = eval_(*args, check=False, env={**base, "BANTAM_CONFIG": str(config)})
     assert p.returncode != 0 and "hardware_cost_per_hour" in p.stderr
+
+
+def vader_words(n_per_label: int = 12) -> list[dict]:
+    """A public labelled set from the package index: VADER's sentiment lexicon (the
+    `vaderSentiment` wheel, human-rated words), its clearly positive and negative words.
+    Fetched with pip into a cache outside the work tree."""
+    import zipfile
+    cache = Path(os.environ.get("BANTAM_TEST_DATA", Path.home() / ".cache" / "bantam-test-data"))
+    wheel = cache / "vaderSentiment-3.3.2-py2.py3-none-any.whl"
+    if not wheel.exists():
+        subprocess.run(["python3", "-m", "pip", "download", "vaderSentiment==3.3.2", "--no-deps", "-q", "-d", str(cache)], check=True, timeout=300)
+    lexicon = zipfile.ZipFile(wheel).read("vaderSentiment/vader_lexicon.txt").decode("utf-8", "replace")
+    rated = [(w, float(m)) for w, m, *_ in (l.split("\t") for l in lexicon.splitlines() if l.count("\t") >= 3)
+             if w.isalpha() and len(w) >= 5 and abs(float(m)) >= 2.5]
+    pos = sorted(w for w, m in rated if m > 0)
+    neg = sorted(w for w, m in rated if m < 0)
+    pick = lambda ws: ws[:: max(1, len(ws) // n_per_label)][:n_per_label]
+    return [{"id": w, "input": w, "label": "positive"} for w in pick(pos)] + [{"id": w, "input": w, "label": "negative"} for w in pick(neg)]
+
+
+def test_a_public_labelled_set_from_the_package_index(tmp_path):
+    rows = vader_words()
+    assert len(rows) == 24
+    data = write_jsonl(tmp_path / "vader.jsonl", rows)
+    summary_path = tmp_path / "vader.json"
+    eval_(str(data), "--models", MODEL, "--kind", "classify", "--labels", "positive,negative",
+          "--prompt", 'Is the word "{input}" positive or negative?', "--json", str(summary_path))
+    summary = json.loads(summary_path.read_text())
+    items = [json.loads(l) for l in Path(summary["items_file"]).read_text().splitlines()]
+    (m,) = summary["models"]
+    assert [it["id"] for it in items] == [r["id"] for r in rows]
+    assert m["correct"] == sum(it["prediction"] == it["gold"] for it in items)
+    assert m["accuracy"] == m["correct"] / 24
