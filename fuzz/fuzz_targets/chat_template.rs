@@ -230,6 +230,7 @@ const TEMPLATES: &[(&str, &str, &str, &str)] = &[
     ("smollm2", SMOLLM2, "<|im_start|>", "<|im_end|>"),
     ("llama3.2", LLAMA32, "<|begin_of_text|>", "<|eot_id|>"),
     ("gemma3", GEMMA3, "<bos>", "<eos>"),
+    ("qwen3", include_str!("../../crates/engine/tests/data/qwen3.jinja"), "", "<|im_end|>"),
 ];
 
 fn templates() -> &'static [ChatTemplate] {

@@ -11,10 +11,6 @@
 pub mod ollama;
 pub mod openai;
 
-/// Fields with shapes that a request is checked against as it is read; an error in one
-/// begins "invalid FIELD".
-pub const CHECKED_FIELDS: [&str; 6] = ["response_format", "tool_choice", "tools", "format", "think", "keep_alive"];
-
 use serde::{Deserialize, Serialize};
 
 /// A field that takes one string or a list of them (`stop`, `input`).
@@ -57,12 +53,4 @@ pub struct ToolFunction {
     pub parameters: Option<serde_json::Value>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-/// `tools` as a request field: what is wrong with it is named.
-fn tools_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Tool>>, D::Error> {
-    match Option::<serde_json::Value>::deserialize(d)? {
-        None => Ok(None),
-        Some(v) => Vec::<Tool>::deserialize(v).map(Some).map_err(|e| serde::de::Error::custom(format!("invalid tools: {e}"))),
-    }
 }

@@ -184,7 +184,6 @@ pub struct ChatRequest {
     pub model: String,
     #[serde(default)]
     pub messages: Vec<Message>,
-    #[serde(default, deserialize_with = "crate::tools_field")]
     pub tools: Option<Vec<Tool>>,
     pub stream: Option<bool>,
     pub keep_alive: Option<KeepAlive>,

@@ -77,9 +77,7 @@ pub struct ChatCompletionRequest {
     pub sampling: Sampling,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<usize>,
-    #[serde(default, deserialize_with = "ResponseFormat::field")]
     pub response_format: Option<ResponseFormat>,
-    #[serde(default, deserialize_with = "crate::tools_field")]
     pub tools: Option<Vec<Tool>>,
     pub tool_choice: Option<ToolChoice>,
     /// `"low"`, `"medium"` or `"high"` (`"none"`, `"minimal"`: off) for thinking models.
@@ -96,16 +94,6 @@ pub enum ResponseFormat {
     Text,
     JsonObject,
     JsonSchema { json_schema: JsonSchemaFormat },
-}
-
-impl ResponseFormat {
-    /// `response_format` as a request field: what is wrong with it is named.
-    fn field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ResponseFormat>, D::Error> {
-        match Option::<Value>::deserialize(d)? {
-            None => Ok(None),
-            Some(v) => ResponseFormat::deserialize(v).map(Some).map_err(|e| serde::de::Error::custom(format!("invalid response_format: {e}"))),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -172,7 +160,6 @@ pub struct CompletionRequest {
     pub logprobs: Option<usize>,
     pub echo: Option<bool>,
     pub suffix: Option<String>,
-    #[serde(default, deserialize_with = "ResponseFormat::field")]
     pub response_format: Option<ResponseFormat>,
 }
 

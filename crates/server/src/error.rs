@@ -11,7 +11,7 @@ pub struct ApiError {
     pub message: String,
     /// OpenAI's machine-readable `code` (e.g. `model_not_found`).
     pub code: Option<&'static str>,
-    pub param: Option<&'static str>,
+    pub param: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl ApiError {
@@ -28,8 +28,8 @@ impl ApiError {
         self.code = Some(code);
         self
     }
-    pub fn with_param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    pub fn with_param(mut self, param: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
         self
     }
 
@@ -59,7 +59,7 @@ impl ApiError {
             error: protocol::openai::ErrorBody {
                 message: self.message.clone(),
                 kind: self.openai_type().to_string(),
-                param: self.param.map(str::to_string),
+                param: self.param.as_deref().map(str::to_string),
                 code: self.code.map(str::to_string),
             },
         };
@@ -71,7 +71,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match &e {
             EngineError::PromptTooLong { .. } => ApiError::bad_request(e.to_string()).with_code("context_length_exceeded"),
-            EngineError::Sampler(engine::sampler::SamplerError::InvalidParam { field, .. }) => ApiError::bad_request(e.to_string()).with_param(field),
+            EngineError::Sampler(engine::sampler::SamplerError::InvalidParam { field, .. }) => ApiError::bad_request(e.to_string()).with_param(*field),
             EngineError::BadRequest(_) | EngineError::Template(_) => ApiError::bad_request(e.to_string()),
             EngineError::Tokenizer(_) => ApiError::bad_request(e.to_string()),
             EngineError::Grammar(_) => ApiError::bad_request(e.to_string()).with_code("invalid_grammar"),
@@ -126,12 +126,17 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: JsonBody) -> Result<T, A
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("missing request body"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        // The typed fields say which of them is wrong ("invalid tools: …"); that is the param.
-        let message = e.to_string();
-        match protocol::CHECKED_FIELDS.iter().find(|f| message.strip_prefix("invalid ").is_some_and(|m| m.starts_with(*f))) {
-            Some(field) => ApiError::bad_request(message).with_param(field),
-            None => ApiError::bad_request(format!("invalid request body: {message}")),
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes)).map_err(|e| {
+        // An error inside a field names it: the message says where, `param` which field.
+        let field = match e.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+            _ => None,
+        };
+        let inner = e.inner().to_string();
+        match field {
+            Some(f) if inner.starts_with("invalid ") => ApiError::bad_request(inner).with_param(f),
+            Some(f) => ApiError::bad_request(format!("invalid {}: {inner}", e.path())).with_param(f),
+            None => ApiError::bad_request(format!("invalid request body: {inner}")),
         }
     })
 }

@@ -442,7 +442,6 @@ fn score_labels(
         }
     }
     let n_labels = labels.len();
-    let (tx, rx) = std::sync::mpsc::channel();
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let mut receivers = Vec::new();
     for (full, from) in jobs {
@@ -455,54 +454,51 @@ fn score_labels(
         engine.submit(req)?;
         receivers.push((erx, Instant::now()));
     }
-    rt.block_on(async {
+    // (job, the label's log-likelihood or why it failed, latency)
+    let scored: Vec<(usize, Result<f64, String>, Duration)> = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for (j, (mut erx, submitted)) in receivers.into_iter().enumerate() {
-            let tx = tx.clone();
             let n = label_ids[j % n_labels].len();
             set.spawn(async move {
-                let mut out = (j, f64::NEG_INFINITY, Duration::ZERO, Duration::ZERO, 0usize, None);
                 while let Some(ev) = erx.recv().await {
                     match ev {
                         Event::Done { usage, .. } => {
                             let lp = &usage.prompt_logprobs;
-                            out.1 = lp[lp.len().saturating_sub(n)..].iter().map(|l| f64::from(l.token.logprob)).sum();
-                            out.2 = submitted.elapsed().saturating_sub(usage.queue_duration);
-                            out.3 = usage.queue_duration;
-                            out.4 = usage.prompt_tokens;
-                            break;
+                            let ll = lp[lp.len().saturating_sub(n)..].iter().map(|l| f64::from(l.token.logprob)).sum();
+                            return (j, Ok(ll), submitted.elapsed().saturating_sub(usage.queue_duration));
                         }
-                        Event::Error(e) => {
-                            out.5 = Some(e.to_string());
-                            break;
-                        }
+                        Event::Error(e) => return (j, Err(e.to_string()), submitted.elapsed()),
                         Event::Token { .. } => {}
                     }
                 }
-                let _ = tx.send(out);
+                (j, Err("the engine stopped".to_string()), submitted.elapsed())
             });
         }
         let mut progress = Progress::new(name, set.len());
-        while set.join_next().await.is_some() {
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
             progress.tick();
+            out.extend(r.ok());
         }
+        out
     });
-    drop(tx);
     let mut answers: Vec<Answer> = prompts
         .iter()
         .map(|p| Answer { prediction: String::new(), prompt_tokens: p.len(), completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None })
         .collect();
     let mut best = vec![f64::NEG_INFINITY; prompts.len()];
-    for (j, ll, latency, _queue, _n, error) in rx {
+    for (j, ll, latency) in scored {
         let (i, k) = (j / n_labels, j % n_labels);
         let a = &mut answers[i];
         a.latency = a.latency.max(latency);
         a.ttft = a.latency;
-        if error.is_some() {
-            a.error = error;
-        } else if ll > best[i] {
-            best[i] = ll;
-            a.prediction = labels[k].clone();
+        match ll {
+            Err(e) => a.error = Some(e),
+            Ok(ll) if ll > best[i] => {
+                best[i] = ll;
+                a.prediction = labels[k].clone();
+            }
+            Ok(_) => {}
         }
     }
     Ok(answers)
