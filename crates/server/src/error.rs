@@ -127,9 +127,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: JsonBody) -> Result<T, A
         return Err(ApiError::bad_request("missing request body"));
     }
     serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes)).map_err(|e| {
-        // An error inside a field names it: the message says where, `param` which field.
+        // A value of the wrong shape inside a field names it: the message says where,
+        // `param` which field. Broken JSON is the body's fault, wherever it broke.
         let field = match e.path().iter().next() {
-            Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+            Some(serde_path_to_error::Segment::Map { key }) if e.inner().is_data() => Some(key.clone()),
             _ => None,
         };
         let inner = e.inner().to_string();
