@@ -59,6 +59,25 @@ impl LoadedModel {
         }
     }
 
+    /// Token ids of a conversation whose last message, the assistant's, is begun and left
+    /// open for the model to continue (as transformers' `continue_final_message`): the
+    /// template renders the turn whole, and the text is cut where its content ends. `None`
+    /// for a model without a chat template.
+    pub fn continue_prompt(&self, messages: &[ChatMessage]) -> Result<Option<Vec<u32>>, EngineError> {
+        const MARK: &str = "\u{1}bantam-continues-here\u{1}";
+        let Some(t) = &self.template else { return Ok(None) };
+        let mut with = messages.to_vec();
+        match with.last_mut() {
+            Some(last) if last.role == "assistant" => last.content.push_str(MARK),
+            _ => return self.chat_prompt(messages, None).map(Some),
+        }
+        let text = t.render(&with, false, None)?;
+        match text.find(MARK) {
+            Some(at) => Ok(Some(self.tokenize_templated(&text[..at]))),
+            None => Err(crate::template::TemplateError::Render("the chat template drops the last assistant message".into()).into()),
+        }
+    }
+
     /// Token ids of a conversation rendered with thinking controls, and whether the answer
     /// starts inside a `<think>` block the template opened.
     pub fn chat_prompt_thinking(

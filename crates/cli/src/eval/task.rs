@@ -1,7 +1,7 @@
 //! What `bantam eval` runs: the command line, over a TOML task file when DATA is one.
 //!
 //! ```toml
-//! kind = "classify"                 # classify | exact | extract
+//! kind = "classify"                 # classify | exact | extract | code
 //! data = "tickets.jsonl"            # relative paths are the task file's
 //! labels = ["billing", "refund", "other"]
 //! models = ["smollm2:135m", "gemma3:270m"]
@@ -12,6 +12,8 @@
 //! shots = 3
 //! train = "train.jsonl"
 //! max_tokens = 16
+//! samples = 1                       # answers per item (pass@k)
+//! prompt_style = "evalplus"         # code: evalplus | complete
 //! ```
 
 use super::data::Kind;
@@ -43,6 +45,12 @@ pub struct Task {
     pub threads: Option<usize>,
     pub ctx_size: usize,
     pub pin: Option<String>,
+    pub samples: usize,
+    pub prompt_style: super::code::PromptStyle,
+    pub test_timeout: f64,
+    pub test_memory_mib: u64,
+    pub completions: Vec<PathBuf>,
+    pub html: Option<PathBuf>,
 }
 
 /// A task file's fields; each is overridden by its command-line flag.
@@ -60,6 +68,8 @@ struct File {
     shots: Option<usize>,
     train: Option<PathBuf>,
     max_tokens: Option<i64>,
+    samples: Option<usize>,
+    prompt_style: Option<String>,
 }
 
 impl Task {
@@ -80,16 +90,24 @@ impl Task {
         };
         let kind = match (a.kind, f.kind.as_deref()) {
             (Some(k), _) => k,
-            (None, Some(k)) => <Kind as clap::ValueEnum>::from_str(k, true).map_err(|_| anyhow::anyhow!("kind {k:?}: expected classify, exact or extract"))?,
-            (None, None) => bail!("--kind is required (classify, exact or extract)"),
+            (None, Some(k)) => {
+                <Kind as clap::ValueEnum>::from_str(k, true).map_err(|_| anyhow::anyhow!("kind {k:?}: expected classify, exact, extract or code"))?
+            }
+            (None, None) => bail!("--kind is required (classify, exact, extract or code)"),
         };
         let score = match (a.score, f.score.as_deref()) {
             (Some(s), _) => s,
             (None, Some(s)) => <Score as clap::ValueEnum>::from_str(s, true).map_err(|_| anyhow::anyhow!("score {s:?}: expected choice or loglik"))?,
             (None, None) => Score::Choice,
         };
+        let prompt_style = match (a.prompt_style, f.prompt_style.as_deref()) {
+            (Some(s), _) => s,
+            (None, Some(s)) => <super::code::PromptStyle as clap::ValueEnum>::from_str(s, true)
+                .map_err(|_| anyhow::anyhow!("prompt_style {s:?}: expected evalplus or complete"))?,
+            (None, None) => super::code::PromptStyle::Evalplus,
+        };
         let models = if a.models.is_empty() { f.models.unwrap_or_default() } else { a.models };
-        if models.is_empty() && a.upstream.is_empty() {
+        if models.is_empty() && a.upstream.is_empty() && a.completions.is_empty() {
             bail!("--models is required");
         }
         Ok(Task {
@@ -103,7 +121,7 @@ impl Task {
             system: a.system.or(f.system),
             shots: a.shots.or(f.shots).unwrap_or(0),
             train: a.train.or(f.train.map(at)),
-            max_tokens: a.max_tokens.or(f.max_tokens).unwrap_or(64),
+            max_tokens: a.max_tokens.or(f.max_tokens).unwrap_or(if kind == Kind::Code { 512 } else { 64 }),
             temperature: a.temperature,
             seed: a.seed,
             parallel: a.parallel,
@@ -115,6 +133,12 @@ impl Task {
             threads: a.threads,
             ctx_size: a.ctx_size,
             pin: a.pin,
+            samples: a.samples.or(f.samples).unwrap_or(1),
+            prompt_style,
+            test_timeout: a.test_timeout,
+            test_memory_mib: a.test_memory,
+            completions: a.completions,
+            html: a.html,
         })
     }
 }

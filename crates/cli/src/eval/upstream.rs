@@ -1,6 +1,6 @@
 //! Upstream models in `bantam eval`: an OpenAI-compatible endpoint (another bantam, vLLM,
-//! a hosted API) scored on the same items through `/v1/chat/completions`, priced from its
-//! per-million-token prices.
+//! llama-server, a hosted API) scored on the same items through `/v1/chat/completions`
+//! (`/v1/completions` for a raw code prompt), priced from its per-million-token prices.
 
 use super::data::Kind;
 use super::Answer;
@@ -58,30 +58,23 @@ impl Upstream {
     }
 }
 
-/// Every item's messages sent to the endpoint, `parallel` at a time. Classification answers
-/// are matched to a label (case and surrounding punctuation ignored); an extraction asks for
-/// JSON with the schema (`response_format` `json_schema`).
-pub fn answer_all(
-    u: &Upstream,
-    conversations: Vec<Value>,
-    kind: Kind,
-    labels: &[String],
-    schema: Option<&Value>,
-    params: &Value,
-    parallel: usize,
-) -> Vec<Answer> {
+/// Every request body (`messages`, or a raw `prompt` for the completions endpoint, with its
+/// sampling fields) sent to the endpoint, `parallel` at a time. Classification answers are
+/// matched to a label (case and surrounding punctuation ignored); an extraction asks for
+/// JSON with the schema (`response_format` `json_schema`). A conversation that ends with an
+/// assistant message asks the server to continue it, where the server can (llama-server
+/// does; vLLM with `continue_final_message`).
+pub fn answer_all(u: &Upstream, bodies: Vec<Value>, kind: Kind, labels: &[String], schema: Option<&Value>, parallel: usize) -> Vec<Answer> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
-    let progress = std::sync::Mutex::new(super::Progress::new(&u.name, conversations.len()));
+    let progress = std::sync::Mutex::new(super::Progress::new(&u.name, bodies.len()));
     std::thread::scope(|s| {
         for _ in 0..parallel.max(1) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(messages) = conversations.get(i) else { break };
-                let mut body = json!({"model": u.model, "messages": messages});
-                if let (Some(b), Some(p)) = (body.as_object_mut(), params.as_object()) {
-                    b.extend(p.clone());
-                }
+                let Some(body) = bodies.get(i) else { break };
+                let mut body = body.clone();
+                body["model"] = json!(u.model);
                 if let (Kind::Extract, Some(schema)) = (kind, schema) {
                     body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "extraction", "schema": schema}});
                 }
@@ -100,11 +93,14 @@ pub fn answer_all(
 /// time to the first content is its TTFT.
 fn ask(u: &Upstream, body: &Value, kind: Kind, labels: &[String]) -> Answer {
     let started = Instant::now();
-    let mut answer = Answer { prediction: String::new(), prompt_tokens: 0, completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None };
+    let mut answer =
+        Answer { prediction: String::new(), prompt_tokens: 0, completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None, run: None };
     let mut body = body.clone();
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    let mut req = ureq::post(&u.url).header("content-type", "application/json");
+    let raw = body.get("prompt").is_some();
+    let url = if raw { u.url.replace("/chat/completions", "/completions") } else { u.url.clone() };
+    let mut req = ureq::post(&url).header("content-type", "application/json");
     if let Some(k) = &u.key {
         req = req.header("Authorization", format!("Bearer {k}"));
     }
@@ -122,7 +118,8 @@ fn ask(u: &Upstream, body: &Value, kind: Kind, labels: &[String]) -> Answer {
             if let Some(e) = v.get("error") {
                 return Err(e.to_string());
             }
-            if let Some(piece) = v["choices"][0]["delta"]["content"].as_str().filter(|p| !p.is_empty()) {
+            let choice = &v["choices"][0];
+            if let Some(piece) = choice["delta"]["content"].as_str().or(choice["text"].as_str()).filter(|p| !p.is_empty()) {
                 first.get_or_insert_with(|| started.elapsed());
                 text += piece;
             }
@@ -136,7 +133,11 @@ fn ask(u: &Upstream, body: &Value, kind: Kind, labels: &[String]) -> Answer {
     answer.latency = started.elapsed();
     answer.ttft = first.unwrap_or(answer.latency);
     if let Err(e) = read {
-        answer.error = Some(format!("{}: {e}", u.url));
+        answer.error = Some(format!("{url}: {e}"));
+    }
+    if kind == Kind::Code {
+        answer.prediction = text;
+        return answer;
     }
     let text = text.trim().to_string();
     answer.prediction = match kind {
