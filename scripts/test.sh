@@ -6,7 +6,8 @@
 #  3. The reference tier: every test of the workspace in release mode against the real
 #     models (one test at a time: each already uses both cores).
 #  4. A real `bantam serve` on 127.0.0.1 driven by the official `openai` and `ollama`
-#     Python clients.
+#     Python clients, and `bantam eval` end to end (its HTML report in a headless
+#     Chromium, from the distribution's packages).
 #  5. A short run of every fuzz target (FUZZ_SECONDS each, default 20).
 # Models go to the store ($BANTAM_MODELS, default ~/.bantam/models, outside the work tree).
 set -uo pipefail
@@ -66,6 +67,12 @@ step "reference tier" cargo test --workspace --release --no-fail-fast -- --test-
 
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 python3 -m pip install -q -r tests/python/requirements.txt || python3 -m pip install -q --user -r tests/python/requirements.txt
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium; } >/dev/null \
+        || echo "cannot install chromium with apt-get: the HTML report test will fail" >&2
+fi
 step "python clients" python3 -m pytest -q tests/python
 
 step "fuzz" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz.sh

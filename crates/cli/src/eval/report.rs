@@ -157,8 +157,14 @@ impl Axis {
         if hi - lo < 1e-12 {
             hi = lo + if lo == 0.0 { 1.0 } else { lo.abs() };
         }
-        let pad = (hi - lo) * 0.08;
-        Axis { lo: if from_zero { lo } else { lo - pad }, hi: hi + pad, log }
+        // Round the ends out to a whole number of steps.
+        let step = nice_step((hi - lo) / 4.0);
+        Axis { lo: (lo / step).floor() * step, hi: (hi * 1.04 / step).ceil() * step, log }
+    }
+
+    /// Accuracy: 0 to 1.
+    fn unit() -> Axis {
+        Axis { lo: 0.0, hi: 1.0, log: false }
     }
 
     /// Where `v` falls, 0 to 1.
@@ -171,14 +177,22 @@ impl Axis {
         if self.log {
             return (self.lo as i32..=self.hi as i32).map(|e| 10f64.powi(e)).collect();
         }
-        (0..=4).map(|i| self.lo + (self.hi - self.lo) * i as f64 / 4.0).collect()
+        let step = nice_step((self.hi - self.lo) / 4.0);
+        let n = ((self.hi - self.lo) / step).round() as i32;
+        (0..=n).map(|i| self.lo + step * f64::from(i)).collect()
     }
+}
+
+/// 1, 2 or 5 times a power of ten, at least `raw`.
+fn nice_step(raw: f64) -> f64 {
+    let p = 10f64.powf(raw.max(1e-300).log10().floor());
+    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * p).find(|s| *s >= raw * 0.999).unwrap_or(10.0 * p)
 }
 
 fn label(v: f64) -> String {
     if v != 0.0 && (v.abs() < 0.01 || v.abs() >= 1e5) {
         format!("{v:.0e}")
-    } else if v.abs() >= 100.0 {
+    } else if v.abs() >= 10.0 || v == v.round() {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
@@ -244,7 +258,7 @@ pub fn pareto(points: &[(String, f64, f64)]) -> Vec<usize> {
 /// (name, x, accuracy) points, lower x better; the Pareto front drawn and marked.
 fn scatter(points: &[(String, f64, f64)], xlabel: &str, ylabel: &str) -> String {
     let x = Axis::over(points.iter().map(|p| p.1), true);
-    let y = Axis::over(points.iter().map(|p| p.2).chain([0.0, 1.0]), true);
+    let y = Axis::unit();
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let at = |p: &(String, f64, f64)| (LEFT + x.at(p.1) * pw, TOP + (1.0 - y.at(p.2)) * ph);
     let mut s = frame(&x, &y, xlabel, ylabel, true);
@@ -254,15 +268,15 @@ fn scatter(points: &[(String, f64, f64)], xlabel: &str, ylabel: &str) -> String 
     for (i, p) in points.iter().enumerate() {
         let (px, py) = at(p);
         let on = front.contains(&i);
+        let (tx, anchor) = if px > LEFT + (W - LEFT - RIGHT) * 0.6 { (px - 7.0, "end") } else { (px + 7.0, "start") };
         let _ = write!(
             s,
-            "<circle class=\"{}\" data-model=\"{}\" cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"5\"><title>{}: {} at {}</title></circle><text x=\"{:.1}\" y=\"{:.1}\">{}{}</text>",
+            "<circle class=\"{}\" data-model=\"{}\" cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"5\"><title>{}: {} at {}</title></circle><text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}{}</text>",
             if on { "point pareto" } else { "point" },
             esc(&p.0),
             esc(&p.0),
             label(p.2),
             label(p.1),
-            px + 7.0,
             py - 6.0,
             esc(&p.0),
             if on { " ★" } else { "" }
@@ -277,7 +291,7 @@ fn distributions(latencies: &[(String, Vec<f64>)]) -> String {
     let rows = latencies.len().max(1) as f64;
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let band = ph / rows;
-    let y = Axis { lo: 0.0, hi: 1.0, log: false };
+    let y = Axis::unit();
     // Rows are named, not scaled: no y ticks.
     let mut s = frame(&x, &y, "latency (ms)", "", false);
     for (r, (name, v)) in latencies.iter().enumerate() {
