@@ -131,6 +131,15 @@ impl Isa {
         Isa::Scalar
     }
 
+    /// The name `BANTAM_ISA` takes and `bantam bench` reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Vnni => "avx512-vnni",
+        }
+    }
+
     /// [`Isa::detect`], computed once per process.
     pub fn detect_cached() -> Isa {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();

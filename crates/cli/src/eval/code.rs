@@ -66,6 +66,14 @@ impl Mode {
     }
 }
 
+/// What a prompt style sends, for the summary.
+pub fn describe(style: PromptStyle) -> String {
+    match style {
+        PromptStyle::Evalplus => format!("evalplus: user \"{INSTRUCTION}\\n```\\n{{input}}\\n```\\n\", assistant begun \"{RESPONSE}\\n```python\\n\""),
+        PromptStyle::Complete => "complete: {input}".to_string(),
+    }
+}
+
 /// The instruct conversation of one problem: the user's request and the assistant's
 /// answer begun.
 pub fn instruct_messages(system: Option<&str>, prompt: &str) -> Vec<ChatMessage> {

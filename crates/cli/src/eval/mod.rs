@@ -354,7 +354,7 @@ pub fn main(args: EvalArgs) -> Result<()> {
         "data": a.data.display().to_string(),
         "data_sha256": store::hash_file(&a.data)?.0.hex(),
         "prompt": match a.kind {
-            Kind::Code if a.prompt.is_none() => json!(format!("{:?}", a.prompt_style).to_lowercase()),
+            Kind::Code if a.prompt.is_none() => json!(code::describe(a.prompt_style)),
             _ => json!(template),
         },
         "system": a.system,

@@ -191,7 +191,7 @@ fn nice_step(raw: f64) -> f64 {
 
 fn label(v: f64) -> String {
     if v != 0.0 && (v.abs() < 0.01 || v.abs() >= 1e5) {
-        format!("{v:.0e}")
+        format!("{v:.1e}").replace(".0e", "e")
     } else if v.abs() >= 10.0 || v == v.round() {
         format!("{v:.0}")
     } else {
