@@ -161,7 +161,11 @@ pub fn dot_fn(ty: GgmlType, isa: Isa) -> DotFn {
                     Q8_0 => return $m::q8_0,
                     Q4_K => return $m::q4_k,
                     Q6_K => return $m::q6_k,
-                    Q2_K | Q3_K | Q5_1 | Q5_K | F32 | F16 | BF16 | Q8_1 | Q8_K => {}
+                    Q5_1 => return $m::q5_1,
+                    Q5_K => return $m::q5_k,
+                    Q2_K => return $m::q2_k,
+                    Q3_K => return $m::q3_k,
+                    F32 | F16 | BF16 | Q8_1 | Q8_K => {}
                 }
             };
         }

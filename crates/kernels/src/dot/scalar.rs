@@ -149,7 +149,7 @@ pub fn q6_k(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
-/// Q3_K with Q8_K activations (scalar only; kept for completeness of the format).
+/// Q3_K with Q8_K activations (the SIMD kernels' twin).
 pub fn q3_k(w: &[u8], a: &[u8]) -> f32 {
     let (xs, ys) = (as_blocks::<BlockQ3K>(w), as_blocks::<BlockQ8K>(a));
     let mut sum = 0f32;
@@ -179,7 +179,7 @@ pub fn q3_k(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
-/// Q2_K with Q8_K activations (scalar only).
+/// Q2_K with Q8_K activations (the SIMD kernels' twin).
 pub fn q2_k(w: &[u8], a: &[u8]) -> f32 {
     let (xs, ys) = (as_blocks::<BlockQ2K>(w), as_blocks::<BlockQ8K>(a));
     let mut sum = 0f32;

@@ -61,6 +61,10 @@ macro_rules! x86_kernels {
         safe_wrapper!(q4_0, q4_0_impl);
         safe_wrapper!(q4_1, q4_1_impl);
         safe_wrapper!(q5_0, q5_0_impl);
+        safe_wrapper!(q5_1, q5_1_impl);
+        safe_wrapper!(q5_k, q5_k_impl);
+        safe_wrapper!(q2_k, q2_k_impl);
+        safe_wrapper!(q3_k, q3_k_impl);
         safe_wrapper!(q8_0, q8_0_impl);
         safe_wrapper!(q4_k, q4_k_impl);
         safe_wrapper!(q6_k, q6_k_impl);
@@ -157,6 +161,127 @@ macro_rules! x86_kernels {
                 let hi = _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8));
                 _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_i8(_mm256_or_si256(qx, hi), qy), acc)
             }))
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q5_1_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ5_1>(w), as_blocks::<BlockQ8_1>(a));
+            let summs: f32 = xs.iter().zip(ys).map(|(x, y)| h(x.m) * h(y.s)).sum();
+            hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
+                // SAFETY: as above.
+                let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
+                // The fifth bit of element j is bit j of qh: 16 added where it is set.
+                let hi = _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
+                _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_u8i8(_mm256_or_si256(qx, hi), qy), acc)
+            })) + summs
+        }
+
+        /// Q5_K: Q4_K's groups with a fifth bit per element (bit g of `qh[l]` for element l
+        /// of group g).
+        #[target_feature(enable = $feat)]
+        unsafe fn q5_k_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ5K>(w), as_blocks::<BlockQ8K>(a));
+            let m4 = _mm256_set1_epi8(0xF);
+            let one = _mm256_set1_epi8(1);
+            let mut acc = _mm256_setzero_ps();
+            let mut acc_m = 0f32;
+            for (x, y) in xs.iter().zip(ys) {
+                let (sc, mn) = unpack_scale_min_k4(&x.scales);
+                let mut mins = 0i32;
+                for j in 0..8 {
+                    mins += (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32) * mn[j] as i32;
+                }
+                acc_m -= h(x.dmin) * y.d * mins as f32;
+                // SAFETY: qh has 32 bytes.
+                let hbits = unsafe { _mm256_loadu_si256(x.qh.as_ptr() as *const __m256i) };
+                let mut sumi = _mm256_setzero_si256();
+                for j in 0..4 {
+                    // SAFETY: j*32 + 32 <= 128 bytes of qs; y.qs has 256.
+                    let (q5, ql, qh) = unsafe {
+                        (
+                            _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i),
+                            _mm256_loadu_si256(y.qs.as_ptr().add(64 * j) as *const __m256i),
+                            _mm256_loadu_si256(y.qs.as_ptr().add(64 * j + 32) as *const __m256i),
+                        )
+                    };
+                    // Bit 2j (then 2j+1) of every qh byte, moved to 16: a 16-bit shift, then
+                    // each byte masked, so nothing crosses between bytes.
+                    let b0 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32)), one);
+                    let b1 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32 + 1)), one);
+                    let lo = _mm256_or_si256(_mm256_and_si256(q5, m4), _mm256_slli_epi16(b0, 4));
+                    let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q5, 4), m4), _mm256_slli_epi16(b1, 4));
+                    let pl = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j] as i16), _mm256_maddubs_epi16(lo, ql));
+                    let ph = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * j + 1] as i16), _mm256_maddubs_epi16(hi, qh));
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum(acc) + acc_m
+        }
+
+        /// Q2_K: 16 groups of 16 two-bit values, a 4-bit scale and min per group.
+        #[target_feature(enable = $feat)]
+        unsafe fn q2_k_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ2K>(w), as_blocks::<BlockQ8K>(a));
+            let m3 = _mm256_set1_epi8(3);
+            let mut acc = _mm256_setzero_ps();
+            let mut acc_m = 0f32;
+            for (x, y) in xs.iter().zip(ys) {
+                let mins: i32 = (0..16).map(|g| (x.scales[g] >> 4) as i32 * y.bsums[g] as i32).sum();
+                acc_m -= h(x.dmin) * y.d * mins as f32;
+                let mut sumi = _mm256_setzero_si256();
+                for n in 0..2 {
+                    // SAFETY: 32n + 32 <= 64 bytes of qs.
+                    let q = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * n) as *const __m256i) };
+                    for k in 0..4 {
+                        // Elements 0..16 of this slice are group g, 16..32 group g + 1.
+                        let g = 8 * n + 2 * k;
+                        let q2 = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
+                        // SAFETY: 128n + 32k + 32 <= 256 bytes of y.qs.
+                        let yv = unsafe { _mm256_loadu_si256(y.qs.as_ptr().add(128 * n + 32 * k) as *const __m256i) };
+                        let s = _mm256_set_m128i(_mm_set1_epi16((x.scales[g + 1] & 0xF) as i16), _mm_set1_epi16((x.scales[g] & 0xF) as i16));
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, _mm256_maddubs_epi16(q2, yv)));
+                    }
+                }
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum(acc) + acc_m
+        }
+
+        /// Q3_K: 16 groups of 16 three-bit values (two low bits in `qs`, the third in
+        /// `hmask`, the value minus 4 where it is clear) and 6-bit signed scales. Each value
+        /// is taken as `u = v + 4` (0..7, for `maddubs`) and `4 · sum(y)` (the group's
+        /// `bsums`) subtracted, which is the same integer sum.
+        #[target_feature(enable = $feat)]
+        unsafe fn q3_k_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ3K>(w), as_blocks::<BlockQ8K>(a));
+            let (m3, one) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1));
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in xs.iter().zip(ys) {
+                let scales = crate::dequant::unpack_q3k_scales(&x.scales);
+                let corr: i32 = (0..16).map(|g| scales[g] as i32 * y.bsums[g] as i32).sum::<i32>() * 4;
+                // SAFETY: hmask has 32 bytes.
+                let hbits = unsafe { _mm256_loadu_si256(x.hmask.as_ptr() as *const __m256i) };
+                let mut sumi = _mm256_setzero_si256();
+                for n in 0..2 {
+                    // SAFETY: 32n + 32 <= 64 bytes of qs.
+                    let q = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * n) as *const __m256i) };
+                    for k in 0..4 {
+                        let (g, bit) = (8 * n + 2 * k, (4 * n + k) as i32);
+                        let lo = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), m3);
+                        let hi = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(bit)), one);
+                        let u = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
+                        // SAFETY: 128n + 32k + 32 <= 256 bytes of y.qs.
+                        let yv = unsafe { _mm256_loadu_si256(y.qs.as_ptr().add(128 * n + 32 * k) as *const __m256i) };
+                        let s = _mm256_set_m128i(_mm_set1_epi16(scales[g + 1] as i16), _mm_set1_epi16(scales[g] as i16));
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, _mm256_maddubs_epi16(u, yv)));
+                    }
+                }
+                let dxy = h(x.d) * y.d;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dxy), _mm256_cvtepi32_ps(sumi), acc);
+                acc = _mm256_add_ps(acc, _mm256_setr_ps(-dxy * corr as f32, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0));
+            }
+            hsum(acc)
         }
 
         #[target_feature(enable = $feat)]

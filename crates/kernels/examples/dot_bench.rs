@@ -1,0 +1,90 @@
+//! Single-row dot-product speed of every weight type on every instruction set this CPU has,
+//! as JSON lines: `{"type", "isa", "ns_per_row", "gb_per_s"}` for a row of `--cols` (4096)
+//! weights against one quantized activation row, the best of 5 runs of `--reps` rows.
+//!
+//! `cargo run --release -p kernels --example dot_bench [-- --cols 4096 --reps 20000]`
+
+use gguf::GgmlType;
+use kernels::dot::{dot_fn, ActType, Isa};
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str, default: usize| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default);
+    let (cols, reps) = (flag("--cols", 4096), flag("--reps", 20000));
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())))
+        .unwrap_or_default();
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let mut next = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as u32
+    };
+    use GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K] {
+        let Some(bytes) = ty.row_bytes(cols) else { continue };
+        // Random blocks, with each block's f16 scales (its first bytes, or Q2_K/Q3_K/Q6_K's
+        // trailing d) made small and finite.
+        let mut w: Vec<u8> = (0..bytes).map(|_| next() as u8).collect();
+        let scale_at: &[usize] = match ty {
+            Q4_0 | Q5_0 | Q8_0 => &[0],
+            Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+            Q2_K => &[80, 82],
+            Q3_K => &[108],
+            Q6_K => &[208],
+            _ => &[],
+        };
+        for b in 0..bytes / ty.block_bytes() {
+            for &o in scale_at {
+                w[b * ty.block_bytes() + o..][..2].copy_from_slice(&half::f16::from_f32(0.01).to_bits().to_le_bytes());
+            }
+        }
+        let at = ActType::of(ty);
+        let x: Vec<f32> = (0..cols).map(|_| next() as f32 / u32::MAX as f32 - 0.5).collect();
+        let mut a = vec![0u32; at.row_bytes(cols).div_ceil(4)];
+        // SAFETY: u32 storage viewed as bytes, for the activation row's alignment.
+        let ab = unsafe { std::slice::from_raw_parts_mut(a.as_mut_ptr() as *mut u8, a.len() * 4) };
+        let ab = &mut ab[..at.row_bytes(cols)];
+        at.quantize(&x, ab);
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Vnni] {
+            if !available(isa) {
+                continue;
+            }
+            let f = dot_fn(ty, isa);
+            let mut best = f64::INFINITY;
+            let mut sink = 0f32;
+            for _ in 0..5 {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    sink += f(std::hint::black_box(&w), std::hint::black_box(ab));
+                }
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            std::hint::black_box(sink);
+            println!(
+                "{{\"type\": \"{ty}\", \"isa\": \"{}\", \"cols\": {cols}, \"ns_per_row\": {:.1}, \"gb_per_s\": {:.2}, \"cpu_info\": {:?}}}",
+                isa.as_str(),
+                best * 1e9,
+                bytes as f64 / best / 1e9,
+                cpu
+            );
+        }
+    }
+}
+
+fn available(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+        match isa {
+            Isa::Scalar => true,
+            Isa::Avx2 => avx2,
+            Isa::Vnni => avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        isa == Isa::Scalar
+    }
+}
