@@ -34,7 +34,7 @@ if [ ! -x "$build/bin/llama-bench" ]; then
 fi
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 for m in smollm2:135m gemma3:270m qwen2.5-coder:0.5b; do
-    file=$(./target/release/bantam show "$m" | awk '$1 == "file" {print $2}')
+    file=$(./target/release/bantam show "$m" | awk '$1 == "file" {print $2; exit}')
     for r in $(seq "$rounds"); do
         BANTAM_ISA="$level" ./target/release/bantam bench "$file" -p 128 -n 64 -t "$threads" -r 3 --json \
             | python3 -c "import json,sys; [print(json.dumps({'engine':'bantam','level':'$level','isa':x['isa'],'model':'$m','round':$r,'test':x['test'],'avg_ts':x['avg_ts'],'cpu':'$cpu'})) for x in json.load(sys.stdin)]"

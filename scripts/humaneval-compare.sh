@@ -35,7 +35,7 @@ EOF
     cmake --build "$work/build" --target llama-server -j"$(nproc)"
 fi
 
-model=$("$bantam" show qwen2.5-coder:0.5b | awk '$1 == "file" {print $2}')
+model=$("$bantam" show qwen2.5-coder:0.5b | awk '$1 == "file" {print $2; exit}')
 LD_LIBRARY_PATH="$work/build/bin" "$server" -m "$model" -np 4 -c 8192 -t 2 --host 127.0.0.1 --port 8089 >"$out/llama-server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null' EXIT

@@ -1,11 +1,13 @@
-//! Single-row dot-product speed of every weight type on every instruction set this CPU has,
-//! as JSON lines: `{"type", "isa", "ns_per_row", "gb_per_s"}` for a row of `--cols` (4096)
-//! weights against one quantized activation row, the best of 5 runs of `--reps` rows.
+//! Dot-product speed of every weight type on every instruction set this CPU has, as JSON
+//! lines: `{"type", "isa", "rows": 1 | 4, "ns_per_row", "gb_per_s"}` for a row of `--cols`
+//! (4096) weights against one quantized activation row (`rows` 1), or against four at once
+//! with the four-row kernel where the type has one (`rows` 4, ns per activation row); the
+//! best of 5 runs of `--reps` rows.
 //!
 //! `cargo run --release -p kernels --example dot_bench [-- --cols 4096 --reps 20000]`
 
 use gguf::GgmlType;
-use kernels::dot::{dot_fn, ActType, Isa};
+use kernels::dot::{dot4_fn, dot_fn, ActType, Isa};
 use std::time::Instant;
 
 fn main() {
@@ -52,25 +54,35 @@ fn main() {
                 continue;
             }
             let f = dot_fn(ty, isa);
-            let mut best = f64::INFINITY;
-            let mut sink = 0f32;
-            for _ in 0..5 {
-                let t = Instant::now();
-                for _ in 0..reps {
-                    sink += f(std::hint::black_box(&w), std::hint::black_box(ab));
-                }
-                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            let one = best_of(reps, || f(std::hint::black_box(&w), std::hint::black_box(ab)));
+            let four = dot4_fn(ty, isa).map(|f4| best_of(reps, || f4(std::hint::black_box(&w), [ab, ab, ab, ab]).iter().sum()) / 4.0);
+            for (rows, secs) in [(1, Some(one)), (4, four)] {
+                let Some(secs) = secs else { continue };
+                println!(
+                    "{{\"type\": \"{ty}\", \"isa\": \"{}\", \"rows\": {rows}, \"cols\": {cols}, \"ns_per_row\": {:.1}, \"gb_per_s\": {:.2}, \"cpu_info\": {:?}}}",
+                    isa.as_str(),
+                    secs * 1e9,
+                    bytes as f64 / secs / 1e9,
+                    cpu
+                );
             }
-            std::hint::black_box(sink);
-            println!(
-                "{{\"type\": \"{ty}\", \"isa\": \"{}\", \"cols\": {cols}, \"ns_per_row\": {:.1}, \"gb_per_s\": {:.2}, \"cpu_info\": {:?}}}",
-                isa.as_str(),
-                best * 1e9,
-                bytes as f64 / best / 1e9,
-                cpu
-            );
         }
     }
+}
+
+/// Seconds per call of `f`, the best of 5 runs of `reps` calls.
+fn best_of(reps: usize, mut f: impl FnMut() -> f32) -> f64 {
+    let mut best = f64::INFINITY;
+    let mut sink = 0f32;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            sink += f();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    std::hint::black_box(sink);
+    best
 }
 
 fn available(isa: Isa) -> bool {
