@@ -244,3 +244,11 @@ def test_mbpp_items_run_their_asserts(tmp_path):
     items = items_of(json.loads(summary_path.read_text()))
     assert [it["correct"] for it in items] == [True, False]
     assert "AssertionError" in items[1]["reason"]
+
+
+@pytest.mark.parametrize("flag, value", [("--test-timeout", "0"), ("--test-timeout", "1e30"), ("--test-memory", "0")])
+def test_sandbox_limits_out_of_range_are_refused(tmp_path, flag, value):
+    data = write_jsonl(tmp_path / "add.jsonl", [ADD])
+    given = write_jsonl(tmp_path / "given.jsonl", [{"task_id": "add", "completion": "    return a + b\n"}])
+    p = eval_(str(data), "--kind", "code", "--completions", str(given), flag, value, check=False)
+    assert p.returncode != 0 and flag in p.stderr, p.stderr

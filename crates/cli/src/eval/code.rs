@@ -119,9 +119,16 @@ pub fn check_all(sandbox: &Sandbox, jobs: &[(&Item, &str)], mode: Mode, workers:
     out.into_iter().map(|(_, v)| v).collect()
 }
 
-/// The sandbox's limits from the command line.
-pub fn limits(timeout_s: f64, memory_mib: u64) -> Limits {
-    Limits { timeout: std::time::Duration::from_secs_f64(timeout_s.max(0.1)), memory_mib, output_mib: 1 }
+/// The sandbox's limits from the command line: a timeout from 0.1 s to a day, at least
+/// 64 MiB of memory (Python does not start in less).
+pub fn limits(timeout_s: f64, memory_mib: u64) -> anyhow::Result<Limits> {
+    if !(0.1..=86_400.0).contains(&timeout_s) {
+        anyhow::bail!("--test-timeout {timeout_s}: expected seconds from 0.1 to 86400");
+    }
+    if !(64..=1 << 30).contains(&memory_mib) {
+        anyhow::bail!("--test-memory {memory_mib}: expected MiB from 64 to 1073741824");
+    }
+    Ok(Limits { timeout: std::time::Duration::from_secs_f64(timeout_s), memory_mib, output_mib: 1 })
 }
 
 /// The unbiased estimator of pass@k (Chen et al. 2021) for one problem with `n` samples of

@@ -165,6 +165,13 @@ pub(crate) struct Answer {
     run: Option<sandbox::Verdict>,
 }
 
+impl Answer {
+    /// `prediction` to a prompt of `prompt_tokens`, before timing, counts or a test run.
+    pub(crate) fn new(prediction: String, prompt_tokens: usize) -> Answer {
+        Answer { prediction, prompt_tokens, completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None, run: None }
+    }
+}
+
 /// One answer scored.
 struct Scored {
     correct: bool,
@@ -297,9 +304,11 @@ pub fn main(args: EvalArgs) -> Result<()> {
         };
         finish(&name, digest, &rows, answers, mode, started.elapsed(), Pricing::Hardware(cost_per_hour))?;
     }
+    // Endpoints and given answers are taken to come from chat models.
+    let remote_mode = (a.kind == Kind::Code).then(|| code::Mode::of(a.prompt_style, true, a.prompt.is_some()));
     for u in &upstreams {
         eprintln!("{} ({}): {} answers, {} in flight", u.name, u.url, rows.len(), a.parallel);
-        let mode = (a.kind == Kind::Code).then(|| code::Mode::of(a.prompt_style, true, a.prompt.is_some()));
+        let mode = remote_mode;
         let bodies: Vec<Value> = rows
             .iter()
             .map(|&(k, it)| {
@@ -322,20 +331,8 @@ pub fn main(args: EvalArgs) -> Result<()> {
     }
     for (name, given) in &completions {
         let rows: Vec<(usize, &Item)> = given.iter().map(|(i, k, _)| (*k, &items[*i])).collect();
-        let answers = given
-            .iter()
-            .map(|(_, _, text)| Answer {
-                prediction: text.clone(),
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                latency: Duration::ZERO,
-                ttft: Duration::ZERO,
-                error: None,
-                run: None,
-            })
-            .collect();
-        let mode = (a.kind == Kind::Code).then(|| code::Mode::of(a.prompt_style, true, a.prompt.is_some()));
-        finish(name, None, &rows, answers, mode, Duration::ZERO, Pricing::Given)?;
+        let answers = given.iter().map(|(_, _, text)| Answer::new(text.clone(), 0)).collect();
+        finish(name, None, &rows, answers, remote_mode, Duration::ZERO, Pricing::Given)?;
     }
     let comparisons = compare(&summaries, &all_scores);
     let break_even = break_even(&summaries, cost_per_hour);
@@ -382,7 +379,7 @@ pub fn main(args: EvalArgs) -> Result<()> {
 
 /// The sandbox code runs in, with the walls this machine allows named on stderr.
 fn new_sandbox(a: &Task) -> Result<sandbox::Sandbox> {
-    let sb = sandbox::Sandbox::new(code::limits(a.test_timeout, a.test_memory_mib))?;
+    let sb = sandbox::Sandbox::new(code::limits(a.test_timeout, a.test_memory_mib)?)?;
     eprintln!("tests run in a sandbox: {}", sb.walls());
     Ok(sb)
 }
@@ -540,15 +537,7 @@ fn answer_all(
         for (i, (mut rx, n_prompt, submitted)) in receivers.into_iter().enumerate() {
             set.spawn(async move {
                 let (mut text, mut first) = (String::new(), None);
-                let mut answer = Answer {
-                    prediction: String::new(),
-                    prompt_tokens: n_prompt,
-                    completion_tokens: 0,
-                    latency: Duration::ZERO,
-                    ttft: Duration::ZERO,
-                    error: None,
-                    run: None,
-                };
+                let mut answer = Answer::new(String::new(), n_prompt);
                 while let Some(ev) = rx.recv().await {
                     match ev {
                         Event::Token { text: t, .. } => {
@@ -645,18 +634,7 @@ fn score_labels(
         }
         out
     });
-    let mut answers: Vec<Answer> = prompts
-        .iter()
-        .map(|(p, _)| Answer {
-            prediction: String::new(),
-            prompt_tokens: p.len(),
-            completion_tokens: 0,
-            latency: Duration::ZERO,
-            ttft: Duration::ZERO,
-            error: None,
-            run: None,
-        })
-        .collect();
+    let mut answers: Vec<Answer> = prompts.iter().map(|(p, _)| Answer::new(String::new(), p.len())).collect();
     let mut best = vec![f64::NEG_INFINITY; prompts.len()];
     for (j, ll, latency) in scored {
         let (i, k) = (j / n_labels, j % n_labels);

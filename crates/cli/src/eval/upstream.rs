@@ -6,7 +6,7 @@ use super::data::Kind;
 use super::Answer;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// `--upstream NAME=URL,model=…,key-env=…,price=IN/OUT`.
 #[derive(Clone, Debug)]
@@ -93,8 +93,7 @@ pub fn answer_all(u: &Upstream, bodies: Vec<Value>, kind: Kind, labels: &[String
 /// time to the first content is its TTFT.
 fn ask(u: &Upstream, body: &Value, kind: Kind, labels: &[String]) -> Answer {
     let started = Instant::now();
-    let mut answer =
-        Answer { prediction: String::new(), prompt_tokens: 0, completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None, run: None };
+    let mut answer = Answer::new(String::new(), 0);
     let mut body = body.clone();
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
