@@ -4,7 +4,8 @@
 #  2. The hermetic tier: tests that write their own tiny models and download nothing, run
 #     with the default test threads while the real models are fetched beside them.
 #  3. The reference tier: every test of the workspace in release mode against the real
-#     models (one test at a time: each already uses both cores).
+#     models (one test at a time: each already uses both cores), and the greedy references
+#     again at each lower instruction-set level.
 #  4. A real `bantam serve` on 127.0.0.1 driven by the official `openai` and `ollama`
 #     Python clients, and `bantam eval` end to end (its HTML report in a headless
 #     Chromium, from the distribution's packages).
@@ -64,6 +65,12 @@ else
 fi
 
 step "reference tier" cargo test --workspace --release --no-fail-fast -- --test-threads=1
+# The greedy references again with the kernels capped to each lower instruction-set level
+# (BANTAM_ISA; a level the CPU lacks falls back to the next one down). The kernels' own
+# tests already compare every level the CPU has.
+for level in avx2 scalar; do
+    step "reference greedy at $level" env BANTAM_ISA=$level cargo test --release -p model --test greedy
+done
 
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 python3 -m pip install -q -r tests/python/requirements.txt || python3 -m pip install -q --user -r tests/python/requirements.txt

@@ -1,13 +1,14 @@
 //! Dot-product speed of every weight type on every instruction set this CPU has, as JSON
 //! lines: `{"type", "isa", "rows": 1 | 4, "ns_per_row", "gb_per_s"}` for a row of `--cols`
 //! (4096) weights against one quantized activation row (`rows` 1), or against four at once
-//! with the four-row kernel where the type has one (`rows` 4, ns per activation row); the
-//! best of 5 runs of `--reps` rows.
+//! with the four-row kernel where the type has one (`kernel` "x4", ns per activation row),
+//! or as prompt tiles of several weight rows against four activation rows (`kernel`
+//! "tile", ns per weight row and activation row); the best of 5 runs of `--reps` rows.
 //!
 //! `cargo run --release -p kernels --example dot_bench [-- --cols 4096 --reps 20000]`
 
 use gguf::GgmlType;
-use kernels::dot::{dot4_fn, dot_fn, ActType, Isa};
+use kernels::dot::{dot4_fn, dot_fn, tile_fn, ActType, Isa};
 use std::time::Instant;
 
 fn main() {
@@ -56,10 +57,15 @@ fn main() {
             let f = dot_fn(ty, isa);
             let one = best_of(reps, || f(std::hint::black_box(&w), std::hint::black_box(ab)));
             let four = dot4_fn(ty, isa).map(|f4| best_of(reps, || f4(std::hint::black_box(&w), [ab, ab, ab, ab]).iter().sum()) / 4.0);
-            for (rows, secs) in [(1, Some(one)), (4, four)] {
+            let tile = tile_fn(ty, isa).map(|k| {
+                let wt = w.repeat(k.rows);
+                let s = best_of(reps.div_ceil(k.rows), || (k.f)(std::hint::black_box(&wt), [ab, ab, ab, ab]).iter().flatten().sum());
+                s / (4 * k.rows) as f64
+            });
+            for (kernel, rows, secs) in [("one", 1, Some(one)), ("x4", 4, four), ("tile", 4, tile)] {
                 let Some(secs) = secs else { continue };
                 println!(
-                    "{{\"type\": \"{ty}\", \"isa\": \"{}\", \"rows\": {rows}, \"cols\": {cols}, \"ns_per_row\": {:.1}, \"gb_per_s\": {:.2}, \"cpu_info\": {:?}}}",
+                    "{{\"type\": \"{ty}\", \"isa\": \"{}\", \"kernel\": \"{kernel}\", \"rows\": {rows}, \"cols\": {cols}, \"ns_per_row\": {:.1}, \"gb_per_s\": {:.2}, \"cpu_info\": {:?}}}",
                     isa.as_str(),
                     secs * 1e9,
                     bytes as f64 / secs / 1e9,
@@ -92,7 +98,7 @@ fn available(isa: Isa) -> bool {
         match isa {
             Isa::Scalar => true,
             Isa::Avx2 => avx2,
-            Isa::Vnni => avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
+            Isa::Vnni => avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw"),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -112,12 +112,63 @@ pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
     None
 }
 
+/// A tile of products: `rows` weight rows (back to back in `w`, the tile's
+/// [`TileKernel::rows`]) against four activation rows, `out[r][t]`, each bit for bit what the
+/// [`DotFn`] of the same type gives for that pair. Rows past `rows` are zero.
+pub type TileFn = fn(&[u8], [&[u8]; 4]) -> [[f32; 4]; MAX_TILE_ROWS];
+
+/// Most weight rows a [`TileFn`] takes.
+pub const MAX_TILE_ROWS: usize = 4;
+
+/// A prompt kernel: [`TileFn`] and how many weight rows it takes at once.
+#[derive(Clone, Copy)]
+pub struct TileKernel {
+    pub rows: usize,
+    pub f: TileFn,
+}
+
+/// The tile kernel for `ty` on `isa`, where one exists (the 32-element block types).
+pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! pick {
+            ($m:ident) => {{
+                // Widened to MAX_TILE_ROWS (a level with fewer rows leaves the rest zero).
+                macro_rules! widen {
+                    ($k:ident) => {
+                        |w: &[u8], a: [&[u8]; 4]| {
+                            let t = $m::$k(w, a);
+                            std::array::from_fn(|r| if r < $m::TILE_ROWS { t[r] } else { [0.0; 4] })
+                        }
+                    };
+                }
+                let f: TileFn = match ty {
+                    GgmlType::Q4_0 => widen!(q4_0_tile),
+                    GgmlType::Q4_1 => widen!(q4_1_tile),
+                    GgmlType::Q5_0 => widen!(q5_0_tile),
+                    GgmlType::Q5_1 => widen!(q5_1_tile),
+                    GgmlType::Q8_0 => widen!(q8_0_tile),
+                    _ => return None,
+                };
+                Some(TileKernel { rows: $m::TILE_ROWS, f })
+            }};
+        }
+        match isa {
+            Isa::Avx2 => return pick!(avx2),
+            Isa::Vnni => return pick!(vnni),
+            Isa::Scalar => {}
+        }
+    }
+    let _ = (ty, isa);
+    None
+}
+
 /// Which instruction set the kernels use on this CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
     Scalar,
     Avx2,
-    /// AVX2 plus AVX-512 VNNI (`vpdpbusd` on 256-bit vectors).
+    /// AVX2 plus AVX-512 VNNI, VL and BW (`vpdpbusd` and byte masks on 256-bit vectors).
     Vnni,
 }
 
@@ -128,7 +179,7 @@ impl Isa {
             // BANTAM_ISA=scalar|avx2 caps the instruction set (for comparisons and tests).
             let cap = std::env::var("BANTAM_ISA").unwrap_or_default();
             if cap != "scalar" && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-                if cap != "avx2" && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                if cap != "avx2" && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw") {
                     return Isa::Vnni;
                 }
                 return Isa::Avx2;
@@ -225,4 +276,4 @@ fn dequant_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,7 +4,7 @@
 //! W are split across the pool's threads, and each thread walks its rows in tiles so a
 //! tile of weights stays in cache while every token of the batch passes over it.
 
-use crate::dot::{dot4_fn, dot_fn, ActType, Dot4Fn, DotFn, Isa};
+use crate::dot::{dot4_fn, dot_fn, tile_fn, ActType, Dot4Fn, DotFn, Isa, TileKernel, MAX_TILE_ROWS};
 use crate::pool::Pool;
 use gguf::GgmlType;
 
@@ -18,6 +18,7 @@ pub struct QMatrix<'a> {
     pub data: &'a [u8],
     dot: DotFn,
     dot4: Option<Dot4Fn>,
+    tile: Option<TileKernel>,
     row_bytes: usize,
 }
 
@@ -25,7 +26,16 @@ impl<'a> QMatrix<'a> {
     /// `data` must be exactly `rows` rows of `cols` elements of `ty`; returns `None` if not.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8], isa: Isa) -> Option<Self> {
         let row_bytes = ty.row_bytes(cols)?;
-        (row_bytes * rows == data.len()).then_some(QMatrix { ty, rows, cols, data, dot: dot_fn(ty, isa), dot4: dot4_fn(ty, isa), row_bytes })
+        (row_bytes * rows == data.len()).then_some(QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+            dot: dot_fn(ty, isa),
+            dot4: dot4_fn(ty, isa),
+            tile: tile_fn(ty, isa),
+            row_bytes,
+        })
     }
 
     pub fn row(&self, r: usize) -> &'a [u8] {
@@ -136,10 +146,13 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
         *p = Some((**w, SendPtr(out.as_mut_ptr())));
     }
     let act = &*act;
-    // Several chunks per thread, so threads that run sooner take more of them.
+    // Several chunks per thread, so threads that run sooner take more of them; chunks are
+    // whole groups of MAX_TILE_ROWS rows, so the prompt tiles line up with them.
     let n_chunks = (total / TILE).clamp(1, 4 * pool.n_threads());
+    let units = total.div_ceil(MAX_TILE_ROWS);
     pool.run_chunks(n_chunks, |i, nc| {
-        let range = Pool::range(i, nc, total);
+        let units = Pool::range(i, nc, units);
+        let range = units.start * MAX_TILE_ROWS..(units.end * MAX_TILE_ROWS).min(total);
         let mut base = 0;
         for (w, optr) in parts.iter().flatten() {
             let (lo, hi) = (range.start.max(base), range.end.min(base + w.rows));
@@ -154,32 +167,50 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
     });
 }
 
-/// The products of rows `range` of `w` with all `n` activation rows, tile by tile.
+/// The products of rows `range` of `w` with all `n` activation rows, TILE rows at a time:
+/// groups of four tokens through the type's prompt tile kernel (several rows at once) or its
+/// four-row kernel, the rest one by one. Every path gives a pair the same bits, so a token's
+/// result does not depend on the batch it is in.
 fn rows_times_acts(w: &QMatrix, abytes: &[u8], arb: usize, n: usize, range: std::ops::Range<usize>, optr: SendPtr) {
     let rows = w.rows;
+    let act = |t: usize| &abytes[t * arb..(t + 1) * arb];
+    // SAFETY (every write): r is in this thread's range and t < n, so the element is in
+    // bounds and no other thread writes it.
+    let put = |t: usize, r: usize, v: f32| unsafe { *optr.0.add(t * rows + r) = v };
     let mut r0 = range.start;
     while r0 < range.end {
         let r1 = (r0 + TILE).min(range.end);
         let mut t = 0;
-        if let Some(dot4) = w.dot4 {
+        if w.tile.is_some() || w.dot4.is_some() {
             while t + 4 <= n {
-                let a: [&[u8]; 4] = std::array::from_fn(|k| &abytes[(t + k) * arb..(t + k + 1) * arb]);
-                for r in r0..r1 {
-                    let v = dot4(w.row(r), a);
-                    for (k, vk) in v.into_iter().enumerate() {
-                        // SAFETY: r is in this thread's range, t + k < n: in bounds, unshared.
-                        unsafe { *optr.0.add((t + k) * rows + r) = vk };
+                let a = [act(t), act(t + 1), act(t + 2), act(t + 3)];
+                let mut r = r0;
+                if let Some(tile) = w.tile {
+                    while r + tile.rows <= r1 {
+                        let v = (tile.f)(&w.data[r * w.row_bytes..(r + tile.rows) * w.row_bytes], a);
+                        for (k, vk) in v.iter().take(tile.rows).enumerate() {
+                            for (j, &x) in vk.iter().enumerate() {
+                                put(t + j, r + k, x);
+                            }
+                        }
+                        r += tile.rows;
+                    }
+                }
+                for r in r..r1 {
+                    let v = match w.dot4 {
+                        Some(dot4) => dot4(w.row(r), a),
+                        None => a.map(|aj| (w.dot)(w.row(r), aj)),
+                    };
+                    for (j, x) in v.into_iter().enumerate() {
+                        put(t + j, r, x);
                     }
                 }
                 t += 4;
             }
         }
         for t in t..n {
-            let a = &abytes[t * arb..(t + 1) * arb];
             for r in r0..r1 {
-                let v = (w.dot)(w.row(r), a);
-                // SAFETY: r is in this thread's range, t < n: in bounds and unshared.
-                unsafe { *optr.0.add(t * rows + r) = v };
+                put(t, r, (w.dot)(w.row(r), act(t)));
             }
         }
         r0 = r1;
@@ -190,6 +221,30 @@ fn rows_times_acts(w: &QMatrix, abytes: &[u8], arb: usize, n: usize, range: std:
 mod tests {
     use super::*;
     use crate::quantize::quantize_weights_q8_0;
+
+    /// A token's products do not depend on the batch it is in: prompt tiles, four-row
+    /// kernels and single rows give it the same bits (what deterministic serving rests on).
+    #[test]
+    fn a_tokens_products_are_the_same_bits_in_any_batch() {
+        use GgmlType::*;
+        let (rows, cols, n) = (44, 512, 11);
+        let mut rng = crate::dot::tests::Lcg(21);
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K] {
+            let data: Vec<u8> = (0..rows).flat_map(|_| crate::dot::tests::random_row(ty, cols, &mut rng)).collect();
+            let w = QMatrix::new(ty, rows, cols, &data, Isa::detect()).unwrap();
+            let pool = Pool::new(2);
+            let mut all = vec![0f32; n * rows];
+            matmul(&pool, &w, &x, n, &mut ActBuf::default(), &mut all);
+            for (start, len) in [(0, 1), (3, 1), (10, 1), (2, 4), (1, 5), (5, 6)] {
+                let mut part = vec![0f32; len * rows];
+                matmul(&pool, &w, &x[start * cols..(start + len) * cols], len, &mut ActBuf::default(), &mut part);
+                for (i, (a, b)) in part.iter().zip(&all[start * rows..]).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{ty}: token {} row {} in a batch of {len}", start + i / rows, i % rows);
+                }
+            }
+        }
+    }
 
     #[test]
     fn matmul_matches_naive() {

@@ -15,7 +15,7 @@ impl Lcg {
 
 /// Random bytes for `nb` blocks of `ty`, with every f16 scale set to a sane value so the
 /// sums stay finite.
-fn random_row(ty: GgmlType, n: usize, rng: &mut Lcg) -> Vec<u8> {
+pub(crate) fn random_row(ty: GgmlType, n: usize, rng: &mut Lcg) -> Vec<u8> {
     let bytes = ty.row_bytes(n).unwrap();
     let mut v: Vec<u8> = (0..bytes).map(|_| rng.next_u32() as u8).collect();
     let scale_offsets: &[usize] = match ty {
@@ -105,7 +105,7 @@ fn isas() -> Vec<Isa> {
     {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
             v.push(Isa::Avx2);
-            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw") {
                 v.push(Isa::Vnni);
             }
         }
@@ -195,6 +195,36 @@ fn four_row_kernels_equal_single_row_bit_for_bit() {
                 let one = dot_fn(ty, isa)(&w, rows[k]);
                 // Bit equality: batch invariance rests on it.
                 assert_eq!(got[k].to_bits(), one.to_bits(), "{ty} {isa:?} row {k}: {} vs {one}", got[k]);
+            }
+        }
+    }
+}
+
+#[test]
+fn tile_kernels_equal_single_row_bit_for_bit() {
+    for isa in isas() {
+        let mut rng = Lcg(13);
+        for ty in ALL {
+            let Some(tile) = tile_fn(ty, isa) else { continue };
+            // Odd and even block counts: the even and odd blocks are summed apart.
+            for n in [1024, 1056, 32] {
+                let rows: Vec<Vec<u8>> = (0..tile.rows).map(|_| random_row(ty, n, &mut rng)).collect();
+                let w: Vec<u8> = rows.concat();
+                let at = ActType::of(ty);
+                let nb = at.row_bytes(n);
+                let mut bufs: Vec<Vec<u32>> = (0..4).map(|_| aligned(nb)).collect();
+                for b in bufs.iter_mut() {
+                    let x: Vec<f32> = (0..n).map(|_| rng.f32() * 2.0).collect();
+                    at.quantize(&x, &mut bytemuck_u8(b)[..nb]);
+                }
+                let acts: Vec<&[u8]> = bufs.iter_mut().map(|b| &bytemuck_u8(b)[..nb]).collect();
+                let got = (tile.f)(&w, [acts[0], acts[1], acts[2], acts[3]]);
+                for (r, row) in rows.iter().enumerate() {
+                    for t in 0..4 {
+                        let one = dot_fn(ty, isa)(row, acts[t]);
+                        assert_eq!(got[r][t].to_bits(), one.to_bits(), "{ty} {isa:?} n={n} row {r} token {t}: {} vs {one}", got[r][t]);
+                    }
+                }
             }
         }
     }

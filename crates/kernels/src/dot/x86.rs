@@ -37,7 +37,14 @@ macro_rules! pairwise_blocks {
 }
 
 macro_rules! x86_kernels {
-    ($feat:literal, |$x:ident, $y:ident| $udot:expr) => {
+    (
+        $feat:literal,
+        $tile_rows:literal,
+        $vnni:literal,
+        |$x:ident, $y:ident| $udot:expr,
+        |$c:ident, $xf:ident, $yf:ident| $udot_from:expr,
+        |$lo4:ident, $hi1:ident| $fifth:expr
+    ) => {
         use crate::blocks::*;
         use std::arch::x86_64::*;
 
@@ -123,6 +130,13 @@ macro_rules! x86_kernels {
             $udot
         }
 
+        /// `c` plus `idot(x, y)`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn idot_from($c: __m256i, $xf: __m256i, $yf: __m256i) -> __m256i {
+            $udot_from
+        }
+
         #[target_feature(enable = $feat)]
         unsafe fn load(p: &[i8; 32]) -> __m256i {
             // SAFETY: 32 readable bytes.
@@ -174,6 +188,30 @@ macro_rules! x86_kernels {
             }};
         }
 
+        /// The minimum's term of Q4_1 / Q5_1 against Q8_1, `Σ m·s` over the blocks, in four
+        /// running sums (block i into sum i mod 4) so the additions do not wait on each
+        /// other; every kernel of the two types (one row, four rows, tiles) adds it this way.
+        macro_rules! min_terms {
+            ($xs:expr, $ys:expr) => {{
+                let (xs, ys) = ($xs, $ys);
+                let n = xs.len().min(ys.len());
+                let (mut m0, mut m1, mut m2, mut m3) = (0f32, 0f32, 0f32, 0f32);
+                let mut i = 0;
+                while i + 4 <= n {
+                    m0 += h(xs[i].m) * h(ys[i].s);
+                    m1 += h(xs[i + 1].m) * h(ys[i + 1].s);
+                    m2 += h(xs[i + 2].m) * h(ys[i + 2].s);
+                    m3 += h(xs[i + 3].m) * h(ys[i + 3].s);
+                    i += 4;
+                }
+                let tail = [&mut m0, &mut m1, &mut m2];
+                for (k, mk) in tail.into_iter().enumerate().take(n - i) {
+                    *mk += h(xs[i + k].m) * h(ys[i + k].s);
+                }
+                (m0 + m1) + (m2 + m3)
+            }};
+        }
+
         #[target_feature(enable = $feat)]
         unsafe fn q4_0_impl(w: &[u8], a: &[u8]) -> f32 {
             let (xs, ys) = (as_blocks::<BlockQ4_0>(w), as_blocks::<BlockQ8_0>(a));
@@ -188,7 +226,7 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         unsafe fn q4_1_impl(w: &[u8], a: &[u8]) -> f32 {
             let (xs, ys) = (as_blocks::<BlockQ4_1>(w), as_blocks::<BlockQ8_1>(a));
-            let summs: f32 = xs.iter().zip(ys).map(|(x, y)| h(x.m) * h(y.s)).sum();
+            let summs = min_terms!(xs, ys);
             hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
                 // SAFETY: as above.
                 let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
@@ -211,7 +249,7 @@ macro_rules! x86_kernels {
         #[target_feature(enable = $feat)]
         unsafe fn q5_1_impl(w: &[u8], a: &[u8]) -> f32 {
             let (xs, ys) = (as_blocks::<BlockQ5_1>(w), as_blocks::<BlockQ8_1>(a));
-            let summs: f32 = xs.iter().zip(ys).map(|(x, y)| h(x.m) * h(y.s)).sum();
+            let summs = min_terms!(xs, ys);
             hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
                 // SAFETY: as above.
                 let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
@@ -569,16 +607,198 @@ macro_rules! x86_kernels {
                     acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h(y.d)), dot_u8i8(qx, unsafe { load(&y.qs) }), acc[k]);
                 }
             });
-            std::array::from_fn(|k| {
-                let summs: f32 = xs.iter().zip(ys[k]).map(|(x, y)| h(x.m) * h(y.s)).sum();
-                sums[k] + summs
-            })
+            std::array::from_fn(|k| sums[k] + min_terms!(xs, ys[k]))
+        }
+
+        // Tiles for prompts: TILE_ROWS weight rows against four activation rows at once, so a
+        // weight block is unpacked once for four tokens and an activation block loaded once
+        // for every row. Each (row, token) product takes exactly the single-row kernel's
+        // float operations: its even blocks into one sum and its odd blocks into another,
+        // each in block order (two passes over the tile here, which needs half the
+        // registers), then `hsum(even + odd)`, and the same integer lanes. The tests hold
+        // them to bit equality.
+
+        /// Weight rows per tile: 4 where AVX-512 gives 32 vector registers (16 sums, four
+        /// unpacked rows and their scales), 2 in AVX2's 16.
+        pub const TILE_ROWS: usize = $tile_rows;
+
+        macro_rules! tile_wrapper {
+            ($name:ident, $inner:ident) => {
+                pub fn $name(w: &[u8], a: [&[u8]; 4]) -> [[f32; 4]; TILE_ROWS] {
+                    // SAFETY: as for the single-row kernels (reached only after detection);
+                    // the row lengths are checked inside.
+                    unsafe { $inner(w, a) }
+                }
+            };
+        }
+        tile_wrapper!(q4_0_tile, q4_0_tile_impl);
+        tile_wrapper!(q4_1_tile, q4_1_tile_impl);
+        tile_wrapper!(q5_0_tile, q5_0_tile_impl);
+        tile_wrapper!(q5_1_tile, q5_1_tile_impl);
+        tile_wrapper!(q8_0_tile, q8_0_tile_impl);
+
+        /// `w` (TILE_ROWS rows, back to back) as rows of blocks.
+        fn tile_rows<B: Block>(w: &[u8]) -> [&[B]; TILE_ROWS] {
+            assert!(w.len().is_multiple_of(TILE_ROWS), "a tile is whole rows");
+            let rb = w.len() / TILE_ROWS;
+            std::array::from_fn(|r| as_blocks::<B>(&w[r * rb..(r + 1) * rb]))
+        }
+
+        /// The even-then-odd passes of a tile, CHUNK blocks at a time: first the chunk's
+        /// `dx·dy` per (block, row, token) into a table (so that each pair's scale is one
+        /// broadcast from memory), then `$body` adds block `$i` into
+        /// `$acc: &mut [[__m256; 4]; TILE_ROWS]` with `$sc: &[[f32; 4]; TILE_ROWS]`, that
+        /// block's scales. Gives `hsum(even + odd)` per (row, token).
+        macro_rules! tile_passes {
+            ($xs:expr, $ys:expr, |$i:ident, $sc:ident, $acc:ident| $body:block) => {{
+                const CHUNK: usize = 32; // even, so a chunk's first block keeps its parity
+                let (xs, ys) = ($xs, $ys);
+                let n = xs[0].len();
+                let mut halves = [[[_mm256_setzero_ps(); 4]; TILE_ROWS]; 2];
+                let mut table = [[[0f32; 4]; TILE_ROWS]; CHUNK];
+                let mut c0 = 0;
+                while c0 < n {
+                    let c1 = (c0 + CHUNK).min(n);
+                    for (i, entry) in (c0..c1).zip(table.iter_mut()) {
+                        let dy = f16x4(std::array::from_fn(|t| ys[t][i].d));
+                        for (r, e) in entry.iter_mut().enumerate() {
+                            *e = lanes(_mm_mul_ps(_mm_set1_ps(h(xs[r][i].d)), dy));
+                        }
+                    }
+                    for (pass, half) in halves.iter_mut().enumerate() {
+                        let mut sums = *half;
+                        let mut i = c0 + pass;
+                        while i < c1 {
+                            {
+                                let ($i, $sc, $acc) = (i, &table[i - c0], &mut sums);
+                                $body
+                            }
+                            i += 2;
+                        }
+                        *half = sums;
+                    }
+                    c0 = c1;
+                }
+                let [even, odd] = halves;
+                let out: [[f32; 4]; TILE_ROWS] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(_mm256_add_ps(even[r][t], odd[r][t]))));
+                out
+            }};
+        }
+
+        /// Four f16 values to f32 in one conversion.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn f16x4(v: [u16; 4]) -> __m128 {
+            _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, v[3] as i16, v[2] as i16, v[1] as i16, v[0] as i16))
+        }
+
+        /// A tile of a 32-element type. `$unpack` gives a block's weights as unsigned bytes,
+        /// `x + $bias` (the signed types) or `x` (the types with a minimum, `$bias` 0), and
+        /// `$act` is the activation block type. The integer lanes are `dot_i8`'s (or
+        /// `dot_u8i8`'s): with VNNI, `vpdpbusd` of the biased bytes started from
+        /// `-bias·Σy` per lane, one instruction per pair; with AVX2, the signs as `dot_i8`.
+        macro_rules! tile_kernel {
+            ($impl:ident, $block:ty, $act:ty, $bias:literal, |$blk:ident| $unpack:expr) => {
+                #[target_feature(enable = $feat)]
+                unsafe fn $impl(w: &[u8], a: [&[u8]; 4]) -> [[f32; 4]; TILE_ROWS] {
+                    let xs = tile_rows::<$block>(w);
+                    let ys = a.map(as_blocks::<$act>);
+                    let nb = xs[0].len();
+                    assert!(ys.iter().all(|y| y.len() >= nb));
+                    let bias = _mm256_set1_epi8($bias as u8 as i8);
+                    tile_passes!(xs, ys, |i, sc, acc| {
+                        let xu: [__m256i; TILE_ROWS] = std::array::from_fn(|r| {
+                            let $blk = &xs[r][i];
+                            $unpack
+                        });
+                        // AVX2: the signed weights and their magnitudes, as `dot_i8` takes them.
+                        let qx: [__m256i; TILE_ROWS] = std::array::from_fn(|r| _mm256_sub_epi8(xu[r], bias));
+                        let ax: [__m256i; TILE_ROWS] = std::array::from_fn(|r| _mm256_sign_epi8(qx[r], qx[r]));
+                        for t in 0..4 {
+                            // SAFETY: 32-byte array.
+                            let qy = unsafe { load(&ys[t][i].qs) };
+                            let neg_bias_sum = if $vnni && $bias != 0 {
+                                idot(bias, _mm256_sub_epi8(_mm256_setzero_si256(), qy))
+                            } else {
+                                _mm256_setzero_si256()
+                            };
+                            for r in 0..TILE_ROWS {
+                                let p = if $bias == 0 {
+                                    idot(xu[r], qy)
+                                } else if $vnni {
+                                    idot_from(neg_bias_sum, xu[r], qy)
+                                } else {
+                                    idot(ax[r], _mm256_sign_epi8(qy, qx[r]))
+                                };
+                                acc[r][t] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[r][t]), _mm256_cvtepi32_ps(p), acc[r][t]);
+                            }
+                        }
+                    })
+                }
+            };
+        }
+        /// Low nibbles then high nibbles, with the fifth bits of `qh` (bit j for element j)
+        /// as 16: the 16 bytes loaded into both halves and shifted apart (no shuffle), the
+        /// fifth bits merged by byte mask where AVX-512 BW has them.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn five_bits(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+            // SAFETY: 16 readable bytes.
+            let both = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) });
+            let $lo4 = _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0xF));
+            let $hi1 = u32::from_le_bytes(qh);
+            $fifth
+        }
+        // SAFETY (each unpack): nibbles reads the block's 16 bytes; qs is 32 bytes.
+        tile_kernel!(q4_0_tile_impl, BlockQ4_0, BlockQ8_0, 8, |x| unsafe { nibbles(x.qs.as_ptr()) });
+        tile_kernel!(q5_0_tile_impl, BlockQ5_0, BlockQ8_0, 16, |x| unsafe { five_bits(&x.qs, x.qh) });
+        tile_kernel!(q8_0_tile_impl, BlockQ8_0, BlockQ8_0, 128, |x| _mm256_xor_si256(unsafe { load(&x.qs) }, _mm256_set1_epi8(-128)));
+        tile_kernel!(q4_1_tile_dots, BlockQ4_1, BlockQ8_1, 0, |x| unsafe { nibbles(x.qs.as_ptr()) });
+        tile_kernel!(q5_1_tile_dots, BlockQ5_1, BlockQ8_1, 0, |x| unsafe { five_bits(&x.qs, x.qh) });
+
+        /// The types with a minimum: the tile's dots plus `min_terms!` per (row, token), with
+        /// the four tokens in the lanes of one vector.
+        macro_rules! min_tile_kernel {
+            ($impl:ident, $dots:ident, $block:ty) => {
+                #[target_feature(enable = $feat)]
+                unsafe fn $impl(w: &[u8], a: [&[u8]; 4]) -> [[f32; 4]; TILE_ROWS] {
+                    // SAFETY: this function's contract.
+                    let mut sums = unsafe { $dots(w, a) };
+                    let (xs, ys) = (tile_rows::<$block>(w), a.map(as_blocks::<BlockQ8_1>));
+                    for (row, xr) in sums.iter_mut().zip(xs) {
+                        let mut m = [_mm_setzero_ps(); 4];
+                        for (i, xb) in xr.iter().enumerate() {
+                            let s = f16x4(std::array::from_fn(|t| ys[t][i].s));
+                            m[i % 4] = _mm_add_ps(m[i % 4], _mm_mul_ps(_mm_set1_ps(h(xb.m)), s));
+                        }
+                        let m = lanes(_mm_add_ps(_mm_add_ps(m[0], m[1]), _mm_add_ps(m[2], m[3])));
+                        for (v, mt) in row.iter_mut().zip(m) {
+                            *v += mt;
+                        }
+                    }
+                    sums
+                }
+            };
+        }
+        min_tile_kernel!(q4_1_tile_impl, q4_1_tile_dots, BlockQ4_1);
+        min_tile_kernel!(q5_1_tile_impl, q5_1_tile_dots, BlockQ5_1);
+
+        fn lanes(v: __m128) -> [f32; 4] {
+            // SAFETY: four f32 lanes, the same size and plain data.
+            unsafe { std::mem::transmute::<__m128, [f32; 4]>(v) }
         }
     };
 }
 
 pub mod avx2 {
-    x86_kernels!("avx2,fma,f16c", |x, y| _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)));
+    x86_kernels!(
+        "avx2,fma,f16c",
+        2,
+        false,
+        |x, y| _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)),
+        |c, x, y| _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))),
+        |nib, qh| _mm256_or_si256(nib, _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)))
+    );
 
     /// Activations to Q8_0 / Q8_1 with AVX2 (`quantize_row_q8_0` / `q8_1` in ggml's x86 path):
     /// the same rule as the scalar quantizer, round half to even.
@@ -634,5 +854,12 @@ pub mod avx2 {
 }
 
 pub mod vnni {
-    x86_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", |x, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y));
+    x86_kernels!(
+        "avx2,fma,f16c,avx512vnni,avx512vl,avx512bw",
+        4,
+        true,
+        |x, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y),
+        |c, x, y| _mm256_dpbusd_epi32(c, x, y),
+        |nib, qh| _mm256_mask_add_epi8(nib, qh, nib, _mm256_set1_epi8(0x10))
+    );
 }
