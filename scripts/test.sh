@@ -5,7 +5,8 @@
 #     with the default test threads while the real models are fetched beside them.
 #  3. The reference tier: every test of the workspace in release mode against the real
 #     models (one test at a time: each already uses both cores), and the greedy references
-#     again at each lower instruction-set level.
+#     again at each lower instruction-set level; the aarch64 cross build under qemu-user
+#     (scripts/test-aarch64.sh).
 #  4. A real `bantam serve` on 127.0.0.1 driven by the official `openai` and `ollama`
 #     Python clients, and `bantam eval` end to end (its HTML report in a headless
 #     Chromium, from the distribution's packages).
@@ -71,6 +72,7 @@ step "reference tier" cargo test --workspace --release --no-fail-fast -- --test-
 for level in avx2 scalar; do
     step "reference greedy at $level" env BANTAM_ISA=$level cargo test --release -p model --test greedy
 done
+step "aarch64 under qemu-user" bash scripts/test-aarch64.sh
 
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 python3 -m pip install -q -r tests/python/requirements.txt || python3 -m pip install -q --user -r tests/python/requirements.txt

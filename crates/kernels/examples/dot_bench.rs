@@ -50,10 +50,7 @@ fn main() {
         let ab = unsafe { std::slice::from_raw_parts_mut(a.as_mut_ptr() as *mut u8, a.len() * 4) };
         let ab = &mut ab[..at.row_bytes(cols)];
         at.quantize(&x, ab);
-        for isa in [Isa::Scalar, Isa::Avx2, Isa::Vnni] {
-            if !available(isa) {
-                continue;
-            }
+        for isa in Isa::available() {
             let f = dot_fn(ty, isa);
             let one = best_of(reps, || f(std::hint::black_box(&w), std::hint::black_box(ab)));
             let four = dot4_fn(ty, isa).map(|f4| best_of(reps, || f4(std::hint::black_box(&w), [ab, ab, ab, ab]).iter().sum()) / 4.0);
@@ -89,20 +86,4 @@ fn best_of(reps: usize, mut f: impl FnMut() -> f32) -> f64 {
     }
     std::hint::black_box(sink);
     best
-}
-
-fn available(isa: Isa) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-        match isa {
-            Isa::Scalar => true,
-            Isa::Avx2 => avx2,
-            Isa::Vnni => avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw"),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        isa == Isa::Scalar
-    }
 }

@@ -18,6 +18,10 @@ pub mod scalar;
 mod x86;
 #[cfg(target_arch = "x86_64")]
 pub use x86::{avx2, vnni};
+#[cfg(target_arch = "aarch64")]
+mod arm;
+#[cfg(target_arch = "aarch64")]
+pub use arm::{dotprod, neon};
 
 /// The format of the activation operand of a weight type's dot product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +109,7 @@ pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
             Isa::Avx2 if ty == GgmlType::Q4_1 => return None,
             Isa::Avx2 => return pick!(avx2),
             Isa::Vnni => return pick!(vnni),
-            Isa::Scalar => {}
+            _ => {}
         }
     }
     let _ = (ty, isa);
@@ -156,7 +160,7 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
         match isa {
             Isa::Avx2 => return pick!(avx2),
             Isa::Vnni => return pick!(vnni),
-            Isa::Scalar => {}
+            _ => {}
         }
     }
     let _ = (ty, isa);
@@ -167,25 +171,49 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
     Scalar,
+    /// x86: AVX2 with FMA and F16C.
     Avx2,
-    /// AVX2 plus AVX-512 VNNI, VL and BW (`vpdpbusd` and byte masks on 256-bit vectors).
+    /// x86: AVX2 plus AVX-512 VNNI, VL and BW (`vpdpbusd` and byte masks on 256-bit vectors).
     Vnni,
+    /// aarch64: Advanced SIMD, which every aarch64 CPU has.
+    Neon,
+    /// aarch64: Advanced SIMD with the dot-product extension (`sdot`).
+    NeonDot,
 }
 
 impl Isa {
+    /// The best level this CPU has, or the one `BANTAM_ISA` caps it to (a level's name, as
+    /// [`Isa::as_str`] gives it; a name this CPU does not have gives its best level).
     pub fn detect() -> Isa {
+        let cap = std::env::var("BANTAM_ISA").unwrap_or_default();
+        let levels = Isa::available();
+        let capped = levels.iter().position(|l| l.as_str() == cap).map_or(levels.len(), |i| i + 1);
+        levels[..capped.max(1)].last().copied().unwrap_or(Isa::Scalar)
+    }
+
+    /// Every level this CPU has, from scalar up.
+    pub fn available() -> Vec<Isa> {
+        #[allow(unused_mut)]
+        let mut v = vec![Isa::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
-            // BANTAM_ISA=scalar|avx2 caps the instruction set (for comparisons and tests).
-            let cap = std::env::var("BANTAM_ISA").unwrap_or_default();
-            if cap != "scalar" && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-                if cap != "avx2" && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw") {
-                    return Isa::Vnni;
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                v.push(Isa::Avx2);
+                if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw") {
+                    v.push(Isa::Vnni);
                 }
-                return Isa::Avx2;
             }
         }
-        Isa::Scalar
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                v.push(Isa::Neon);
+                if std::arch::is_aarch64_feature_detected!("dotprod") {
+                    v.push(Isa::NeonDot);
+                }
+            }
+        }
+        v
     }
 
     /// The name `BANTAM_ISA` takes and `bantam bench` reports.
@@ -194,6 +222,8 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Vnni => "avx512-vnni",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neon-dotprod",
         }
     }
 
@@ -204,35 +234,40 @@ impl Isa {
     }
 }
 
+/// `return`s the SIMD kernel of the weight type `$ty` from module `$m` (every SIMD module
+/// names its kernels alike); falls through for the float types.
+macro_rules! pick_simd {
+    ($m:ident, $ty:expr) => {
+        match $ty {
+            GgmlType::Q4_0 => return $m::q4_0,
+            GgmlType::Q4_1 => return $m::q4_1,
+            GgmlType::Q5_0 => return $m::q5_0,
+            GgmlType::Q8_0 => return $m::q8_0,
+            GgmlType::Q4_K => return $m::q4_k,
+            GgmlType::Q6_K => return $m::q6_k,
+            GgmlType::Q5_1 => return $m::q5_1,
+            GgmlType::Q5_K => return $m::q5_k,
+            GgmlType::Q2_K => return $m::q2_k,
+            GgmlType::Q3_K => return $m::q3_k,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_1 | GgmlType::Q8_K => {}
+        }
+    };
+}
+
 /// The dot product for weight type `ty` on instruction set `isa`.
 pub fn dot_fn(ty: GgmlType, isa: Isa) -> DotFn {
     use GgmlType::*;
-    #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! pick {
-            ($m:ident) => {
-                match ty {
-                    Q4_0 => return $m::q4_0,
-                    Q4_1 => return $m::q4_1,
-                    Q5_0 => return $m::q5_0,
-                    Q8_0 => return $m::q8_0,
-                    Q4_K => return $m::q4_k,
-                    Q6_K => return $m::q6_k,
-                    Q5_1 => return $m::q5_1,
-                    Q5_K => return $m::q5_k,
-                    Q2_K => return $m::q2_k,
-                    Q3_K => return $m::q3_k,
-                    F32 | F16 | BF16 | Q8_1 | Q8_K => {}
-                }
-            };
-        }
-        match isa {
-            Isa::Avx2 => pick!(avx2),
-            Isa::Vnni => pick!(vnni),
-            Isa::Scalar => {}
-        }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => pick_simd!(avx2, ty),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Vnni => pick_simd!(vnni, ty),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => pick_simd!(neon, ty),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => pick_simd!(dotprod, ty),
+        _ => {}
     }
-    let _ = isa;
     match ty {
         Q4_0 => scalar::q4_0,
         Q4_1 => scalar::q4_1,

@@ -100,17 +100,7 @@ fn kernels_match_dequantized_reference() {
 
 /// Every instruction set this CPU has.
 fn isas() -> Vec<Isa> {
-    let mut v = vec![Isa::Scalar];
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-            v.push(Isa::Avx2);
-            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw") {
-                v.push(Isa::Vnni);
-            }
-        }
-    }
-    v
+    Isa::available()
 }
 
 /// SIMD kernels against their scalar twins, tightly.
@@ -227,5 +217,16 @@ fn tile_kernels_equal_single_row_bit_for_bit() {
                 }
             }
         }
+    }
+}
+
+/// The levels named in `BANTAM_EXPECT_ISAS` (comma-separated, as `Isa::as_str` names them)
+/// are all present: CI sets it, so that a machine or emulator without a level cannot pass
+/// the kernel tests by testing fewer of them.
+#[test]
+fn expected_levels_are_present() {
+    let have: Vec<&str> = Isa::available().iter().map(|i| i.as_str()).collect();
+    for want in std::env::var("BANTAM_EXPECT_ISAS").unwrap_or_default().split(',').filter(|s| !s.is_empty()) {
+        assert!(have.contains(&want), "level {want} expected but this CPU has only {have:?}");
     }
 }

@@ -1,0 +1,331 @@
+//! aarch64 dot products after ggml's `arch/arm/quants.c`, compiled twice from one source:
+//! [`neon`] (Advanced SIMD, which every aarch64 CPU has: byte products widened with
+//! `smull` and summed pairwise) and [`dotprod`] (the same with ARMv8.2's `sdot`, four byte
+//! products into each i32 lane in one instruction), chosen at run time.
+//!
+//! Weights are unpacked to signed bytes (NEON multiplies signed by signed, so no sign
+//! trick is needed) and dotted 16 at a time; the 32-element types scale each block's lanes
+//! into two alternating float accumulators, the k-quants sum their groups in integers and
+//! scale once per super-block. Each kernel has its scalar twin in [`super::scalar`] and is
+//! compared with it in the tests (under qemu-user where the build machine is not ARM).
+
+macro_rules! arm_kernels {
+    ($feat:literal, |$acc:ident, $x:ident, $y:ident| $dot:expr) => {
+        use crate::blocks::*;
+        use std::arch::aarch64::*;
+
+        /// `acc` plus the 16 byte products of `x` and `y`, summed into four i32 lanes.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn idot($acc: int32x4_t, $x: int8x16_t, $y: int8x16_t) -> int32x4_t {
+            $dot
+        }
+
+        /// The 32 bytes of an 8-bit block as two vectors.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn load32(p: &[i8; 32]) -> (int8x16_t, int8x16_t) {
+            // SAFETY: 32 readable bytes.
+            unsafe { (vld1q_s8(p.as_ptr()), vld1q_s8(p.as_ptr().add(16))) }
+        }
+
+        /// 16 packed bytes as (low nibbles: elements 0..16, high nibbles: elements 16..32).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn nibbles(qs: &[u8; 16]) -> (uint8x16_t, uint8x16_t) {
+            // SAFETY: 16 readable bytes.
+            let b = unsafe { vld1q_u8(qs.as_ptr()) };
+            (vandq_u8(b, vdupq_n_u8(0xF)), vshrq_n_u8::<4>(b))
+        }
+
+        /// The fifth bits of Q5_0 / Q5_1 (bit j of `qh` for element j) as 16, for elements
+        /// 0..16 and 16..32.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn fifth_bits(qh: [u8; 4]) -> (uint8x16_t, uint8x16_t) {
+            let bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
+            let lo = vcombine_u8(vdup_n_u8(qh[0]), vdup_n_u8(qh[1]));
+            let hi = vcombine_u8(vdup_n_u8(qh[2]), vdup_n_u8(qh[3]));
+            let sixteen = vdupq_n_u8(16);
+            (vandq_u8(vtstq_u8(lo, bit), sixteen), vandq_u8(vtstq_u8(hi, bit), sixteen))
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn signed(v: uint8x16_t, offset: u8) -> int8x16_t {
+            vreinterpretq_s8_u8(vsubq_u8(v, vdupq_n_u8(offset)))
+        }
+
+        macro_rules! safe_wrapper {
+            ($name:ident, $inner:ident) => {
+                pub fn $name(w: &[u8], a: &[u8]) -> f32 {
+                    // SAFETY: only reachable through dot_fn, chosen after the CPU reported
+                    // the features this module is compiled for.
+                    unsafe { $inner(w, a) }
+                }
+            };
+        }
+        safe_wrapper!(q4_0, q4_0_impl);
+        safe_wrapper!(q4_1, q4_1_impl);
+        safe_wrapper!(q5_0, q5_0_impl);
+        safe_wrapper!(q5_1, q5_1_impl);
+        safe_wrapper!(q8_0, q8_0_impl);
+        safe_wrapper!(q2_k, q2_k_impl);
+        safe_wrapper!(q3_k, q3_k_impl);
+        safe_wrapper!(q4_k, q4_k_impl);
+        safe_wrapper!(q5_k, q5_k_impl);
+        safe_wrapper!(q6_k, q6_k_impl);
+
+        /// A 32-element type: `$unpack` gives block `$b`'s weights as two signed byte vectors
+        /// and `$min` its minimum's term against activation block `$yb` (0 for the
+        /// symmetric types). Blocks alternate between two accumulators, so one block's
+        /// multiply-add does not wait on the last.
+        macro_rules! kernel32 {
+            ($impl:ident, $block:ty, $act:ty, |$b:ident, $yb:ident| $unpack:expr, $min:expr) => {
+                #[target_feature(enable = $feat)]
+                unsafe fn $impl(w: &[u8], a: &[u8]) -> f32 {
+                    let (xs, ys) = (as_blocks::<$block>(w), as_blocks::<$act>(a));
+                    let n = xs.len().min(ys.len());
+                    let block = |i: usize| {
+                        let ($b, $yb) = (&xs[i], &ys[i]);
+                        let (x0, x1): (int8x16_t, int8x16_t) = $unpack;
+                        let (y0, y1) = load32(&$yb.qs);
+                        let p = vcvtq_f32_s32(idot(idot(vdupq_n_s32(0), x0, y0), x1, y1));
+                        (p, f16_to_f32($b.d) * f16_to_f32($yb.d), $min)
+                    };
+                    let (mut a0, mut a1, mut summs) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0), 0f32);
+                    let mut i = 0;
+                    while i + 2 <= n {
+                        let (p, s, m) = block(i);
+                        a0 = vfmaq_f32(a0, p, vdupq_n_f32(s));
+                        let (q, t, mq) = block(i + 1);
+                        a1 = vfmaq_f32(a1, q, vdupq_n_f32(t));
+                        summs += m + mq;
+                        i += 2;
+                    }
+                    if i < n {
+                        let (p, s, m) = block(i);
+                        a0 = vfmaq_f32(a0, p, vdupq_n_f32(s));
+                        summs += m;
+                    }
+                    vaddvq_f32(vaddq_f32(a0, a1)) + summs
+                }
+            };
+        }
+        kernel32!(
+            q4_0_impl,
+            BlockQ4_0,
+            BlockQ8_0,
+            |x, y| {
+                let (lo, hi) = nibbles(&x.qs);
+                (signed(lo, 8), signed(hi, 8))
+            },
+            0.0
+        );
+        kernel32!(
+            q4_1_impl,
+            BlockQ4_1,
+            BlockQ8_1,
+            |x, y| {
+                let (lo, hi) = nibbles(&x.qs);
+                (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi))
+            },
+            f16_to_f32(x.m) * f16_to_f32(y.s)
+        );
+        kernel32!(
+            q5_0_impl,
+            BlockQ5_0,
+            BlockQ8_0,
+            |x, y| {
+                let ((lo, hi), (h0, h1)) = (nibbles(&x.qs), fifth_bits(x.qh));
+                (signed(vorrq_u8(lo, h0), 16), signed(vorrq_u8(hi, h1), 16))
+            },
+            0.0
+        );
+        kernel32!(
+            q5_1_impl,
+            BlockQ5_1,
+            BlockQ8_1,
+            |x, y| {
+                let ((lo, hi), (h0, h1)) = (nibbles(&x.qs), fifth_bits(x.qh));
+                (vreinterpretq_s8_u8(vorrq_u8(lo, h0)), vreinterpretq_s8_u8(vorrq_u8(hi, h1)))
+            },
+            f16_to_f32(x.m) * f16_to_f32(y.s)
+        );
+        kernel32!(q8_0_impl, BlockQ8_0, BlockQ8_0, |x, y| load32(&x.qs), 0.0);
+
+        /// 16 activation bytes of a Q8_K block from element `o`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn y16(y: &BlockQ8K, o: usize) -> int8x16_t {
+            let q = &y.qs[o..o + 16];
+            // SAFETY: 16 readable bytes (the slice above is bounds-checked).
+            unsafe { vld1q_s8(q.as_ptr()) }
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn u16x(p: &[u8]) -> uint8x16_t {
+            let q = &p[..16];
+            // SAFETY: 16 readable bytes (bounds-checked above).
+            unsafe { vld1q_u8(q.as_ptr()) }
+        }
+
+        /// Q4_K, or with `five` Q5_K (the fifth bit of element l of group g is bit g of
+        /// `qh[l]`): 8 groups of 32, each group's dot times its 6-bit scale in integers.
+        macro_rules! k4_kernel {
+            ($impl:ident, $block:ty, |$xb:ident| $qh:expr) => {
+                #[target_feature(enable = $feat)]
+                unsafe fn $impl(w: &[u8], a: &[u8]) -> f32 {
+                    let (xs, ys) = (as_blocks::<$block>(w), as_blocks::<BlockQ8K>(a));
+                    let mut sum = 0f32;
+                    for ($xb, y) in xs.iter().zip(ys) {
+                        let (sc, mn) = unpack_scale_min_k4(&$xb.scales);
+                        let mut mins = 0i32;
+                        for j in 0..8 {
+                            mins += (y.bsums[2 * j] as i32 + y.bsums[2 * j + 1] as i32) * mn[j] as i32;
+                        }
+                        let qh: Option<&[u8; 32]> = $qh;
+                        let mut sumi = vdupq_n_s32(0);
+                        for j in 0..4 {
+                            let q = &$xb.qs[32 * j..];
+                            let (qa, qb) = (u16x(q), u16x(&q[16..]));
+                            let m4 = vdupq_n_u8(0xF);
+                            let (mut la, mut lb) = (vandq_u8(qa, m4), vandq_u8(qb, m4));
+                            let (mut ha, mut hb) = (vshrq_n_u8::<4>(qa), vshrq_n_u8::<4>(qb));
+                            if let Some(qh) = qh {
+                                let (qha, qhb) = (u16x(qh), u16x(&qh[16..]));
+                                let (b0, b1) = (vdupq_n_u8(1 << (2 * j)), vdupq_n_u8(2 << (2 * j)));
+                                let sixteen = vdupq_n_u8(16);
+                                la = vorrq_u8(la, vandq_u8(vtstq_u8(qha, b0), sixteen));
+                                lb = vorrq_u8(lb, vandq_u8(vtstq_u8(qhb, b0), sixteen));
+                                ha = vorrq_u8(ha, vandq_u8(vtstq_u8(qha, b1), sixteen));
+                                hb = vorrq_u8(hb, vandq_u8(vtstq_u8(qhb, b1), sixteen));
+                            }
+                            let s = vreinterpretq_s8_u8;
+                            let pl = idot(idot(vdupq_n_s32(0), s(la), y16(y, 64 * j)), s(lb), y16(y, 64 * j + 16));
+                            let ph = idot(idot(vdupq_n_s32(0), s(ha), y16(y, 64 * j + 32)), s(hb), y16(y, 64 * j + 48));
+                            sumi = vmlaq_n_s32(sumi, pl, sc[2 * j] as i32);
+                            sumi = vmlaq_n_s32(sumi, ph, sc[2 * j + 1] as i32);
+                        }
+                        sum += f16_to_f32($xb.d) * y.d * vaddvq_s32(sumi) as f32 - f16_to_f32($xb.dmin) * y.d * mins as f32;
+                    }
+                    sum
+                }
+            };
+        }
+        k4_kernel!(q4_k_impl, BlockQ4K, |x| None);
+        k4_kernel!(q5_k_impl, BlockQ5K, |x| Some(&x.qh));
+
+        /// Q6_K: two halves of 128; per 16 elements a signed 8-bit scale.
+        #[target_feature(enable = $feat)]
+        unsafe fn q6_k_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ6K>(w), as_blocks::<BlockQ8K>(a));
+            let (m4, m3) = (vdupq_n_u8(0xF), vdupq_n_u8(3));
+            let mut sum = 0f32;
+            for (x, y) in xs.iter().zip(ys) {
+                let mut sumi = vdupq_n_s32(0);
+                for n in 0..2 {
+                    let (ql, qh, sc) = (&x.ql[n * 64..], &x.qh[n * 32..], &x.scales[n * 8..]);
+                    for lb in 0..2 {
+                        let (l0, l1, h) = (u16x(&ql[16 * lb..]), u16x(&ql[32 + 16 * lb..]), u16x(&qh[16 * lb..]));
+                        let q = [
+                            vorrq_u8(vandq_u8(l0, m4), vshlq_n_u8::<4>(vandq_u8(h, m3))),
+                            vorrq_u8(vandq_u8(l1, m4), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(h), m3))),
+                            vorrq_u8(vshrq_n_u8::<4>(l0), vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(h), m3))),
+                            vorrq_u8(vshrq_n_u8::<4>(l1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(h))),
+                        ];
+                        for (k, qk) in q.into_iter().enumerate() {
+                            let p = idot(vdupq_n_s32(0), signed(qk, 32), y16(y, n * 128 + 16 * lb + 32 * k));
+                            sumi = vmlaq_n_s32(sumi, p, sc[lb + 2 * k] as i32);
+                        }
+                    }
+                }
+                sum += f16_to_f32(x.d) * y.d * vaddvq_s32(sumi) as f32;
+            }
+            sum
+        }
+
+        /// Q2_K and Q3_K share a walk: two halves of 32 bytes, four 2-bit planes each, two
+        /// groups of 16 per plane in activation order. `$weights` gives the group's signed
+        /// weights from the plane `v` (2-bit values), the half and the plane index.
+        macro_rules! k2_walk {
+            ($xe:expr, $ye:expr, |$v:ident, $half:ident, $plane:ident, $g:ident| $weights:expr, $scale:expr) => {{
+                let (x, y) = ($xe, $ye);
+                let mut sumi = vdupq_n_s32(0);
+                let mut $g = 0;
+                for n in 0..2 {
+                    let halves = [u16x(&x.qs[n * 32..]), u16x(&x.qs[n * 32 + 16..])];
+                    for $plane in 0..4 {
+                        for ($half, q) in halves.iter().enumerate() {
+                            let $v = vandq_u8(vshlq_u8(*q, vdupq_n_s8(-2 * $plane as i8)), vdupq_n_u8(3));
+                            let w: int8x16_t = $weights;
+                            let p = idot(vdupq_n_s32(0), w, y16(y, 16 * $g));
+                            sumi = vmlaq_n_s32(sumi, p, $scale);
+                            $g += 1;
+                        }
+                    }
+                }
+                vaddvq_s32(sumi)
+            }};
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q2_k_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ2K>(w), as_blocks::<BlockQ8K>(a));
+            let mut sum = 0f32;
+            for (x, y) in xs.iter().zip(ys) {
+                let s = k2_walk!(x, y, |v, _half, _plane, g| vreinterpretq_s8_u8(v), (x.scales[g] & 0xF) as i32);
+                let mins: i32 = x.scales.iter().zip(&y.bsums).map(|(&sc, &b)| (sc >> 4) as i32 * b as i32).sum();
+                sum += f16_to_f32(x.d) * y.d * s as f32 - f16_to_f32(x.dmin) * y.d * mins as f32;
+            }
+            sum
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn q3_k_impl(w: &[u8], a: &[u8]) -> f32 {
+            let (xs, ys) = (as_blocks::<BlockQ3K>(w), as_blocks::<BlockQ8K>(a));
+            let mut sum = 0f32;
+            for (x, y) in xs.iter().zip(ys) {
+                let scales = crate::dequant::unpack_q3k_scales(&x.scales);
+                let hm = [u16x(&x.hmask), u16x(&x.hmask[16..])];
+                // Bit (4n + plane) of hmask set: the value as is; clear: 4 less.
+                let s = k2_walk!(
+                    x,
+                    y,
+                    |v, half, plane, g| {
+                        let bit = vdupq_n_u8(1 << (4 * (g / 8) + plane));
+                        vreinterpretq_s8_u8(vsubq_u8(v, vbicq_u8(vdupq_n_u8(4), vtstq_u8(hm[half], bit))))
+                    },
+                    scales[g] as i32
+                );
+                sum += f16_to_f32(x.d) * y.d * s as f32;
+            }
+            sum
+        }
+    };
+}
+
+/// Advanced SIMD only: byte products widened to 16 bits, summed pairwise into i32 lanes.
+pub mod neon {
+    arm_kernels!("neon", |acc, x, y| vpadalq_s16(vpadalq_s16(acc, vmull_s8(vget_low_s8(x), vget_low_s8(y))), vmull_high_s8(x, y)));
+}
+
+/// With the dot-product extension (`sdot`: four byte products into each i32 lane).
+pub mod dotprod {
+    arm_kernels!("neon,dotprod", |acc, x, y| {
+        let mut acc = acc;
+        // SAFETY: `sdot` reads two vector registers and adds into a third; this module's
+        // functions run only where the CPU reported the dot-product extension.
+        unsafe {
+            std::arch::asm!(
+                "sdot {a:v}.4s, {x:v}.16b, {y:v}.16b",
+                a = inout(vreg) acc,
+                x = in(vreg) x,
+                y = in(vreg) y,
+                options(pure, nomem, nostack)
+            )
+        };
+        acc
+    });
+}
