@@ -91,7 +91,6 @@ pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
             ($m:ident) => {
                 match ty {
                     GgmlType::Q4_0 => Some($m::q4_0_x4 as Dot4Fn),
-                    GgmlType::Q4_1 => Some($m::q4_1_x4),
                     GgmlType::Q5_0 => Some($m::q5_0_x4),
                     GgmlType::Q8_0 => Some($m::q8_0_x4),
                     GgmlType::Q4_K => Some($m::q4_k_x4),
@@ -101,12 +100,6 @@ pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
             };
         }
         match isa {
-            // With AVX2's 16 vector registers (its four rows' two accumulators each, and their
-            // scales, do not fit) the four-row Q4_1 kernel measured 360 ns per row against the
-            // single-row kernel's 283 (kernels' dot_bench, Zen 4 capped to AVX2), and halved
-            // smollm2's prompt speed. Every row takes the single-row kernel instead, which is
-            // as batch-invariant.
-            Isa::Avx2 if ty == GgmlType::Q4_1 => return None,
             Isa::Avx2 => return pick!(avx2),
             Isa::Vnni => return pick!(vnni),
             _ => {}

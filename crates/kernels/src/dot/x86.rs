@@ -188,29 +188,63 @@ macro_rules! x86_kernels {
             }};
         }
 
-        /// The minimum's term of Q4_1 / Q5_1 against Q8_1, `Σ m·s` over the blocks, in four
-        /// running sums (block i into sum i mod 4) so the additions do not wait on each
-        /// other; every kernel of the two types (one row, four rows, tiles) adds it this way.
-        macro_rules! min_terms {
-            ($xs:expr, $ys:expr) => {{
-                let (xs, ys) = ($xs, $ys);
-                let n = xs.len().min(ys.len());
-                let (mut m0, mut m1, mut m2, mut m3) = (0f32, 0f32, 0f32, 0f32);
-                let mut i = 0;
-                while i + 4 <= n {
-                    m0 += h(xs[i].m) * h(ys[i].s);
-                    m1 += h(xs[i + 1].m) * h(ys[i + 1].s);
-                    m2 += h(xs[i + 2].m) * h(ys[i + 2].s);
-                    m3 += h(xs[i + 3].m) * h(ys[i + 3].s);
-                    i += 4;
-                }
-                let tail = [&mut m0, &mut m1, &mut m2];
-                for (k, mk) in tail.into_iter().enumerate().take(n - i) {
-                    *mk += h(xs[i + k].m) * h(ys[i + k].s);
-                }
-                (m0 + m1) + (m2 + m3)
-            }};
+        /// `dx·dy` of a weight block and its activation block, both f16 scales converted in
+        /// one instruction.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn scale_product(d: u16, yd: u16) -> f32 {
+            let v = _mm_cvtph_ps(_mm_cvtsi32_si128((d as u32 | (yd as u32) << 16) as i32));
+            _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
         }
+
+        /// `(dx·dy, m·s)` of a block with a minimum (Q4_1, Q5_1) and its Q8_1 activation
+        /// block: the four f16 scales converted in one instruction.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn min_scales(d: u16, m: u16, yd: u16, ys: u16) -> (f32, f32) {
+            let v = _mm_cvtph_ps(_mm_set_epi32(0, 0, (yd as u32 | (ys as u32) << 16) as i32, (d as u32 | (m as u32) << 16) as i32));
+            let p = _mm_mul_ps(v, _mm_movehl_ps(v, v));
+            (_mm_cvtss_f32(p), _mm_cvtss_f32(_mm_movehdup_ps(p)))
+        }
+
+        /// A type with a minimum against Q8_1, one row: per block `(dx·dy)·p` into two
+        /// alternating vector sums (as `pairwise_blocks!`) and `m·s` into two alternating
+        /// scalar sums; `hsum(a0 + a1) + (m0 + m1)`. The tiles add the same way.
+        macro_rules! min_kernel {
+            ($impl:ident, $block:ty, |$blk:ident| $unpack:expr) => {
+                #[target_feature(enable = $feat)]
+                unsafe fn $impl(w: &[u8], a: &[u8]) -> f32 {
+                    let (xs, ys) = (as_blocks::<$block>(w), as_blocks::<BlockQ8_1>(a));
+                    let n = xs.len().min(ys.len());
+                    let block = |i: usize| {
+                        let ($blk, yb) = (&xs[i], &ys[i]);
+                        let (dd, ms) = min_scales($blk.d, $blk.m, yb.d, yb.s);
+                        // SAFETY: 32-byte array.
+                        (_mm256_set1_ps(dd), dot_u8i8($unpack, unsafe { load(&yb.qs) }), ms)
+                    };
+                    let (mut a0, mut a1, mut m0, mut m1) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0f32, 0f32);
+                    let mut i = 0;
+                    while i + 2 <= n {
+                        let (s, p, ms) = block(i);
+                        a0 = _mm256_fmadd_ps(s, p, a0);
+                        m0 += ms;
+                        let (s, p, ms) = block(i + 1);
+                        a1 = _mm256_fmadd_ps(s, p, a1);
+                        m1 += ms;
+                        i += 2;
+                    }
+                    if i < n {
+                        let (s, p, ms) = block(i);
+                        a0 = _mm256_fmadd_ps(s, p, a0);
+                        m0 += ms;
+                    }
+                    hsum(_mm256_add_ps(a0, a1)) + (m0 + m1)
+                }
+            };
+        }
+        // SAFETY (each unpack): nibbles reads the block's 16 bytes.
+        min_kernel!(q4_1_impl, BlockQ4_1, |x| unsafe { nibbles(x.qs.as_ptr()) });
+        min_kernel!(q5_1_impl, BlockQ5_1, |x| unsafe { five_bits(&x.qs, x.qh) });
 
         #[target_feature(enable = $feat)]
         unsafe fn q4_0_impl(w: &[u8], a: &[u8]) -> f32 {
@@ -219,19 +253,8 @@ macro_rules! x86_kernels {
                 // SAFETY: qs has 16 bytes, y.qs 32.
                 let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
                 let qx = _mm256_sub_epi8(qx, _mm256_set1_epi8(8));
-                _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_i8(qx, qy), acc)
+                _mm256_fmadd_ps(_mm256_set1_ps(scale_product(x.d, y.d)), dot_i8(qx, qy), acc)
             }))
-        }
-
-        #[target_feature(enable = $feat)]
-        unsafe fn q4_1_impl(w: &[u8], a: &[u8]) -> f32 {
-            let (xs, ys) = (as_blocks::<BlockQ4_1>(w), as_blocks::<BlockQ8_1>(a));
-            let summs = min_terms!(xs, ys);
-            hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
-                // SAFETY: as above.
-                let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
-                _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_u8i8(qx, qy), acc)
-            })) + summs
         }
 
         #[target_feature(enable = $feat)]
@@ -239,24 +262,9 @@ macro_rules! x86_kernels {
             let (xs, ys) = (as_blocks::<BlockQ5_0>(w), as_blocks::<BlockQ8_0>(a));
             hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
                 // SAFETY: as above.
-                let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
-                // q - 16 in two's complement: the high nibble is 0xF0 where the fifth bit is clear.
-                let hi = _mm256_andnot_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0xF0u8 as i8));
-                _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_i8(_mm256_or_si256(qx, hi), qy), acc)
+                let (qx, qy) = unsafe { (five_bits(&x.qs, x.qh), load(&y.qs)) };
+                _mm256_fmadd_ps(_mm256_set1_ps(scale_product(x.d, y.d)), dot_i8(_mm256_sub_epi8(qx, _mm256_set1_epi8(16)), qy), acc)
             }))
-        }
-
-        #[target_feature(enable = $feat)]
-        unsafe fn q5_1_impl(w: &[u8], a: &[u8]) -> f32 {
-            let (xs, ys) = (as_blocks::<BlockQ5_1>(w), as_blocks::<BlockQ8_1>(a));
-            let summs = min_terms!(xs, ys);
-            hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
-                // SAFETY: as above.
-                let (qx, qy) = unsafe { (nibbles(x.qs.as_ptr()), load(&y.qs)) };
-                // The fifth bit of element j is bit j of qh: 16 added where it is set.
-                let hi = _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(x.qh)), _mm256_set1_epi8(0x10));
-                _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_u8i8(_mm256_or_si256(qx, hi), qy), acc)
-            })) + summs
         }
 
         #[target_feature(enable = $feat)]
@@ -340,7 +348,7 @@ macro_rules! x86_kernels {
             hsum(pairwise_blocks!(xs, ys, |x, y, acc| {
                 // SAFETY: 32-byte arrays.
                 let (qx, qy) = unsafe { (load(&x.qs), load(&y.qs)) };
-                _mm256_fmadd_ps(_mm256_set1_ps(h(x.d) * h(y.d)), dot_i8(qx, qy), acc)
+                _mm256_fmadd_ps(_mm256_set1_ps(scale_product(x.d, y.d)), dot_i8(qx, qy), acc)
             }))
         }
 
@@ -419,7 +427,6 @@ macro_rules! x86_kernels {
             };
         }
         x4_wrapper!(q4_0_x4, q4_0_x4_impl);
-        x4_wrapper!(q4_1_x4, q4_1_x4_impl);
         x4_wrapper!(q5_0_x4, q5_0_x4_impl);
         x4_wrapper!(q8_0_x4, q8_0_x4_impl);
 
@@ -592,23 +599,6 @@ macro_rules! x86_kernels {
             std::array::from_fn(|k| hsum(acc[k]))
         }
 
-        #[target_feature(enable = $feat)]
-        unsafe fn q4_1_x4_impl(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-            let xs = as_blocks::<BlockQ4_1>(w);
-            let ys = a.map(as_blocks::<BlockQ8_1>);
-            assert!(ys.iter().all(|y| y.len() >= xs.len()));
-            let sums = pairwise_blocks4!(xs.len(), |i, acc| {
-                let x = &xs[i];
-                // SAFETY: 16 bytes of nibbles.
-                let (qx, dx) = (unsafe { nibbles(x.qs.as_ptr()) }, h(x.d));
-                for k in 0..4 {
-                    let y = &ys[k][i];
-                    // SAFETY: 32-byte array.
-                    acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dx * h(y.d)), dot_u8i8(qx, unsafe { load(&y.qs) }), acc[k]);
-                }
-            });
-            std::array::from_fn(|k| sums[k] + min_terms!(xs, ys[k]))
-        }
 
         // Tiles for prompts: TILE_ROWS weight rows against four activation rows at once, so a
         // weight block is unpacked once for four tokens and an activation block loaded once
@@ -756,8 +746,8 @@ macro_rules! x86_kernels {
         tile_kernel!(q4_1_tile_dots, BlockQ4_1, BlockQ8_1, 0, |x| unsafe { nibbles(x.qs.as_ptr()) });
         tile_kernel!(q5_1_tile_dots, BlockQ5_1, BlockQ8_1, 0, |x| unsafe { five_bits(&x.qs, x.qh) });
 
-        /// The types with a minimum: the tile's dots plus `min_terms!` per (row, token), with
-        /// the four tokens in the lanes of one vector.
+        /// The types with a minimum: the tile's dots plus the `m·s` terms per (row, token) as
+        /// `min_kernel!` adds them, with the four tokens in the lanes of one vector.
         macro_rules! min_tile_kernel {
             ($impl:ident, $dots:ident, $block:ty) => {
                 #[target_feature(enable = $feat)]
@@ -765,14 +755,25 @@ macro_rules! x86_kernels {
                     // SAFETY: this function's contract.
                     let mut sums = unsafe { $dots(w, a) };
                     let (xs, ys) = (tile_rows::<$block>(w), a.map(as_blocks::<BlockQ8_1>));
-                    for (row, xr) in sums.iter_mut().zip(xs) {
-                        let mut m = [_mm_setzero_ps(); 4];
-                        for (i, xb) in xr.iter().enumerate() {
-                            let s = f16x4(std::array::from_fn(|t| ys[t][i].s));
-                            m[i % 4] = _mm_add_ps(m[i % 4], _mm_mul_ps(_mm_set1_ps(h(xb.m)), s));
+                    // Even and odd blocks apart, every row at once (independent additions).
+                    let (mut even, mut odd) = ([_mm_setzero_ps(); TILE_ROWS], [_mm_setzero_ps(); TILE_ROWS]);
+                    let term = |i: usize, r: usize| _mm_mul_ps(_mm_set1_ps(h(xs[r][i].m)), f16x4(std::array::from_fn(|t| ys[t][i].s)));
+                    let n = xs[0].len();
+                    let mut i = 0;
+                    while i + 2 <= n {
+                        for r in 0..TILE_ROWS {
+                            even[r] = _mm_add_ps(even[r], term(i, r));
+                            odd[r] = _mm_add_ps(odd[r], term(i + 1, r));
                         }
-                        let m = lanes(_mm_add_ps(_mm_add_ps(m[0], m[1]), _mm_add_ps(m[2], m[3])));
-                        for (v, mt) in row.iter_mut().zip(m) {
+                        i += 2;
+                    }
+                    if i < n {
+                        for r in 0..TILE_ROWS {
+                            even[r] = _mm_add_ps(even[r], term(i, r));
+                        }
+                    }
+                    for (r, row) in sums.iter_mut().enumerate() {
+                        for (v, mt) in row.iter_mut().zip(lanes(_mm_add_ps(even[r], odd[r]))) {
                             *v += mt;
                         }
                     }
