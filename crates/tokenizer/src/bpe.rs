@@ -65,7 +65,7 @@ impl Merges {
     }
 
     fn intern(&mut self, s: &str, vocab: &Vocab) -> u32 {
-        if let Some(&id) = vocab.ids.get(s) {
+        if let Some(id) = vocab.id_of(s) {
             return id;
         }
         let next = self.n_vocab + self.extra.len() as u32;
@@ -73,7 +73,7 @@ impl Merges {
     }
 
     fn piece(&self, s: &str, vocab: &Vocab) -> u32 {
-        vocab.ids.get(s).or_else(|| self.extra.get(s)).copied().unwrap_or(NO_PIECE)
+        vocab.id_of(s).or_else(|| self.extra.get(s).copied()).unwrap_or(NO_PIECE)
     }
 }
 
@@ -112,7 +112,7 @@ impl BpeSession {
             return;
         }
         if ignore_merges {
-            if let Some(&id) = vocab.ids.get(word) {
+            if let Some(id) = vocab.id_of(word) {
                 out.push(id);
                 return;
             }
@@ -171,7 +171,7 @@ impl BpeSession {
             let bytes = &word.as_bytes()[s.start as usize..(s.start + s.len) as usize];
             for &b in bytes {
                 if b.is_ascii() {
-                    if let Some(&id) = vocab.ids.get(std::str::from_utf8(&[b]).unwrap_or_default()) {
+                    if let Some(id) = vocab.id_of(std::str::from_utf8(&[b]).unwrap_or_default()) {
                         out.push(id);
                     }
                 }

@@ -214,12 +214,12 @@ impl Tokenizer {
 
     /// The id of the token whose text is exactly `text`.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.vocab.ids.get(text).copied()
+        self.vocab.id_of(text)
     }
 
     /// The stored text of a token (byte-level or "▁"-escaped form, not decoded).
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.vocab.texts.get(id as usize).map(String::as_str)
+        self.vocab.texts.get(id as usize)
     }
 
     /// Whether `id` is a control token (after llama.cpp's load-time adjustments, which make

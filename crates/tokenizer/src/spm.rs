@@ -57,7 +57,7 @@ impl ByteTokens {
         for (b, slot) in t.iter_mut().enumerate() {
             let hex = format!("<0x{b:02X}>");
             let plain = char::from_u32(b as u32).filter(|c| c.is_ascii()).map(String::from);
-            *slot = vocab.ids.get(&hex).or_else(|| plain.and_then(|p| vocab.ids.get(&p))).copied().or(vocab.unk);
+            *slot = vocab.id_of(&hex).or_else(|| plain.and_then(|p| vocab.id_of(&p))).or(vocab.unk);
         }
         ByteTokens(t)
     }
@@ -78,7 +78,7 @@ pub(crate) fn encode(text: &str, vocab: &Vocab, bytes: &ByteTokens, out: &mut Ve
         let (Some(left), Some(right)) = (left, right) else { return };
         let (l, r) = (symbols[left as usize], symbols[right as usize]);
         let piece = &text[l.start as usize..(r.start + r.len) as usize];
-        if let Some(&id) = vocab.ids.get(piece) {
+        if let Some(id) = vocab.id_of(piece) {
             queue.push(Bigram { score: vocab.scores[id as usize], left, right, size: l.len + r.len });
         }
     };
@@ -109,8 +109,8 @@ pub(crate) fn encode(text: &str, vocab: &Vocab, bytes: &ByteTokens, out: &mut Ve
         let s = symbols[idx as usize];
         i = s.next;
         let piece = &text[s.start as usize..(s.start + s.len) as usize];
-        match vocab.ids.get(piece) {
-            Some(&id) => out.push(id),
+        match vocab.id_of(piece) {
+            Some(id) => out.push(id),
             None => out.extend(piece.bytes().filter_map(|b| bytes.0[b as usize])),
         }
     }
@@ -142,7 +142,7 @@ mod tests {
     fn run(v: &Vocab, text: &str) -> Vec<String> {
         let mut out = Vec::new();
         encode(text, v, &ByteTokens::new(v), &mut out);
-        out.into_iter().map(|id| v.texts[id as usize].clone()).collect()
+        out.into_iter().map(|id| v.texts[id as usize].to_string()).collect()
     }
 
     #[test]

@@ -6,8 +6,6 @@
 //! example `</s>` becomes a control token when it is put in the end-of-generation set, and
 //! so is split out of text with special parsing on).
 
-use std::collections::HashMap;
-
 use gguf::{Array, Gguf, Value};
 
 use crate::TokenizerError;
@@ -36,10 +34,10 @@ pub(crate) enum VocabKind {
 #[derive(Debug)]
 pub(crate) struct Vocab {
     pub kind: VocabKind,
-    pub texts: Vec<String>,
+    pub texts: Texts,
     pub scores: Vec<f32>,
     pub attrs: Vec<u32>,
-    pub ids: HashMap<String, u32>,
+    ids: Ids,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub unk: Option<u32>,
@@ -119,12 +117,7 @@ impl Vocab {
             None => vec![attr::NORMAL; n],
             Some(v) => read_array(v, KEY_TYPES, n, Array::to_i64s)?.into_iter().map(type_to_attr).collect(),
         };
-        let mut ids = HashMap::with_capacity(n);
-        for (i, t) in texts.iter().enumerate() {
-            if let Some(first) = ids.insert(t.clone(), i as u32) {
-                return Err(TokenizerError::DuplicateToken { text: t.clone(), first, second: i as u32 });
-            }
-        }
+        let ids = Ids::index(&texts)?;
 
         // Defaults per vocabulary type, then the metadata (`load`, "special tokens").
         let (bos, eos, unk) = match kind {
@@ -183,7 +176,7 @@ impl Vocab {
         if current.is_some() {
             return current;
         }
-        let found = (0..self.texts.len()).find(|&i| texts.contains(&self.texts[i].as_str()))?;
+        let found = (0..self.texts.len()).find(|&i| texts.contains(&&self.texts[i]))?;
         self.attrs[found] |= attr::CONTROL;
         Some(found as u32)
     }
@@ -201,14 +194,14 @@ impl Vocab {
     fn build_eog(&mut self, eot: Option<u32>, eom: Option<u32>, fim_eog: &[Option<u32>]) {
         let mut eog: Vec<u32> = fim_eog.iter().flatten().copied().collect();
         for (i, t) in self.texts.iter().enumerate() {
-            if EOG_TEXTS.contains(&t.as_str()) {
+            if EOG_TEXTS.contains(&t) {
                 eog.push(i as u32);
                 self.attrs[i] |= attr::CONTROL;
             }
         }
         // gpt-oss: these are always rendered (`@ngxson : quick hack for gpt-oss`).
         for t in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-            if let Some(&i) = self.ids.get(t) {
+            if let Some(i) = self.id_of(t) {
                 self.attrs[i as usize] = attr::USER_DEFINED;
             }
         }
@@ -216,7 +209,7 @@ impl Vocab {
         eog.sort_unstable();
         eog.dedup();
 
-        let find = |eog: &[u32], texts: &[&str]| eog.iter().copied().find(|&i| texts.contains(&self.texts[i as usize].as_str()));
+        let find = |eog: &[u32], texts: &[&str]| eog.iter().copied().find(|&i| texts.contains(&&self.texts[i as usize]));
         // o200k_harmony and solar-open: "<|end|>" is not end-of-generation there.
         let end = find(&eog, &["<|end|>"]);
         let has_return = find(&eog, &["<|return|>"]).is_some();
@@ -252,7 +245,7 @@ impl Vocab {
         let arch = str_key(f, "general.architecture").unwrap_or("");
         let set = |v: &mut Vocab, text: &str, bit: u32, on: bool| {
             // llama.cpp throws (`unordered_map::at`) when the token is missing; we skip it.
-            if let Some(&i) = v.ids.get(text) {
+            if let Some(i) = v.id_of(text) {
                 let a = &mut v.attrs[i as usize];
                 *a = if on { *a | bit } else { *a & !bit };
             }
@@ -285,7 +278,78 @@ fn type_to_attr(t: i64) -> u32 {
     }
 }
 
-fn read_tokens(f: &Gguf) -> Result<Vec<String>, TokenizerError> {
+/// Every token's text in one buffer (a vocabulary of 262,144 short strings as separate
+/// `String`s costs ~15 MiB per copy): text `i` is `buf[offsets[i]..offsets[i + 1]]`.
+#[derive(Debug)]
+pub(crate) struct Texts {
+    buf: String,
+    offsets: Vec<u32>,
+}
+
+impl Texts {
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let (a, b) = (*self.offsets.get(i)?, *self.offsets.get(i + 1)?);
+        Some(&self.buf[a as usize..b as usize])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.offsets.windows(2).map(|w| &self.buf[w[0] as usize..w[1] as usize])
+    }
+}
+
+impl std::ops::Index<usize> for Texts {
+    type Output = str;
+
+    fn index(&self, i: usize) -> &str {
+        self.get(i).unwrap_or_else(|| panic!("token {i} of {}", self.len()))
+    }
+}
+
+/// Text to id: a hash table of ids whose keys are the texts in [`Texts`], so no text is
+/// stored twice.
+#[derive(Debug)]
+struct Ids {
+    table: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl Ids {
+    /// Every text's id; two tokens with one text are an error.
+    fn index(texts: &Texts) -> Result<Ids, TokenizerError> {
+        use std::hash::BuildHasher;
+        let hasher = std::hash::RandomState::new();
+        let mut table = hashbrown::HashTable::with_capacity(texts.len());
+        for (i, t) in texts.iter().enumerate() {
+            match table.entry(hasher.hash_one(t), |&id: &u32| &texts[id as usize] == t, |&id| hasher.hash_one(&texts[id as usize])) {
+                hashbrown::hash_table::Entry::Occupied(e) => {
+                    return Err(TokenizerError::DuplicateToken { text: t.to_string(), first: *e.get(), second: i as u32 });
+                }
+                hashbrown::hash_table::Entry::Vacant(e) => {
+                    e.insert(i as u32);
+                }
+            }
+        }
+        Ok(Ids { table, hasher })
+    }
+
+    fn get(&self, texts: &Texts, s: &str) -> Option<u32> {
+        use std::hash::BuildHasher;
+        self.table.find(self.hasher.hash_one(s), |&id| &texts[id as usize] == s).copied()
+    }
+}
+
+impl Vocab {
+    /// The id of the token whose text is `s`.
+    pub fn id_of(&self, s: &str) -> Option<u32> {
+        self.ids.get(&self.texts, s)
+    }
+}
+
+fn read_tokens(f: &Gguf) -> Result<Texts, TokenizerError> {
     let invalid = |problem: &str| TokenizerError::InvalidMetadata { key: KEY_TOKENS.into(), problem: problem.into() };
     let texts = match f.get(KEY_TOKENS) {
         None => return Err(TokenizerError::MissingKey { key: KEY_TOKENS.into() }),
@@ -296,7 +360,17 @@ fn read_tokens(f: &Gguf) -> Result<Vec<String>, TokenizerError> {
         return Err(invalid("the vocabulary is empty or too large"));
     }
     // llama.cpp renames empty tokens so that every text is distinct.
-    Ok(texts.iter().enumerate().map(|(i, t)| if t.is_empty() { format!("[EMPTY_{i}]") } else { t.clone() }).collect())
+    let mut out = Texts { buf: String::with_capacity(texts.iter().map(String::len).sum()), offsets: Vec::with_capacity(texts.len() + 1) };
+    out.offsets.push(0);
+    for (i, t) in texts.iter().enumerate() {
+        if t.is_empty() {
+            out.buf.push_str(&format!("[EMPTY_{i}]"));
+        } else {
+            out.buf.push_str(t);
+        }
+        out.offsets.push(u32::try_from(out.buf.len()).map_err(|_| invalid("the token texts exceed 4 GiB"))?);
+    }
+    Ok(out)
 }
 
 fn read_array<T>(v: &Value, key: &str, n: usize, conv: fn(&Array) -> Option<Vec<T>>) -> Result<Vec<T>, TokenizerError> {
