@@ -3,15 +3,16 @@
 # with BANTAM_ISA, llama-bench built for exactly that level (GGML_NATIVE=OFF and only the
 # matching GGML_* switches) from the llama-cpp-python sdist's vendored llama.cpp, alternating
 # A-B per round, JSON lines to stdout. Not part of CI.
-# Usage: scripts/bench-levels.sh avx2|avx512-vnni [ROUNDS] [THREADS]
+# Usage: scripts/bench-levels.sh avx2|avx-vnni|avx512-vnni [ROUNDS] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 level="$1"; rounds="${2:-3}"; threads="${3:-2}"
 work="${LLAMACPP_WORK:-/tmp/llamacpp-levels}"
 case "$level" in
     avx2) flags=(-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF) ;;
+    avx-vnni) flags=(-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=OFF) ;;
     avx512-vnni) flags=(-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON) ;;
-    *) echo "level: avx2 or avx512-vnni" >&2; exit 2 ;;
+    *) echo "level: avx2, avx-vnni or avx512-vnni" >&2; exit 2 ;;
 esac
 src="$work/llama_cpp_python-0.3.36/vendor/llama.cpp"
 if [ ! -d "$src" ]; then

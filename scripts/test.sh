@@ -69,7 +69,7 @@ step "reference tier" cargo test --workspace --release --no-fail-fast -- --test-
 # The greedy references again with the kernels capped to each lower instruction-set level
 # (BANTAM_ISA; a level the CPU lacks falls back to the next one down). The kernels' own
 # tests already compare every level the CPU has.
-for level in avx2 scalar; do
+for level in avx-vnni avx2 scalar; do
     step "reference greedy at $level" env BANTAM_ISA=$level cargo test --release -p model --test greedy
 done
 step "aarch64 under qemu-user" bash scripts/test-aarch64.sh

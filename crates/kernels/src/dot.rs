@@ -17,7 +17,7 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
-pub use x86::{avx2, vnni};
+pub use x86::{avx2, avxvnni, vnni};
 #[cfg(target_arch = "aarch64")]
 mod arm;
 #[cfg(target_arch = "aarch64")]
@@ -101,6 +101,7 @@ pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
         }
         match isa {
             Isa::Avx2 => return pick!(avx2),
+            Isa::AvxVnni => return pick!(avxvnni),
             Isa::Vnni => return pick!(vnni),
             _ => {}
         }
@@ -152,6 +153,7 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
         }
         match isa {
             Isa::Avx2 => return pick!(avx2),
+            Isa::AvxVnni => return pick!(avxvnni),
             Isa::Vnni => return pick!(vnni),
             _ => {}
         }
@@ -166,6 +168,8 @@ pub enum Isa {
     Scalar,
     /// x86: AVX2 with FMA and F16C.
     Avx2,
+    /// x86: AVX2 plus AVX-VNNI (the VEX-encoded `vpdpbusd`, without AVX-512).
+    AvxVnni,
     /// x86: AVX2 plus AVX-512 VNNI, VL and BW (`vpdpbusd` and byte masks on 256-bit vectors).
     Vnni,
     /// aarch64: Advanced SIMD, which every aarch64 CPU has.
@@ -192,6 +196,9 @@ impl Isa {
         {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
                 v.push(Isa::Avx2);
+                if is_x86_feature_detected!("avxvnni") {
+                    v.push(Isa::AvxVnni);
+                }
                 if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw") {
                     v.push(Isa::Vnni);
                 }
@@ -214,6 +221,7 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avx-vnni",
             Isa::Vnni => "avx512-vnni",
             Isa::Neon => "neon",
             Isa::NeonDot => "neon-dotprod",
@@ -253,6 +261,8 @@ pub fn dot_fn(ty: GgmlType, isa: Isa) -> DotFn {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => pick_simd!(avx2, ty),
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => pick_simd!(avxvnni, ty),
         #[cfg(target_arch = "x86_64")]
         Isa::Vnni => pick_simd!(vnni, ty),
         #[cfg(target_arch = "aarch64")]

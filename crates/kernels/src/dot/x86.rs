@@ -1,6 +1,7 @@
-//! x86_64 dot products after ggml's `arch/x86/quants.c`, compiled twice from one source:
-//! [`avx2`] (AVX2 + FMA + F16C) and [`vnni`] (the same plus AVX-512 VNNI on 256-bit
-//! vectors, where one `vpdpbusd` replaces the `vpmaddubsw` + `vpmaddwd` pair).
+//! x86_64 dot products after ggml's `arch/x86/quants.c`, compiled three times from one
+//! source: [`avx2`] (AVX2 + FMA + F16C), [`avxvnni`] (the same plus AVX-VNNI) and [`vnni`]
+//! (AVX2 plus AVX-512 VNNI, VL and BW on 256-bit vectors); with VNNI one `vpdpbusd`
+//! replaces the `vpmaddubsw` + `vpmaddwd` pair.
 //!
 //! The public functions are safe wrappers: [`super::dot_fn`] hands them out only after
 //! `is_x86_feature_detected!` confirmed the features. Each one has a scalar twin in
@@ -852,6 +853,19 @@ pub mod avx2 {
             unsafe { _mm256_storeu_si256(dst.as_mut_ptr().add(qoff) as *mut __m256i, p) };
         }
     }
+}
+
+/// AVX2 plus AVX-VNNI: `vpdpbusd` in its VEX form, with AVX2's 16 vector registers (so
+/// the tiles take two rows, as with AVX2).
+pub mod avxvnni {
+    x86_kernels!(
+        "avx2,fma,f16c,avxvnni",
+        2,
+        true,
+        |x, y| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y),
+        |c, x, y| _mm256_dpbusd_avx_epi32(c, x, y),
+        |nib, qh| _mm256_or_si256(nib, _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)))
+    );
 }
 
 pub mod vnni {
