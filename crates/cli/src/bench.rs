@@ -107,7 +107,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
             "model": lm.name, "file_size": m.file.file_size(), "n_params": m.n_params(),
             "test": format!("{test}{n}"), "n_prompt": if test == "pp" { n } else { 0 }, "n_gen": if test == "tg" { n } else { 0 },
             "threads": threads, "repetitions": a.repetitions, "avg_ts": mean, "stddev_ts": sd, "samples_ts": samples,
-            "isa": kernels::dot::Isa::detect_cached().as_str(), "cpu_info": cpu_model(),
+            "isa": kernels::dot::Isa::detect_cached().as_str(), "cpu_info": kernels::dot::cpu_model(),
         }));
     }
     if a.json {
@@ -128,13 +128,4 @@ pub fn main(a: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The CPU's model string (`model name` in /proc/cpuinfo, as llama-bench's `cpu_info`), or
-/// the architecture where it is not known.
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())))
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }

@@ -15,10 +15,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str, default: usize| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default);
     let (cols, reps) = (flag("--cols", 4096), flag("--reps", 20000));
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())))
-        .unwrap_or_default();
+    let cpu = kernels::dot::cpu_model();
     let mut seed = 0x9e3779b97f4a7c15u64;
     let mut next = move || {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

@@ -10,10 +10,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str, default: usize| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default);
     let (mib, max_threads) = (flag("--mib", 1024), flag("--threads", std::thread::available_parallelism().map_or(1, |n| n.get())));
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())))
-        .unwrap_or_default();
+    let cpu = kernels::dot::cpu_model();
     let buf: Vec<u64> = (0..mib * 1024 * 1024 / 8).map(|i| i as u64).collect();
     for threads in 1..=max_threads {
         let mut best = f64::INFINITY;

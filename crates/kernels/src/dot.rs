@@ -179,14 +179,25 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best level this CPU has, or the one `BANTAM_ISA` caps it to (a level's name, as
-    /// [`Isa::as_str`] gives it; a name this CPU does not have gives its best level).
+    /// The best level this CPU has, or capped by `BANTAM_ISA` (a level's name, as
+    /// [`Isa::as_str`] gives it); a name that is no level leaves the best.
     pub fn detect() -> Isa {
-        let cap = std::env::var("BANTAM_ISA").unwrap_or_default();
-        let levels = Isa::available();
-        let capped = levels.iter().position(|l| l.as_str() == cap).map_or(levels.len(), |i| i + 1);
-        levels[..capped.max(1)].last().copied().unwrap_or(Isa::Scalar)
+        Isa::capped(&Isa::available(), &std::env::var("BANTAM_ISA").unwrap_or_default())
     }
+
+    /// The best of `levels` at or below the level named `cap` (a CPU with AVX-512 VNNI but no
+    /// AVX-VNNI asked for `avx-vnni` gets AVX2, not more); the best of all when `cap` names
+    /// no level.
+    fn capped(levels: &[Isa], cap: &str) -> Isa {
+        let allowed = match Isa::ORDER.iter().position(|l| l.as_str() == cap) {
+            Some(rank) => &Isa::ORDER[..=rank],
+            None => &Isa::ORDER[..],
+        };
+        levels.iter().rev().find(|l| allowed.contains(l)).copied().unwrap_or(Isa::Scalar)
+    }
+
+    /// Every level, lowest first within each architecture.
+    const ORDER: [Isa; 6] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Vnni, Isa::Neon, Isa::NeonDot];
 
     /// Every level this CPU has, from scalar up.
     pub fn available() -> Vec<Isa> {
@@ -233,6 +244,15 @@ impl Isa {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(Isa::detect)
     }
+}
+
+/// The CPU's model string (`model name` in /proc/cpuinfo, as llama-bench's `cpu_info`), or
+/// the architecture where it is not known.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
 /// `return`s the SIMD kernel of the weight type `$ty` from module `$m` (every SIMD module

@@ -230,9 +230,11 @@ mod tests {
         let (rows, cols, n) = (44, 512, 11);
         let mut rng = crate::dot::tests::Lcg(21);
         let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
-        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K] {
+        for (ty, isa) in
+            [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K].into_iter().flat_map(|ty| Isa::available().into_iter().map(move |i| (ty, i)))
+        {
             let data: Vec<u8> = (0..rows).flat_map(|_| crate::dot::tests::random_row(ty, cols, &mut rng)).collect();
-            let w = QMatrix::new(ty, rows, cols, &data, Isa::detect()).unwrap();
+            let w = QMatrix::new(ty, rows, cols, &data, isa).unwrap();
             let pool = Pool::new(2);
             let mut all = vec![0f32; n * rows];
             matmul(&pool, &w, &x, n, &mut ActBuf::default(), &mut all);
@@ -240,7 +242,7 @@ mod tests {
                 let mut part = vec![0f32; len * rows];
                 matmul(&pool, &w, &x[start * cols..(start + len) * cols], len, &mut ActBuf::default(), &mut part);
                 for (i, (a, b)) in part.iter().zip(&all[start * rows..]).enumerate() {
-                    assert_eq!(a.to_bits(), b.to_bits(), "{ty}: token {} row {} in a batch of {len}", start + i / rows, i % rows);
+                    assert_eq!(a.to_bits(), b.to_bits(), "{ty} {isa:?}: token {} row {} in a batch of {len}", start + i / rows, i % rows);
                 }
             }
         }

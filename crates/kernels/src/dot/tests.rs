@@ -230,3 +230,20 @@ fn expected_levels_are_present() {
         assert!(have.contains(&want), "level {want} expected but this CPU has only {have:?}");
     }
 }
+
+#[test]
+fn a_cap_never_raises_the_level() {
+    let x86 = [Isa::Scalar, Isa::Avx2, Isa::Vnni]; // AVX-512 VNNI without AVX-VNNI
+    assert_eq!(Isa::capped(&x86, "avx-vnni"), Isa::Avx2);
+    assert_eq!(Isa::capped(&x86, "avx512-vnni"), Isa::Vnni);
+    assert_eq!(Isa::capped(&x86, "scalar"), Isa::Scalar);
+    assert_eq!(Isa::capped(&x86, ""), Isa::Vnni);
+    assert_eq!(Isa::capped(&x86, "avx513"), Isa::Vnni);
+    assert_eq!(Isa::capped(&[Isa::Scalar, Isa::Avx2], "avx512-vnni"), Isa::Avx2);
+    let arm = [Isa::Scalar, Isa::Neon, Isa::NeonDot];
+    assert_eq!(Isa::capped(&arm, "neon"), Isa::Neon);
+    assert_eq!(Isa::capped(&arm, "avx2"), Isa::Scalar);
+    for level in Isa::available() {
+        assert_eq!(Isa::capped(&Isa::available(), level.as_str()), level);
+    }
+}
