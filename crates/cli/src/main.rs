@@ -81,3 +81,8 @@ fn main() {
 pub fn threads(arg: Option<usize>) -> usize {
     arg.filter(|&t| t > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
+
+/// A KV cache type as `--cache-type-k` / `--cache-type-v` take it (llama.cpp's names).
+pub fn parse_cache_type(s: &str) -> Result<model::CacheType, String> {
+    model::CacheType::parse(s).ok_or_else(|| format!("unknown cache type {s:?} (f16, q8_0 or q4_0)"))
+}

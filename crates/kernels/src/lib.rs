@@ -12,6 +12,7 @@
 //! assert!((out[0] - w[..32].iter().sum::<f32>()).abs() < 0.05);
 //! ```
 
+pub mod attention;
 pub mod blocks;
 pub mod dequant;
 pub mod dot;

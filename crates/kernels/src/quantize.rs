@@ -7,14 +7,14 @@ use crate::blocks::*;
 /// Round half to even, as `_mm256_round_ps(_, _MM_ROUND_NEAREST)` and ggml's `nearest_int`.
 /// (ggml's `nearest_int` trick, valid for |x| < 2^22; much cheaper than a libm call).
 #[inline(always)]
-fn round_even(x: f32) -> i32 {
+pub(crate) fn round_even(x: f32) -> i32 {
     debug_assert!(x.abs() < 4194303.0);
     let v = (x + 12582912.0).to_bits() as i32;
     (v & 0x007f_ffff) - 0x0040_0000
 }
 
 /// The element of largest magnitude, with its sign (0 for an all-zero block).
-fn signed_absmax(xs: &[f32]) -> f32 {
+pub(crate) fn signed_absmax(xs: &[f32]) -> f32 {
     let (mut amax, mut max) = (0f32, 0f32);
     for &v in xs {
         if v.abs() > amax {

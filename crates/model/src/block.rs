@@ -14,6 +14,7 @@ use crate::config::{Activation, RopeStyle};
 use crate::kv_cache::KvCache;
 use crate::weights::{GateUpProj, Mat, QkvProj};
 use crate::{Model, ModelError};
+use kernels::attention::{self, KvView};
 use kernels::matmul::{matmul, matmul_many, ActBuf, QMatrix};
 use kernels::ops;
 use kernels::pool::Pool;
@@ -53,19 +54,18 @@ impl Batch {
 #[derive(Default)]
 pub struct Scratch {
     pos: Vec<usize>,
-    next: Vec<usize>,     // [n_sequences] next position of each sequence
-    x: Vec<f32>,          // [T, n_embd] residual stream
-    h: Vec<f32>,          // [T, n_embd] normed input of a sub-block
-    q: Vec<f32>,          // [T, n_head * hd]
-    k: Vec<f32>,          // [T, n_kv * hd]
-    v: Vec<f32>,          // [T, n_kv * hd_v]
-    att: Vec<f32>,        // [T, n_head * hd_v]
-    o: Vec<f32>,          // [T, n_embd]
-    gate: Vec<f32>,       // [T, n_ff]
-    fused: Vec<f32>,      // [T, q+k+v] or [T, 2*n_ff] output of a fused projection
-    up: Vec<f32>,         // [T, n_ff]
-    f16: Vec<u16>,        // [max(kv_dim, v_dim)]
-    scores: Vec<f32>,     // [n_threads, max_positions + hd_v] per-thread attention scratch
+    next: Vec<usize>, // [n_sequences] next position of each sequence
+    x: Vec<f32>,      // [T, n_embd] residual stream
+    h: Vec<f32>,      // [T, n_embd] normed input of a sub-block
+    q: Vec<f32>,      // [T, n_head * hd]
+    k: Vec<f32>,      // [T, n_kv * hd]
+    v: Vec<f32>,      // [T, n_kv * hd_v]
+    att: Vec<f32>,    // [T, n_head * hd_v]
+    o: Vec<f32>,      // [T, n_embd]
+    gate: Vec<f32>,   // [T, n_ff]
+    fused: Vec<f32>,  // [T, q+k+v] or [T, 2*n_ff] output of a fused projection
+    up: Vec<f32>,     // [T, n_ff]
+    attn: attention::Scratch,
     last: Vec<f32>,       // [n_out, n_embd]
     pub logits: Vec<f32>, // [n_out, n_vocab]
     act: ActBuf,
@@ -79,12 +79,6 @@ fn fit(v: &mut Vec<f32>, n: usize) {
 
 /// Largest head dimension the attention kernel takes (checked at load).
 pub(crate) const MAX_HEAD_DIM: usize = 512;
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: threads write disjoint (token, head) slices.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 impl Model {
     fn view(&self, m: &Mat) -> QMatrix<'_> {
@@ -181,12 +175,6 @@ impl Model {
         fit(&mut s.o, t_n * ne);
         fit(&mut s.gate, t_n * c.n_ff);
         fit(&mut s.up, t_n * c.n_ff);
-        if s.f16.len() < kvd.max(vd) {
-            s.f16.resize(kvd.max(vd), 0);
-        }
-        // Sized for the longest cache, not the current position, so it never grows mid-run.
-        let max_pos = caches.iter().map(|k| k.capacity()).max().unwrap_or(0);
-        fit(&mut s.scores, pool.n_threads() * (max_pos + c.head_dim_v));
 
         // Embeddings. [T, n_embd]
         let embd = self.weights.tok_embd.view(&self.file, self.isa);
@@ -250,9 +238,7 @@ impl Model {
                     // Only the first n_rot dims rotate (all of them but for phi3).
                     ops::rope(&mut head[..c.n_rot], s.pos[t], base, neox, self.weights.rope_freqs.as_deref());
                 }
-                let (kslot, vslot) = caches[batch.seq[t]].slot_mut(il, s.pos[t]);
-                ops::to_f16(kslot, k);
-                ops::to_f16(vslot, v);
+                caches[batch.seq[t]].store(il, s.pos[t], k, v);
             }
             self.attention(pool, il, batch, caches, s);
             self.mm(pool, &lw.wo, &s.att, t_n, &mut s.act, &mut s.o);
@@ -302,47 +288,31 @@ impl Model {
         Ok(n_out)
     }
 
-    /// Attention of every (token, head) pair over its own sequence's cache.
-    /// In: s.q `[T, n_head*hd]`, the caches; out: s.att `[T, n_head*hd_v]`.
+    /// Attention of every (token, head) pair over its own sequence's cache, in tiles
+    /// (`kernels::attention`). In: s.q `[T, n_head*hd]`, the caches; out: s.att
+    /// `[T, n_head*hd_v]`.
     fn attention(&self, pool: &Pool, il: usize, batch: &Batch, caches: &[&mut KvCache], s: &mut Scratch) {
         let c = &self.config;
-        let (hd, hdv) = (c.head_dim, c.head_dim_v);
-        let (qd, kvd, vd) = (c.q_dim(), c.kv_dim(), c.v_dim());
-        let group = c.n_head / c.n_head_kv;
-        let window = if c.swa_layers[il] { c.sliding_window } else { None };
+        let shape = attention::Shape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            head_dim_v: c.head_dim_v,
+            scale: c.attn_scale,
+            window: if c.swa_layers[il] { c.sliding_window } else { None },
+        };
         let t_n = batch.len();
-        let stride = s.scores.len() / pool.n_threads();
-        let scores = SendPtr(s.scores.as_mut_ptr());
-        let att = SendPtr(s.att.as_mut_ptr());
-        let (q, pos) = (&s.q, &s.pos);
-        pool.run(|ti, nt| {
-            let (scores, att) = (scores, att);
-            // SAFETY: each thread owns its stride of the scores buffer.
-            let buf = unsafe { std::slice::from_raw_parts_mut(scores.0.add(ti * stride), stride) };
-            // Strided, not in blocks: one long sequence's heads sit next to each other, and
-            // a block split would leave them all to one thread.
-            for item in (ti..t_n * c.n_head).step_by(nt) {
-                let (t, h) = (item / c.n_head, item % c.n_head);
-                let g = h / group;
-                let p = pos[t];
-                let start = window.map_or(0, |w| (p + 1).saturating_sub(w));
-                let (kc, vc) = caches[batch.seq[t]].layer(il);
-                let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-                let (sc, acc) = buf.split_at_mut(p + 1 - start);
-                for (j, s) in sc.iter_mut().enumerate() {
-                    let kr = &kc[(start + j) * kvd + g * hd..][..hd];
-                    *s = ops::dot_f16(kr, qh) * c.attn_scale;
-                }
-                ops::softmax(sc);
-                let acc = &mut acc[..hdv];
-                acc.fill(0.0);
-                for (j, &w) in sc.iter().enumerate() {
-                    ops::axpy_f16(acc, &vc[(start + j) * vd + g * hdv..][..hdv], w);
-                }
-                // SAFETY: (t, h) is owned by this thread; the slice is inside s.att.
-                let out = unsafe { std::slice::from_raw_parts_mut(att.0.add(t * c.n_head * hdv + h * hdv), hdv) };
-                out.copy_from_slice(acc);
-            }
-        });
+        let kv = |sq: usize| -> KvView<'_> { caches[sq].layer(il) };
+        attention::attention(
+            pool,
+            self.isa,
+            &shape,
+            &s.q[..t_n * c.q_dim()],
+            &batch.seq,
+            &s.pos,
+            &kv,
+            &mut s.att[..t_n * c.n_head * c.head_dim_v],
+            &mut s.attn,
+        );
     }
 }

@@ -1,28 +1,77 @@
 //! The key/value cache of one sequence: per layer, K `[capacity, n_head_kv * head_dim]` and
-//! V `[capacity, n_head_kv * head_dim_v]` in f16 (as llama.cpp's default cache type).
+//! V `[capacity, n_head_kv * head_dim_v]`, each position a row of its [`CacheType`]'s bytes
+//! (f16 by default, as llama.cpp's; q8_0 or q4_0 as its `-ctk` / `-ctv`).
 //! Memory is requested zeroed, so pages are committed only as positions fill.
 
 use crate::config::Config;
+use crate::ModelError;
+pub use kernels::attention::CacheType;
+use kernels::attention::KvView;
 
 pub struct KvCache {
-    k: Vec<Vec<u16>>,
-    v: Vec<Vec<u16>>,
-    kv_dim: usize,
-    v_dim: usize,
+    k: Vec<Vec<u8>>,
+    v: Vec<Vec<u8>>,
+    k_type: CacheType,
+    v_type: CacheType,
+    /// Bytes of one position's K and V row.
+    k_row: usize,
+    v_row: usize,
     len: usize,
     capacity: usize,
 }
 
+/// The cache types of K and V.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheTypes {
+    pub k: CacheType,
+    pub v: CacheType,
+}
+
+impl CacheTypes {
+    /// Whether a model's heads can be stored in these types (quantized blocks hold 32
+    /// elements of one head).
+    pub fn check(self, c: &Config) -> Result<(), ModelError> {
+        for (t, dim, what) in [(self.k, c.head_dim, "K"), (self.v, c.head_dim_v, "V")] {
+            if dim % t.block_len() != 0 {
+                return Err(ModelError::CacheType(format!(
+                    "a {what} cache of type {t} needs a head size divisible by {}, this model's is {dim}",
+                    t.block_len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of K and V for one token across all layers.
+    pub fn bytes_per_token(self, c: &Config) -> usize {
+        c.n_layer * (self.k.row_bytes(c.kv_dim()) + self.v.row_bytes(c.v_dim()))
+    }
+}
+
 impl KvCache {
+    /// An f16 cache of `capacity` positions.
     pub fn new(c: &Config, capacity: usize) -> KvCache {
-        KvCache {
-            k: (0..c.n_layer).map(|_| vec![0u16; capacity * c.kv_dim()]).collect(),
-            v: (0..c.n_layer).map(|_| vec![0u16; capacity * c.v_dim()]).collect(),
-            kv_dim: c.kv_dim(),
-            v_dim: c.v_dim(),
+        KvCache::with_types(c, capacity, CacheTypes::default()).expect("every head size fits f16")
+    }
+
+    /// A cache of `capacity` positions with K and V stored as `types`.
+    pub fn with_types(c: &Config, capacity: usize, types: CacheTypes) -> Result<KvCache, ModelError> {
+        types.check(c)?;
+        let (k_row, v_row) = (types.k.row_bytes(c.kv_dim()), types.v.row_bytes(c.v_dim()));
+        Ok(KvCache {
+            k: (0..c.n_layer).map(|_| vec![0u8; capacity * k_row]).collect(),
+            v: (0..c.n_layer).map(|_| vec![0u8; capacity * v_row]).collect(),
+            k_type: types.k,
+            v_type: types.v,
+            k_row,
+            v_row,
             len: 0,
             capacity,
-        }
+        })
+    }
+
+    pub fn types(&self) -> CacheTypes {
+        CacheTypes { k: self.k_type, v: self.v_type }
     }
 
     /// Positions filled.
@@ -49,8 +98,8 @@ impl KvCache {
     pub fn copy_prefix_from(&mut self, src: &KvCache, n: usize) {
         let n = n.min(src.len).min(self.capacity);
         let from = self.len.min(n);
-        let (kd, vd) = (self.kv_dim, self.v_dim);
-        assert!(kd == src.kv_dim && vd == src.v_dim && self.k.len() == src.k.len(), "caches of different models");
+        let (kd, vd) = (self.k_row, self.v_row);
+        assert!(kd == src.k_row && vd == src.v_row && self.types() == src.types() && self.k.len() == src.k.len(), "caches of different models");
         for (dst, s) in self.k.iter_mut().zip(&src.k) {
             dst[from * kd..n * kd].copy_from_slice(&s[from * kd..n * kd]);
         }
@@ -65,23 +114,20 @@ impl KvCache {
         self.len = n;
     }
 
-    /// K and V rows of `layer` at `pos`, for writing.
-    pub(crate) fn slot_mut(&mut self, layer: usize, pos: usize) -> (&mut [u16], &mut [u16]) {
-        let (kd, vd) = (self.kv_dim, self.v_dim);
-        (&mut self.k[layer][pos * kd..(pos + 1) * kd], &mut self.v[layer][pos * vd..(pos + 1) * vd])
+    /// Store the K and V rows `[kv_dim]`, `[v_dim]` of `layer` at `pos`.
+    pub(crate) fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let (kd, vd) = (self.k_row, self.v_row);
+        self.k_type.store(k, &mut self.k[layer][pos * kd..(pos + 1) * kd]);
+        self.v_type.store(v, &mut self.v[layer][pos * vd..(pos + 1) * vd]);
     }
 
     /// K `[positions, kv_dim]` and V `[positions, v_dim]` of a layer.
-    pub(crate) fn layer(&self, layer: usize) -> (&[u16], &[u16]) {
-        (&self.k[layer], &self.v[layer])
-    }
-
-    pub fn kv_dims(&self) -> (usize, usize) {
-        (self.kv_dim, self.v_dim)
+    pub(crate) fn layer(&self, layer: usize) -> KvView<'_> {
+        KvView { k: &self.k[layer], v: &self.v[layer], k_type: self.k_type, v_type: self.v_type }
     }
 
     /// Bytes reserved (not necessarily committed).
     pub fn reserved_bytes(&self) -> usize {
-        2 * self.capacity * (self.kv_dim + self.v_dim) * self.k.len()
+        self.capacity * (self.k_row + self.v_row) * self.k.len()
     }
 }

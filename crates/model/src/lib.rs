@@ -24,7 +24,7 @@ mod weights;
 
 pub use block::{Batch, Scratch};
 pub use config::{Arch, Config};
-pub use kv_cache::KvCache;
+pub use kv_cache::{CacheType, CacheTypes, KvCache};
 pub use weights::{GateUpProj, Mat, QkvProj, Weights};
 
 use gguf::Gguf;
@@ -47,6 +47,8 @@ pub enum ModelError {
     BadBatch(String),
     #[error("the context is full ({capacity} tokens)")]
     ContextFull { capacity: usize },
+    #[error("unsupported cache type: {0}")]
+    CacheType(String),
 }
 
 /// A loaded model: the mapped file, its config and bound weights.
