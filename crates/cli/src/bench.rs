@@ -25,12 +25,8 @@ pub struct BenchArgs {
     /// Most prompt tokens per forward pass (llama-bench's n_ubatch)
     #[arg(long = "ubatch-size", visible_alias = "ub", default_value_t = 512)]
     ubatch: usize,
-    /// K cache type: f16, q8_0 or q4_0
-    #[arg(long = "cache-type-k", visible_alias = "ctk", default_value = "f16", value_parser = crate::parse_cache_type)]
-    cache_type_k: model::CacheType,
-    /// V cache type: f16, q8_0 or q4_0
-    #[arg(long = "cache-type-v", visible_alias = "ctv", default_value = "f16", value_parser = crate::parse_cache_type)]
-    cache_type_v: model::CacheType,
+    #[command(flatten)]
+    cache: crate::CacheArgs,
     /// Worker threads (default: all cores)
     #[arg(short = 't', long)]
     threads: Option<usize>,
@@ -77,6 +73,14 @@ fn feed(m: &Model, pool: &Pool, tokens: &[u32], ubatch: usize, cache: &mut KvCac
     Ok(())
 }
 
+/// Empty the cache, then put `depth` random tokens in it.
+#[allow(clippy::too_many_arguments)]
+fn fill(m: &Model, pool: &Pool, bos: Option<u32>, depth: usize, ubatch: usize, rng: &mut Rng, cache: &mut KvCache, s: &mut Scratch) -> Result<()> {
+    cache.clear();
+    let tokens = random_tokens(m, bos, depth, true, rng);
+    feed(m, pool, &tokens, ubatch, cache, s)
+}
+
 /// Seconds for `n` prompt tokens after `depth` tokens (untimed) in the cache.
 #[allow(clippy::too_many_arguments)]
 fn run_prompt(
@@ -90,9 +94,7 @@ fn run_prompt(
     cache: &mut KvCache,
     s: &mut Scratch,
 ) -> Result<f64> {
-    cache.clear();
-    let fill = random_tokens(m, bos, depth, true, rng);
-    feed(m, pool, &fill, ubatch, cache, s)?;
+    fill(m, pool, bos, depth, ubatch, rng, cache, s)?;
     let tokens = random_tokens(m, bos, n, depth == 0, rng);
     let t0 = Instant::now();
     feed(m, pool, &tokens, ubatch, cache, s)?;
@@ -112,9 +114,7 @@ fn run_gen(
     cache: &mut KvCache,
     s: &mut Scratch,
 ) -> Result<f64> {
-    cache.clear();
-    let fill = random_tokens(m, bos, depth, true, rng);
-    feed(m, pool, &fill, ubatch, cache, s)?;
+    fill(m, pool, bos, depth, ubatch, rng, cache, s)?;
     let mut b = Batch::default();
     let mut t = random_tokens(m, bos, 1, depth == 0, rng)[0];
     let t0 = Instant::now();
@@ -139,7 +139,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
     let threads = crate::threads(a.threads);
     let pool = Pool::new(threads);
     let bos = if lm.tokenizer.add_bos() { lm.tokenizer.bos() } else { None };
-    let types = model::CacheTypes { k: a.cache_type_k, v: a.cache_type_v };
+    let types = a.cache.types()?;
     let longest = a.n_depth.iter().max().unwrap_or(&0) + a.n_prompt.iter().chain(&a.n_gen).max().unwrap_or(&0) + 1;
     let mut cache = KvCache::with_types(&m.config, longest, types)?;
     let mut scratch = Scratch::default();

@@ -86,3 +86,31 @@ pub fn threads(arg: Option<usize>) -> usize {
 pub fn parse_cache_type(s: &str) -> Result<model::CacheType, String> {
     model::CacheType::parse(s).ok_or_else(|| format!("unknown cache type {s:?} (f16, q8_0 or q4_0)"))
 }
+
+/// How the KV cache stores K and V: llama.cpp's `-ctk` / `-ctv`, and one setting for both
+/// as Ollama's `OLLAMA_KV_CACHE_TYPE` (read when `BANTAM_KV_CACHE_TYPE` is not set).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CacheArgs {
+    /// KV cache type for K and V: f16 (default), q8_0 or q4_0
+    #[arg(long = "kv-cache-type", env = "BANTAM_KV_CACHE_TYPE", value_parser = parse_cache_type)]
+    kv_cache_type: Option<model::CacheType>,
+    /// K cache type (llama.cpp's -ctk); overrides --kv-cache-type for K
+    #[arg(long = "cache-type-k", visible_alias = "ctk", value_parser = parse_cache_type)]
+    cache_type_k: Option<model::CacheType>,
+    /// V cache type (llama.cpp's -ctv); overrides --kv-cache-type for V
+    #[arg(long = "cache-type-v", visible_alias = "ctv", value_parser = parse_cache_type)]
+    cache_type_v: Option<model::CacheType>,
+}
+
+impl CacheArgs {
+    pub fn types(&self) -> anyhow::Result<model::CacheTypes> {
+        let both = match self.kv_cache_type {
+            Some(t) => t,
+            None => match std::env::var("OLLAMA_KV_CACHE_TYPE") {
+                Ok(s) if !s.trim().is_empty() => parse_cache_type(&s).map_err(|e| anyhow::anyhow!("OLLAMA_KV_CACHE_TYPE: {e}"))?,
+                _ => model::CacheType::F16,
+            },
+        };
+        Ok(model::CacheTypes { k: self.cache_type_k.unwrap_or(both), v: self.cache_type_v.unwrap_or(both) })
+    }
+}

@@ -17,6 +17,11 @@ pub struct PerplexityArgs {
     /// Worker threads (default: all cores)
     #[arg(short = 't', long)]
     threads: Option<usize>,
+    /// Score only the first N chunks (llama-perplexity's --chunks)
+    #[arg(long)]
+    chunks: Option<usize>,
+    #[command(flatten)]
+    cache: crate::CacheArgs,
 }
 
 pub fn main(a: PerplexityArgs) -> Result<()> {
@@ -27,11 +32,14 @@ pub fn main(a: PerplexityArgs) -> Result<()> {
         text.pop();
     }
     let lm = registry::load(&store::Store::open_default(), &a.model)?;
-    let tokens = lm.tokenizer.encode(&text, true, false);
+    let mut tokens = lm.tokenizer.encode(&text, true, false);
+    if let Some(n) = a.chunks {
+        tokens.truncate(n.max(1) * a.ctx_size);
+    }
     let bos = if lm.tokenizer.add_bos() { lm.tokenizer.bos() } else { None };
     let pool = Pool::new(crate::threads(a.threads));
     eprintln!("{} tokens, {} chunks of {}", tokens.len(), tokens.len() / a.ctx_size.max(1), a.ctx_size);
-    let r = engine::perplexity::perplexity(&lm.model, &pool, &tokens, a.ctx_size, bos)?;
+    let r = engine::perplexity::perplexity(&lm.model, &pool, &tokens, a.ctx_size, bos, a.cache.types()?)?;
     let running: Vec<String> = r.running.iter().enumerate().map(|(i, p)| format!("[{}]{p:.4}", i + 1)).collect();
     eprintln!("{}", running.join(","));
     println!("PPL = {:.4} +/- {:.5}", r.ppl, r.stderr);

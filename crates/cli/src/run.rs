@@ -61,6 +61,8 @@ pub struct RunArgs {
     /// training context if smaller)
     #[arg(short = 'c', long)]
     ctx_size: Option<usize>,
+    #[command(flatten)]
+    cache: crate::CacheArgs,
     /// Print nothing while pulling a model that is not in the store yet
     #[arg(long)]
     quiet: bool,
@@ -310,7 +312,7 @@ pub fn main(a: RunArgs) -> Result<()> {
     }
     let engine = EngineHandle::spawn(
         lm.clone(),
-        EngineOptions { max_parallel: 1, max_queue: 0, n_ctx, budget: Default::default() },
+        EngineOptions { max_parallel: 1, max_queue: 0, n_ctx, budget: Default::default(), cache: a.cache.types()? },
         SharedPool::new(crate::threads(a.threads)),
     )?;
     // Ctrl-C stops the current answer, not the program (a second one within a second exits).

@@ -41,6 +41,8 @@ pub struct ServeArgs {
     /// Context of each sequence, in tokens
     #[arg(long, env = "BANTAM_CONTEXT_LENGTH", default_value_t = 4096)]
     ctx_size: usize,
+    #[command(flatten)]
+    cache: crate::CacheArgs,
     /// How long a model stays loaded after its last request ("5m", "1h", "0", "-1")
     #[arg(long, env = "BANTAM_KEEP_ALIVE", default_value = "5m")]
     keep_alive: String,
@@ -126,6 +128,7 @@ pub fn main(a: ServeArgs) -> Result<()> {
     cfg.limits.engine.max_parallel = a.max_parallel;
     cfg.limits.engine.max_queue = a.max_queue;
     cfg.limits.engine.n_ctx = a.ctx_size;
+    cfg.limits.engine.cache = a.cache.types()?;
     cfg.limits.engine.budget = Budget { busy: a.step_tokens.max(1), idle: a.prompt_step_tokens.max(1) };
     cfg.threads = crate::threads(a.threads);
     cfg.api_key = a.api_key.clone().filter(|k| !k.is_empty());

@@ -27,6 +27,8 @@ pub struct ShowArgs {
     /// the training context if smaller]
     #[arg(short = 'c', long)]
     ctx_size: Option<usize>,
+    #[command(flatten)]
+    cache: crate::CacheArgs,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -71,7 +73,11 @@ pub fn main(a: ShowArgs) -> Result<()> {
     let mix: Vec<String> = mix.iter().map(|(k, v)| format!("{v} {k}")).collect();
     let n_params = m.n_params();
     let n_ctx = a.ctx_size.or(stored.as_ref().and_then(|r| r.params.get("num_ctx")?.as_u64()).map(|v| v as usize)).unwrap_or(c.ctx_train.min(4096));
-    let kv = (c.kv_bytes_per_token() * n_ctx) as u64;
+    let types = a.cache.types()?;
+    types.check(c)?;
+    let per_token = types.bytes_per_token(c) as u64;
+    let kv = per_token * n_ctx as u64;
+    let compute = model::Scratch::planned_bytes(c, n_ctx.min(512), n_ctx, crate::threads(None)) as u64;
     let template = m.file.get("tokenizer.chat_template").is_some();
     println!("  Model");
     println!("    file                {}", path.display());
@@ -93,14 +99,17 @@ pub fn main(a: ShowArgs) -> Result<()> {
     println!("    chat template       {}", if template { "yes" } else { "no (base model: prompts run raw)" });
     println!("    file size           {}", human_bytes(m.file.file_size() as u64));
     println!();
-    println!("  Memory plan (f16 KV cache, {} per token)", human_bytes(c.kv_bytes_per_token() as u64));
+    let kv_name = if types.k == types.v { types.k.to_string() } else { format!("K {} / V {}", types.k, types.v) };
+    println!("  Memory plan ({kv_name} KV cache, {} per token)", human_bytes(per_token));
+    let weights = m.file.file_size() as u64;
     println!(
-        "    one sequence of {n_ctx:<5} {} (weights {} + KV cache {})",
-        human_bytes(m.file.file_size() as u64 + kv),
-        human_bytes(m.file.file_size() as u64),
-        human_bytes(kv)
+        "    one sequence of {n_ctx:<5} {} (weights {} + KV cache {} + compute {})",
+        human_bytes(weights + kv + compute),
+        human_bytes(weights),
+        human_bytes(kv),
+        human_bytes(compute)
     );
-    println!("    bantam serve        {} (weights + 8 slots of {n_ctx} tokens, --max-parallel 8)", human_bytes(m.file.file_size() as u64 + 8 * kv));
+    println!("    bantam serve        {} (weights + 8 slots of {n_ctx} tokens, --max-parallel 8)", human_bytes(weights + 8 * kv + compute));
     if let Some(avail) = server::system_memory_bytes() {
         println!("    this machine        {} of RAM", human_bytes(avail as u64));
     }

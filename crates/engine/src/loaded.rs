@@ -144,9 +144,8 @@ impl LoadedModel {
         }
     }
 
-    /// Bytes of the KV cache per token of context (all layers, K and V, f16).
-    pub fn kv_bytes_per_token(&self) -> usize {
-        let c = &self.model.config;
-        c.n_layer * (c.kv_dim() + c.v_dim()) * 2
+    /// Bytes of the KV cache per token of context (all layers, K and V, stored as `types`).
+    pub fn kv_bytes_per_token(&self, types: model::CacheTypes) -> usize {
+        types.bytes_per_token(&self.model.config)
     }
 }

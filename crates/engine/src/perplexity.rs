@@ -1,12 +1,13 @@
 //! Perplexity as llama-perplexity computes it (default mode): non-overlapping chunks of
 //! `n_ctx` tokens (the tail is dropped), the first token of each chunk *replaced* by BOS
-//! when the model adds BOS, each chunk decoded in one batch from an empty cache, and only
+//! when the model adds BOS, each chunk decoded from an empty cache (in batches of 512, which
+//! gives the same logits as one batch: the kernels are batch-invariant), and only
 //! the second half scored: for `j` in `n_ctx/2 .. n_ctx-1`, the NLL of `token[j+1]` under
 //! `log_softmax(logits[j])`.
 
 use crate::EngineError;
 use kernels::pool::Pool;
-use model::{Batch, KvCache, Model, Scratch};
+use model::{Batch, CacheTypes, KvCache, Model, Scratch};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerplexityReport {
@@ -19,8 +20,11 @@ pub struct PerplexityReport {
     pub running: Vec<f64>,
 }
 
+/// Tokens per forward pass.
+const UBATCH: usize = 512;
+
 /// Score `tokens` (already tokenized with BOS as the model adds it).
-pub fn perplexity(model: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos: Option<u32>) -> Result<PerplexityReport, EngineError> {
+pub fn perplexity(model: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos: Option<u32>, cache: CacheTypes) -> Result<PerplexityReport, EngineError> {
     if n_ctx < 4 {
         return Err(EngineError::BadRequest(format!("context size {n_ctx} is too small for perplexity (at least 4)")));
     }
@@ -29,7 +33,7 @@ pub fn perplexity(model: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos:
         return Err(EngineError::BadRequest(format!("the text has {} tokens, fewer than one chunk of {n_ctx}; use a smaller --ctx-size", tokens.len())));
     }
     let nv = model.config.n_vocab;
-    let mut cache = KvCache::new(&model.config, n_ctx);
+    let mut cache = KvCache::with_types(&model.config, n_ctx, cache).map_err(|e| EngineError::BadRequest(e.to_string()))?;
     let mut scratch = Scratch::default();
     let mut batch = Batch::default();
     let (mut sum, mut sum2, mut count) = (0f64, 0f64, 0usize);
@@ -37,19 +41,24 @@ pub fn perplexity(model: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos:
     let first = n_ctx / 2;
     for c in 0..n_chunks {
         let chunk = &tokens[c * n_ctx..(c + 1) * n_ctx];
-        batch.clear();
-        for (j, &t) in chunk.iter().enumerate() {
-            let t = if j == 0 { bos.unwrap_or(t) } else { t };
-            batch.push(t, 0, j >= first && j + 1 < n_ctx);
-        }
         cache.clear();
-        let logits = model.forward(pool, &batch, &mut [&mut cache], &mut scratch)?;
-        for (k, j) in (first..n_ctx - 1).enumerate() {
-            let row = &logits[k * nv..(k + 1) * nv];
-            let nll = -log_softmax_at(row, chunk[j + 1] as usize);
-            sum += nll;
-            sum2 += nll * nll;
-            count += 1;
+        // Batches of UBATCH tokens (llama-perplexity's n_ubatch), so logits are held for
+        // one batch at a time.
+        for start in (0..n_ctx).step_by(UBATCH) {
+            let end = (start + UBATCH).min(n_ctx);
+            batch.clear();
+            for (j, &t) in chunk.iter().enumerate().take(end).skip(start) {
+                let t = if j == 0 { bos.unwrap_or(t) } else { t };
+                batch.push(t, 0, j >= first && j + 1 < n_ctx);
+            }
+            let logits = model.forward(pool, &batch, &mut [&mut cache], &mut scratch)?;
+            for (k, j) in (start.max(first)..end.min(n_ctx - 1)).enumerate() {
+                let row = &logits[k * nv..(k + 1) * nv];
+                let nll = -log_softmax_at(row, chunk[j + 1] as usize);
+                sum += nll;
+                sum2 += nll * nll;
+                count += 1;
+            }
         }
         running.push((sum / count as f64).exp());
     }

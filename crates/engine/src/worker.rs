@@ -27,7 +27,7 @@ use crate::scheduler::{self, Budget, SeqView, StepPlan};
 use crate::stop::StopMatcher;
 use crate::{Constraint, EngineError};
 use kernels::pool::Pool;
-use model::{Batch, KvCache, Scratch};
+use model::{Batch, CacheTypes, KvCache, Scratch};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -45,6 +45,8 @@ pub struct EngineOptions {
     /// Context of each slot, in tokens.
     pub n_ctx: usize,
     pub budget: Budget,
+    /// How the slots' caches store K and V.
+    pub cache: CacheTypes,
 }
 
 /// The worker threads every engine of a process shares: an engine holds the lock for one
@@ -103,7 +105,7 @@ impl EngineHandle {
     pub fn spawn(model: Arc<LoadedModel>, options: EngineOptions, pool: SharedPool) -> std::io::Result<EngineHandle> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
-        let engine = Engine::new(model.clone(), &options, stats.clone(), rx, pool);
+        let engine = Engine::new(model.clone(), &options, stats.clone(), rx, pool)?;
         std::thread::Builder::new().name(format!("engine {}", model.name)).spawn(move || engine.run())?;
         Ok(EngineHandle { tx, model, stats, options })
     }
@@ -144,7 +146,7 @@ impl EngineHandle {
 
     /// Bytes the weights and the slot caches may take.
     pub fn memory_bytes(&self) -> usize {
-        self.model.model.file.file_size() + self.options.max_parallel * self.options.n_ctx * self.model.kv_bytes_per_token()
+        self.model.model.file.file_size() + self.options.max_parallel * self.options.n_ctx * self.model.kv_bytes_per_token(self.options.cache)
     }
 }
 
@@ -331,11 +333,15 @@ struct Engine {
 }
 
 impl Engine {
-    fn new(lm: Arc<LoadedModel>, o: &EngineOptions, stats: Arc<EngineStats>, rx: mpsc::Receiver<Command>, pool: SharedPool) -> Engine {
+    fn new(lm: Arc<LoadedModel>, o: &EngineOptions, stats: Arc<EngineStats>, rx: mpsc::Receiver<Command>, pool: SharedPool) -> std::io::Result<Engine> {
         let slots = (0..o.max_parallel.max(1))
-            .map(|_| Slot { cache: KvCache::new(&lm.model.config, o.n_ctx), tokens: Vec::new(), active: None, last_used: 0 })
-            .collect();
-        Engine {
+            .map(|_| {
+                let cache = KvCache::with_types(&lm.model.config, o.n_ctx, o.cache)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+                Ok(Slot { cache, tokens: Vec::new(), active: None, last_used: 0 })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Engine {
             pool,
             lm,
             rx,
@@ -356,7 +362,7 @@ impl Engine {
             ended: Vec::new(),
             clock: 0,
             closed: false,
-        }
+        })
     }
 
     fn run(mut self) {

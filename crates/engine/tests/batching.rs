@@ -38,7 +38,8 @@ fn params(n: usize) -> GenerateParams {
 }
 
 fn engine(lm: &Arc<LoadedModel>, budget: Budget) -> EngineHandle {
-    EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 8, max_queue: 8, n_ctx: 1024, budget }, SharedPool::new(2)).unwrap()
+    EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 8, max_queue: 8, n_ctx: 1024, budget, cache: Default::default() }, SharedPool::new(2))
+        .unwrap()
 }
 
 fn submit(h: &EngineHandle, prompt: Vec<u32>, n: usize) -> mpsc::UnboundedReceiver<Event> {
@@ -65,8 +66,12 @@ fn alone(lm: &Arc<LoadedModel>, prompt: &[u32], n: usize) -> String {
 }
 
 fn alone_with(lm: &Arc<LoadedModel>, prompt: &[u32], n: usize, constraint: Option<engine::Constraint>) -> String {
-    let h =
-        EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 1, max_queue: 0, n_ctx: 1024, budget: Budget::default() }, SharedPool::new(2)).unwrap();
+    let h = EngineHandle::spawn(
+        lm.clone(),
+        EngineOptions { max_parallel: 1, max_queue: 0, n_ctx: 1024, budget: Budget::default(), cache: Default::default() },
+        SharedPool::new(2),
+    )
+    .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut req = Request::new(prompt.to_vec(), params(n), tx);
     req.constraint = constraint;
@@ -147,8 +152,12 @@ fn a_dropped_receiver_frees_its_slot_within_a_step() {
 #[test]
 fn a_full_queue_refuses_and_a_bad_request_fails_alone() {
     let lm = load();
-    let h =
-        EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 1, max_queue: 1, n_ctx: 256, budget: Budget::default() }, SharedPool::new(2)).unwrap();
+    let h = EngineHandle::spawn(
+        lm.clone(),
+        EngineOptions { max_parallel: 1, max_queue: 1, n_ctx: 256, budget: Budget::default(), cache: Default::default() },
+        SharedPool::new(2),
+    )
+    .unwrap();
     let a = submit(&h, prompt(&lm, PROMPTS[0]), 8);
     let b = submit(&h, prompt(&lm, PROMPTS[1]), 8);
     let (tx, _rx) = mpsc::unbounded_channel();
@@ -241,8 +250,12 @@ fn constrained_sequences_beside_plain_ones() {
 fn embeddings_ride_beside_a_stream_without_stalling_it() {
     use engine::request::EmbedRequest;
     let lm = load();
-    let h =
-        EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 2, max_queue: 2, n_ctx: 8192, budget: Budget::default() }, SharedPool::new(2)).unwrap();
+    let h = EngineHandle::spawn(
+        lm.clone(),
+        EngineOptions { max_parallel: 2, max_queue: 2, n_ctx: 8192, budget: Budget::default(), cache: Default::default() },
+        SharedPool::new(2),
+    )
+    .unwrap();
     let inputs: Vec<Vec<u32>> = (0..256).map(|i| lm.tokenizer.encode(&format!("City {i} is mild."), true, true)).collect();
     let embed = |inputs: Vec<Vec<u32>>| {
         let (tx, rx) = tokio::sync::oneshot::channel();

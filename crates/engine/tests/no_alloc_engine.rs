@@ -26,8 +26,12 @@ fn engine_steps_allocate_only_the_events() {
     let path = dir.join("tiny.gguf");
     std::fs::write(&path, tiny_model(&TinySpec::default())).unwrap();
     let lm = std::sync::Arc::new(LoadedModel::load("tiny", path, Default::default()).unwrap());
-    let h =
-        EngineHandle::spawn(lm.clone(), EngineOptions { max_parallel: 1, max_queue: 1, n_ctx: 256, budget: Default::default() }, SharedPool::new(2)).unwrap();
+    let h = EngineHandle::spawn(
+        lm.clone(),
+        EngineOptions { max_parallel: 1, max_queue: 1, n_ctx: 256, budget: Default::default(), cache: Default::default() },
+        SharedPool::new(2),
+    )
+    .unwrap();
     // The stream must not end by itself.
     let no_eog: Vec<(u32, f32)> = (0..lm.model.config.n_vocab as u32).filter(|&t| lm.tokenizer.is_eog(t)).map(|t| (t, -1e4)).collect();
     let run = |n: usize| {

@@ -20,7 +20,7 @@ fn check(name: &str, bos: Option<u32>) {
     for run in r["runs"].as_array().unwrap() {
         let n_ctx = run["n_ctx"].as_u64().unwrap() as usize;
         let want = run["ppl"].as_f64().unwrap();
-        let got = perplexity(&m, &pool, &tokens, n_ctx, bos).unwrap();
+        let got = perplexity(&m, &pool, &tokens, n_ctx, bos, Default::default()).unwrap();
         let rel = (got.ppl - want).abs() / want;
         eprintln!("{name} ctx {n_ctx}: PPL {:.4} +/- {:.4}, llama.cpp {want:.4} ({:+.3}%)", got.ppl, got.stderr, 100.0 * (got.ppl - want) / want);
         assert_eq!(got.n_scored as u64, run["n_scored_tokens"].as_u64().unwrap());

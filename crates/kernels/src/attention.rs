@@ -142,6 +142,51 @@ impl CacheType {
     }
 }
 
+/// An orthonormal Walsh-Hadamard rotation of each block of `n` elements of `x` (`n` a power
+/// of two; Sylvester's order, scaled by `1/√n`, as llama.cpp's `ggml_gen_hadamard`). It is
+/// its own inverse, and rotating both `q` and `k` leaves `q·k` unchanged while spreading
+/// outliers over the block, so a quantized cache loses less (llama.cpp's `attn_rot`).
+pub fn rotate(x: &mut [f32], n: usize) {
+    debug_assert!(n.is_power_of_two());
+    let scale = 1.0 / (n as f32).sqrt();
+    for b in x.chunks_exact_mut(n) {
+        let mut h = 1;
+        while h < n {
+            for i in (0..n).step_by(2 * h) {
+                for j in i..i + h {
+                    let (a, c) = (b[j], b[j + h]);
+                    b[j] = a + c;
+                    b[j + h] = a - c;
+                }
+            }
+            h *= 2;
+        }
+        b.iter_mut().for_each(|v| *v *= scale);
+    }
+}
+
+impl CacheType {
+    /// The block size llama.cpp rotates K heads (and queries) by before storing them in a
+    /// cache of this type: none for f16; else the largest power of two from 64 that divides
+    /// the head size, when 64 does.
+    pub fn k_rotation(self, head_dim: usize) -> Option<usize> {
+        if self == CacheType::F16 || !head_dim.is_multiple_of(64) {
+            return None;
+        }
+        let mut n = 64;
+        while head_dim.is_multiple_of(2 * n) {
+            n *= 2;
+        }
+        Some(n)
+    }
+
+    /// The block size llama.cpp rotates V heads by (and the attention output back): 64 when
+    /// it divides the head size of a quantized cache.
+    pub fn v_rotation(self, head_dim_v: usize) -> Option<usize> {
+        (self != CacheType::F16 && head_dim_v.is_multiple_of(64)).then_some(64)
+    }
+}
+
 impl std::fmt::Display for CacheType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -945,6 +990,32 @@ mod tests {
             assert!((got - want).abs() <= want * 3e-7 + 1e-37, "exp({x}) = {got}, want {want}");
         }
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn rotation_is_orthonormal_and_its_own_inverse() {
+        let mut rng = Rng(3);
+        let x: Vec<f32> = (0..256).map(|_| rng.f()).collect();
+        let y: Vec<f32> = (0..256).map(|_| rng.f()).collect();
+        for n in [64, 128, 256] {
+            let (mut a, mut b) = (x.clone(), y.clone());
+            rotate(&mut a, n);
+            rotate(&mut b, n);
+            let dot = |u: &[f32], v: &[f32]| u.iter().zip(v).map(|(p, q)| p * q).sum::<f32>();
+            assert!((dot(&a, &b) - dot(&x, &y)).abs() < 1e-4);
+            rotate(&mut a, n);
+            assert!(a.iter().zip(&x).all(|(p, q)| (p - q).abs() < 1e-6));
+        }
+        // Sylvester's order: the second row of H₂ is (1, -1).
+        let mut e = vec![0f32; 64];
+        e[1] = 1.0;
+        rotate(&mut e, 64);
+        assert!((e[0] - 0.125).abs() < 1e-7 && (e[1] + 0.125).abs() < 1e-7 && (e[2] - 0.125).abs() < 1e-7);
+        assert_eq!(CacheType::Q8_0.k_rotation(64), Some(64));
+        assert_eq!(CacheType::Q4_0.k_rotation(256), Some(256));
+        assert_eq!(CacheType::Q4_0.k_rotation(96), None);
+        assert_eq!(CacheType::F16.k_rotation(128), None);
+        assert_eq!(CacheType::Q8_0.v_rotation(256), Some(64));
     }
 
     #[test]

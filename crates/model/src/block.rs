@@ -10,7 +10,7 @@
 //! ```
 //! then the final norm and output projection for the tokens that asked for logits.
 
-use crate::config::{Activation, RopeStyle};
+use crate::config::{Activation, Config, RopeStyle};
 use crate::kv_cache::KvCache;
 use crate::weights::{GateUpProj, Mat, QkvProj};
 use crate::{Model, ModelError};
@@ -69,6 +69,24 @@ pub struct Scratch {
     last: Vec<f32>,       // [n_out, n_embd]
     pub logits: Vec<f32>, // [n_out, n_vocab]
     act: ActBuf,
+}
+
+impl Scratch {
+    /// Bytes the buffers reach for batches of up to `n_tokens` (one of them with logits)
+    /// on `n_threads` threads, with caches of up to `n_ctx` positions: what a memory plan
+    /// adds to the weights and the caches.
+    pub fn planned_bytes(c: &Config, n_tokens: usize, n_ctx: usize, n_threads: usize) -> usize {
+        let t = n_tokens.max(1);
+        let att = c.n_head * c.head_dim_v;
+        let fused = (c.q_dim() + c.kv_dim() + c.v_dim()).max(2 * c.n_ff);
+        let rows = t * (3 * c.n_embd + c.q_dim() + c.kv_dim() + c.v_dim() + att + 2 * c.n_ff + fused);
+        // Quantized activations: at most one byte and a bit per element, four slots.
+        let acts = 4 * t * c.n_embd.max(c.n_ff) * 9 / 8;
+        let group = c.n_head / c.n_head_kv.max(1);
+        let per_thread = attention::KB * (c.head_dim + c.head_dim_v + 3) + 2 * attention::QT * group * (c.head_dim_v + 2);
+        let partial = c.n_head_kv * (n_ctx / attention::KEY_CHUNK + 1) * group * (c.head_dim_v + 2);
+        4 * (rows + c.n_embd + c.n_vocab + n_threads * per_thread + partial) + acts
+    }
 }
 
 fn fit(v: &mut Vec<f32>, n: usize) {
@@ -238,9 +256,23 @@ impl Model {
                     // Only the first n_rot dims rotate (all of them but for phi3).
                     ops::rope(&mut head[..c.n_rot], s.pos[t], base, neox, self.weights.rope_freqs.as_deref());
                 }
+                // A quantized cache stores rotated heads (and the queries rotate with K).
+                let types = caches[batch.seq[t]].types();
+                if let Some(n) = types.k.k_rotation(c.head_dim) {
+                    attention::rotate(q, n);
+                    attention::rotate(k, n);
+                }
+                if let Some(n) = types.v.v_rotation(c.head_dim_v) {
+                    attention::rotate(v, n);
+                }
                 caches[batch.seq[t]].store(il, s.pos[t], k, v);
             }
             self.attention(pool, il, batch, caches, s);
+            for t in 0..t_n {
+                if let Some(n) = caches[batch.seq[t]].types().v.v_rotation(c.head_dim_v) {
+                    attention::rotate(&mut s.att[t * att_dim..(t + 1) * att_dim], n);
+                }
+            }
             self.mm(pool, &lw.wo, &s.att, t_n, &mut s.act, &mut s.o);
             for t in 0..t_n {
                 let x = &mut s.x[t * ne..(t + 1) * ne];

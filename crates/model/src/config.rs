@@ -210,8 +210,4 @@ impl Config {
     pub fn v_dim(&self) -> usize {
         self.n_head_kv * self.head_dim_v
     }
-    /// f16 bytes of K and V for one token across all layers.
-    pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.n_layer * (self.kv_dim() + self.v_dim())
-    }
 }

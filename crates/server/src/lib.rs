@@ -56,7 +56,7 @@ impl Default for ServeConfig {
                 max_loaded: 3,
                 max_memory: default_memory_budget(),
                 default_keep_alive: KeepAlive::For(Duration::from_secs(300)),
-                engine: EngineOptions { max_parallel: 8, max_queue: 64, n_ctx: 4096, budget: Budget::default() },
+                engine: EngineOptions { max_parallel: 8, max_queue: 64, n_ctx: 4096, budget: Budget::default(), cache: Default::default() },
             },
             api_key: None,
             origins: Vec::new(),

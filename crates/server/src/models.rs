@@ -91,7 +91,7 @@ impl ModelSet {
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("loading failed: {e}")))??;
         let lm = Arc::new(lm);
-        self.make_room(lm.model.file.file_size(), lm.kv_bytes_per_token())?;
+        self.make_room(lm.model.file.file_size(), lm.kv_bytes_per_token(self.limits.engine.cache))?;
         let handle = Arc::new(
             EngineHandle::spawn(lm, self.limits.engine.clone(), self.pool.clone())
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("engine thread: {e}")))?,

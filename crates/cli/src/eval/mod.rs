@@ -270,7 +270,13 @@ pub fn main(args: EvalArgs) -> Result<()> {
             lm.constrain(g).with_context(|| format!("{what} cannot constrain {name}"))?;
         }
         let mode = (a.kind == Kind::Code).then(|| code::Mode::of(a.prompt_style, lm.template.is_some(), a.prompt.is_some()));
-        let options = EngineOptions { max_parallel: a.parallel, max_queue: rows.len() * a.labels.len().max(1), n_ctx: a.ctx_size, budget: Default::default() };
+        let options = EngineOptions {
+            max_parallel: a.parallel,
+            max_queue: rows.len() * a.labels.len().max(1),
+            n_ctx: a.ctx_size,
+            budget: Default::default(),
+            cache: Default::default(),
+        };
         let engine = EngineHandle::spawn(lm.clone(), options, pool.clone())?;
         let params = Options {
             temperature: Some(a.temperature),
