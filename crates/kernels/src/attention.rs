@@ -409,6 +409,8 @@ trait Level: Sized {
     fn load(t: CacheType, src: &[u8], dst: &mut [f32]) {
         t.load(src, dst)
     }
+    /// Ask for the cache lines of `bytes` ahead of their use (a hint; no effect on results).
+    fn prefetch(_bytes: &[u8]) {}
     /// See [`scores`].
     fn scores<const R: usize>(qs: [&[f32]; R], kf: &[f32], hd: usize, a: usize, e: usize, scale: f32, out: [&mut [f32]; R]) {
         scores::<Self, R>(qs, kf, hd, a, e, scale, out)
@@ -462,6 +464,13 @@ impl Level for Avx2 {
             // SAFETY (all): only compiled into functions with AVX2, FMA and F16C enabled.
             CacheType::F16 => unsafe { x86::load_f16(src, dst) },
             _ => t.load(src, dst),
+        }
+    }
+    #[inline(always)]
+    fn prefetch(bytes: &[u8]) {
+        for at in (0..bytes.len()).step_by(64) {
+            // SAFETY: a prefetch of an address inside the slice.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes.as_ptr().add(at) as *const i8) };
         }
     }
     #[inline(always)]
@@ -550,6 +559,11 @@ fn chunk<L: Level>(ctx: &Ctx<'_, '_>, job: &Job, c: usize, st: &mut [f32], buf: 
     let mut b0 = (c * KEY_CHUNK).max(lo_min / KB * KB);
     while b0 < c_end {
         let kn = KB.min(c_end - b0);
+        // The next block's rows (of this chunk or the next) while this one computes.
+        for at in b0 + KB..(b0 + 2 * KB).min(end) {
+            L::prefetch(&view.k[at * krow + job.g * kh..][..kh]);
+            L::prefetch(&view.v[at * vrow + job.g * vh..][..vh]);
+        }
         for j in 0..kn {
             let at = b0 + j;
             L::load(view.k_type, &view.k[at * krow + job.g * kh..][..kh], &mut kf[j * hd..(j + 1) * hd]);
@@ -857,37 +871,39 @@ mod x86 {
         p[e..KB].fill(0.0);
     }
 
-    /// `super::pv` for `hdv % 8 == 0`.
+    /// `super::pv` for `hdv % 8 == 0`: the output in registers, 64 columns at a time, over
+    /// every key of the block (the same fused chain per element, in key order).
     #[inline(always)]
     pub unsafe fn pv(o: &mut [f32], p: &[f32], vf: &[f32], hdv: usize, a: usize, e: usize) {
         assert!(o.len() >= hdv && vf.len() >= e * hdv && p.len() >= e);
         // SAFETY: rows `a..e` of `vf` and `hdv` of `o` (asserted).
         unsafe {
             let (vp, op) = (vf.as_ptr(), o.as_mut_ptr());
-            let mut j = a;
-            while j + 4 <= e {
-                let (w0, w1, w2, w3) = (_mm256_set1_ps(p[j]), _mm256_set1_ps(p[j + 1]), _mm256_set1_ps(p[j + 2]), _mm256_set1_ps(p[j + 3]));
-                let (v0, v1, v2, v3) = (vp.add(j * hdv), vp.add((j + 1) * hdv), vp.add((j + 2) * hdv), vp.add((j + 3) * hdv));
-                let mut c = 0;
-                while c < hdv {
-                    let mut x = _mm256_loadu_ps(op.add(c));
-                    x = _mm256_fmadd_ps(w0, _mm256_loadu_ps(v0.add(c)), x);
-                    x = _mm256_fmadd_ps(w1, _mm256_loadu_ps(v1.add(c)), x);
-                    x = _mm256_fmadd_ps(w2, _mm256_loadu_ps(v2.add(c)), x);
-                    x = _mm256_fmadd_ps(w3, _mm256_loadu_ps(v3.add(c)), x);
-                    _mm256_storeu_ps(op.add(c), x);
-                    c += 8;
+            let mut c = 0;
+            while c + 64 <= hdv {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (u, x) in acc.iter_mut().enumerate() {
+                    *x = _mm256_loadu_ps(op.add(c + 8 * u));
                 }
-                j += 4;
+                for (j, &pj) in p.iter().enumerate().take(e).skip(a) {
+                    let w = _mm256_set1_ps(pj);
+                    let row = vp.add(j * hdv + c);
+                    for (u, x) in acc.iter_mut().enumerate() {
+                        *x = _mm256_fmadd_ps(w, _mm256_loadu_ps(row.add(8 * u)), *x);
+                    }
+                }
+                for (u, x) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(op.add(c + 8 * u), *x);
+                }
+                c += 64;
             }
-            while j < e {
-                let w = _mm256_set1_ps(p[j]);
-                let mut c = 0;
-                while c < hdv {
-                    _mm256_storeu_ps(op.add(c), _mm256_fmadd_ps(w, _mm256_loadu_ps(vp.add(j * hdv + c)), _mm256_loadu_ps(op.add(c))));
-                    c += 8;
+            while c < hdv {
+                let mut x = _mm256_loadu_ps(op.add(c));
+                for (j, &pj) in p.iter().enumerate().take(e).skip(a) {
+                    x = _mm256_fmadd_ps(_mm256_set1_ps(pj), _mm256_loadu_ps(vp.add(j * hdv + c)), x);
                 }
-                j += 1;
+                _mm256_storeu_ps(op.add(c), x);
+                c += 8;
             }
         }
     }
