@@ -55,76 +55,68 @@ fn stats(samples: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Random tokens, BOS first when the model adds it and the cache is empty.
-fn random_tokens(m: &Model, bos: Option<u32>, n: usize, at_start: bool, rng: &mut Rng) -> Vec<u32> {
-    (0..n).map(|i| if i == 0 && at_start { bos.unwrap_or_else(|| rng.next(m.config.n_vocab)) } else { rng.next(m.config.n_vocab) }).collect()
+/// What every measured run uses: the model, the threads, the cache and the token source.
+struct Runner<'a> {
+    m: &'a Model,
+    pool: Pool,
+    bos: Option<u32>,
+    ubatch: usize,
+    rng: Rng,
+    cache: KvCache,
+    s: Scratch,
 }
 
-/// Append `tokens` to the cache in batches of `ubatch`, logits for the last one.
-fn feed(m: &Model, pool: &Pool, tokens: &[u32], ubatch: usize, cache: &mut KvCache, s: &mut Scratch) -> Result<()> {
-    let mut b = Batch::default();
-    for (ci, chunk) in tokens.chunks(ubatch.max(1)).enumerate() {
-        b.clear();
-        for (i, &t) in chunk.iter().enumerate() {
-            b.push(t, 0, ci * ubatch + i + 1 == tokens.len());
+impl Runner<'_> {
+    /// Random tokens, BOS first when the model adds it and the cache is empty.
+    fn tokens(&mut self, n: usize) -> Vec<u32> {
+        let at_start = self.cache.is_empty();
+        let (bos, n_vocab) = (self.bos, self.m.config.n_vocab);
+        (0..n).map(|i| if i == 0 && at_start { bos.unwrap_or_else(|| self.rng.next(n_vocab)) } else { self.rng.next(n_vocab) }).collect()
+    }
+
+    /// Append `tokens` to the cache in batches of `ubatch`, logits for the last one.
+    fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        let mut b = Batch::default();
+        for (ci, chunk) in tokens.chunks(self.ubatch).enumerate() {
+            b.clear();
+            for (i, &t) in chunk.iter().enumerate() {
+                b.push(t, 0, ci * self.ubatch + i + 1 == tokens.len());
+            }
+            self.m.forward(&self.pool, &b, &mut [&mut self.cache], &mut self.s)?;
         }
-        m.forward(pool, &b, &mut [&mut *cache], s)?;
+        Ok(())
     }
-    Ok(())
-}
 
-/// Empty the cache, then put `depth` random tokens in it.
-#[allow(clippy::too_many_arguments)]
-fn fill(m: &Model, pool: &Pool, bos: Option<u32>, depth: usize, ubatch: usize, rng: &mut Rng, cache: &mut KvCache, s: &mut Scratch) -> Result<()> {
-    cache.clear();
-    let tokens = random_tokens(m, bos, depth, true, rng);
-    feed(m, pool, &tokens, ubatch, cache, s)
-}
-
-/// Seconds for `n` prompt tokens after `depth` tokens (untimed) in the cache.
-#[allow(clippy::too_many_arguments)]
-fn run_prompt(
-    m: &Model,
-    pool: &Pool,
-    bos: Option<u32>,
-    depth: usize,
-    n: usize,
-    ubatch: usize,
-    rng: &mut Rng,
-    cache: &mut KvCache,
-    s: &mut Scratch,
-) -> Result<f64> {
-    fill(m, pool, bos, depth, ubatch, rng, cache, s)?;
-    let tokens = random_tokens(m, bos, n, depth == 0, rng);
-    let t0 = Instant::now();
-    feed(m, pool, &tokens, ubatch, cache, s)?;
-    Ok(t0.elapsed().as_secs_f64())
-}
-
-/// Seconds for `n` single-token steps after `depth` tokens (untimed) in the cache.
-#[allow(clippy::too_many_arguments)]
-fn run_gen(
-    m: &Model,
-    pool: &Pool,
-    bos: Option<u32>,
-    depth: usize,
-    n: usize,
-    ubatch: usize,
-    rng: &mut Rng,
-    cache: &mut KvCache,
-    s: &mut Scratch,
-) -> Result<f64> {
-    fill(m, pool, bos, depth, ubatch, rng, cache, s)?;
-    let mut b = Batch::default();
-    let mut t = random_tokens(m, bos, 1, depth == 0, rng)[0];
-    let t0 = Instant::now();
-    for _ in 0..n {
-        b.clear();
-        b.push(t, 0, true);
-        m.forward(pool, &b, &mut [&mut *cache], s)?;
-        t = rng.next(m.config.n_vocab);
+    /// Empty the cache, then put `depth` random tokens in it (untimed).
+    fn fill(&mut self, depth: usize) -> Result<()> {
+        self.cache.clear();
+        let tokens = self.tokens(depth);
+        self.feed(&tokens)
     }
-    Ok(t0.elapsed().as_secs_f64())
+
+    /// Seconds for `n` prompt tokens after `depth` tokens in the cache.
+    fn prompt(&mut self, depth: usize, n: usize) -> Result<f64> {
+        self.fill(depth)?;
+        let tokens = self.tokens(n);
+        let t0 = Instant::now();
+        self.feed(&tokens)?;
+        Ok(t0.elapsed().as_secs_f64())
+    }
+
+    /// Seconds for `n` single-token steps after `depth` tokens in the cache.
+    fn generate(&mut self, depth: usize, n: usize) -> Result<f64> {
+        self.fill(depth)?;
+        let mut b = Batch::default();
+        let mut t = self.tokens(1)[0];
+        let t0 = Instant::now();
+        for _ in 0..n {
+            b.clear();
+            b.push(t, 0, true);
+            self.m.forward(&self.pool, &b, &mut [&mut self.cache], &mut self.s)?;
+            t = self.rng.next(self.m.config.n_vocab);
+        }
+        Ok(t0.elapsed().as_secs_f64())
+    }
 }
 
 pub fn main(a: BenchArgs) -> Result<()> {
@@ -137,24 +129,18 @@ pub fn main(a: BenchArgs) -> Result<()> {
     let lm = registry::load(&store::Store::open_default(), &a.model)?;
     let m = &lm.model;
     let threads = crate::threads(a.threads);
-    let pool = Pool::new(threads);
     let bos = if lm.tokenizer.add_bos() { lm.tokenizer.bos() } else { None };
     let types = a.cache.types()?;
     let longest = a.n_depth.iter().max().unwrap_or(&0) + a.n_prompt.iter().chain(&a.n_gen).max().unwrap_or(&0) + 1;
-    let mut cache = KvCache::with_types(&m.config, longest, types)?;
-    let mut scratch = Scratch::default();
-    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let cache = KvCache::with_types(&m.config, longest, types)?;
+    let mut run = Runner { m, pool: Pool::new(threads), bos, ubatch: a.ubatch, rng: Rng(0x9E3779B97F4A7C15), cache, s: Scratch::default() };
     let mut results = Vec::new();
     let tests = a.n_prompt.iter().map(|&n| ("pp", n)).chain(a.n_gen.iter().map(|&n| ("tg", n)));
     for (test, n) in tests.filter(|&(_, n)| n > 0) {
         for &depth in &a.n_depth {
             let mut samples = Vec::new();
             for r in 0..=a.repetitions {
-                let secs = if test == "pp" {
-                    run_prompt(m, &pool, bos, depth, n, a.ubatch, &mut rng, &mut cache, &mut scratch)?
-                } else {
-                    run_gen(m, &pool, bos, depth, n, a.ubatch, &mut rng, &mut cache, &mut scratch)?
-                };
+                let secs = if test == "pp" { run.prompt(depth, n)? } else { run.generate(depth, n)? };
                 if r > 0 {
                     samples.push(n as f64 / secs); // run 0 warms up
                 }

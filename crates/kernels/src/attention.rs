@@ -18,10 +18,11 @@
 //! cache, never on the batch around it, the thread count or the schedule (tested bit for
 //! bit below).
 
-use crate::blocks::{f16_to_f32, f32_to_f16};
+use crate::blocks::f32_to_f16;
 use crate::dot::Isa;
 use crate::pool::Pool;
 use crate::quantize::{round_even, signed_absmax};
+use gguf::GgmlType;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Keys per block (dequantized together).
@@ -113,32 +114,18 @@ impl CacheType {
         }
     }
 
-    /// Read `dst.len()` elements back from `src`.
-    pub fn load(self, src: &[u8], dst: &mut [f32]) {
+    /// The ggml tensor type of the same layout.
+    pub fn ggml_type(self) -> GgmlType {
         match self {
-            CacheType::F16 => {
-                for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                    *d = f16_to_f32(u16::from_le_bytes([s[0], s[1]]));
-                }
-            }
-            CacheType::Q8_0 => {
-                for (xs, b) in dst.chunks_exact_mut(32).zip(src.chunks_exact(34)) {
-                    let d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
-                    for (x, &q) in xs.iter_mut().zip(&b[2..]) {
-                        *x = d * (q as i8) as f32;
-                    }
-                }
-            }
-            CacheType::Q4_0 => {
-                for (xs, b) in dst.chunks_exact_mut(32).zip(src.chunks_exact(18)) {
-                    let d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
-                    for j in 0..16 {
-                        xs[j] = d * ((b[2 + j] & 15) as i32 - 8) as f32;
-                        xs[j + 16] = d * ((b[2 + j] >> 4) as i32 - 8) as f32;
-                    }
-                }
-            }
+            CacheType::F16 => GgmlType::F16,
+            CacheType::Q8_0 => GgmlType::Q8_0,
+            CacheType::Q4_0 => GgmlType::Q4_0,
         }
+    }
+
+    /// Read `dst.len()` elements back from `src` (exactly their bytes).
+    pub fn load(self, src: &[u8], dst: &mut [f32]) {
+        crate::dequant::dequantize_row(self.ggml_type(), src, dst)
     }
 }
 
@@ -749,7 +736,7 @@ mod x86 {
             }
             i += 8;
         }
-        CacheType::F16.load(&src[2 * i..], &mut dst[i..n]);
+        CacheType::F16.load(&src[2 * i..2 * n], &mut dst[i..n]);
     }
 
     /// Four scores' lane sums `[8]` each, reduced as `reduce` does:
@@ -986,8 +973,9 @@ mod tests {
             let mut w = Vec::new();
             let mut vs = Vec::new();
             for p in lo..=t {
-                self.types.0.load(&self.k[p * self.types.0.row_bytes(kvd)..], &mut kr);
-                self.types.1.load(&self.v[p * self.types.1.row_bytes(kvd)..], &mut vr);
+                let (kb, vb) = (self.types.0.row_bytes(kvd), self.types.1.row_bytes(kvd));
+                self.types.0.load(&self.k[p * kb..(p + 1) * kb], &mut kr);
+                self.types.1.load(&self.v[p * vb..(p + 1) * vb], &mut vr);
                 w.push(q.iter().zip(&kr[g * hd..]).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * sh.scale as f64);
                 vs.push(vr[g * hd..(g + 1) * hd].to_vec());
             }
