@@ -14,19 +14,8 @@ case "$level" in
     avx512-vnni) flags=(-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON) ;;
     *) echo "level: avx2, avx-vnni or avx512-vnni" >&2; exit 2 ;;
 esac
-src="$work/llama_cpp_python-0.3.36/vendor/llama.cpp"
-if [ ! -d "$src" ]; then
-    mkdir -p "$work"
-    python3 -m pip install -q cmake ninja
-    python3 - "$work" <<'PY'
-import json, sys, urllib.parse, urllib.request
-meta = "https://pypi.org/pypi/llama-cpp-python/0.3.36/json"
-for u in json.load(urllib.request.urlopen(meta))["urls"]:
-    if u["packagetype"] == "sdist":
-        urllib.request.urlretrieve(urllib.parse.urljoin(meta, u["url"]), sys.argv[1] + "/" + u["filename"])
-PY
-    tar xzf "$work"/llama_cpp_python-0.3.36.tar.gz -C "$work"
-fi
+source scripts/llamacpp-sdist.sh
+src=$(llamacpp_src "$work")
 build="$work/build-$level"
 if [ ! -x "$build/bin/llama-bench" ]; then
     cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF "${flags[@]}" \

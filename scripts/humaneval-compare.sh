@@ -19,18 +19,9 @@ python3 -c "import zipfile,sys; open(sys.argv[2],'wb').write(zipfile.ZipFile(sys
 
 server="$work/build/bin/llama-server"
 if [ ! -x "$server" ]; then
-    python3 -m pip install -q cmake ninja
-    (cd "$work" && python3 -m pip download -q llama-cpp-python==0.3.36 --no-deps --no-binary llama-cpp-python --no-build-isolation -d . \
-        || python3 - <<'EOF'
-import json, urllib.parse, urllib.request
-meta = "https://pypi.org/pypi/llama-cpp-python/0.3.36/json"
-for u in json.load(urllib.request.urlopen(meta))["urls"]:
-    if u["packagetype"] == "sdist":
-        urllib.request.urlretrieve(urllib.parse.urljoin(meta, u["url"]), u["filename"])
-EOF
-    )
-    tar xzf "$work"/llama_cpp_python-0.3.36.tar.gz -C "$work"
-    cmake -S "$work/llama_cpp_python-0.3.36/vendor/llama.cpp" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    source scripts/llamacpp-sdist.sh
+    src=$(llamacpp_src "$work")
+    cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
         -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF
     cmake --build "$work/build" --target llama-server -j"$(nproc)"
 fi

@@ -5,6 +5,7 @@
 mod bench;
 mod eval;
 mod perplexity;
+mod quantize;
 mod run;
 mod serve;
 mod show;
@@ -30,6 +31,8 @@ enum Command {
     Detokenize(tokens::DetokenizeArgs),
     /// Perplexity of a text file, computed as llama-perplexity does
     Perplexity(perplexity::PerplexityArgs),
+    /// Quantize a model as llama-quantize does (Q4_K_M, Q8_0, …), with an importance matrix
+    Quantize(quantize::QuantizeArgs),
     /// Prompt-processing and generation speed, measured as llama-bench does
     Bench(bench::BenchArgs),
     /// Compare models on labelled items of your own task: accuracy, latency, memory, cost
@@ -55,12 +58,21 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `bantam show m | head` ends quietly, as C tools do, instead of panicking on EPIPE
+        // (the server keeps Rust's ignored SIGPIPE: a client hanging up is an error value there)
+        // SAFETY: setting a signal disposition before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let r = match cli.command {
         Command::Run(a) => run::main(a),
         Command::Tokenize(a) => tokens::tokenize(a),
         Command::Detokenize(a) => tokens::detokenize(a),
         Command::Perplexity(a) => perplexity::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Quantize(a) => quantize::main(a),
         Command::Eval(a) => eval::main(a),
         Command::Show(a) => show::main(a),
         Command::Serve(a) => serve::main(a),

@@ -24,7 +24,7 @@ pub use error::GgufError;
 pub use parse::{parse_header, Header};
 pub use types::GgmlType;
 pub use value::{Array, Value};
-pub use write::GgufWriter;
+pub use write::{header_bytes, GgufWriter};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -118,6 +118,10 @@ impl Gguf {
     pub fn version(&self) -> u32 {
         self.header.version
     }
+    /// Alignment of tensor data (`general.alignment`, 32 by default).
+    pub fn alignment(&self) -> usize {
+        self.header.alignment
+    }
     pub fn file_size(&self) -> usize {
         self.bytes.as_slice().len()
     }
@@ -179,5 +183,24 @@ impl Gguf {
     /// `size` bytes at absolute `offset` (a range taken from a [`TensorInfo`]).
     pub fn data(&self, offset: usize, size: usize) -> &[u8] {
         &self.bytes.as_slice()[offset..offset + size]
+    }
+
+    /// Drop a tensor's pages from this process's resident memory once it has been read
+    /// (they come back from the page cache if read again), so a pass over every tensor
+    /// stays near one tensor resident. A hint: failures are ignored.
+    pub fn release(&self, t: &TensorInfo) {
+        #[cfg(unix)]
+        if let Bytes::Mapped(m) = &self.bytes {
+            const PAGE: usize = 4096;
+            let start = t.offset.div_ceil(PAGE) * PAGE;
+            let end = ((t.offset + t.size) / PAGE) * PAGE;
+            if end > start {
+                // SAFETY: the map is a read-only shared file mapping: MADV_DONTNEED only drops
+                // resident pages, and later reads fault the same file bytes back in.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = t;
     }
 }

@@ -100,6 +100,17 @@ impl GgmlType {
         n.is_multiple_of(self.block_len()).then(|| n / self.block_len() * self.block_bytes())
     }
 
+    /// Whether the type stores blocks with scales (everything but F32, F16 and BF16).
+    pub fn is_quantized(self) -> bool {
+        !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    }
+
+    /// Parse a type name in any case (`q4_K`, `Q8_0`, `f16`), as llama-quantize's
+    /// `--tensor-type` does.
+    pub fn parse(name: &str) -> Option<Self> {
+        (0..64).filter_map(Self::from_id).find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
     pub fn name(self) -> &'static str {
         use GgmlType::*;
         match self {

@@ -26,37 +26,50 @@ impl GgufWriter {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(b"GGUF");
-        out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (k, v) in &self.metadata {
-            put_str(&mut out, k);
-            out.extend_from_slice(&type_id(v).to_le_bytes());
-            put_value(&mut out, v);
-        }
-        let mut offset = 0usize;
-        let mut offsets = Vec::new();
-        for (name, ty, dims, data) in &self.tensors {
-            put_str(&mut out, name);
-            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-            out.extend_from_slice(&ty.id().to_le_bytes());
-            out.extend_from_slice(&(offset as u64).to_le_bytes());
-            offsets.push(offset);
-            offset = (offset + data.len()).div_ceil(ALIGN) * ALIGN;
-        }
-        let start = out.len().div_ceil(ALIGN) * ALIGN;
-        out.resize(start, 0);
+        let infos: Vec<_> = self.tensors.iter().map(|(n, t, d, data)| (n.as_str(), *t, d.as_slice(), data.len())).collect();
+        let (mut out, offsets) = header_bytes(&self.metadata, &infos, ALIGN);
+        let start = out.len();
         for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
             out.resize(start + off, 0);
             out.extend_from_slice(data);
         }
+        // ggml's reader expects the data section padded to the alignment at the end too
+        out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
         out
     }
+}
+
+/// The bytes of a GGUF v3 header: metadata, tensor index and padding up to the data
+/// section, for tensors `(name, type, dims, data size)` laid out in order, each at a
+/// multiple of `align`. Returns the header and each tensor's offset in the data section,
+/// so a writer can stream the tensors after it (each followed by zeros to the next offset).
+pub fn header_bytes(metadata: &[(String, Value)], tensors: &[(&str, GgmlType, &[u64], usize)], align: usize) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        put_str(&mut out, k);
+        out.extend_from_slice(&type_id(v).to_le_bytes());
+        put_value(&mut out, v);
+    }
+    let mut offset = 0usize;
+    let mut offsets = Vec::new();
+    for (name, ty, dims, size) in tensors {
+        put_str(&mut out, name);
+        out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in *dims {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&ty.id().to_le_bytes());
+        out.extend_from_slice(&(offset as u64).to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + size).div_ceil(align) * align;
+    }
+    let start = out.len().div_ceil(align) * align;
+    out.resize(start, 0);
+    (out, offsets)
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {

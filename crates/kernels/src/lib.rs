@@ -20,3 +20,4 @@ pub mod matmul;
 pub mod ops;
 pub mod pool;
 pub mod quantize;
+pub mod weights;
