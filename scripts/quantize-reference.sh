@@ -2,7 +2,7 @@
 # Regenerate crates/quant/tests/data/llama-quantize.json: llama-quantize's tensor types and
 # data digests for each run the test replays. Builds llama-quantize from the llama-cpp-python
 # 0.3.36 sdist (llama.cpp 0c1e570) as scripts/bench-levels.sh does; not part of CI.
-# Also refreshes smollm2-imatrix-blk01.gguf (llama-imatrix on 4 chunks of the GPL-3 text,
+# Also refreshes smollm2-imatrix-blk01.gguf (llama-imatrix on 4 chunks of 512 of the GPL-3 text,
 # first two blocks kept) when REFRESH_IMATRIX=1.
 # Usage: scripts/quantize-reference.sh
 set -euo pipefail
@@ -22,7 +22,7 @@ trap 'rm -rf "$out"' EXIT
 QUANT_REF_DIR="$out" cargo test --release -p quant --test llama_quantize -- --ignored --exact write_reference_sources >&2
 data=crates/quant/tests/data
 if [ "${REFRESH_IMATRIX:-0}" = 1 ] || [ ! -f "$data/smollm2-imatrix-blk01.gguf" ]; then
-    head -c 60000 /usr/share/common-licenses/GPL-3 >"$out/calib.txt"
+    cp /usr/share/common-licenses/GPL-3 "$out/calib.txt"
     "$build/bin/llama-imatrix" -m "$out/smollm2-f16.gguf" -f "$out/calib.txt" -o "$out/imatrix.gguf" -c 512 --chunks 4 -t 2 >&2
     python3 scripts/gguf-filter.py "$out/imatrix.gguf" "$data/smollm2-imatrix-blk01.gguf" 'blk\.[01]\.'
 fi

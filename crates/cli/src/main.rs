@@ -4,6 +4,7 @@
 
 mod bench;
 mod eval;
+mod imatrix;
 mod perplexity;
 mod quantize;
 mod run;
@@ -33,6 +34,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Quantize a model as llama-quantize does (Q4_K_M, Q8_0, …), with an importance matrix
     Quantize(quantize::QuantizeArgs),
+    /// Importance matrix of a calibration text (llama-imatrix's GGUF format), for quantize --imatrix
+    Imatrix(imatrix::ImatrixArgs),
     /// Prompt-processing and generation speed, measured as llama-bench does
     Bench(bench::BenchArgs),
     /// Compare models on labelled items of your own task: accuracy, latency, memory, cost
@@ -73,6 +76,7 @@ fn main() {
         Command::Perplexity(a) => perplexity::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Quantize(a) => quantize::main(a),
+        Command::Imatrix(a) => imatrix::main(a),
         Command::Eval(a) => eval::main(a),
         Command::Show(a) => show::main(a),
         Command::Serve(a) => serve::main(a),

@@ -7,7 +7,7 @@
 
 use crate::EngineError;
 use kernels::pool::Pool;
-use model::{Batch, CacheTypes, KvCache, Model, Scratch};
+use model::{ActivationStats, Batch, CacheTypes, KvCache, Model, Scratch};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerplexityReport {
@@ -25,6 +25,47 @@ const UBATCH: usize = 512;
 
 /// Score `tokens` (already tokenized with BOS as the model adds it).
 pub fn perplexity(model: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos: Option<u32>, cache: CacheTypes) -> Result<PerplexityReport, EngineError> {
+    score_chunks(model, pool, tokens, n_ctx, bos, cache, &mut Scratch::default(), |_, _| {})
+}
+
+/// The importance matrix of `tokens` as llama-imatrix computes it: the same chunks as
+/// [`perplexity`] (which it also reports, as llama-imatrix does), every weight matmul's input
+/// squared and summed over all tokens. Needs at least two chunks, as llama-imatrix does.
+/// `on_chunk(i, running_ppl)` is called after each chunk.
+#[allow(clippy::too_many_arguments)]
+pub fn imatrix(
+    model: &Model,
+    pool: &Pool,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    process_output: bool,
+    on_chunk: impl FnMut(usize, f64),
+) -> Result<(ActivationStats, PerplexityReport), EngineError> {
+    if tokens.len() < 2 * n_ctx {
+        return Err(EngineError::BadRequest(format!(
+            "the text has {} tokens; an importance matrix with chunks of {n_ctx} needs at least {}",
+            tokens.len(),
+            2 * n_ctx
+        )));
+    }
+    let mut scratch = Scratch::default();
+    scratch.stats = Some(ActivationStats::new(process_output));
+    let report = score_chunks(model, pool, tokens, n_ctx, bos, CacheTypes::default(), &mut scratch, on_chunk)?;
+    Ok((scratch.stats.take().unwrap_or_default(), report))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn score_chunks(
+    model: &Model,
+    pool: &Pool,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    cache: CacheTypes,
+    scratch: &mut Scratch,
+    mut on_chunk: impl FnMut(usize, f64),
+) -> Result<PerplexityReport, EngineError> {
     if n_ctx < 4 {
         return Err(EngineError::BadRequest(format!("context size {n_ctx} is too small for perplexity (at least 4)")));
     }
@@ -34,11 +75,12 @@ pub fn perplexity(model: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos:
     }
     let nv = model.config.n_vocab;
     let mut cache = KvCache::with_types(&model.config, n_ctx, cache).map_err(|e| EngineError::BadRequest(e.to_string()))?;
-    let mut scratch = Scratch::default();
     let mut batch = Batch::default();
     let (mut sum, mut sum2, mut count) = (0f64, 0f64, 0usize);
     let mut running = Vec::with_capacity(n_chunks);
     let first = n_ctx / 2;
+    // llama-imatrix asks for every token's logits, so output.weight sees every token
+    let all_logits = scratch.stats.as_ref().is_some_and(|s| s.process_output);
     for c in 0..n_chunks {
         let chunk = &tokens[c * n_ctx..(c + 1) * n_ctx];
         cache.clear();
@@ -49,11 +91,12 @@ pub fn perplexity(model: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos:
             batch.clear();
             for (j, &t) in chunk.iter().enumerate().take(end).skip(start) {
                 let t = if j == 0 { bos.unwrap_or(t) } else { t };
-                batch.push(t, 0, j >= first && j + 1 < n_ctx);
+                batch.push(t, 0, all_logits || (j >= first && j + 1 < n_ctx));
             }
-            let logits = model.forward(pool, &batch, &mut [&mut cache], &mut scratch)?;
+            let logits = model.forward(pool, &batch, &mut [&mut cache], scratch)?;
             for (k, j) in (start.max(first)..end.min(n_ctx - 1)).enumerate() {
-                let row = &logits[k * nv..(k + 1) * nv];
+                let r = if all_logits { j - start } else { k };
+                let row = &logits[r * nv..(r + 1) * nv];
                 let nll = -log_softmax_at(row, chunk[j + 1] as usize);
                 sum += nll;
                 sum2 += nll * nll;
@@ -61,6 +104,7 @@ pub fn perplexity(model: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos:
             }
         }
         running.push((sum / count as f64).exp());
+        on_chunk(c, (sum / count as f64).exp());
     }
     let mean = sum / count as f64;
     let ppl = mean.exp();

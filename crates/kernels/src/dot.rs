@@ -95,6 +95,9 @@ pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
                     GgmlType::Q8_0 => Some($m::q8_0_x4),
                     GgmlType::Q4_K => Some($m::q4_k_x4),
                     GgmlType::Q6_K => Some($m::q6_k_x4),
+                    GgmlType::F32 => Some($m::f32_x4),
+                    GgmlType::F16 => Some($m::f16_x4),
+                    GgmlType::BF16 => Some($m::bf16_x4),
                     _ => None,
                 }
             };
@@ -278,6 +281,26 @@ macro_rules! pick_simd {
 /// The dot product for weight type `ty` on instruction set `isa`.
 pub fn dot_fn(ty: GgmlType, isa: Isa) -> DotFn {
     use GgmlType::*;
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! pick_float {
+        ($m:ident) => {
+            match ty {
+                F32 => return $m::f32,
+                F16 => return $m::f16,
+                BF16 => return $m::bf16,
+                _ => {}
+            }
+        };
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => pick_float!(avx2),
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => pick_float!(avxvnni),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Vnni => pick_float!(vnni),
+        _ => {}
+    }
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => pick_simd!(avx2, ty),

@@ -1111,6 +1111,8 @@ mod tests {
 
     #[test]
     fn every_type_round_trips_within_its_precision() {
+        // bounds on rms error relative to the data's rms (which has outliers, as weights do):
+        // each bit fewer roughly doubles the error
         use GgmlType::*;
         let n = 512;
         let x = data(4 * n, 7);
@@ -1120,15 +1122,15 @@ mod tests {
             (F16, 1e-3),
             (BF16, 1e-2),
             (Q8_0, 0.01),
-            (Q6_K, 0.03),
-            (Q5_0, 0.05),
-            (Q5_1, 0.05),
-            (Q5_K, 0.05),
-            (Q4_0, 0.1),
-            (Q4_1, 0.1),
-            (Q4_K, 0.1),
-            (Q3_K, 0.2),
-            (Q2_K, 0.4),
+            (Q6_K, 0.04),
+            (Q5_0, 0.08),
+            (Q5_1, 0.08),
+            (Q5_K, 0.08),
+            (Q4_0, 0.16),
+            (Q4_1, 0.16),
+            (Q4_K, 0.16),
+            (Q3_K, 0.3),
+            (Q2_K, 0.45),
         ] {
             for w in [None, Some(&imatrix[..])] {
                 let mut q = vec![0u8; 4 * ty.row_bytes(n).unwrap()];
@@ -1139,7 +1141,7 @@ mod tests {
                 }
                 let rms = (x.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / x.len() as f32).sqrt();
                 let scale = (x.iter().map(|a| a * a).sum::<f32>() / x.len() as f32).sqrt();
-                assert!(rms <= tol * scale * if w.is_some() { 1.5 } else { 1.0 }, "{}: rms error {rms} of {scale} (imatrix {})", ty.name(), w.is_some());
+                assert!(rms <= tol * scale, "{}: rms error {rms} of {scale} (imatrix {})", ty.name(), w.is_some());
             }
         }
     }

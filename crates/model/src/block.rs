@@ -69,6 +69,44 @@ pub struct Scratch {
     last: Vec<f32>,       // [n_out, n_embd]
     pub logits: Vec<f32>, // [n_out, n_vocab]
     act: ActBuf,
+    /// When set, every weight matmul's input is summed into it (`bantam imatrix`).
+    pub stats: Option<ActivationStats>,
+}
+
+/// Per weight matrix, the sum over tokens of each input column's square and the number of
+/// tokens: what llama-imatrix collects for the importance matrix. Sums are f32, accumulated
+/// token by token in batch order, as llama-imatrix accumulates them.
+#[derive(Debug, Default, Clone)]
+pub struct ActivationStats {
+    /// Also collect `output.weight`'s input (llama-imatrix's `--process-output`).
+    pub process_output: bool,
+    entries: std::collections::BTreeMap<(usize, &'static str), (Vec<f32>, u64)>,
+}
+
+impl ActivationStats {
+    pub fn new(process_output: bool) -> Self {
+        ActivationStats { process_output, entries: Default::default() }
+    }
+
+    /// Add `x` `[n_rows, n_cols]`, the input of layer `il`'s `which` matrix (`usize::MAX`
+    /// for tensors outside the blocks).
+    fn add(&mut self, il: usize, which: &'static str, x: &[f32], n_cols: usize) {
+        let (sums, count) = self.entries.entry((il, which)).or_insert_with(|| (vec![0.0; n_cols], 0));
+        for row in x.chunks_exact(n_cols) {
+            for (s, v) in sums.iter_mut().zip(row) {
+                *s += v * v;
+            }
+            *count += 1;
+        }
+    }
+
+    /// `(tensor name, sums [n_cols], tokens)` for every matrix seen, by name.
+    pub fn entries(&self) -> impl Iterator<Item = (String, &[f32], u64)> {
+        self.entries.iter().map(|(&(il, which), (sums, n))| {
+            let name = if il == usize::MAX { format!("{which}.weight") } else { format!("blk.{il}.{which}.weight") };
+            (name, sums.as_slice(), *n)
+        })
+    }
 }
 
 impl Scratch {
@@ -144,6 +182,9 @@ impl Model {
             s.logits.resize(n_logits * nv, 0.0);
         }
         if n_logits > 0 {
+            if let Some(st) = s.stats.as_mut().filter(|st| st.process_output) {
+                st.add(usize::MAX, "output", &s.last[..n_logits * ne], ne);
+            }
             let w = self.weights.output.view(&self.file, self.isa);
             matmul(pool, &w, &s.last[..n_logits * ne], n_logits, &mut s.act, &mut s.logits);
             if self.config.logit_scale != 1.0 {
@@ -209,6 +250,15 @@ impl Model {
             for t in 0..t_n {
                 ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], &s.x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps);
             }
+            if let Some(st) = &mut s.stats {
+                let names: &[&'static str] = match &lw.qkv {
+                    QkvProj::Separate { .. } => &["attn_q", "attn_k", "attn_v"],
+                    QkvProj::Fused(_) => &["attn_qkv"],
+                };
+                for n in names {
+                    st.add(il, n, &s.h[..t_n * ne], ne);
+                }
+            }
             match &lw.qkv {
                 QkvProj::Separate { wq, wk, wv } => {
                     let (wq, wk, wv) = (self.view(wq), self.view(wk), self.view(wv));
@@ -273,6 +323,9 @@ impl Model {
                     attention::rotate(&mut s.att[t * att_dim..(t + 1) * att_dim], n);
                 }
             }
+            if let Some(st) = &mut s.stats {
+                st.add(il, "attn_output", &s.att[..t_n * att_dim], att_dim);
+            }
             self.mm(pool, &lw.wo, &s.att, t_n, &mut s.act, &mut s.o);
             for t in 0..t_n {
                 let x = &mut s.x[t * ne..(t + 1) * ne];
@@ -281,6 +334,15 @@ impl Model {
             }
             // Feed-forward sub-block.
             let nf = t_n * c.n_ff;
+            if let Some(st) = &mut s.stats {
+                let names: &[&'static str] = match &lw.gate_up {
+                    GateUpProj::Separate { .. } => &["ffn_gate", "ffn_up"],
+                    GateUpProj::Fused(_) => &["ffn_up"],
+                };
+                for n in names {
+                    st.add(il, n, &s.h[..t_n * ne], ne);
+                }
+            }
             match &lw.gate_up {
                 GateUpProj::Separate { gate, up } => {
                     let (wg, wu) = (self.view(gate), self.view(up));
@@ -300,6 +362,9 @@ impl Model {
             match c.activation {
                 Activation::SwiGlu => ops::swiglu(&mut s.gate[..nf], &s.up[..nf]),
                 Activation::GeGlu => ops::geglu(&mut s.gate[..nf], &s.up[..nf]),
+            }
+            if let Some(st) = &mut s.stats {
+                st.add(il, "ffn_down", &s.gate[..nf], c.n_ff);
             }
             self.mm(pool, &lw.w_down, &s.gate, t_n, &mut s.act, &mut s.o);
             for t in 0..t_n {

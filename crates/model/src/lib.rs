@@ -22,7 +22,7 @@ mod kv_cache;
 pub mod tiny;
 mod weights;
 
-pub use block::{Batch, Scratch};
+pub use block::{ActivationStats, Batch, Scratch};
 pub use config::{Arch, Config};
 pub use kv_cache::{CacheType, CacheTypes, KvCache};
 pub use weights::{GateUpProj, Mat, QkvProj, Weights};

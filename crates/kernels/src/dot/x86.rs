@@ -77,6 +77,92 @@ macro_rules! x86_kernels {
         safe_wrapper!(q4_k, q4_k_impl);
         safe_wrapper!(q6_k, q6_k_impl);
 
+        /// Float weights against f32 activations for `R` activation rows at once: 16
+        /// products per row per step in two FMA accumulators, `widen(i)` loading eight
+        /// weights at element `i` as f32, then the tail (rows not a multiple of 16) summed in
+        /// order. Each row's arithmetic is the same whatever `R`, so the four-row kernel
+        /// gives the single-row kernel's bits.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn float_dot<const R: usize>(n: usize, a: [&[u8]; R], widen: impl Fn(usize) -> __m256, tail: impl Fn(usize) -> f32) -> [f32; R] {
+            for ar in &a {
+                assert!(ar.len() >= n * 4);
+            }
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            let mut i = 0;
+            while i + 16 <= n {
+                let (w0, w1) = (widen(i), widen(i + 8));
+                for (acc, ar) in acc.iter_mut().zip(&a) {
+                    let ap = ar.as_ptr() as *const f32;
+                    // SAFETY: i + 16 <= n floats of each activation row (asserted above).
+                    let (x0, x1) = unsafe { (_mm256_loadu_ps(ap.add(i)), _mm256_loadu_ps(ap.add(i + 8))) };
+                    acc[0] = _mm256_fmadd_ps(w0, x0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(w1, x1, acc[1]);
+                }
+                i += 16;
+            }
+            std::array::from_fn(|r| {
+                let mut sum = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+                for j in i..n {
+                    let x = &a[r][4 * j..4 * j + 4];
+                    sum += tail(j) * f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+                }
+                sum
+            })
+        }
+
+        macro_rules! float_kernels {
+            ($one:ident, $four:ident, $elem:literal, |$w:ident, $i:ident| $widen:expr, |$j:ident| $tail:expr) => {
+                pub fn $one(w: &[u8], a: &[u8]) -> f32 {
+                    // SAFETY: only reachable through dot_fn, after the CPU reported this
+                    // module's features.
+                    let [r] = unsafe { float_impl::<1>(w, [a]) };
+                    r
+                }
+                pub fn $four(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+                    // SAFETY: as above, through dot4_fn.
+                    unsafe { float_impl::<4>(w, a) }
+                }
+                #[target_feature(enable = $feat)]
+                unsafe fn float_impl<const R: usize>($w: &[u8], a: [&[u8]; R]) -> [f32; R] {
+                    let n = $w.len() / $elem;
+                    let wp = $w.as_ptr();
+                    // SAFETY: float_dot widens eight weights at i <= n - 8 only.
+                    float_dot(n, a, |$i| unsafe { $widen(wp) }, |$j| $tail)
+                }
+            };
+        }
+        mod f32k {
+            use super::*;
+            float_kernels!(f32, f32_x4, 4, |w, i| |wp: *const u8| _mm256_loadu_ps((wp as *const f32).add(i)), |j| f32::from_le_bytes([
+                w[4 * j],
+                w[4 * j + 1],
+                w[4 * j + 2],
+                w[4 * j + 3]
+            ]));
+        }
+        mod f16k {
+            use super::*;
+            float_kernels!(f16, f16_x4, 2, |w, i| |wp: *const u8| _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i)), |j| h(
+                u16::from_le_bytes([w[2 * j], w[2 * j + 1]])
+            ));
+        }
+        mod bf16k {
+            use super::*;
+            // bf16 is the high half of an f32
+            float_kernels!(
+                bf16,
+                bf16_x4,
+                2,
+                |w, i| |wp: *const u8| _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(wp.add(2 * i) as *const __m128i)), 16)),
+                |j| f32::from_bits((u16::from_le_bytes([w[2 * j], w[2 * j + 1]]) as u32) << 16)
+            );
+        }
+        pub use bf16k::{bf16, bf16_x4};
+        pub use f16k::{f16, f16_x4};
+        pub use f32k::{f32, f32_x4};
+
+
         #[target_feature(enable = $feat)]
         fn hsum(v: __m256) -> f32 {
             let r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
