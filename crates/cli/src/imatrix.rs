@@ -33,12 +33,7 @@ pub struct ImatrixArgs {
 }
 
 pub fn main(a: ImatrixArgs) -> Result<()> {
-    let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
-    let mut text = String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", a.file.display()))?;
-    // as llama.cpp's -f: one trailing newline removed
-    if text.ends_with('\n') {
-        text.pop();
-    }
+    let text = crate::perplexity::read_text(&a.file)?;
     let lm = registry::load(&store::Store::open_default(), &a.model)?;
     let mut tokens = lm.tokenizer.encode(&text, true, false);
     if let Some(n) = a.chunks {

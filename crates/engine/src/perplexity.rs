@@ -119,3 +119,218 @@ pub fn log_softmax_at(row: &[f32], i: usize) -> f64 {
     let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
     row[i] as f64 - max - sum.ln()
 }
+
+/// What llama-perplexity's `--kl-divergence` reports for a model Q against a base model on
+/// the same tokens (the second half of each chunk), here with both models run side by side:
+/// no logits file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KldReport {
+    pub count: usize,
+    pub n_chunks: usize,
+    /// `(value, uncertainty)` pairs, as llama-perplexity prints them.
+    pub ppl_q: (f64, f64),
+    pub ppl_base: (f64, f64),
+    pub cor_ln_ppl: f64,
+    pub ln_ppl_ratio: (f64, f64),
+    pub ppl_ratio: (f64, f64),
+    pub ppl_diff: (f64, f64),
+    pub kld: (f64, f64),
+    /// Sorted per-token KL divergences and probability differences of the scored token.
+    pub kld_values: Vec<f32>,
+    pub p_diff: (f64, f64),
+    pub p_diff_values: Vec<f32>,
+    pub rms_p_diff: (f64, f64),
+    pub same_top: (f64, f64),
+}
+
+impl KldReport {
+    /// `percentile(values, fraction)` as llama-perplexity interpolates it.
+    pub fn percentile(values: &[f32], fraction: f32) -> f32 {
+        if fraction <= 0.0 {
+            return values[0];
+        }
+        if fraction >= 1.0 {
+            return values[values.len() - 1];
+        }
+        let p = fraction * (values.len() - 1) as f32;
+        let ip = p as usize;
+        let p = p - ip as f32;
+        (1.0 - p) * values[ip] + p * values[(ip + 1).min(values.len() - 1)]
+    }
+
+    pub fn median(values: &[f32]) -> f32 {
+        let n = values.len();
+        if n.is_multiple_of(2) {
+            0.5 * (values[n / 2] + values[n / 2 - 1])
+        } else {
+            values[n / 2]
+        }
+    }
+}
+
+#[derive(Default)]
+struct KldSums {
+    nll: f64,
+    nll2: f64,
+    nll_base: f64,
+    nll_base2: f64,
+    nll_nll_base: f64,
+    kld: f64,
+    kld2: f64,
+    p_diff: f64,
+    p_diff2: f64,
+    p_diff4: f64,
+    same_top: usize,
+    count: usize,
+}
+
+/// One token: `logits` of Q, `base` the base model's log-probabilities (f32, exact where
+/// llama-perplexity stores them as 16-bit codes). llama-perplexity's `log_softmax` with
+/// its KL-divergence terms, the base's probabilities below e^-16 ignored as it does.
+fn kld_token(logits: &[f32], base: &[f32], tok: usize, s: &mut KldSums) -> (f32, f32) {
+    let (mut max_logit, mut imax) = (logits[0], 0);
+    for (i, &l) in logits.iter().enumerate().skip(1) {
+        if l > max_logit {
+            max_logit = l;
+            imax = i;
+        }
+    }
+    let mut sum_exp = 0f64;
+    for &l in logits {
+        sum_exp += (l - max_logit).exp() as f64;
+    }
+    let log_sum_exp = sum_exp.ln() as f32;
+    let nll = max_logit + log_sum_exp - logits[tok];
+    s.nll += nll as f64;
+    s.nll2 += (nll * nll) as f64;
+    let nll_base = -base[tok];
+    s.nll_base += nll_base as f64;
+    s.nll_base2 += (nll_base * nll_base) as f64;
+    s.nll_nll_base += (nll * nll_base) as f64;
+    let lse = max_logit + log_sum_exp;
+    let mut sum = 0f64;
+    let (mut imax_base, mut p_log_base_max) = (0, 0f32);
+    for (i, (&pb, &l)) in base.iter().zip(logits).enumerate() {
+        if i == 0 || pb > p_log_base_max {
+            p_log_base_max = pb;
+            imax_base = i;
+        }
+        if pb > -16.0 {
+            sum += (pb.exp() * (pb - l + lse)) as f64;
+        }
+    }
+    s.kld += sum;
+    s.kld2 += sum * sum;
+    s.count += 1;
+    if imax == imax_base {
+        s.same_top += 1;
+    }
+    let p_diff = (-nll).exp() - (-nll_base).exp();
+    s.p_diff += p_diff as f64;
+    let d2 = (p_diff * p_diff) as f64;
+    s.p_diff2 += d2;
+    s.p_diff4 += d2 * d2;
+    (sum as f32, p_diff)
+}
+
+/// KL divergence of `model` (Q) from `base` on `tokens` (tokenized by Q's tokenizer, BOS
+/// as it adds it): chunks of `n_ctx` as [`perplexity`], both models decoding each chunk.
+/// `on_chunk(i, ppl_q, mean_kld)` after each chunk.
+#[allow(clippy::too_many_arguments)]
+pub fn kl_divergence(
+    model: &Model,
+    base: &Model,
+    pool: &Pool,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    mut on_chunk: impl FnMut(usize, f64, f64),
+) -> Result<KldReport, EngineError> {
+    let nv = model.config.n_vocab;
+    if base.config.n_vocab != nv {
+        return Err(EngineError::BadRequest(format!(
+            "the base model's vocabulary has {} tokens and this model's {nv}: KL divergence needs the same vocabulary",
+            base.config.n_vocab
+        )));
+    }
+    if n_ctx < 4 || tokens.len() / n_ctx == 0 {
+        return Err(EngineError::BadRequest(format!("the text has {} tokens, fewer than one chunk of {n_ctx}", tokens.len())));
+    }
+    let n_chunks = tokens.len() / n_ctx;
+    let first = n_ctx / 2;
+    let n_scored = n_ctx - 1 - first;
+    let mk = |m: &Model| KvCache::with_types(&m.config, n_ctx, CacheTypes::default()).map_err(|e| EngineError::BadRequest(e.to_string()));
+    let (mut cache_q, mut cache_b) = (mk(model)?, mk(base)?);
+    let (mut scratch_q, mut scratch_b) = (Scratch::default(), Scratch::default());
+    let mut batch = Batch::default();
+    // [n_scored, nv]: the base's log-probabilities, then Q's logits, for one chunk
+    let mut base_lp = vec![0f32; n_scored * nv];
+    let mut q_logits = vec![0f32; n_scored * nv];
+    let mut sums = KldSums::default();
+    let (mut kld_values, mut p_diff_values) = (Vec::new(), Vec::new());
+    for c in 0..n_chunks {
+        let chunk = &tokens[c * n_ctx..(c + 1) * n_ctx];
+        for (m, cache, scratch, out) in [(base, &mut cache_b, &mut scratch_b, &mut base_lp), (model, &mut cache_q, &mut scratch_q, &mut q_logits)] {
+            cache.clear();
+            let mut row = 0;
+            for start in (0..n_ctx).step_by(UBATCH) {
+                let end = (start + UBATCH).min(n_ctx);
+                batch.clear();
+                for (j, &t) in chunk.iter().enumerate().take(end).skip(start) {
+                    let t = if j == 0 { bos.unwrap_or(t) } else { t };
+                    batch.push(t, 0, j >= first && j + 1 < n_ctx);
+                }
+                let logits = m.forward(pool, &batch, &mut [&mut *cache], scratch)?;
+                out[row * nv..row * nv + logits.len()].copy_from_slice(logits);
+                row += logits.len() / nv;
+            }
+        }
+        for r in 0..n_scored {
+            let lp = &mut base_lp[r * nv..(r + 1) * nv];
+            let max = lp.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max as f64 + lp.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln();
+            lp.iter_mut().for_each(|v| *v = (*v as f64 - lse) as f32);
+            let tok = chunk[first + r + 1] as usize;
+            let (k, d) = kld_token(&q_logits[r * nv..(r + 1) * nv], lp, tok, &mut sums);
+            kld_values.push(k);
+            p_diff_values.push(d);
+        }
+        on_chunk(c, (sums.nll / sums.count as f64).exp(), sums.kld / sums.count as f64);
+    }
+    let n = sums.count;
+    let mean_unc = |sum: f64, sum2: f64| {
+        let f = sum / n as f64;
+        let df = sum2 / n as f64 - f * f;
+        (f, if df > 0.0 && n > 10 { (df / (n - 1) as f64).sqrt() } else { 0.0 })
+    };
+    let cov = if n < 10 { 0.0 } else { (sums.nll_nll_base / n as f64 - (sums.nll / n as f64) * (sums.nll_base / n as f64)) / (n - 1) as f64 };
+    let log_ppl = mean_unc(sums.nll, sums.nll2);
+    let log_ppl_base = mean_unc(sums.nll_base, sums.nll_base2);
+    let ppl_q = (log_ppl.0.exp(), log_ppl.0.exp() * log_ppl.1);
+    let ppl_base = (log_ppl_base.0.exp(), log_ppl_base.0.exp() * log_ppl_base.1);
+    let ratio_val = log_ppl.0 - log_ppl_base.0;
+    let ratio_unc = (log_ppl.1 * log_ppl.1 + log_ppl_base.1 * log_ppl_base.1 - 2.0 * cov).max(0.0).sqrt();
+    let ppl_cov = ppl_q.0 * ppl_base.0 * cov;
+    let diff_unc = (ppl_q.1 * ppl_q.1 + ppl_base.1 * ppl_base.1 - 2.0 * ppl_cov).max(0.0).sqrt();
+    let mse = mean_unc(sums.p_diff2, sums.p_diff4);
+    let rms = mse.0.sqrt();
+    let same = sums.same_top as f64 / n as f64;
+    kld_values.sort_by(|a, b| a.total_cmp(b));
+    p_diff_values.sort_by(|a, b| a.total_cmp(b));
+    Ok(KldReport {
+        count: n,
+        n_chunks,
+        ppl_q,
+        ppl_base,
+        cor_ln_ppl: cov / (log_ppl.1 * log_ppl_base.1),
+        ln_ppl_ratio: (ratio_val, ratio_unc),
+        ppl_ratio: (ratio_val.exp(), ratio_val.exp() * ratio_unc),
+        ppl_diff: (ppl_q.0 - ppl_base.0, diff_unc),
+        kld: mean_unc(sums.kld, sums.kld2),
+        kld_values,
+        p_diff: mean_unc(sums.p_diff, sums.p_diff2),
+        p_diff_values,
+        rms_p_diff: (rms, if rms > 0.0 { 0.5 / rms * mse.1 } else { 0.0 }),
+        same_top: (same, (same * (1.0 - same) / (n.max(2) - 1) as f64).sqrt()),
+    })
+}
