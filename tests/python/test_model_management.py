@@ -237,3 +237,34 @@ def test_fresh_store_pulls_the_catalog_model_on_first_use(tmp_path):
         proc.wait(timeout=30)
         log.close()
     assert "pull smollm2:135m: success" in (tmp_path / "serve.log").read_text()
+
+
+# ------------------------------------------------------------ create with quantize
+
+
+def test_create_with_quantize_from_an_f16_model(oll, http):
+    """/api/create's `quantize` (as Ollama takes it) from an F16 file inside the store, and the
+    refusals: an unknown type (400) and an already quantized model."""
+    models = Path(os.environ.get("BANTAM_MODELS", Path.home() / ".bantam" / "models"))
+    src_dir = models / "bantam-test-f16"
+    src_dir.mkdir(exist_ok=True)
+    f16 = src_dir / "smollm2-f16.gguf"
+    try:
+        r = run(["quantize", "--allow-requantize", MODEL, str(f16), "F16"], os.environ.copy())
+        assert r.returncode == 0, r.stderr
+        statuses = [p.status for p in oll.create(model="bantam-test-q8", from_=str(f16), quantize="q8_0", stream=True)]
+        assert "quantizing model to q8_0" in statuses, statuses
+        assert statuses[-1] == "success", statuses
+        shown = oll.show("bantam-test-q8")
+        assert shown.details.quantization_level == "Q8_0", shown.details
+        out = oll.generate(model="bantam-test-q8", prompt="The capital of France is", options={"num_predict": 4, "temperature": 0})
+        assert out.response.strip(), out
+        r = http.post("/api/create", json={"model": "bantam-test-q9", "from": str(f16), "quantize": "q9_9", "stream": False})
+        assert r.status_code == 400 and "q9_9" in r.json()["error"], r.text
+        r = http.post("/api/create", json={"model": "bantam-test-rq", "from": "bantam-test-q8", "quantize": "q4_0", "stream": False})
+        assert r.status_code == 400 and "already quantized" in r.json()["error"], r.text
+        assert http.post("/api/show", json={"model": "bantam-test-rq"}).status_code == 404
+    finally:
+        http.request("DELETE", "/api/delete", json={"model": "bantam-test-q8"})
+        f16.unlink(missing_ok=True)
+        src_dir.rmdir()

@@ -40,6 +40,10 @@ pub struct CreateArgs {
     /// The Modelfile (FROM, PARAMETER, TEMPLATE, SYSTEM, MESSAGE, LICENSE)
     #[arg(short = 'f', long = "file", default_value = "Modelfile")]
     file: std::path::PathBuf,
+    /// Quantize the FROM model (F16, BF16 or F32) to this type: q4_K_M, q8_0, … (as
+    /// `bantam quantize` names them)
+    #[arg(short = 'q', long)]
+    quantize: Option<String>,
     #[arg(short, long)]
     quiet: bool,
 }
@@ -117,6 +121,9 @@ pub fn cp(a: CpArgs) -> Result<()> {
 }
 
 pub fn create(a: CreateArgs) -> Result<()> {
+    if let Some(q) = &a.quantize {
+        quant::FileType::parse_or_explain(q).map_err(anyhow::Error::msg)?;
+    }
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
     let mf = Modelfile::parse(&text)?;
     let store = Store::open_default();
@@ -128,7 +135,16 @@ pub fn create(a: CreateArgs) -> Result<()> {
     }
     let dir = a.file.parent().map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p }).unwrap_or(std::path::Path::new("."));
     let mut bars = Bars::new(a.quiet);
-    let r = store.create(&a.model, &mf, FromPaths::Any(dir), &mut |p| bars.update(p));
+    let q = a.quantize.clone();
+    let quantizer = move |src: &std::path::Path, dst: &std::path::Path, progress: &mut dyn FnMut(store::Progress)| {
+        let ty = q.as_deref().unwrap_or_default();
+        progress(store::Progress::Status(format!("quantizing model to {ty}")));
+        quant::quantize_for_create(src, dst, ty, &mut |completed, total| {
+            progress(store::Progress::Bytes { part: format!("quantizing to {ty}"), digest: None, total, completed })
+        })
+    };
+    let quantizer: Option<store::Quantizer<'_>> = if a.quantize.is_some() { Some(&quantizer) } else { None };
+    let r = store.create_quantized(&a.model, &mf, FromPaths::Any(dir), quantizer, &mut |p| bars.update(p));
     bars.finish();
     r?;
     Ok(())

@@ -67,6 +67,14 @@ impl FileType {
         ALL.iter().map(|(t, _)| *t).find(|t| t.id() == id)
     }
 
+    /// [`FileType::parse`], or an error message that lists the supported types.
+    pub fn parse_or_explain(s: &str) -> Result<Self, String> {
+        Self::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = ALL.iter().map(|(_, n)| *n).collect();
+            format!("unsupported quantization type {s:?}; supported: {}", names.join(", "))
+        })
+    }
+
     pub fn name(self) -> &'static str {
         ALL.iter().find(|(t, _)| *t == self).map(|(_, n)| *n).expect("every type is listed")
     }

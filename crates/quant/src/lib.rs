@@ -389,3 +389,24 @@ pub fn sha256_file(path: &Path) -> Result<String, QuantError> {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// Quantize for `bantam create --quantize` and /api/create's `quantize`: `type_name` as
+/// Ollama and llama-quantize name the types (any case), from an unquantized model only (as
+/// Ollama requires). `progress(done, total)` in output bytes.
+pub fn quantize_for_create(src: &Path, dst: &Path, type_name: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
+    let ftype = FileType::parse_or_explain(type_name)?;
+    let p = Params::new(ftype);
+    let f = Gguf::open(src).map_err(|e| e.to_string())?;
+    let (plan, _) = plan(&f, &p).map_err(|e| e.to_string())?;
+    if let Some(t) = plan.iter().find(|t| t.converts() && t.info.ggml_type.is_quantized()) {
+        return Err(format!("the model is already quantized ({} in {}); quantize needs an F16, BF16 or F32 model", t.info.ggml_type, t.info.name));
+    }
+    let total: u64 = plan.iter().map(|t| t.bytes_out as u64).sum();
+    let mut done = 0u64;
+    quantize(src, dst, &p, |pr| {
+        done += pr.tensor.bytes_out as u64;
+        progress(done, total);
+    })
+    .map(drop)
+    .map_err(|e| e.to_string())
+}

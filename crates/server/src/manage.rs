@@ -34,6 +34,7 @@ impl From<StoreError> for ApiError {
             | StoreError::UnknownSource(_)
             | StoreError::Modelfile { .. }
             | StoreError::Unsupported(_)
+            | StoreError::Quantize(_)
             | StoreError::NotGguf { .. }
             | StoreError::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
             StoreError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
@@ -48,6 +49,10 @@ impl From<StoreError> for ApiError {
 fn status_line(p: Progress) -> api::ProgressResponse {
     match p {
         Progress::Status(status) => api::ProgressResponse { status, ..Default::default() },
+        // progress of a step other than a download (quantizing): its name, and the counts
+        Progress::Bytes { part, digest: None, total, completed } if part.starts_with("quantizing") => {
+            api::ProgressResponse { status: part, digest: None, total: Some(total), completed: Some(completed) }
+        }
         Progress::Bytes { part, digest, total, completed } => {
             let id = digest.map(|d| d.to_string()).unwrap_or(part);
             let short = id.strip_prefix("sha256:").map_or(id.as_str(), |h| &h[..12.min(h.len())]).to_string();
@@ -131,8 +136,9 @@ async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Respons
     if req.adapters.as_ref().is_some_and(|a| !a.is_empty()) {
         return Err(ApiError::bad_request("adapters are not supported yet").with_param("adapters").into());
     }
-    if req.quantize.as_ref().is_some_and(|q| !q.is_empty()) {
-        return Err(ApiError::bad_request("quantize is not supported yet: create from a GGUF file of the quantization you want").with_param("quantize").into());
+    let quantize = req.quantize.filter(|q| !q.is_empty());
+    if let Some(q) = &quantize {
+        quant::FileType::parse_or_explain(q).map_err(|e| ApiError::bad_request(e).with_param("quantize"))?;
     }
     let store = state.store.clone();
     let mut mf = match &req.modelfile {
@@ -176,7 +182,15 @@ async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Respons
     }
     run_job(req.stream != Some(false), move |progress| {
         let root = store.root().to_path_buf();
-        store.create(&model, &mf, store::FromPaths::Within(&root), progress).map(drop)
+        let quantizer = |src: &std::path::Path, dst: &std::path::Path, progress: &mut dyn FnMut(store::Progress)| {
+            let ty = quantize.as_deref().unwrap_or_default();
+            progress(store::Progress::Status(format!("quantizing model to {ty}")));
+            quant::quantize_for_create(src, dst, ty, &mut |completed, total| {
+                progress(store::Progress::Bytes { part: format!("quantizing to {ty}"), digest: None, total, completed })
+            })
+        };
+        let q: Option<store::Quantizer<'_>> = if quantize.is_some() { Some(&quantizer) } else { None };
+        store.create_quantized(&model, &mf, store::FromPaths::Within(&root), q, progress).map(drop)
     })
     .await
 }

@@ -5,6 +5,9 @@ use crate::modelfile::Modelfile;
 use crate::{ModelName, Progress, Store, StoreError};
 use std::path::{Path, PathBuf};
 
+/// Rewrites a model file (`source`, `dest`): what `--quantize` runs.
+pub type Quantizer<'a> = &'a dyn Fn(&Path, &Path, &mut dyn FnMut(Progress)) -> Result<(), String>;
+
 /// Where a Modelfile's `FROM` may read a local file from.
 pub enum FromPaths<'a> {
     /// Any path; relative ones are relative to this directory (the Modelfile's).
@@ -18,14 +21,32 @@ impl Store {
     /// whose template, system prompt, parameters and messages are inherited unless the
     /// Modelfile sets its own — or a GGUF file, which is copied into the store.
     pub fn create(&self, name: &str, mf: &Modelfile, paths: FromPaths<'_>, progress: &mut dyn FnMut(Progress)) -> Result<ModelName, StoreError> {
+        self.create_quantized(name, mf, paths, None, progress)
+    }
+
+    /// [`Store::create`], with the model file first rewritten by `quantize(source, dest,
+    /// progress)` (`bantam create --quantize`, /api/create's `quantize`); the result is
+    /// stored and named in place of the source.
+    pub fn create_quantized(
+        &self,
+        name: &str,
+        mf: &Modelfile,
+        paths: FromPaths<'_>,
+        quantize: Option<Quantizer<'_>>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ModelName, StoreError> {
         let name = ModelName::parse(name)?;
         let from = mf.from.as_deref().ok_or(StoreError::Modelfile { line: 0, why: "a Modelfile needs a FROM line".into() })?;
         progress(Progress::Status("parsing modelfile".into()));
         let mut base = Manifest::new(Layer { media_type: String::new(), digest: crate::Digest::of_bytes(b""), size: 0 }, Vec::new());
         let (model_layer, source) = if crate::looks_like_path(from) {
             let path = self.local_from(from, &paths)?;
-            progress(Progress::Status(format!("copying file {}", path.display())));
-            (self.import_file(&path, progress)?, path.display().to_string())
+            if quantize.is_some() {
+                (self.quantized_layer(&path, quantize, progress)?, path.display().to_string())
+            } else {
+                progress(Progress::Status(format!("copying file {}", path.display())));
+                (self.import_file(&path, progress)?, path.display().to_string())
+            }
         } else {
             let base_name = self.find(from)?;
             let (m, _, _) = self.manifest(&base_name)?.ok_or_else(|| self.not_found(from))?;
@@ -35,6 +56,7 @@ impl Store {
                 .ok_or_else(|| StoreError::BadManifest { name: base_name.to_string(), why: "it has no model layer".into() })?;
             let source = self.config(&m).source;
             base = m;
+            let layer = if quantize.is_some() { self.quantized_layer(&self.blob_path(&layer.digest), quantize, progress)? } else { layer };
             (layer, source)
         };
         progress(Progress::Status("writing layers".into()));
@@ -79,6 +101,16 @@ impl Store {
         self.write_manifest(&name, &Manifest::new(config, layers))?;
         progress(Progress::Status("success".into()));
         Ok(name)
+    }
+
+    /// Quantize `src` into a temporary file among the blobs, then store it under its digest.
+    fn quantized_layer(&self, src: &Path, quantize: Option<Quantizer<'_>>, progress: &mut dyn FnMut(Progress)) -> Result<Layer, StoreError> {
+        let q = quantize.expect("called with a quantizer");
+        self.ensure_dir(&self.blobs_dir())?;
+        let tmp = self.blobs_dir().join(format!("quantize-{}-partial", std::process::id()));
+        let result = q(src, &tmp, progress).map_err(StoreError::Quantize).and_then(|()| self.adopt_blob(&tmp, manifest::MEDIA_MODEL));
+        let _ = std::fs::remove_file(&tmp);
+        result
     }
 
     fn local_from(&self, from: &str, paths: &FromPaths<'_>) -> Result<PathBuf, StoreError> {

@@ -35,6 +35,8 @@ pub enum StoreError {
     Unsupported(String),
     #[error("manifest of '{name}' is damaged ({why}); pull or create it again")]
     BadManifest { name: String, why: String },
+    #[error("quantizing: {0}")]
+    Quantize(String),
 }
 
 fn suggest(s: &[String]) -> String {
