@@ -7,6 +7,7 @@ mod eval;
 mod imatrix;
 mod perplexity;
 mod quantize;
+mod quantize_auto;
 mod run;
 mod serve;
 mod show;

@@ -15,9 +15,10 @@ pub struct QuantizeArgs {
     input: String,
     /// Output .gguf file
     output: PathBuf,
-    /// Quantization type or mix (see the list below), as llama-quantize names them
-    #[arg(value_name = "TYPE")]
-    ftype: String,
+    /// Quantization type or mix (see the list below), as llama-quantize names them; not
+    /// with --auto, which chooses
+    #[arg(value_name = "TYPE", required_unless_present = "auto")]
+    ftype: Option<String>,
     /// Worker threads (default: all cores); also --threads
     #[arg(value_name = "THREADS")]
     nthreads: Option<usize>,
@@ -48,6 +49,40 @@ pub struct QuantizeArgs {
     /// Print the plan (type and size per tensor) without writing anything
     #[arg(long)]
     dry_run: bool,
+    /// Search for the smallest per-tensor assignment that meets --max-kld / --max-size,
+    /// measured on --calibration text
+    #[arg(long, requires = "calibration")]
+    auto: bool,
+    /// With --auto: the largest mean KL divergence from the input model allowed
+    #[arg(long, requires = "auto")]
+    max_kld: Option<f64>,
+    /// With --auto: the largest file allowed (300MB, 1.5GB, 800MiB, or bytes)
+    #[arg(long, requires = "auto", value_parser = parse_size)]
+    max_size: Option<u64>,
+    /// With --auto: held-out text the KL divergence is measured on (not the imatrix's text)
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// With --auto: chunks of 512 tokens of the calibration text to measure on
+    #[arg(long, default_value_t = 2)]
+    auto_chunks: usize,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("bad size {s:?}: expected e.g. 300MB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1048576.0,
+        "gib" => 1073741824.0,
+        u => return Err(format!("bad size unit {u:?} in {s:?}: use B, KB, MB, GB, KiB, MiB or GiB")),
+    };
+    Ok((n * mult) as u64)
 }
 
 fn type_list() -> String {
@@ -63,7 +98,8 @@ fn parse_type(s: &str, what: &str) -> Result<GgmlType> {
 }
 
 pub fn params(a: &QuantizeArgs) -> Result<Params> {
-    let ftype = FileType::parse(&a.ftype).with_context(|| format!("unknown quantization type {:?}. {}", a.ftype, type_list()))?;
+    let name = a.ftype.as_deref().unwrap_or("Q8_0");
+    let ftype = FileType::parse(name).with_context(|| format!("unknown quantization type {name:?}. {}", type_list()))?;
     let mut p = Params::new(ftype);
     p.threads = crate::threads(a.threads.or(a.nthreads));
     p.pure = a.pure;
@@ -88,6 +124,21 @@ pub fn params(a: &QuantizeArgs) -> Result<Params> {
 pub fn main(a: QuantizeArgs) -> Result<()> {
     let p = params(&a)?;
     let input = registry::find(&store::Store::open_default(), &a.input)?.path;
+    if a.auto {
+        if a.ftype.is_some() {
+            bail!("--auto chooses the types: give no TYPE");
+        }
+        return crate::quantize_auto::run(crate::quantize_auto::AutoArgs {
+            input: &input,
+            output: &a.output,
+            max_kld: a.max_kld,
+            max_size: a.max_size,
+            calibration: a.calibration.as_deref().expect("clap requires it"),
+            chunks: a.auto_chunks.max(1),
+            ctx: 512,
+            base: p,
+        });
+    }
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     if a.dry_run {
         let f = gguf::Gguf::open(&input)?;

@@ -253,3 +253,70 @@ fn run_splits_a_thinking_models_reasoning_from_its_answer() {
     let o = bantam(&["run", s(&p), "hi", "--think=max"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--think"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// The tiny model shaped for the k-quants (256 wide), as F32: a source `quantize` accepts.
+fn tiny_f32(dir: &Path) -> PathBuf {
+    let q8 = dir.join("tiny256-q8.gguf");
+    let spec = model::tiny::TinySpec { n_embd: 256, n_layer: 4, n_head: 8, n_head_kv: 2, n_ff: 512, ..Default::default() };
+    std::fs::write(&q8, model::tiny::tiny_model(&spec)).unwrap();
+    let f32 = dir.join("tiny256-f32.gguf");
+    stdout(&bantam(&["quantize", "--allow-requantize", s(&q8), s(&f32), "F32"]));
+    f32
+}
+
+fn mean_kld(out: &str) -> f64 {
+    let line = out.lines().find(|l| l.starts_with("Mean    KLD:")).unwrap_or_else(|| panic!("no KLD in {out}"));
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn quantize_imatrix_and_kl_divergence_end_to_end() {
+    let dir = std::env::temp_dir().join(format!("bantam-cli-quant-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = tiny_f32(&dir);
+    let text = "/usr/share/common-licenses/GPL-3";
+    let im = dir.join("imatrix.gguf");
+    let out = stdout(&bantam(&["imatrix", s(&src), "-f", text, "-o", s(&im), "--chunks", "2", "-t", "2"]));
+    assert!(out.contains("stored 28 entries computed on 2 chunks"), "{out}");
+    let q = dir.join("q4km.gguf");
+    let out = stdout(&bantam(&["quantize", "--imatrix", s(&im), s(&src), s(&q), "q4_k_m", "2"]));
+    assert!(out.contains("quant size"), "{out}");
+    let kld = mean_kld(&stdout(&bantam(&["perplexity", s(&q), text, "--chunks", "2", "--kl-divergence", s(&src)])));
+    assert!(kld > 0.0 && kld < 0.05, "Q4_K_M KLD {kld}");
+    // bad input: a quantized source without --allow-requantize, an unknown type, nothing left behind
+    let e = bantam(&["quantize", s(&q), s(&dir.join("x.gguf")), "Q8_0"]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--allow-requantize"));
+    let e = bantam(&["quantize", s(&src), s(&dir.join("x.gguf")), "Q9_K"]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("unknown quantization type"));
+    assert!(!dir.join("x.gguf").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn quantize_auto_writes_the_smallest_file_under_the_bar() {
+    let dir = std::env::temp_dir().join(format!("bantam-cli-auto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = tiny_f32(&dir);
+    let text = "/usr/share/common-licenses/GPL-3";
+    let bar = 0.03;
+    let auto = dir.join("auto.gguf");
+    let out = stdout(&bantam(&["quantize", s(&src), s(&auto), "--auto", "--max-kld", &bar.to_string(), "--calibration", text]));
+    assert!(out.contains("wrote"), "{out}");
+    // measured again, independently, on the same text: under the bar
+    let kld = mean_kld(&stdout(&bantam(&["perplexity", s(&auto), text, "--chunks", "2", "--kl-divergence", s(&src)])));
+    assert!(kld <= bar, "auto file KLD {kld} over {bar}");
+    // and no larger than the smallest uniform mix that meets the bar
+    let mut smallest_passing = u64::MAX;
+    for t in ["Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M"] {
+        let q = dir.join(format!("{t}.gguf"));
+        stdout(&bantam(&["quantize", s(&src), s(&q), t]));
+        let k = mean_kld(&stdout(&bantam(&["perplexity", s(&q), text, "--chunks", "2", "--kl-divergence", s(&src)])));
+        if k <= bar {
+            smallest_passing = smallest_passing.min(std::fs::metadata(&q).unwrap().len());
+        }
+    }
+    // (the auto file records how it was made: a few hundred bytes more metadata)
+    let size = std::fs::metadata(&auto).unwrap().len();
+    assert!(size <= smallest_passing + 4096, "auto {size} bytes, smallest passing mix {smallest_passing}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -233,6 +233,71 @@ fn kld_token(logits: &[f32], base: &[f32], tok: usize, s: &mut KldSums) -> (f32,
     (sum as f32, p_diff)
 }
 
+/// The base model's log-probabilities at every scored position (the second half of each
+/// chunk, as [`perplexity`] scores): computed once, then compared against any number of
+/// quantizations ([`kl_divergence_against`]). `[n_chunks * n_scored, n_vocab]`.
+pub struct BaseLogProbs {
+    pub n_ctx: usize,
+    pub n_vocab: usize,
+    pub n_chunks: usize,
+    tokens: Vec<u32>,
+    bos: Option<u32>,
+    lp: Vec<f32>,
+}
+
+/// Decode one chunk and copy the logits of its scored positions into `out`.
+fn chunk_logits(
+    m: &Model,
+    pool: &Pool,
+    chunk: &[u32],
+    bos: Option<u32>,
+    cache: &mut KvCache,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) -> Result<(), EngineError> {
+    let (n_ctx, nv) = (chunk.len(), m.config.n_vocab);
+    let first = n_ctx / 2;
+    let mut batch = Batch::default();
+    cache.clear();
+    let mut row = 0;
+    for start in (0..n_ctx).step_by(UBATCH) {
+        let end = (start + UBATCH).min(n_ctx);
+        batch.clear();
+        for (j, &t) in chunk.iter().enumerate().take(end).skip(start) {
+            let t = if j == 0 { bos.unwrap_or(t) } else { t };
+            batch.push(t, 0, j >= first && j + 1 < n_ctx);
+        }
+        let logits = m.forward(pool, &batch, &mut [&mut *cache], scratch)?;
+        out[row * nv..row * nv + logits.len()].copy_from_slice(logits);
+        row += logits.len() / nv;
+    }
+    Ok(())
+}
+
+impl BaseLogProbs {
+    pub fn compute(base: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos: Option<u32>) -> Result<Self, EngineError> {
+        if n_ctx < 4 || tokens.len() / n_ctx == 0 {
+            return Err(EngineError::BadRequest(format!("the text has {} tokens, fewer than one chunk of {n_ctx}", tokens.len())));
+        }
+        let nv = base.config.n_vocab;
+        let n_chunks = tokens.len() / n_ctx;
+        let n_scored = n_ctx - 1 - n_ctx / 2;
+        let mut cache = KvCache::with_types(&base.config, n_ctx, CacheTypes::default()).map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        let mut scratch = Scratch::default();
+        let mut lp = vec![0f32; n_chunks * n_scored * nv];
+        for c in 0..n_chunks {
+            let out = &mut lp[c * n_scored * nv..(c + 1) * n_scored * nv];
+            chunk_logits(base, pool, &tokens[c * n_ctx..(c + 1) * n_ctx], bos, &mut cache, &mut scratch, out)?;
+            for row in out.chunks_exact_mut(nv) {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let lse = max as f64 + row.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln();
+                row.iter_mut().for_each(|v| *v = (*v as f64 - lse) as f32);
+            }
+        }
+        Ok(BaseLogProbs { n_ctx, n_vocab: nv, n_chunks, tokens: tokens[..n_chunks * n_ctx].to_vec(), bos, lp })
+    }
+}
+
 /// KL divergence of `model` (Q) from `base` on `tokens` (tokenized by Q's tokenizer, BOS
 /// as it adds it): chunks of `n_ctx` as [`perplexity`], both models decoding each chunk.
 /// `on_chunk(i, ppl_q, mean_kld)` after each chunk.
@@ -246,57 +311,68 @@ pub fn kl_divergence(
     bos: Option<u32>,
     mut on_chunk: impl FnMut(usize, f64, f64),
 ) -> Result<KldReport, EngineError> {
-    let nv = model.config.n_vocab;
-    if base.config.n_vocab != nv {
-        return Err(EngineError::BadRequest(format!(
-            "the base model's vocabulary has {} tokens and this model's {nv}: KL divergence needs the same vocabulary",
-            base.config.n_vocab
-        )));
-    }
-    if n_ctx < 4 || tokens.len() / n_ctx == 0 {
-        return Err(EngineError::BadRequest(format!("the text has {} tokens, fewer than one chunk of {n_ctx}", tokens.len())));
-    }
-    let n_chunks = tokens.len() / n_ctx;
-    let first = n_ctx / 2;
-    let n_scored = n_ctx - 1 - first;
-    let mk = |m: &Model| KvCache::with_types(&m.config, n_ctx, CacheTypes::default()).map_err(|e| EngineError::BadRequest(e.to_string()));
-    let (mut cache_q, mut cache_b) = (mk(model)?, mk(base)?);
-    let (mut scratch_q, mut scratch_b) = (Scratch::default(), Scratch::default());
-    let mut batch = Batch::default();
-    // [n_scored, nv]: the base's log-probabilities, then Q's logits, for one chunk
-    let mut base_lp = vec![0f32; n_scored * nv];
-    let mut q_logits = vec![0f32; n_scored * nv];
+    check_vocab(model, base.config.n_vocab)?;
+    // one chunk at a time, so the base's log-probabilities are held for one chunk only
+    let n_chunks = tokens.len() / n_ctx.max(1);
     let mut sums = KldSums::default();
     let (mut kld_values, mut p_diff_values) = (Vec::new(), Vec::new());
-    for c in 0..n_chunks {
-        let chunk = &tokens[c * n_ctx..(c + 1) * n_ctx];
-        for (m, cache, scratch, out) in [(base, &mut cache_b, &mut scratch_b, &mut base_lp), (model, &mut cache_q, &mut scratch_q, &mut q_logits)] {
-            cache.clear();
-            let mut row = 0;
-            for start in (0..n_ctx).step_by(UBATCH) {
-                let end = (start + UBATCH).min(n_ctx);
-                batch.clear();
-                for (j, &t) in chunk.iter().enumerate().take(end).skip(start) {
-                    let t = if j == 0 { bos.unwrap_or(t) } else { t };
-                    batch.push(t, 0, j >= first && j + 1 < n_ctx);
-                }
-                let logits = m.forward(pool, &batch, &mut [&mut *cache], scratch)?;
-                out[row * nv..row * nv + logits.len()].copy_from_slice(logits);
-                row += logits.len() / nv;
-            }
-        }
+    for c in 0..n_chunks.max(1) {
+        let chunk = &tokens[(c * n_ctx).min(tokens.len())..((c + 1) * n_ctx).min(tokens.len())];
+        let b = BaseLogProbs::compute(base, pool, chunk, n_ctx, bos)?;
+        accumulate(model, pool, &b, &mut sums, &mut kld_values, &mut p_diff_values)?;
+        on_chunk(c, (sums.nll / sums.count as f64).exp(), sums.kld / sums.count as f64);
+    }
+    Ok(finish(sums, n_chunks, kld_values, p_diff_values))
+}
+
+/// KL divergence of `model` from log-probabilities computed once ([`BaseLogProbs`]).
+pub fn kl_divergence_against(model: &Model, pool: &Pool, base: &BaseLogProbs) -> Result<KldReport, EngineError> {
+    check_vocab(model, base.n_vocab)?;
+    let mut sums = KldSums::default();
+    let (mut kld_values, mut p_diff_values) = (Vec::new(), Vec::new());
+    accumulate(model, pool, base, &mut sums, &mut kld_values, &mut p_diff_values)?;
+    Ok(finish(sums, base.n_chunks, kld_values, p_diff_values))
+}
+
+fn check_vocab(model: &Model, base_vocab: usize) -> Result<(), EngineError> {
+    if base_vocab != model.config.n_vocab {
+        return Err(EngineError::BadRequest(format!(
+            "the base model's vocabulary has {base_vocab} tokens and this model's {}: KL divergence needs the same vocabulary",
+            model.config.n_vocab
+        )));
+    }
+    Ok(())
+}
+
+fn accumulate(
+    model: &Model,
+    pool: &Pool,
+    b: &BaseLogProbs,
+    sums: &mut KldSums,
+    kld_values: &mut Vec<f32>,
+    p_diff_values: &mut Vec<f32>,
+) -> Result<(), EngineError> {
+    let (n_ctx, nv) = (b.n_ctx, b.n_vocab);
+    let first = n_ctx / 2;
+    let n_scored = n_ctx - 1 - first;
+    let mut cache = KvCache::with_types(&model.config, n_ctx, CacheTypes::default()).map_err(|e| EngineError::BadRequest(e.to_string()))?;
+    let mut scratch = Scratch::default();
+    let mut q_logits = vec![0f32; n_scored * nv];
+    for c in 0..b.n_chunks {
+        let chunk = &b.tokens[c * n_ctx..(c + 1) * n_ctx];
+        chunk_logits(model, pool, chunk, b.bos, &mut cache, &mut scratch, &mut q_logits)?;
         for r in 0..n_scored {
-            let lp = &mut base_lp[r * nv..(r + 1) * nv];
-            let max = lp.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let lse = max as f64 + lp.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln();
-            lp.iter_mut().for_each(|v| *v = (*v as f64 - lse) as f32);
+            let lp = &b.lp[(c * n_scored + r) * nv..(c * n_scored + r + 1) * nv];
             let tok = chunk[first + r + 1] as usize;
-            let (k, d) = kld_token(&q_logits[r * nv..(r + 1) * nv], lp, tok, &mut sums);
+            let (k, d) = kld_token(&q_logits[r * nv..(r + 1) * nv], lp, tok, sums);
             kld_values.push(k);
             p_diff_values.push(d);
         }
-        on_chunk(c, (sums.nll / sums.count as f64).exp(), sums.kld / sums.count as f64);
     }
+    Ok(())
+}
+
+fn finish(sums: KldSums, n_chunks: usize, mut kld_values: Vec<f32>, mut p_diff_values: Vec<f32>) -> KldReport {
     let n = sums.count;
     let mean_unc = |sum: f64, sum2: f64| {
         let f = sum / n as f64;
@@ -317,7 +393,7 @@ pub fn kl_divergence(
     let same = sums.same_top as f64 / n as f64;
     kld_values.sort_by(|a, b| a.total_cmp(b));
     p_diff_values.sort_by(|a, b| a.total_cmp(b));
-    Ok(KldReport {
+    KldReport {
         count: n,
         n_chunks,
         ppl_q,
@@ -332,5 +408,5 @@ pub fn kl_divergence(
         p_diff_values,
         rms_p_diff: (rms, if rms > 0.0 { 0.5 / rms * mse.1 } else { 0.0 }),
         same_top: (same, (same * (1.0 - same) / (n.max(2) - 1) as f64).sqrt()),
-    })
+    }
 }

@@ -1,0 +1,241 @@
+//! `bantam quantize IN OUT --auto --max-kld X [--max-size S] --calibration TEXT`: the
+//! smallest per-tensor type assignment whose KL divergence from the input model, measured on
+//! held-out text, meets the bar.
+//!
+//! The search: the input's log-probabilities on the calibration text are computed once.
+//! The llama.cpp mixes, ordered by size, are bisected for the smallest that passes. Then,
+//! from the largest mix that fails, whole tensor groups (attention V, feed-forward down,
+//! attention output, …) are raised to the passing mix's types, most KL divergence saved per
+//! byte first (each group measured alone), until the bar is met. The smaller passing file
+//! wins. Every candidate is a real file quantized by `quant::quantize` and decoded by the
+//! engine, so what is measured is what is written.
+
+use anyhow::{bail, Context, Result};
+use engine::perplexity::{kl_divergence_against, BaseLogProbs};
+use engine::{Defaults, LoadedModel};
+use gguf::{GgmlType, Value};
+use kernels::pool::Pool;
+use quant::ftype::Category;
+use quant::{FileType, Params};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The mixes the search walks, smallest first.
+const LADDER: [FileType; 10] = [
+    FileType::Q2_K,
+    FileType::Q3_K_S,
+    FileType::Q3_K_M,
+    FileType::Q3_K_L,
+    FileType::Q4_K_S,
+    FileType::Q4_K_M,
+    FileType::Q5_K_S,
+    FileType::Q5_K_M,
+    FileType::Q6_K,
+    FileType::Q8_0,
+];
+
+pub struct AutoArgs<'a> {
+    pub input: &'a Path,
+    pub output: &'a Path,
+    pub max_kld: Option<f64>,
+    pub max_size: Option<u64>,
+    pub calibration: &'a Path,
+    pub chunks: usize,
+    pub ctx: usize,
+    pub base: Params,
+}
+
+/// One measured candidate.
+struct Candidate {
+    label: String,
+    types: BTreeMap<String, GgmlType>,
+    bytes: u64,
+    kld: f64,
+}
+
+struct Search<'a> {
+    a: &'a AutoArgs<'a>,
+    pool: Pool,
+    base_lp: BaseLogProbs,
+    dir: PathBuf,
+    n: usize,
+}
+
+impl Search<'_> {
+    fn params(&self, ftype: FileType, types: Option<&BTreeMap<String, GgmlType>>) -> Params {
+        let mut p = self.a.base.clone();
+        p.ftype = ftype;
+        if let Some(types) = types {
+            // every tensor named exactly: the assignment is the plan
+            p.tensor_types = types.iter().map(|(n, t)| (format!("^{}$", fancy_regex::escape(n)), *t)).collect();
+            p.output_tensor_type = types.get("output.weight").copied();
+            p.token_embedding_type = types.get("token_embd.weight").copied();
+        }
+        p
+    }
+
+    fn plan(&self, p: &Params) -> Result<BTreeMap<String, GgmlType>> {
+        let f = gguf::Gguf::open(self.a.input)?;
+        let (plan, _) = quant::plan(&f, p)?;
+        Ok(plan.into_iter().filter(|t| t.converts() || t.info.ggml_type.is_quantized()).map(|t| (t.info.name, t.to)).collect())
+    }
+
+    /// Quantize with `p`, load, measure.
+    fn measure(&mut self, label: String, p: &Params) -> Result<Candidate> {
+        self.n += 1;
+        let path = self.dir.join(format!("candidate-{}.gguf", self.n));
+        let s = quant::quantize(self.a.input, &path, p, |_| {})?;
+        let lm = LoadedModel::load(&label, path.clone(), Defaults::default())?;
+        let r = kl_divergence_against(&lm.model, &self.pool, &self.base_lp)?;
+        drop(lm);
+        let _ = std::fs::remove_file(&path);
+        let types = self.plan(p)?;
+        eprintln!("  {label:<44} {:>8.2} MiB  KLD {:.5}", s.bytes_out as f64 / 1048576.0, r.kld.0);
+        Ok(Candidate { label, types, bytes: s.bytes_out as u64, kld: r.kld.0 })
+    }
+
+    fn passes(&self, c: &Candidate) -> bool {
+        self.a.max_kld.is_none_or(|m| c.kld <= m) && self.a.max_size.is_none_or(|m| c.bytes <= m)
+    }
+}
+
+/// Tensor groups the refinement raises together.
+fn group(name: &str) -> &'static str {
+    match Category::of(name) {
+        Category::AttnV | Category::AttnQkv | Category::AttnKvB => "attention V",
+        Category::FfnDown => "feed-forward down",
+        Category::AttnOutput => "attention output",
+        Category::FfnUp | Category::FfnGate => "feed-forward up and gate",
+        Category::AttnQ | Category::AttnK => "attention Q and K",
+        Category::Output | Category::TokenEmbd => "embeddings and output",
+        Category::Other => "other",
+    }
+}
+
+pub fn run(a: AutoArgs<'_>) -> Result<()> {
+    if a.max_kld.is_none() && a.max_size.is_none() {
+        bail!("--auto needs a bar: --max-kld, --max-size or both");
+    }
+    let text = crate::perplexity::read_text(a.calibration)?;
+    let base = LoadedModel::load("base", a.input.to_path_buf(), Defaults::default())?;
+    let mut tokens = base.tokenizer.encode(&text, true, false);
+    let need = a.chunks * a.ctx;
+    if tokens.len() < need {
+        bail!("{} has {} tokens; --auto measures {} chunks of {} and needs {need}", a.calibration.display(), tokens.len(), a.chunks, a.ctx);
+    }
+    tokens.truncate(need);
+    let bos = if base.tokenizer.add_bos() { base.tokenizer.bos() } else { None };
+    let pool = Pool::new(a.base.threads);
+    eprintln!("reference: {} on {} tokens of {}", a.input.display(), tokens.len(), a.calibration.display());
+    let base_lp = BaseLogProbs::compute(&base.model, &pool, &tokens, a.ctx, bos)?;
+    drop(base);
+    let out_dir = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out_dir.join(format!(".bantam-auto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut s = Search { a: &a, pool, base_lp, dir: dir.clone(), n: 0 };
+    let result = search(&mut s);
+    let _ = std::fs::remove_dir_all(&dir);
+    let best = result?;
+    // the winner, written for real with its measurements recorded
+    let ftype = FileType::parse(best.label.split_whitespace().next().unwrap_or("Q8_0")).unwrap_or(FileType::Q8_0);
+    let mut p = s.params(ftype, Some(&best.types));
+    p.extra_metadata.push(("bantam.quantize.auto.kld".into(), Value::F32(best.kld as f32)));
+    if let Some(m) = a.max_kld {
+        p.extra_metadata.push(("bantam.quantize.auto.max_kld".into(), Value::F32(m as f32)));
+    }
+    p.extra_metadata.push(("bantam.quantize.auto.assignment".into(), Value::Str(best.label.clone())));
+    p.extra_metadata.push(("bantam.quantize.auto.calibration_sha256".into(), Value::Str(quant::sha256_file(a.calibration)?)));
+    p.extra_metadata.push(("bantam.quantize.auto.calibration_tokens".into(), Value::U32(tokens.len() as u32)));
+    quant::quantize(a.input, a.output, &p, |_| {})?;
+    println!(
+        "wrote {}: {} ({:.2} MiB), KL divergence {:.5} on {} tokens of {}",
+        a.output.display(),
+        best.label,
+        best.bytes as f64 / 1048576.0,
+        best.kld,
+        tokens.len(),
+        a.calibration.display()
+    );
+    Ok(())
+}
+
+fn search(s: &mut Search<'_>) -> Result<Candidate> {
+    // bisect the ladder for the smallest passing mix (KL divergence falls as size grows)
+    let (mut lo, mut hi) = (0usize, LADDER.len()); // answer in [lo, hi]; hi = none passes
+    let mut measured: BTreeMap<usize, Candidate> = BTreeMap::new();
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let p = s.params(LADDER[mid], None);
+        let c = s.measure(LADDER[mid].name().to_string(), &p)?;
+        let ok = s.passes(&c);
+        measured.insert(mid, c);
+        if ok {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if lo == LADDER.len() {
+        let best = measured.values().min_by(|a, b| a.kld.total_cmp(&b.kld)).expect("measured one");
+        bail!("no mix meets the bar: the best measured is {} ({} bytes, KL divergence {:.5})", best.label, best.bytes, best.kld);
+    }
+    let pass = measured.remove(&lo).expect("the passing mix was measured");
+    if lo == 0 {
+        return Ok(pass);
+    }
+    if !measured.contains_key(&(lo - 1)) {
+        let c = s.measure(LADDER[lo - 1].name().to_string(), &s.params(LADDER[lo - 1], None))?;
+        measured.insert(lo - 1, c);
+    }
+    // refine from the failing mix closest to the bar among those smaller than the passing
+    // one (KL divergence is not always monotonic in size: a mix's fallbacks for odd shapes
+    // can cost more bytes than they save error)
+    let (fail_i, fail) =
+        measured.into_iter().filter(|(_, c)| c.bytes < pass.bytes).min_by(|a, b| a.1.kld.total_cmp(&b.1.kld)).expect("the next smaller mix was measured");
+    // refine: raise whole groups of the failing mix to the passing mix's types
+    let mut groups: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for (name, t) in &pass.types {
+        if fail.types.get(name) != Some(t) {
+            groups.entry(group(name)).or_default().push(name.clone());
+        }
+    }
+    let with = |base: &BTreeMap<String, GgmlType>, names: &[String]| {
+        let mut t = base.clone();
+        for n in names {
+            t.insert(n.clone(), pass.types[n]);
+        }
+        t
+    };
+    let mut gains = Vec::new();
+    for (g, names) in &groups {
+        let types = with(&fail.types, names);
+        let c = s.measure(format!("{} + {g} at {}", fail.label, pass.label), &s.params(LADDER[fail_i], Some(&types)))?;
+        if s.passes(&c) && c.bytes < pass.bytes {
+            return Ok(c);
+        }
+        // KL divergence saved per byte added (groups that save bytes too come first)
+        let saved = fail.kld - c.kld;
+        if saved > 0.0 {
+            gains.push((saved / (c.bytes.saturating_sub(fail.bytes).max(1)) as f64, *g));
+        }
+    }
+    gains.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut raised: Vec<String> = Vec::new();
+    let mut label = fail.label.clone();
+    for (k, (_, g)) in gains.iter().enumerate() {
+        raised.extend(groups[g].iter().cloned());
+        label = format!("{label} + {g}");
+        if k == 0 {
+            continue; // measured alone above and it did not pass
+        }
+        let types = with(&fail.types, &raised);
+        let c = s.measure(format!("{label} at {}", pass.label), &s.params(LADDER[fail_i], Some(&types)))?;
+        if c.bytes >= pass.bytes {
+            break;
+        }
+        if s.passes(&c) {
+            return Ok(c);
+        }
+    }
+    Ok(pass)
+}
