@@ -183,9 +183,8 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
     if lo == 0 {
         return Ok(pass);
     }
-    if !measured.contains_key(&(lo - 1)) {
-        let c = s.measure(LADDER[lo - 1].name().to_string(), &s.params(LADDER[lo - 1], None))?;
-        measured.insert(lo - 1, c);
+    if let std::collections::btree_map::Entry::Vacant(e) = measured.entry(lo - 1) {
+        e.insert(s.measure(LADDER[lo - 1].name().to_string(), &s.params(LADDER[lo - 1], None))?);
     }
     // refine from the failing mix closest to the bar among those smaller than the passing
     // one (KL divergence is not always monotonic in size: a mix's fallbacks for odd shapes
