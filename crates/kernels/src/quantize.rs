@@ -77,67 +77,29 @@ pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
     }
 }
 
-/// Reference weight quantizer to Q8_0 (`quantize_row_q8_0_ref`).
+/// Weights to Q8_0 as ggml writes them (`quantize_row_q8_0_ref`, through
+/// [`crate::weights`]).
 pub fn quantize_weights_q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
-    let mut out = vec![BlockQ8_0 { d: 0, qs: [0; QK] }; x.len() / QK];
-    quantize_q8_0(x, &mut out);
-    out
+    weights_as(gguf::GgmlType::Q8_0, x, BlockQ8_0 { d: 0, qs: [0; QK] })
 }
 
-/// Reference weight quantizer to Q4_0 (`quantize_row_q4_0_ref`).
+/// Weights to Q4_0 as ggml writes them (`quantize_row_q4_0_ref`).
 pub fn quantize_weights_q4_0(x: &[f32]) -> Vec<BlockQ4_0> {
-    x.chunks_exact(QK)
-        .map(|xs| {
-            let max = signed_absmax(xs);
-            let d = max / -8.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut qs = [0u8; 16];
-            for j in 0..16 {
-                let q0 = ((xs[j] * id + 8.5) as i32).min(15) as u8;
-                let q1 = ((xs[j + 16] * id + 8.5) as i32).min(15) as u8;
-                qs[j] = q0 | (q1 << 4);
-            }
-            BlockQ4_0 { d: f32_to_f16(d), qs }
-        })
-        .collect()
+    weights_as(gguf::GgmlType::Q4_0, x, BlockQ4_0 { d: 0, qs: [0; 16] })
 }
 
-/// Reference weight quantizer to Q4_1 (`quantize_row_q4_1_ref`).
+/// Weights to Q4_1 as ggml writes them (`quantize_row_q4_1_ref`).
 pub fn quantize_weights_q4_1(x: &[f32]) -> Vec<BlockQ4_1> {
-    x.chunks_exact(QK)
-        .map(|xs| {
-            let min = xs.iter().cloned().fold(f32::INFINITY, f32::min);
-            let max = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let d = (max - min) / 15.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut qs = [0u8; 16];
-            for j in 0..16 {
-                let q0 = (((xs[j] - min) * id + 0.5) as i32).min(15) as u8;
-                let q1 = (((xs[j + 16] - min) * id + 0.5) as i32).min(15) as u8;
-                qs[j] = q0 | (q1 << 4);
-            }
-            BlockQ4_1 { d: f32_to_f16(d), m: f32_to_f16(min), qs }
-        })
-        .collect()
+    weights_as(gguf::GgmlType::Q4_1, x, BlockQ4_1 { d: 0, m: 0, qs: [0; 16] })
 }
 
-/// Reference weight quantizer to Q5_0 (`quantize_row_q5_0_ref`).
+/// Weights to Q5_0 as ggml writes them (`quantize_row_q5_0_ref`).
 pub fn quantize_weights_q5_0(x: &[f32]) -> Vec<BlockQ5_0> {
-    x.chunks_exact(QK)
-        .map(|xs| {
-            let max = signed_absmax(xs);
-            let d = max / -16.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut qs = [0u8; 16];
-            let mut qh = 0u32;
-            for j in 0..16 {
-                let q0 = ((xs[j] * id + 16.5) as i32).min(31) as u32;
-                let q1 = ((xs[j + 16] * id + 16.5) as i32).min(31) as u32;
-                qs[j] = ((q0 & 0xF) | ((q1 & 0xF) << 4)) as u8;
-                qh |= ((q0 & 0x10) >> 4) << j;
-                qh |= ((q1 & 0x10) >> 4) << (j + 16);
-            }
-            BlockQ5_0 { d: f32_to_f16(d), qh: qh.to_le_bytes(), qs }
-        })
-        .collect()
+    weights_as(gguf::GgmlType::Q5_0, x, BlockQ5_0 { d: 0, qh: [0; 4], qs: [0; 16] })
+}
+
+fn weights_as<T: Block>(ty: gguf::GgmlType, x: &[f32], zero: T) -> Vec<T> {
+    let mut out = vec![zero; x.len() / QK];
+    crate::weights::quantize_rows(ty, &x[..out.len() * QK], QK, None, block_bytes_mut(&mut out)).expect("whole blocks of a supported type");
+    out
 }

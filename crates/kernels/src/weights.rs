@@ -11,6 +11,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::blocks::*;
+use crate::quantize::signed_absmax;
 use gguf::GgmlType;
 
 const GROUP_MAX_EPS: f32 = 1e-15;
@@ -152,17 +153,6 @@ fn nearest_int(f: f32) -> i32 {
 
 // ---------------------------------------------------------------- legacy quants
 
-fn absmax_signed(x: &[f32]) -> f32 {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
-}
-
 fn min_max(x: &[f32]) -> (f32, f32) {
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
     for &v in x {
@@ -202,7 +192,7 @@ fn q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
 
 fn q4_0(x: &[f32], y: &mut [BlockQ4_0]) {
     for (b, xs) in y.iter_mut().zip(x.chunks_exact(QK)) {
-        let d = absmax_signed(xs) / -8.0;
+        let d = signed_absmax(xs) / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = f32_to_f16(d);
         for j in 0..16 {
@@ -230,7 +220,7 @@ fn q4_1(x: &[f32], y: &mut [BlockQ4_1]) {
 
 fn q5_0(x: &[f32], y: &mut [BlockQ5_0]) {
     for (b, xs) in y.iter_mut().zip(x.chunks_exact(QK)) {
-        let d = absmax_signed(xs) / -16.0;
+        let d = signed_absmax(xs) / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = f32_to_f16(d);
         let mut l = [0u8; 32];
