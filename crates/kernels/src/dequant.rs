@@ -16,8 +16,16 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
             }
         }
         F16 => {
-            for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
-                *o = f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+            // SAFETY: any two bytes are a valid f16; align_to only reinterprets the aligned middle.
+            let (pre, mid, post) = unsafe { src.align_to::<half::f16>() };
+            if pre.is_empty() && post.is_empty() && cfg!(target_endian = "little") {
+                // the half crate's bulk conversion (F16C / NEON where the CPU has them)
+                use half::slice::HalfFloatSliceExt;
+                mid.convert_to_f32_slice(&mut out[..mid.len()]);
+            } else {
+                for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                    *o = f16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+                }
             }
         }
         BF16 => {

@@ -281,7 +281,7 @@ fn q4_1_weighted(x: &[f32], y: &mut [BlockQ4_1], qw: &[f32]) {
     for (ib, b) in y.iter_mut().enumerate() {
         let xb = &x[QK * ib..QK * ib + QK];
         block_weights(xb, &qw[QK * ib..QK * ib + QK], sigma2, &mut weight);
-        let (d, min) = make_qkx3_quants(15, xb, Some(&weight), &mut l, &mut aux, -0.9, 0.05, 36, false);
+        let (d, min) = make_qkx3_quants(15, xb, Some(&weight), &mut l, &mut aux, -0.9, 0.05, 36);
         b.d = f32_to_f16(d);
         b.m = f32_to_f16(-min);
         for j in 0..16 {
@@ -308,7 +308,7 @@ fn q5_1_weighted(x: &[f32], y: &mut [BlockQ5_1], qw: &[f32]) {
     for (ib, b) in y.iter_mut().enumerate() {
         let xb = &x[QK * ib..QK * ib + QK];
         block_weights(xb, &qw[QK * ib..QK * ib + QK], sigma2, &mut weight);
-        let (d, min) = make_qkx3_quants(31, xb, Some(&weight), &mut l, &mut aux, -0.9, 0.05, 36, false);
+        let (d, min) = make_qkx3_quants(31, xb, Some(&weight), &mut l, &mut aux, -0.9, 0.05, 36);
         b.d = f32_to_f16(d);
         b.m = f32_to_f16(-min);
         b.qh = pack5(&l, &mut b.qs);
@@ -454,9 +454,12 @@ fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8], do_rmse: bool) -> f32 
 
 /// `make_qkx2_quants` (weights given) and `make_qkx3_quants` (weights optional, `x²`
 /// otherwise) share one body: levels in `[0, nmax]` with a minimum, searching `nstep + 1`
-/// scales. Returns `(scale, the_min)` where the block is `scale * L - the_min`.
+/// scales. Returns `(scale, the_min)` where the block is `scale * L - the_min`. Generic over
+/// the two flags so each caller gets a loop without per-element branches, as C's inlining
+/// gives ggml.
 #[allow(clippy::too_many_arguments)]
-fn make_qkx_quants(
+#[inline(always)]
+fn make_qkx_quants<const USE_MAD: bool, const EQUAL_ONLY: bool>(
     nmax: i32,
     x: &[f32],
     weights: Option<&[f32]>,
@@ -465,13 +468,20 @@ fn make_qkx_quants(
     rmin: f32,
     rdelta: f32,
     nstep: i32,
-    use_mad: bool,
-    empty_when_equal_only: bool,
 ) -> (f32, f32) {
     let n = x.len();
-    let w = |i: usize| weights.map_or(x[i] * x[i], |w| w[i]);
+    let mut own = [0f32; 32];
+    let w: &[f32] = match weights {
+        Some(w) => &w[..n],
+        None => {
+            for (o, v) in own.iter_mut().zip(x) {
+                *o = v * v;
+            }
+            &own[..n]
+        }
+    };
     let (mut min, mut max) = (x[0], x[0]);
-    let mut sum_w = w(0);
+    let mut sum_w = w[0];
     let mut sum_x = sum_w * x[0];
     for i in 1..n {
         if x[i] < min {
@@ -480,18 +490,18 @@ fn make_qkx_quants(
         if x[i] > max {
             max = x[i];
         }
-        let wi = w(i);
-        sum_w += wi;
-        sum_x += wi * x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
     }
     if min > 0.0 {
         min = 0.0;
     }
-    let degenerate = if empty_when_equal_only { max == min } else { max <= min };
+    let degenerate = if EQUAL_ONLY { max == min } else { max <= min };
     if degenerate {
         l_out[..n].fill(0);
         return (0.0, -min);
     }
+    let err = |d: f32| if USE_MAD { d.abs() } else { d * d };
     let nmaxf = nmax as f32;
     let mut iscale = nmaxf / (max - min);
     let mut scale = 1.0 / iscale;
@@ -499,9 +509,7 @@ fn make_qkx_quants(
     for i in 0..n {
         let l = nearest_int(iscale * (x[i] - min));
         l_out[i] = l.clamp(0, nmax) as u8;
-        let mut diff = scale * l_out[i] as f32 + min - x[i];
-        diff = if use_mad { diff.abs() } else { diff * diff };
-        best_error += w(i) * diff;
+        best_error += w[i] * err(scale * l_out[i] as f32 + min - x[i]);
     }
     if nstep < 1 {
         return (scale, -min);
@@ -512,11 +520,10 @@ fn make_qkx_quants(
         for i in 0..n {
             let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
             laux[i] = l as u8;
-            let wi = w(i);
             let lf = l as f32;
-            sum_l += wi * lf;
-            sum_l2 += wi * lf * lf;
-            sum_xl += wi * lf * x[i];
+            sum_l += w[i] * lf;
+            sum_l2 += w[i] * lf * lf;
+            sum_xl += w[i] * lf * x[i];
         }
         let d = sum_w * sum_l2 - sum_l * sum_l;
         if d > 0.0 {
@@ -528,9 +535,7 @@ fn make_qkx_quants(
             }
             let mut cur_error = 0f32;
             for i in 0..n {
-                let mut diff = this_scale * laux[i] as f32 + this_min - x[i];
-                diff = if use_mad { diff.abs() } else { diff * diff };
-                cur_error += w(i) * diff;
+                cur_error += w[i] * err(this_scale * laux[i] as f32 + this_min - x[i]);
             }
             if cur_error < best_error {
                 l_out[..n].copy_from_slice(&laux[..n]);
@@ -545,22 +550,17 @@ fn make_qkx_quants(
 
 #[allow(clippy::too_many_arguments)]
 fn make_qkx2_quants(nmax: i32, x: &[f32], weights: &[f32], l: &mut [u8], laux: &mut [u8], rmin: f32, rdelta: f32, nstep: i32, use_mad: bool) -> (f32, f32) {
-    make_qkx_quants(nmax, x, Some(weights), l, laux, rmin, rdelta, nstep, use_mad, true)
+    if use_mad {
+        make_qkx_quants::<true, true>(nmax, x, Some(weights), l, laux, rmin, rdelta, nstep)
+    } else {
+        make_qkx_quants::<false, true>(nmax, x, Some(weights), l, laux, rmin, rdelta, nstep)
+    }
 }
 
+/// `make_qkx3_quants`; every caller in ggml passes `use_mad = false`.
 #[allow(clippy::too_many_arguments)]
-fn make_qkx3_quants(
-    nmax: i32,
-    x: &[f32],
-    weights: Option<&[f32]>,
-    l: &mut [u8],
-    laux: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-) -> (f32, f32) {
-    make_qkx_quants(nmax, x, weights, l, laux, rmin, rdelta, nstep, use_mad, false)
+fn make_qkx3_quants(nmax: i32, x: &[f32], weights: Option<&[f32]>, l: &mut [u8], laux: &mut [u8], rmin: f32, rdelta: f32, nstep: i32) -> (f32, f32) {
+    make_qkx_quants::<false, false>(nmax, x, weights, l, laux, rmin, rdelta, nstep)
 }
 
 /// `make_qp_quants`: non-negative levels in `[0, nmax]` for the super-block scales.
@@ -732,7 +732,7 @@ fn q2_k_weighted(x: &[f32], y: &mut [BlockQ2K], qw: &[f32]) {
             for w in &weight {
                 sw[j] += w;
             }
-            let (s, m) = make_qkx3_quants(3, xs, Some(&weight), &mut l[16 * j..16 * j + 16], &mut laux, -0.9, 0.05, 36, false);
+            let (s, m) = make_qkx3_quants(3, xs, Some(&weight), &mut l[16 * j..16 * j + 16], &mut laux, -0.9, 0.05, 36);
             scales[j] = s;
             mins[j] = m;
         }
@@ -950,7 +950,7 @@ fn k4_weighted_scales(x: &[f32], qw: Option<&[f32]>, nmax: i32, l: &mut [u8; QK_
             sumw += w;
         }
         sw[j] = sumw;
-        let (s, m) = make_qkx3_quants(nmax, xs, Some(&weights), &mut l[32 * j..32 * j + 32], &mut laux, -0.9, 0.05, 36, false);
+        let (s, m) = make_qkx3_quants(nmax, xs, Some(&weights), &mut l[32 * j..32 * j + 32], &mut laux, -0.9, 0.05, 36);
         scales[j] = s;
         mins[j] = m;
     }
