@@ -20,7 +20,8 @@ use quant::{FileType, Params};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The mixes the search walks, smallest first.
+/// The mixes the search walks (sorted by their planned size for the model at hand: shape
+/// fallbacks can make a "smaller" mix larger).
 const LADDER: [FileType; 10] = [
     FileType::Q2_K,
     FileType::Q3_K_S,
@@ -160,13 +161,23 @@ pub fn run(a: AutoArgs<'_>) -> Result<()> {
 }
 
 fn search(s: &mut Search<'_>) -> Result<Candidate> {
-    // bisect the ladder for the smallest passing mix (KL divergence falls as size grows)
-    let (mut lo, mut hi) = (0usize, LADDER.len()); // answer in [lo, hi]; hi = none passes
+    // the mixes by the bytes they would write for this model
+    let f = gguf::Gguf::open(s.a.input)?;
+    let mut ladder: Vec<(u64, FileType)> = Vec::new();
+    for t in LADDER {
+        let (plan, _) = quant::plan(&f, &s.params(t, None))?;
+        ladder.push((plan.iter().map(|p| p.bytes_out as u64).sum(), t));
+    }
+    drop(f);
+    ladder.sort_by_key(|(bytes, _)| *bytes);
+    let ladder: Vec<FileType> = ladder.into_iter().map(|(_, t)| t).collect();
+    // bisect for the smallest passing mix (KL divergence falls as size grows)
+    let (mut lo, mut hi) = (0usize, ladder.len()); // answer in [lo, hi]; hi = none passes
     let mut measured: BTreeMap<usize, Candidate> = BTreeMap::new();
     while lo < hi {
         let mid = (lo + hi) / 2;
-        let p = s.params(LADDER[mid], None);
-        let c = s.measure(LADDER[mid].name().to_string(), &p)?;
+        let p = s.params(ladder[mid], None);
+        let c = s.measure(ladder[mid].name().to_string(), &p)?;
         let ok = s.passes(&c);
         measured.insert(mid, c);
         if ok {
@@ -175,7 +186,7 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
             lo = mid + 1;
         }
     }
-    if lo == LADDER.len() {
+    if lo == ladder.len() {
         let best = measured.values().min_by(|a, b| a.kld.total_cmp(&b.kld)).expect("measured one");
         bail!("no mix meets the bar: the best measured is {} ({} bytes, KL divergence {:.5})", best.label, best.bytes, best.kld);
     }
@@ -184,7 +195,7 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
         return Ok(pass);
     }
     if let std::collections::btree_map::Entry::Vacant(e) = measured.entry(lo - 1) {
-        e.insert(s.measure(LADDER[lo - 1].name().to_string(), &s.params(LADDER[lo - 1], None))?);
+        e.insert(s.measure(ladder[lo - 1].name().to_string(), &s.params(ladder[lo - 1], None))?);
     }
     // refine from the failing mix closest to the bar among those smaller than the passing
     // one (KL divergence is not always monotonic in size: a mix's fallbacks for odd shapes
@@ -208,7 +219,7 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
     let mut gains = Vec::new();
     for (g, names) in &groups {
         let types = with(&fail.types, names);
-        let c = s.measure(format!("{} + {g} at {}", fail.label, pass.label), &s.params(LADDER[fail_i], Some(&types)))?;
+        let c = s.measure(format!("{} + {g} at {}", fail.label, pass.label), &s.params(ladder[fail_i], Some(&types)))?;
         if s.passes(&c) && c.bytes < pass.bytes {
             return Ok(c);
         }
@@ -228,7 +239,7 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
             continue; // measured alone above and it did not pass
         }
         let types = with(&fail.types, &raised);
-        let c = s.measure(format!("{label} at {}", pass.label), &s.params(LADDER[fail_i], Some(&types)))?;
+        let c = s.measure(format!("{label} at {}", pass.label), &s.params(ladder[fail_i], Some(&types)))?;
         if c.bytes >= pass.bytes {
             break;
         }
