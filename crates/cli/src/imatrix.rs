@@ -52,7 +52,7 @@ pub fn main(a: ImatrixArgs) -> Result<()> {
     let mut im =
         Imatrix { datasets: vec![a.file.display().to_string()], chunk_count: report.n_chunks as u32, chunk_size: a.ctx_size as u32, ..Default::default() };
     for (name, sums, n) in stats.entries() {
-        im.entries.insert(name, Entry { sums: sums.iter().map(|&v| v as f64).collect(), counts: vec![n] });
+        im.entries.insert(name, Entry { sums: sums.to_vec(), counts: vec![n] });
     }
     let tmp = a.output.with_file_name(format!(
         ".{}.partial-{}",

@@ -48,6 +48,8 @@ pub struct AutoArgs<'a> {
 
 /// One measured candidate.
 struct Candidate {
+    /// The mix whose rules the assignment starts from (its `general.file_type`).
+    ftype: FileType,
     label: String,
     types: BTreeMap<String, GgmlType>,
     bytes: u64,
@@ -66,12 +68,7 @@ impl Search<'_> {
     fn params(&self, ftype: FileType, types: Option<&BTreeMap<String, GgmlType>>) -> Params {
         let mut p = self.a.base.clone();
         p.ftype = ftype;
-        if let Some(types) = types {
-            // every tensor named exactly: the assignment is the plan
-            p.tensor_types = types.iter().map(|(n, t)| (format!("^{}$", fancy_regex::escape(n)), *t)).collect();
-            p.output_tensor_type = types.get("output.weight").copied();
-            p.token_embedding_type = types.get("token_embd.weight").copied();
-        }
+        p.assignment = types.cloned();
         p
     }
 
@@ -83,6 +80,7 @@ impl Search<'_> {
 
     /// Quantize with `p`, load, measure.
     fn measure(&mut self, label: String, p: &Params) -> Result<Candidate> {
+        let ftype = p.ftype;
         self.n += 1;
         let path = self.dir.join(format!("candidate-{}.gguf", self.n));
         let s = quant::quantize(self.a.input, &path, p, |_| {})?;
@@ -92,7 +90,7 @@ impl Search<'_> {
         let _ = std::fs::remove_file(&path);
         let types = self.plan(p)?;
         eprintln!("  {label:<44} {:>8.2} MiB  KLD {:.5}", s.bytes_out as f64 / 1048576.0, r.kld.0);
-        Ok(Candidate { label, types, bytes: s.bytes_out as u64, kld: r.kld.0 })
+        Ok(Candidate { ftype, label, types, bytes: s.bytes_out as u64, kld: r.kld.0 })
     }
 
     fn passes(&self, c: &Candidate) -> bool {
@@ -113,7 +111,7 @@ fn group(name: &str) -> &'static str {
     }
 }
 
-pub fn run(a: AutoArgs<'_>) -> Result<()> {
+pub fn run(mut a: AutoArgs<'_>) -> Result<()> {
     if a.max_kld.is_none() && a.max_size.is_none() {
         bail!("--auto needs a bar: --max-kld, --max-size or both");
     }
@@ -127,6 +125,8 @@ pub fn run(a: AutoArgs<'_>) -> Result<()> {
     tokens.truncate(need);
     let bos = if base.tokenizer.add_bos() { base.tokenizer.bos() } else { None };
     let pool = Pool::new(a.base.threads);
+    // every candidate records the same source: hash it once
+    a.base.source_sha256 = Some(quant::sha256_file(a.input)?);
     eprintln!("reference: {} on {} tokens of {}", a.input.display(), tokens.len(), a.calibration.display());
     let base_lp = BaseLogProbs::compute(&base.model, &pool, &tokens, a.ctx, bos)?;
     drop(base);
@@ -138,8 +138,7 @@ pub fn run(a: AutoArgs<'_>) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let best = result?;
     // the winner, written for real with its measurements recorded
-    let ftype = FileType::parse(best.label.split_whitespace().next().unwrap_or("Q8_0")).unwrap_or(FileType::Q8_0);
-    let mut p = s.params(ftype, Some(&best.types));
+    let mut p = s.params(best.ftype, Some(&best.types));
     p.extra_metadata.push(("bantam.quantize.auto.kld".into(), Value::F32(best.kld as f32)));
     if let Some(m) = a.max_kld {
         p.extra_metadata.push(("bantam.quantize.auto.max_kld".into(), Value::F32(m as f32)));
@@ -200,8 +199,10 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
     // refine from the failing mix closest to the bar among those smaller than the passing
     // one (KL divergence is not always monotonic in size: a mix's fallbacks for odd shapes
     // can cost more bytes than they save error)
-    let (fail_i, fail) =
-        measured.into_iter().filter(|(_, c)| c.bytes < pass.bytes).min_by(|a, b| a.1.kld.total_cmp(&b.1.kld)).expect("the next smaller mix was measured");
+    let Some((fail_i, fail)) = measured.into_iter().filter(|(_, c)| c.bytes < pass.bytes).min_by(|a, b| a.1.kld.total_cmp(&b.1.kld)) else {
+        // the smaller mixes write as many bytes here (shape fallbacks): nothing to refine
+        return Ok(pass);
+    };
     // refine: raise whole groups of the failing mix to the passing mix's types
     let mut groups: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     for (name, t) in &pass.types {

@@ -135,16 +135,11 @@ pub fn create(a: CreateArgs) -> Result<()> {
     }
     let dir = a.file.parent().map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p }).unwrap_or(std::path::Path::new("."));
     let mut bars = Bars::new(a.quiet);
-    let q = a.quantize.clone();
-    let quantizer = move |src: &std::path::Path, dst: &std::path::Path, progress: &mut dyn FnMut(store::Progress)| {
-        let ty = q.as_deref().unwrap_or_default();
-        progress(store::Progress::Status(format!("quantizing model to {ty}")));
-        quant::quantize_for_create(src, dst, ty, &mut |completed, total| {
-            progress(store::Progress::Bytes { part: format!("quantizing to {ty}"), digest: None, total, completed })
-        })
+    let run = |src: &std::path::Path, dst: &std::path::Path, progress: &mut dyn FnMut(u64, u64)| {
+        quant::quantize_for_create(src, dst, a.quantize.as_deref().unwrap_or_default(), progress)
     };
-    let quantizer: Option<store::Quantizer<'_>> = if a.quantize.is_some() { Some(&quantizer) } else { None };
-    let r = store.create_quantized(&a.model, &mf, FromPaths::Any(dir), quantizer, &mut |p| bars.update(p));
+    let quantize = a.quantize.as_deref().map(|type_name| store::Quantize { type_name, run: &run });
+    let r = store.create_quantized(&a.model, &mf, FromPaths::Any(dir), quantize, &mut |p| bars.update(p));
     bars.finish();
     r?;
     Ok(())
@@ -229,18 +224,22 @@ impl Bars {
                 self.finish();
                 eprintln!("{s}");
             }
-            Progress::Bytes { part, total, completed, .. } => {
-                if self.part.as_deref() != Some(part.as_str()) {
-                    self.finish();
-                    self.part = Some(part);
-                    self.started = Instant::now();
-                    self.start_bytes = completed;
-                }
-                self.last = (completed, total);
-                if self.tty {
-                    eprint!("\r{}\x1b[K", self.line());
-                }
-            }
+            Progress::Bytes { part, total, completed, .. } => self.bar(format!("pulling {part}"), completed, total),
+            Progress::Step { status, total, completed } => self.bar(status, completed, total),
+        }
+    }
+
+    /// Advance the bar of `part` (a new part ends the previous bar).
+    fn bar(&mut self, part: String, completed: u64, total: u64) {
+        if self.part.as_deref() != Some(part.as_str()) {
+            self.finish();
+            self.part = Some(part);
+            self.started = Instant::now();
+            self.start_bytes = completed;
+        }
+        self.last = (completed, total);
+        if self.tty {
+            eprint!("\r{}\x1b[K", self.line());
         }
     }
 
@@ -250,14 +249,14 @@ impl Bars {
         let rate = (done - self.start_bytes.min(done)) as f64 / secs;
         let part = self.part.as_deref().unwrap_or("");
         if total == 0 {
-            return format!("pulling {part}  {}  {}/s", human_size(done), human_size(rate as u64));
+            return format!("{part}  {}  {}/s", human_size(done), human_size(rate as u64));
         }
         let frac = (done as f64 / total as f64).clamp(0.0, 1.0);
         let width = 24;
         let filled = (frac * width as f64).round() as usize;
         let eta = if rate > 0.0 && done < total { format!("{:.0}s", (total - done) as f64 / rate) } else { "0s".into() };
         format!(
-            "pulling {part}  {:>3}% ▕{}{}▏ {}/{}  {}/s  {eta}",
+            "{part}  {:>3}% ▕{}{}▏ {}/{}  {}/s  {eta}",
             (frac * 100.0) as u32,
             "█".repeat(filled),
             " ".repeat(width - filled),

@@ -73,36 +73,19 @@ fn score_chunks(
     if n_chunks == 0 {
         return Err(EngineError::BadRequest(format!("the text has {} tokens, fewer than one chunk of {n_ctx}; use a smaller --ctx-size", tokens.len())));
     }
-    let nv = model.config.n_vocab;
     let mut cache = KvCache::with_types(&model.config, n_ctx, cache).map_err(|e| EngineError::BadRequest(e.to_string()))?;
-    let mut batch = Batch::default();
     let (mut sum, mut sum2, mut count) = (0f64, 0f64, 0usize);
     let mut running = Vec::with_capacity(n_chunks);
-    let first = n_ctx / 2;
     // llama-imatrix asks for every token's logits, so output.weight sees every token
     let all_logits = scratch.stats.as_ref().is_some_and(|s| s.process_output);
     for c in 0..n_chunks {
         let chunk = &tokens[c * n_ctx..(c + 1) * n_ctx];
-        cache.clear();
-        // Batches of UBATCH tokens (llama-perplexity's n_ubatch), so logits are held for
-        // one batch at a time.
-        for start in (0..n_ctx).step_by(UBATCH) {
-            let end = (start + UBATCH).min(n_ctx);
-            batch.clear();
-            for (j, &t) in chunk.iter().enumerate().take(end).skip(start) {
-                let t = if j == 0 { bos.unwrap_or(t) } else { t };
-                batch.push(t, 0, all_logits || (j >= first && j + 1 < n_ctx));
-            }
-            let logits = model.forward(pool, &batch, &mut [&mut cache], scratch)?;
-            for (k, j) in (start.max(first)..end.min(n_ctx - 1)).enumerate() {
-                let r = if all_logits { j - start } else { k };
-                let row = &logits[r * nv..(r + 1) * nv];
-                let nll = -log_softmax_at(row, chunk[j + 1] as usize);
-                sum += nll;
-                sum2 += nll * nll;
-                count += 1;
-            }
-        }
+        decode_chunk(model, pool, chunk, bos, &mut cache, scratch, all_logits, |j, row| {
+            let nll = -log_softmax_at(row, chunk[j + 1] as usize);
+            sum += nll;
+            sum2 += nll * nll;
+            count += 1;
+        })?;
         running.push((sum / count as f64).exp());
         on_chunk(c, (sum / count as f64).exp());
     }
@@ -245,7 +228,42 @@ pub struct BaseLogProbs {
     lp: Vec<f32>,
 }
 
-/// Decode one chunk and copy the logits of its scored positions into `out`.
+/// Decode one chunk from an empty cache, its first token replaced by BOS, in batches of
+/// UBATCH (llama-perplexity's n_ubatch, so logits are held for one batch at a time), and
+/// call `scored(j, logits of position j)` for each scored position (`n_ctx/2 .. n_ctx-1`) in
+/// order. With `all_logits` every position gets logits (llama-imatrix's batches).
+#[allow(clippy::too_many_arguments)]
+fn decode_chunk(
+    m: &Model,
+    pool: &Pool,
+    chunk: &[u32],
+    bos: Option<u32>,
+    cache: &mut KvCache,
+    scratch: &mut Scratch,
+    all_logits: bool,
+    mut scored: impl FnMut(usize, &[f32]),
+) -> Result<(), EngineError> {
+    let (n_ctx, nv) = (chunk.len(), m.config.n_vocab);
+    let first = n_ctx / 2;
+    let mut batch = Batch::default();
+    cache.clear();
+    for start in (0..n_ctx).step_by(UBATCH) {
+        let end = (start + UBATCH).min(n_ctx);
+        batch.clear();
+        for (j, &t) in chunk.iter().enumerate().take(end).skip(start) {
+            let t = if j == 0 { bos.unwrap_or(t) } else { t };
+            batch.push(t, 0, all_logits || (j >= first && j + 1 < n_ctx));
+        }
+        let logits = m.forward(pool, &batch, &mut [&mut *cache], scratch)?;
+        for (k, j) in (start.max(first)..end.min(n_ctx - 1)).enumerate() {
+            let r = if all_logits { j - start } else { k };
+            scored(j, &logits[r * nv..(r + 1) * nv]);
+        }
+    }
+    Ok(())
+}
+
+/// The logits of one chunk's scored positions, into `out` `[n_scored, n_vocab]`.
 fn chunk_logits(
     m: &Model,
     pool: &Pool,
@@ -255,23 +273,8 @@ fn chunk_logits(
     scratch: &mut Scratch,
     out: &mut [f32],
 ) -> Result<(), EngineError> {
-    let (n_ctx, nv) = (chunk.len(), m.config.n_vocab);
-    let first = n_ctx / 2;
-    let mut batch = Batch::default();
-    cache.clear();
-    let mut row = 0;
-    for start in (0..n_ctx).step_by(UBATCH) {
-        let end = (start + UBATCH).min(n_ctx);
-        batch.clear();
-        for (j, &t) in chunk.iter().enumerate().take(end).skip(start) {
-            let t = if j == 0 { bos.unwrap_or(t) } else { t };
-            batch.push(t, 0, j >= first && j + 1 < n_ctx);
-        }
-        let logits = m.forward(pool, &batch, &mut [&mut *cache], scratch)?;
-        out[row * nv..row * nv + logits.len()].copy_from_slice(logits);
-        row += logits.len() / nv;
-    }
-    Ok(())
+    let (first, nv) = (chunk.len() / 2, m.config.n_vocab);
+    decode_chunk(m, pool, chunk, bos, cache, scratch, false, |j, row| out[(j - first) * nv..(j - first + 1) * nv].copy_from_slice(row))
 }
 
 impl BaseLogProbs {

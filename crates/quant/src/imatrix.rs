@@ -15,7 +15,7 @@ use std::path::Path;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Entry {
     /// `[n_mat][n_cols]` sums of squared activations.
-    pub sums: Vec<f64>,
+    pub sums: Vec<f32>,
     /// Tokens summed, per matrix (one for dense weights).
     pub counts: Vec<u64>,
 }
@@ -31,7 +31,7 @@ impl Entry {
                 // as llama-quantize: both read back as f32 from the file, then divided
                 let cf = c as f32;
                 for i in 0..n {
-                    out[m * n + i] = self.sums[m * n + i] as f32 / cf;
+                    out[m * n + i] = self.sums[m * n + i] / cf;
                 }
             }
         }
@@ -81,7 +81,7 @@ impl Imatrix {
             if sums.iter().any(|v| !v.is_finite()) {
                 return Err(bad(format!("{name} holds non-finite values")));
             }
-            let entry = Entry { sums: sums.iter().map(|&v| v as f64).collect(), counts: counts.iter().map(|&c| c as u64).collect() };
+            let entry = Entry { sums, counts: counts.iter().map(|&c| c as u64).collect() };
             entries.insert(name.to_string(), entry);
         }
         if entries.is_empty() {
@@ -100,7 +100,7 @@ impl Imatrix {
         for (name, e) in &self.entries {
             let n_mat = e.counts.len().max(1);
             let n = e.sums.len() / n_mat;
-            let sums: Vec<u8> = e.sums.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
+            let sums: Vec<u8> = e.sums.iter().flat_map(|v| v.to_le_bytes()).collect();
             let counts: Vec<u8> = e.counts.iter().flat_map(|&c| (c as f32).to_le_bytes()).collect();
             w.tensor(&format!("{name}.in_sum2"), GgmlType::F32, &[n as u64, n_mat as u64], sums);
             w.tensor(&format!("{name}.counts"), GgmlType::F32, &[1, n_mat as u64], counts);

@@ -60,6 +60,11 @@ pub struct Params {
     pub imatrix_file: Option<String>,
     /// Extra metadata to record (e.g. measured quality).
     pub extra_metadata: Vec<(String, Value)>,
+    /// The input's SHA-256 when the caller already knows it (it is computed otherwise).
+    pub source_sha256: Option<String>,
+    /// An explicit type for each named tensor, over every rule (what `--auto` found); the
+    /// tensors it does not name follow the rules.
+    pub assignment: Option<std::collections::BTreeMap<String, GgmlType>>,
 }
 
 impl Params {
@@ -76,6 +81,8 @@ impl Params {
             imatrix: None,
             imatrix_file: None,
             extra_metadata: Vec::new(),
+            source_sha256: None,
+            assignment: None,
         }
     }
 }
@@ -131,19 +138,20 @@ pub fn plan(f: &Gguf, p: &Params) -> Result<(Vec<Planned>, usize), QuantError> {
         let ne0 = t.dims.first().copied().unwrap_or(1);
         let to = if !ftype::allows_quantization(&t.name, &t.dims, !p.leave_output_tensor) {
             t.ggml_type
+        } else if let Some(ty) = p.assignment.as_ref().and_then(|a| a.get(&t.name)) {
+            *ty
         } else if let (Some(e), ftype::Category::TokenEmbd) = (p.token_embedding_type, cat) {
             e
         } else if let (Some(o), ftype::Category::Output) = (p.output_tensor_type, cat) {
             o
         } else if default.is_quantized() {
             let manual = patterns.iter().find(|(r, _)| r.is_match(&t.name).unwrap_or(false)).map(|(_, ty)| *ty);
-            let mut ty = match manual {
+            let ty = match manual {
                 Some(ty) => ty,
                 None if p.pure => default,
                 None => mixer.mix_type(&t.name, ne0, p.output_tensor_type),
             };
-            ty = mixer.fallback(ty, ne0);
-            ty
+            mixer.fallback(ty, ne0)
         } else {
             default
         };
@@ -229,8 +237,8 @@ pub fn quantize(input: &Path, output: &Path, p: &Params, mut progress: impl FnMu
 
     // the source digest goes into the header, which is written last: hash while quantizing
     let hasher = {
-        let input = input.to_path_buf();
-        std::thread::spawn(move || sha256_file(&input))
+        let (input, known) = (input.to_path_buf(), p.source_sha256.clone());
+        std::thread::spawn(move || known.map_or_else(|| sha256_file(&input), Ok))
     };
     const DIGEST_PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
     let mut meta: Vec<(String, Value)> = f.metadata().to_vec();
@@ -319,7 +327,10 @@ const SLAB_FLOATS: usize = 8 << 20;
 fn convert(t: &Planned, src: &[u8], imatrix: Option<&[f32]>, threads: usize, w: &mut impl Write) -> Result<(), QuantError> {
     let n = t.info.row_len();
     let rows = t.info.n_rows();
-    let rows_per_mat = t.info.dims.get(1).copied().unwrap_or(1) as usize;
+    if n == 0 || rows == 0 {
+        return Ok(());
+    }
+    let rows_per_mat = (t.info.dims.get(1).copied().unwrap_or(1) as usize).max(1);
     let src_row = t.info.ggml_type.row_bytes(n).expect("indexed tensors have whole rows");
     let dst_row = t.to.row_bytes(n).expect("planned types fit the rows");
     let slab = (SLAB_FLOATS / n).max(1);

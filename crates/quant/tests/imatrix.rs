@@ -47,7 +47,7 @@ fn smollm2_imatrix_matches_llama_imatrix() {
     for (name, e) in &want.entries {
         let (sums, count) = &ours[name];
         assert_eq!(vec![*count], e.counts, "{name}: tokens");
-        let rel: Vec<f64> = sums.iter().zip(&e.sums).map(|(&a, &b)| ((a as f64 - b) / b).abs()).collect();
+        let rel: Vec<f64> = sums.iter().zip(&e.sums).map(|(&a, &b)| ((a as f64 - b as f64) / b as f64).abs()).collect();
         let (med, max) = (median(rel.clone()), rel.iter().cloned().fold(0.0, f64::max));
         eprintln!("{name}: relative difference median {med:.2e}, max {max:.2e}");
         let first = name.starts_with("blk.0.attn_") && !name.contains("output");

@@ -31,7 +31,7 @@ fn tiny_imatrix(f: &Gguf) -> Imatrix {
     let mut im = Imatrix { datasets: vec!["synthetic".into()], chunk_count: 1, chunk_size: 512, ..Default::default() };
     for t in f.tensors().iter().filter(|t| t.name.starts_with("blk.") && t.dims.len() == 2) {
         let n = t.row_len();
-        let sums = (0..n).map(|i| 1.0 + ((i * 37 + t.name.len() * 11) % 101) as f64 * 0.5).collect();
+        let sums = (0..n).map(|i| 1.0 + ((i * 37 + t.name.len() * 11) % 101) as f32 * 0.5).collect();
         im.entries.insert(t.name.clone(), Entry { sums, counts: vec![512] });
     }
     im

@@ -49,10 +49,7 @@ impl From<StoreError> for ApiError {
 fn status_line(p: Progress) -> api::ProgressResponse {
     match p {
         Progress::Status(status) => api::ProgressResponse { status, ..Default::default() },
-        // progress of a step other than a download (quantizing): its name, and the counts
-        Progress::Bytes { part, digest: None, total, completed } if part.starts_with("quantizing") => {
-            api::ProgressResponse { status: part, digest: None, total: Some(total), completed: Some(completed) }
-        }
+        Progress::Step { status, total, completed } => api::ProgressResponse { status, digest: None, total: Some(total), completed: Some(completed) },
         Progress::Bytes { part, digest, total, completed } => {
             let id = digest.map(|d| d.to_string()).unwrap_or(part);
             let short = id.strip_prefix("sha256:").map_or(id.as_str(), |h| &h[..12.min(h.len())]).to_string();
@@ -182,14 +179,10 @@ async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Respons
     }
     run_job(req.stream != Some(false), move |progress| {
         let root = store.root().to_path_buf();
-        let quantizer = |src: &std::path::Path, dst: &std::path::Path, progress: &mut dyn FnMut(store::Progress)| {
-            let ty = quantize.as_deref().unwrap_or_default();
-            progress(store::Progress::Status(format!("quantizing model to {ty}")));
-            quant::quantize_for_create(src, dst, ty, &mut |completed, total| {
-                progress(store::Progress::Bytes { part: format!("quantizing to {ty}"), digest: None, total, completed })
-            })
+        let run = |src: &std::path::Path, dst: &std::path::Path, progress: &mut dyn FnMut(u64, u64)| {
+            quant::quantize_for_create(src, dst, quantize.as_deref().unwrap_or_default(), progress)
         };
-        let q: Option<store::Quantizer<'_>> = if quantize.is_some() { Some(&quantizer) } else { None };
+        let q = quantize.as_deref().map(|type_name| store::Quantize { type_name, run: &run });
         store.create_quantized(&model, &mf, store::FromPaths::Within(&root), q, progress).map(drop)
     })
     .await

@@ -5,8 +5,15 @@ use crate::modelfile::Modelfile;
 use crate::{ModelName, Progress, Store, StoreError};
 use std::path::{Path, PathBuf};
 
-/// Rewrites a model file (`source`, `dest`): what `--quantize` runs.
-pub type Quantizer<'a> = &'a dyn Fn(&Path, &Path, &mut dyn FnMut(Progress)) -> Result<(), String>;
+/// Rewrites a model file: `(source, dest, progress(completed, total))`.
+pub type RewriteFn<'a> = dyn Fn(&Path, &Path, &mut dyn FnMut(u64, u64)) -> Result<(), String> + 'a;
+
+/// What `--quantize` runs: `run` rewrites the model file to `type_name`.
+#[derive(Clone, Copy)]
+pub struct Quantize<'a> {
+    pub type_name: &'a str,
+    pub run: &'a RewriteFn<'a>,
+}
 
 /// Where a Modelfile's `FROM` may read a local file from.
 pub enum FromPaths<'a> {
@@ -32,7 +39,7 @@ impl Store {
         name: &str,
         mf: &Modelfile,
         paths: FromPaths<'_>,
-        quantize: Option<Quantizer<'_>>,
+        quantize: Option<Quantize<'_>>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<ModelName, StoreError> {
         let name = ModelName::parse(name)?;
@@ -41,12 +48,14 @@ impl Store {
         let mut base = Manifest::new(Layer { media_type: String::new(), digest: crate::Digest::of_bytes(b""), size: 0 }, Vec::new());
         let (model_layer, source) = if crate::looks_like_path(from) {
             let path = self.local_from(from, &paths)?;
-            if quantize.is_some() {
-                (self.quantized_layer(&path, quantize, progress)?, path.display().to_string())
-            } else {
-                progress(Progress::Status(format!("copying file {}", path.display())));
-                (self.import_file(&path, progress)?, path.display().to_string())
-            }
+            let layer = match quantize {
+                Some(q) => self.quantized_layer(&path, q, progress)?,
+                None => {
+                    progress(Progress::Status(format!("copying file {}", path.display())));
+                    self.import_file(&path, progress)?
+                }
+            };
+            (layer, path.display().to_string())
         } else {
             let base_name = self.find(from)?;
             let (m, _, _) = self.manifest(&base_name)?.ok_or_else(|| self.not_found(from))?;
@@ -56,7 +65,10 @@ impl Store {
                 .ok_or_else(|| StoreError::BadManifest { name: base_name.to_string(), why: "it has no model layer".into() })?;
             let source = self.config(&m).source;
             base = m;
-            let layer = if quantize.is_some() { self.quantized_layer(&self.blob_path(&layer.digest), quantize, progress)? } else { layer };
+            let layer = match quantize {
+                Some(q) => self.quantized_layer(&self.blob_path(&layer.digest), q, progress)?,
+                None => layer,
+            };
             (layer, source)
         };
         progress(Progress::Status("writing layers".into()));
@@ -104,11 +116,14 @@ impl Store {
     }
 
     /// Quantize `src` into a temporary file among the blobs, then store it under its digest.
-    fn quantized_layer(&self, src: &Path, quantize: Option<Quantizer<'_>>, progress: &mut dyn FnMut(Progress)) -> Result<Layer, StoreError> {
-        let q = quantize.expect("called with a quantizer");
+    fn quantized_layer(&self, src: &Path, q: Quantize<'_>, progress: &mut dyn FnMut(Progress)) -> Result<Layer, StoreError> {
         self.ensure_dir(&self.blobs_dir())?;
         let tmp = self.blobs_dir().join(format!("quantize-{}-partial", std::process::id()));
-        let result = q(src, &tmp, progress).map_err(StoreError::Quantize).and_then(|()| self.adopt_blob(&tmp, manifest::MEDIA_MODEL));
+        progress(Progress::Status(format!("quantizing model to {}", q.type_name)));
+        let status = format!("quantizing to {}", q.type_name);
+        let result = (q.run)(src, &tmp, &mut |completed, total| progress(Progress::Step { status: status.clone(), total, completed }))
+            .map_err(StoreError::Quantize)
+            .and_then(|()| self.adopt_blob(&tmp, manifest::MEDIA_MODEL));
         let _ = std::fs::remove_file(&tmp);
         result
     }

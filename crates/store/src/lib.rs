@@ -26,7 +26,7 @@ pub mod pull;
 mod wheel;
 
 pub use catalog::{CatalogEntry, CATALOG};
-pub use create::{FromPaths, Quantizer};
+pub use create::{FromPaths, Quantize};
 pub use error::StoreError;
 pub use manifest::{Layer, Manifest};
 pub use modelfile::Modelfile;
@@ -311,19 +311,7 @@ impl Store {
 
     /// Move a file already under the blobs directory into the store under its digest.
     pub fn adopt_blob(&self, path: &Path, media_type: &str) -> Result<Layer, StoreError> {
-        let mut f = fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
-        let mut hasher = Sha256Stream::default();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf).map_err(|e| StoreError::io(path, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            size += n as u64;
-        }
-        let digest = hasher.finish();
+        let (digest, size) = hash_file(path)?;
         let dest = self.blob_path(&digest);
         fs::rename(path, &dest).map_err(|e| StoreError::io(&dest, e))?;
         Ok(Layer { media_type: media_type.to_string(), digest, size })

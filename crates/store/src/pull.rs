@@ -18,8 +18,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// What a pull reports as it goes; the CLI draws progress bars from it and the server
-/// turns it into /api/pull's status lines.
+/// What a pull or a create reports as it goes; the CLI draws progress bars from it and the
+/// server turns it into /api/pull's and /api/create's status lines.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Progress {
     Status(String),
@@ -27,6 +27,12 @@ pub enum Progress {
     Bytes {
         part: String,
         digest: Option<Digest>,
+        total: u64,
+        completed: u64,
+    },
+    /// A step that is not a transfer (quantizing), with how far it has come.
+    Step {
+        status: String,
         total: u64,
         completed: u64,
     },
