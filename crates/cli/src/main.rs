@@ -5,6 +5,7 @@
 mod bench;
 mod eval;
 mod imatrix;
+mod ledger;
 mod perplexity;
 mod quantize;
 mod quantize_auto;
@@ -58,6 +59,8 @@ enum Command {
     Create(store::CreateArgs),
     /// List the models a running server has loaded
     Ps(store::PsArgs),
+    /// Totals of a server's ledger per day, key, route or model; CSV export
+    Ledger(ledger::LedgerArgs),
 }
 
 fn main() {
@@ -87,6 +90,7 @@ fn main() {
         Command::Cp(a) => store::cp(a),
         Command::Create(a) => store::create(a),
         Command::Ps(a) => store::ps(a),
+        Command::Ledger(a) => ledger::main(a),
     };
     if let Err(e) = r {
         eprintln!("Error: {e:#}");

@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// Seconds running requests get to finish after SIGINT / SIGTERM
     #[arg(long, default_value_t = 10)]
     shutdown_grace: u64,
+    /// Routes file: upstreams, routes (local, upstream, cascade) and API keys with budgets
+    #[arg(long, env = "BANTAM_ROUTES")]
+    routes: Option<std::path::PathBuf>,
+    /// SQLite file where every generation request is written down (`bantam ledger` reads it)
+    #[arg(long, env = "BANTAM_LEDGER")]
+    ledger: Option<std::path::PathBuf>,
 }
 
 /// "6GiB", "512MiB", "2G", "1000000": bytes.
@@ -112,7 +118,15 @@ async fn signal() {
 
 pub fn main(a: ServeArgs) -> Result<()> {
     let addr = listen_addr(&a)?;
-    if !addr.ip().is_loopback() && a.api_key.is_none() && !a.no_auth {
+    let router = match &a.routes {
+        Some(path) => {
+            let file = server::route::RouteFile::load(path)?;
+            Some(server::route::Router::new(file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let keyed = router.as_ref().is_some_and(|r| r.has_keys());
+    if !addr.ip().is_loopback() && a.api_key.is_none() && !keyed && !a.no_auth {
         bail!("refusing to serve {addr} without authentication: set --api-key (or BANTAM_API_KEY), or pass --no-auth");
     }
     if a.max_parallel == 0 || a.ctx_size < 16 {
@@ -139,7 +153,14 @@ pub fn main(a: ServeArgs) -> Result<()> {
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let state = AppState::new(cfg);
+        let mut state = AppState::new(cfg);
+        if let Some(router) = router {
+            router.spawn_health_checks();
+            state = state.with_router(router);
+        }
+        if let Some(path) = &a.ledger {
+            state = state.with_ledger(server::ledger::Ledger::open(path)?);
+        }
         state.spawn_reaper();
         if let Some(m) = &a.model {
             let lease = state.models.acquire(m, Some(KeepAlive::Forever)).await.map_err(|e| anyhow::anyhow!(e.message))?;
@@ -169,6 +190,9 @@ pub fn main(a: ServeArgs) -> Result<()> {
                 state.models.cancel_all();
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+        }
+        if let Some(l) = &state.ledger {
+            l.close();
         }
         Ok(())
     })

@@ -17,6 +17,9 @@ pub enum EngineError {
     Grammar(String),
     #[error("the request was cancelled")]
     Cancelled,
+    /// No model could answer (a route's upstream and its local fallback both failed).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the prompt has {n_prompt} tokens but the context holds {n_ctx}")]
     PromptTooLong { n_prompt: usize, n_ctx: usize },
 }

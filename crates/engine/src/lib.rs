@@ -22,5 +22,5 @@ pub use error::EngineError;
 pub use generate::{FinishReason, GenerateParams};
 pub use loaded::LoadedModel;
 pub use options::{Defaults, Options};
-pub use request::{Event, Request, SubmitError, Usage};
+pub use request::{Confidence, Event, Request, SubmitError, Usage};
 pub use worker::{Canceller, EngineHandle, EngineOptions, EngineStats, SharedPool};

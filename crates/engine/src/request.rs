@@ -33,6 +33,8 @@ pub struct Request {
     /// With `prompt_logprobs`: score only the prompt tokens from this position on (the
     /// ones before may come from the prefix cache); 0 scores all after the first.
     pub score_from: usize,
+    /// Report how sure the model was of each sampled token ([`Confidence`]), for routing.
+    pub confidence: bool,
     pub events: mpsc::UnboundedSender<Event>,
     pub submitted: Instant,
 }
@@ -50,6 +52,7 @@ impl Request {
             truncate: false,
             prompt_logprobs: None,
             score_from: 0,
+            confidence: false,
             events,
             submitted: Instant::now(),
         }
@@ -65,6 +68,8 @@ pub enum Event {
         id: u32,
         text: String,
         logprob: Option<TokenLogprob>,
+        /// With [`Request::confidence`].
+        confidence: Option<Confidence>,
     },
     /// The end: the text still held back (if not a stop string), and the figures.
     Done {
@@ -80,6 +85,53 @@ pub enum Event {
 pub struct TokenLogprob {
     pub token: Candidate,
     pub top: Vec<Candidate>,
+}
+
+/// How sure the model was of one sampled token, over the distribution it was drawn from
+/// (the logits after a constraint's mask and `logit_bias`, before penalties and sampling
+/// filters). Computed in one pass over the vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Confidence {
+    /// log p of the sampled token.
+    pub logprob: f32,
+    /// Entropy of the distribution, in nats.
+    pub entropy: f32,
+    /// log p(best) − log p(second best) over the tokens still allowed; infinite when only
+    /// one token was allowed.
+    pub margin: f32,
+}
+
+impl Confidence {
+    /// The confidence of `id` under `logits` (-inf and NaN logits are excluded tokens).
+    pub fn of(logits: &[f32], id: u32) -> Confidence {
+        let (mut best, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+        for &l in logits {
+            if l > best {
+                second = best;
+                best = l;
+            } else if l > second {
+                second = l;
+            }
+        }
+        if !best.is_finite() {
+            return Confidence { logprob: 0.0, entropy: 0.0, margin: f32::INFINITY };
+        }
+        // sum e^(l - best) and sum e^(l - best) (l - best), in f64.
+        let (mut z, mut zl) = (0f64, 0f64);
+        for &l in logits {
+            if l.is_finite() {
+                let d = (l - best) as f64;
+                let e = d.exp();
+                z += e;
+                zl += e * d;
+            }
+        }
+        let ln_z = z.ln();
+        // H = -sum p (d - ln z) = ln z - (sum e d) / z
+        let entropy = (ln_z - zl / z).max(0.0) as f32;
+        let logprob = logits.get(id as usize).filter(|l| l.is_finite()).map_or(f32::NEG_INFINITY, |&l| ((l - best) as f64 - ln_z) as f32);
+        Confidence { logprob, entropy, margin: best - second }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -132,4 +184,24 @@ pub enum SubmitError {
     /// The request itself is wrong (an empty or too long prompt, a bad parameter).
     #[error(transparent)]
     Invalid(#[from] EngineError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Confidence;
+
+    #[test]
+    fn confidence_of_known_distributions() {
+        // Uniform over 4: entropy ln 4, log p = -ln 4, no margin.
+        let c = Confidence::of(&[1.0; 4], 2);
+        assert!((c.entropy - 4f32.ln()).abs() < 1e-6 && (c.logprob + 4f32.ln()).abs() < 1e-6 && c.margin == 0.0, "{c:?}");
+        // p = (0.5, 0.25, 0.25): H = 1.5 ln 2, margin ln 2.
+        let l = [0.5f32.ln(), 0.25f32.ln(), 0.25f32.ln()];
+        let c = Confidence::of(&l, 1);
+        assert!((c.entropy - 1.5 * 2f32.ln()).abs() < 1e-6, "{c:?}");
+        assert!((c.margin - 2f32.ln()).abs() < 1e-6 && (c.logprob - 0.25f32.ln()).abs() < 1e-6, "{c:?}");
+        // A grammar's mask leaves one token: certain, infinite margin.
+        let c = Confidence::of(&[f32::NEG_INFINITY, 3.0, f32::NEG_INFINITY], 1);
+        assert_eq!((c.logprob, c.entropy, c.margin), (0.0, 0.0, f32::INFINITY));
+    }
 }

@@ -21,7 +21,7 @@
 
 use crate::generate::FinishReason;
 use crate::loaded::LoadedModel;
-use crate::request::{Candidate, EmbedRequest, Event, Request, SubmitError, TokenLogprob, Usage};
+use crate::request::{Candidate, Confidence, EmbedRequest, Event, Request, SubmitError, TokenLogprob, Usage};
 use crate::sampler::Sampler;
 use crate::scheduler::{self, Budget, SeqView, StepPlan};
 use crate::stop::StopMatcher;
@@ -781,8 +781,9 @@ fn sample(lm: &LoadedModel, slot: &mut Slot, logits: &[f32], biased: &mut Vec<f3
     a.eval_count += 1;
     let dist = if a.req.constraint.is_some() { input } else { logits };
     let logprob = a.req.logprobs.map(|k| token_logprob(lm, dist, id, k, order));
+    let confidence = a.req.confidence.then(|| Confidence::of(input, id));
     let (text, hit) = a.stop.push(a.decoder.push(&lm.tokenizer, id));
-    let _ = a.req.events.send(Event::Token { id, text, logprob });
+    let _ = a.req.events.send(Event::Token { id, text, logprob, confidence });
     if hit || grammar_done {
         return Ok(Some(FinishReason::Stop));
     }

@@ -13,6 +13,23 @@ pub mod openai;
 
 use serde::{Deserialize, Serialize};
 
+/// How a request on a route was served: bantam's extension field `bantam` in both APIs'
+/// responses (the last chunk or line of a stream), beside the `x-bantam-route` header.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Routed {
+    /// The route the request named as its model.
+    pub route: String,
+    /// `local`, `upstream` or `fallback` (the local model, after the upstream failed).
+    pub served: String,
+    /// The model that answered.
+    pub model: String,
+    /// The local answer was not confident enough and the upstream answered instead.
+    pub escalated: bool,
+    /// Why it escalated, or why it fell back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// A field that takes one string or a list of them (`stop`, `input`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]

@@ -238,6 +238,9 @@ pub struct GenerateResponse {
     pub metrics: Option<Metrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<Logprob>>,
+    /// How a routed request was served (on the last line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bantam: Option<crate::Routed>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -252,6 +255,9 @@ pub struct ChatResponse {
     pub metrics: Option<Metrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<Logprob>>,
+    /// How a routed request was served (on the last line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bantam: Option<crate::Routed>,
 }
 
 /// POST /api/embed

@@ -243,6 +243,9 @@ pub struct ChatCompletion {
     pub system_fingerprint: String,
     pub choices: Vec<ChatChoice>,
     pub usage: Usage,
+    /// How a routed request was served (on the last chunk of a stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bantam: Option<crate::Routed>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -276,6 +279,9 @@ pub struct ChatCompletionChunk {
     /// Present (as null until the last chunk) when `stream_options.include_usage` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Option<Usage>>,
+    /// How a routed request was served (on the last chunk of a stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bantam: Option<crate::Routed>,
 }
 
 /// Legacy completion log-probabilities.
@@ -306,6 +312,9 @@ pub struct Completion {
     pub choices: Vec<CompletionChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// How a routed request was served (on the last chunk of a stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bantam: Option<crate::Routed>,
 }
 
 /// `input` of an embeddings request.

@@ -75,7 +75,7 @@ impl From<EngineError> for ApiError {
             EngineError::BadRequest(_) | EngineError::Template(_) => ApiError::bad_request(e.to_string()),
             EngineError::Tokenizer(_) => ApiError::bad_request(e.to_string()),
             EngineError::Grammar(_) => ApiError::bad_request(e.to_string()).with_code("invalid_grammar"),
-            EngineError::Cancelled => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            EngineError::Cancelled | EngineError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             EngineError::Model(_) | EngineError::Gguf(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }

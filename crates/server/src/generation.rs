@@ -6,14 +6,16 @@
 //! render in its own wire format.
 
 use crate::error::ApiError;
+use crate::ledger::Books;
 use crate::models::Lease;
+use crate::route::Tag;
 use crate::tool_calls::{CallSniffer, Tools};
 use crate::{gotemplate, AppState};
 use engine::request::TokenLogprob;
 use engine::template::{ChatMessage, Think};
 use engine::thinking::{split_thinking, ThinkingSplitter};
 use engine::tools::{ToolCall, ToolFormat};
-use engine::{EngineError, Event, Grammar, LoadedModel, Options, Request, Usage};
+use engine::{Confidence, EngineError, Event, Grammar, LoadedModel, Options, Request, Usage};
 use futures_util::{Stream, StreamExt};
 use protocol::ollama::KeepAlive;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// What a request generates from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Prompt {
     /// A conversation through the model's chat template, after the Modelfile's system
     /// prompt and messages.
@@ -33,6 +35,9 @@ pub enum Prompt {
     /// OpenAI's `/v1/completions`: one or more prompts, each text (with BOS as the model
     /// asks) or token ids.
     Completion(Vec<Input>),
+    /// A conversation whose last message, the assistant's, is begun and is continued (a
+    /// local model finishing an answer an upstream broke off).
+    Continue(Vec<ChatMessage>),
 }
 
 impl Default for Prompt {
@@ -60,7 +65,7 @@ pub enum Reasoning {
 }
 
 /// A request in the engine's terms, as a dialect's handler builds it from its wire request.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Job {
     pub model: String,
     pub keep_alive: Option<KeepAlive>,
@@ -83,6 +88,12 @@ pub struct Job {
     pub tools: Option<Tools>,
     pub think: Option<Think>,
     pub reasoning: Reasoning,
+    /// The answer is streamed (a cascade decides before the first piece goes out).
+    pub stream: bool,
+    /// Report each token's [`engine::Confidence`] in the pieces (for a cascade).
+    pub confidence: bool,
+    /// The caller's API key id, for the ledger and budgets.
+    pub caller: Option<String>,
 }
 
 impl Job {
@@ -101,8 +112,42 @@ pub async fn load_only(state: &AppState, job: &Job) -> Result<&'static str, ApiE
     Ok(if job.keep_alive == Some(KeepAlive::For(Duration::ZERO)) { "unload" } else { "load" })
 }
 
-/// Load the model and start every choice of the job.
+/// Start the job: on its route when the model names one, else on the model; the request
+/// goes into the ledger when the run ends (or here, when it cannot start).
 pub async fn start(state: &AppState, job: Job) -> Result<Run, ApiError> {
+    let books = Books::new(state.metrics.clone(), state.ledger.clone(), &job, state.local_cost_per_hour());
+    let mut local_only = false;
+    if let (Some(key), Some(router)) = (job.caller.as_deref(), state.router.as_ref()) {
+        match router.over_budget(key, state.ledger.as_deref()) {
+            Some(crate::route::OverBudget::Reject) => {
+                books.failed();
+                return Err(ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, format!("the API key {key:?} has spent its budget for today"))
+                    .with_code("budget_exceeded"));
+            }
+            Some(crate::route::OverBudget::Local) => local_only = true,
+            None => {}
+        }
+    }
+    let started = match state.router.as_ref().and_then(|r| r.get(&job.model)) {
+        Some(route) => crate::route::start(state, route, job, local_only).await,
+        None => start_local(state, job).await,
+    };
+    match started {
+        Ok(mut run) => {
+            let mut books = books;
+            books.started(&run.tag, run.choices());
+            run.books = Some(books);
+            Ok(run)
+        }
+        Err(e) => {
+            books.failed();
+            Err(e)
+        }
+    }
+}
+
+/// Load the model and start every choice of the job.
+pub async fn start_local(state: &AppState, job: Job) -> Result<Run, ApiError> {
     job.check()?;
     let t = Instant::now();
     let lease = state.models.acquire(&job.model, job.keep_alive).await?;
@@ -128,6 +173,7 @@ pub async fn start(state: &AppState, job: Job) -> Result<Run, ApiError> {
             req.constraint = grammar.as_ref().map(|g| lm.constrain(g)).transpose()?;
             req.num_ctx = resolved.num_ctx;
             req.truncate = job.truncate;
+            req.confidence = job.confidence;
             lease.handle.submit(req)?;
             rxs.push(rx);
         }
@@ -140,7 +186,8 @@ pub async fn start(state: &AppState, job: Job) -> Result<Run, ApiError> {
         format: lm.tool_format(),
         tools: job.tools.map(Arc::new),
     };
-    Ok(Run { lease, load, prompts, n: job.n.max(1), rxs, shape })
+    let tag = Tag::local(&job.model);
+    Ok(Run { source: Source::Engine { lease, rxs, shape }, load, prompts, n: job.n.max(1), prompts_answered: true, tag, books: None })
 }
 
 /// The token ids of the job's prompts, and whether the output starts inside a thinking
@@ -159,6 +206,14 @@ fn prompts(lm: &LoadedModel, prompt: Prompt, tools: Option<&Tools>, think: Optio
         }
         Prompt::Generate { prompt, system, template, raw, context } => Ok((vec![generate_prompt(lm, &prompt, system, template, raw, context)?], false)),
         Prompt::Completion(inputs) => Ok((completion_prompts(lm, inputs)?, false)),
+        Prompt::Continue(mut messages) => {
+            lm.defaults.open_conversation(&mut messages);
+            let ids = match lm.continue_prompt(&messages)? {
+                Some(ids) => ids,
+                None => lm.tokenizer.encode(&messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"), true, true),
+            };
+            Ok((vec![ids], false))
+        }
     }
 }
 
@@ -251,6 +306,9 @@ pub enum Piece {
         content: String,
         thinking: String,
         logprob: Option<TokenLogprob>,
+        /// With [`Job::confidence`]: how sure the model was of the token (a piece may carry
+        /// only this; the route takes such pieces out before a dialect sees them).
+        confidence: Option<Confidence>,
     },
     /// The end of the choice: what was still held, the calls read from it, every token
     /// id of the choice, and the figures.
@@ -264,41 +322,105 @@ pub enum Piece {
     Error(EngineError),
 }
 
+/// A stream of pieces tagged with their choice's index.
+pub type Pieces = std::pin::Pin<Box<dyn Stream<Item = (usize, Piece)> + Send + 'static>>;
+
+/// Where a run's pieces come from.
+enum Source {
+    /// The engine's events, shaped here.
+    Engine { lease: Lease, rxs: Vec<mpsc::UnboundedReceiver<Event>>, shape: Shape },
+    /// Pieces already shaped (by a route: an upstream's answer, or a local one it held);
+    /// the lease, when there is one, keeps the local model loaded.
+    Pieces { lease: Option<Lease>, pieces: Pieces },
+}
+
 /// The running choices of a job: `n` per prompt, prompt by prompt.
 pub struct Run {
-    lease: Lease,
+    source: Source,
     /// How long loading the model took (zero if it was loaded already).
     pub load: Duration,
+    /// The local prompts' token ids (none when an upstream answers).
     pub prompts: Vec<Vec<u32>>,
     pub n: usize,
-    rxs: Vec<mpsc::UnboundedReceiver<Event>>,
-    shape: Shape,
+    /// `prompts` are what was answered: false when an upstream answered.
+    prompts_answered: bool,
+    /// How the request is served.
+    pub tag: Tag,
+    books: Option<Books>,
 }
 
 impl Run {
-    /// A prompt's text.
-    pub fn decode(&self, prompt: &[u32]) -> String {
-        self.lease.handle.model.tokenizer.decode(prompt, false)
+    /// A run over shaped pieces.
+    pub(crate) fn from_pieces(lease: Option<Lease>, pieces: Pieces, prompts: Vec<Vec<u32>>, n: usize, tag: Tag) -> Run {
+        let prompts_answered = !prompts.is_empty();
+        Run { source: Source::Pieces { lease, pieces }, load: Duration::ZERO, prompts, n, prompts_answered, tag, books: None }
     }
 
-    /// Prompt tokens of all prompts.
-    pub fn n_prompt(&self) -> usize {
-        self.prompts.iter().map(Vec::len).sum()
+    /// Take the run apart into its pieces, its lease and its prompts (for a route).
+    pub(crate) fn into_parts(self) -> (Option<Lease>, Pieces, Vec<Vec<u32>>, usize, Duration) {
+        let Run { source, prompts, n, load, .. } = self;
+        match source {
+            Source::Engine { lease, rxs, shape } => {
+                let pieces = shaped(rxs, shape);
+                (Some(lease), pieces, prompts, n, load)
+            }
+            Source::Pieces { lease, pieces } => (lease, pieces, prompts, n, load),
+        }
+    }
+
+    fn lease(&self) -> Option<&Lease> {
+        match &self.source {
+            Source::Engine { lease, .. } => Some(lease),
+            Source::Pieces { lease, .. } => lease.as_ref(),
+        }
+    }
+
+    /// A prompt's text (empty when no local model holds the run).
+    pub fn decode(&self, prompt: &[u32]) -> String {
+        self.lease().map(|l| l.handle.model.tokenizer.decode(prompt, false)).unwrap_or_default()
+    }
+
+    /// Prompt tokens of all prompts, when the local prompts are what was answered (else the
+    /// answers' usage has them).
+    pub fn n_prompt(&self) -> Option<usize> {
+        self.prompts_answered.then(|| self.prompts.iter().map(Vec::len).sum())
+    }
+
+    /// Choices in all.
+    pub fn choices(&self) -> usize {
+        self.prompts.len().max(1) * self.n
     }
 
     /// Wait for every choice's whole answer.
     pub async fn collect(self) -> Result<Vec<Answer>, ApiError> {
-        let Run { lease, rxs, shape, .. } = self;
-        let all = futures_util::future::join_all(rxs.into_iter().map(collect)).await;
-        drop(lease);
-        all.into_iter()
-            .map(|c| {
-                let (text, ids, logprobs, usage) = c?;
-                let (thinking, content) = if shape.split { split_thinking(&text, shape.starts_thinking) } else { (None, text) };
-                let (content, calls) = shape.calls(content);
-                Ok(Answer { content, thinking: thinking.filter(|_| shape.keep_thinking), calls, ids, logprobs, usage })
-            })
-            .collect()
+        let total = self.choices();
+        let Run { source, mut books, .. } = self;
+        let out = match source {
+            Source::Engine { lease, rxs, shape } => {
+                let all = futures_util::future::join_all(rxs.into_iter().map(collect)).await;
+                drop(lease);
+                all.into_iter()
+                    .map(|c| {
+                        let (text, ids, logprobs, usage) = c?;
+                        let (thinking, content) = if shape.split { split_thinking(&text, shape.starts_thinking) } else { (None, text) };
+                        let (content, calls) = shape.calls(content);
+                        Ok(Answer { content, thinking: thinking.filter(|_| shape.keep_thinking), calls, ids, logprobs, usage })
+                    })
+                    .collect::<Result<Vec<_>, ApiError>>()
+            }
+            Source::Pieces { lease, pieces } => {
+                let out = gather(pieces, total).await;
+                drop(lease);
+                out
+            }
+        };
+        if let Some(b) = books.as_mut() {
+            match &out {
+                Ok(answers) => answers.iter().for_each(|a| b.done(&a.usage, !a.content.is_empty() || a.calls.is_some())),
+                Err(_) => b.error(),
+            }
+        }
+        out
     }
 
     /// Wait for the whole answer of a job with one choice.
@@ -309,15 +431,55 @@ impl Run {
     /// The choices' pieces as they come, tagged with the choice's index; the stream holds
     /// the model loaded, and dropping it cancels the choices.
     pub fn stream(self) -> impl Stream<Item = (usize, Piece)> + Send + Unpin + 'static {
-        let Run { lease, rxs, shape, .. } = self;
-        let mut shapers: Vec<Shaper> = rxs.iter().map(|_| Shaper::new(shape.clone())).collect();
-        let merged = futures_util::stream::select_all(rxs.into_iter().enumerate().map(|(i, rx)| events(rx).map(move |e| (i, e)).boxed()));
-        Box::pin(merged.filter_map(move |(i, ev)| {
+        let Run { source, mut books, .. } = self;
+        let (lease, pieces) = match source {
+            Source::Engine { lease, rxs, shape } => (Some(lease), shaped(rxs, shape)),
+            Source::Pieces { lease, pieces } => (lease, pieces),
+        };
+        pieces.map(move |(i, p)| {
             let _hold = &lease;
-            let out = shapers[i].push(ev).map(|p| (i, p));
-            async move { out }
-        }))
+            if let Some(b) = books.as_mut() {
+                b.observe(&p);
+            }
+            (i, p)
+        })
     }
+}
+
+/// The engine's events of every choice, shaped into pieces.
+fn shaped(rxs: Vec<mpsc::UnboundedReceiver<Event>>, shape: Shape) -> Pieces {
+    let mut shapers: Vec<Shaper> = rxs.iter().map(|_| Shaper::new(shape.clone())).collect();
+    let merged = futures_util::stream::select_all(rxs.into_iter().enumerate().map(|(i, rx)| events(rx).map(move |e| (i, e)).boxed()));
+    Box::pin(merged.filter_map(move |(i, ev)| {
+        let out = shapers[i].push(ev).map(|p| (i, p));
+        async move { out }
+    }))
+}
+
+/// Every choice's whole answer from its pieces.
+async fn gather(mut pieces: Pieces, total: usize) -> Result<Vec<Answer>, ApiError> {
+    let mut parts: Vec<(String, String, Vec<TokenLogprob>)> = vec![Default::default(); total];
+    let mut answers: Vec<Option<Answer>> = (0..total).map(|_| None).collect();
+    while let Some((i, p)) = pieces.next().await {
+        if i >= total {
+            continue;
+        }
+        match p {
+            Piece::Delta { content, thinking, logprob, .. } => {
+                parts[i].0 += &content;
+                parts[i].1 += &thinking;
+                parts[i].2.extend(logprob);
+            }
+            Piece::Done { content, thinking, calls, ids, usage } => {
+                let (mut c, mut t, logprobs) = std::mem::take(&mut parts[i]);
+                c += &content;
+                t += &thinking;
+                answers[i] = Some(Answer { content: c, thinking: (!t.is_empty()).then_some(t), calls, ids, logprobs, usage });
+            }
+            Piece::Error(e) => return Err(e.into()),
+        }
+    }
+    answers.into_iter().map(|a| a.ok_or_else(|| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "the answer ended early"))).collect()
 }
 
 /// Shapes one choice's events into pieces as they stream.
@@ -355,14 +517,19 @@ impl Shaper {
 
     fn push(&mut self, ev: Event) -> Option<Piece> {
         match ev {
-            Event::Token { id, text, logprob } => {
+            Event::Token { id, text, logprob, confidence } => {
                 self.ids.push(id);
                 let (content, thinking) = self.split(text, false);
                 let (content, logprob) = match self.sniffer.as_mut() {
                     Some(s) => (s.push(&content), None),
                     None => (content, logprob),
                 };
-                (!content.is_empty() || !thinking.is_empty() || logprob.is_some()).then_some(Piece::Delta { content, thinking, logprob })
+                (!content.is_empty() || !thinking.is_empty() || logprob.is_some() || confidence.is_some()).then_some(Piece::Delta {
+                    content,
+                    thinking,
+                    logprob,
+                    confidence,
+                })
             }
             Event::Done { text, usage } => {
                 let (content, thinking) = self.split(text, true);
@@ -386,7 +553,7 @@ async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Result<(String, Vec<
     let (mut text, mut ids, mut logprobs) = (String::new(), Vec::new(), Vec::new());
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Token { id, text: t, logprob } => {
+            Event::Token { id, text: t, logprob, .. } => {
                 ids.push(id);
                 text += &t;
                 logprobs.extend(logprob);

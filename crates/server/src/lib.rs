@@ -14,12 +14,14 @@ pub mod describe;
 pub mod error;
 pub mod generation;
 pub mod gotemplate;
+pub mod ledger;
 mod llama;
 mod manage;
 pub mod metrics;
 pub mod models;
 pub(crate) mod ollama;
 mod openai;
+pub mod route;
 pub mod security;
 mod structured;
 mod tool_calls;
@@ -88,6 +90,10 @@ pub struct AppState {
     pub store: store::Store,
     pub models: Arc<ModelSet>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The routes file's routes, upstreams and keys (`--routes`).
+    pub router: Option<Arc<route::Router>>,
+    /// Where every generation request is written down (`--ledger`).
+    pub ledger: Option<Arc<ledger::Ledger>>,
 }
 
 impl AppState {
@@ -98,7 +104,26 @@ impl AppState {
             store: config.store.clone(),
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::default()),
+            router: None,
+            ledger: None,
         }
+    }
+
+    /// Serve these routes too (the router's pools start their health checks when served).
+    pub fn with_router(mut self, router: route::Router) -> AppState {
+        self.router = Some(Arc::new(router));
+        self
+    }
+
+    /// Write every generation request into this ledger.
+    pub fn with_ledger(mut self, ledger: ledger::Ledger) -> AppState {
+        self.ledger = Some(Arc::new(ledger));
+        self
+    }
+
+    /// Dollars per hour of this machine, from the routes file (0 without one).
+    pub fn local_cost_per_hour(&self) -> f64 {
+        self.router.as_ref().map_or(0.0, |r| r.local_cost_per_hour)
     }
 
     /// Unload expired models once a second, for as long as the state lives.

@@ -15,6 +15,18 @@ use std::sync::Mutex;
 pub struct Metrics {
     /// (route, status) → count.
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Generation requests as the ledger books them, by (model or route, served, status).
+    served: Mutex<BTreeMap<(String, String, String), Served>>,
+}
+
+/// Totals of one (model or route, served, status) group.
+#[derive(Debug, Default, Clone, Copy)]
+struct Served {
+    requests: u64,
+    escalated: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost: f64,
 }
 
 /// The routes requests are counted under; anything else is "other", so a scan of random
@@ -50,6 +62,18 @@ fn route_of(path: &str) -> &'static str {
 }
 
 impl Metrics {
+    /// A generation request as it ended (the ledger's row).
+    pub fn account(&self, e: &crate::ledger::Entry) {
+        let key = (e.route.clone().unwrap_or_else(|| e.model.clone()), e.served.clone(), e.status.clone());
+        let mut m = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        let t = m.entry(key).or_default();
+        t.requests += 1;
+        t.escalated += u64::from(e.escalated);
+        t.prompt_tokens += e.prompt_tokens as u64;
+        t.completion_tokens += e.completion_tokens as u64;
+        t.cost += e.cost;
+    }
+
     pub fn count(&self, route: &'static str, status: u16) {
         let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((route, status)).or_insert(0) += 1;
@@ -72,6 +96,37 @@ pub fn render(state: &AppState) -> String {
     let mut out = String::from("# HELP bantam_requests_total HTTP requests by route and status.\n# TYPE bantam_requests_total counter\n");
     for ((route, status), count) in state.metrics.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         let _ = writeln!(out, "bantam_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}");
+    }
+    type Field = fn(&Served) -> f64;
+    let served: &[(&str, &str, Field)] = &[
+        ("bantam_generation_requests_total", "Generation requests by model or route, how they were served, and status.", |t| t.requests as f64),
+        ("bantam_escalations_total", "Requests a cascade sent upstream.", |t| t.escalated as f64),
+        ("bantam_request_prompt_tokens_total", "Prompt tokens the answers reported.", |t| t.prompt_tokens as f64),
+        ("bantam_request_completion_tokens_total", "Generated tokens the answers reported.", |t| t.completion_tokens as f64),
+        ("bantam_cost_dollars_total", "Dollars spent: the machine's share and upstream prices.", |t| t.cost),
+    ];
+    let groups = state.metrics.served.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for (name, help, get) in served {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for ((model, how, status), t) in &groups {
+            let _ = writeln!(out, "{name}{{model=\"{}\",served=\"{how}\",status=\"{status}\"}} {}", escape(model), get(t));
+        }
+    }
+    if let Some(r) = &state.router {
+        let _ =
+            writeln!(out, "# HELP bantam_upstream_replica_up Whether a replica is healthy with its breaker closed.\n# TYPE bantam_upstream_replica_up gauge");
+        let states = r.replica_states();
+        for (up, replicas) in &states {
+            for s in replicas {
+                let _ = writeln!(out, "bantam_upstream_replica_up{{upstream=\"{}\",url=\"{}\"}} {}", escape(up), escape(&s.url), u8::from(s.up));
+            }
+        }
+        let _ = writeln!(out, "# HELP bantam_upstream_inflight Requests in flight to a replica.\n# TYPE bantam_upstream_inflight gauge");
+        for (up, replicas) in &states {
+            for s in replicas {
+                let _ = writeln!(out, "bantam_upstream_inflight{{upstream=\"{}\",url=\"{}\"}} {}", escape(up), escape(&s.url), s.inflight);
+            }
+        }
     }
     let models = state.models.snapshot();
     let _ = writeln!(out, "# HELP bantam_models_loaded Models loaded.\n# TYPE bantam_models_loaded gauge\nbantam_models_loaded {}", models.len());

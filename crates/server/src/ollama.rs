@@ -6,7 +6,7 @@ use crate::generation::{self, rfc3339, EmbedJob, Input, Job, Piece, Prompt};
 use crate::tool_calls::Tools;
 use crate::{describe, AppState};
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -141,40 +141,49 @@ fn generate_job(req: &mut api::GenerateRequest) -> Result<(Job, bool), ApiError>
     Ok((job, load_only))
 }
 
-async fn generate(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
+/// The caller's key id, from the authorization layer.
+type Caller = Option<Extension<crate::security::Caller>>;
+
+async fn generate(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let mut req: api::GenerateRequest = parse_json(body)?;
-    let (job, load_only) = generate_job(&mut req)?;
+    let (mut job, load_only) = generate_job(&mut req)?;
+    job.stream = req.stream != Some(false);
+    job.caller = caller.map(|Extension(c)| c.0);
     let base = api::GenerateResponse { model: req.model.clone(), created_at: rfc3339(SystemTime::now()), done: true, ..Default::default() };
     if load_only {
         let reason = generation::load_only(&state, &job).await?;
         return Ok(Json(api::GenerateResponse { done_reason: Some(reason.into()), ..base }).into_response());
     }
     let run = generation::start(&state, job).await?;
+    let tag = run.tag.clone();
     let reply = Reply { model: req.model, started, load: run.load };
-    // `context`: the prompt and the answer, to continue from (not for raw prompts).
-    let prompt = (!req.raw).then(|| run.prompts[0].clone());
+    // `context`: the prompt and the answer, to continue from (not for raw prompts, nor for
+    // an upstream's answer, whose tokens are not the local model's).
+    let prompt = (!req.raw).then(|| run.prompts.first().cloned()).flatten().filter(|_| run.n_prompt().is_some());
     let finished = {
-        let reply = reply.clone();
+        let (reply, tag) = (reply.clone(), tag.clone());
         move |ids: &[u32], u: &Usage, response: String| api::GenerateResponse {
             response,
             created_at: rfc3339(SystemTime::now()),
             done_reason: Some(u.finish.as_str().into()),
             context: prompt.as_ref().map(|p| p.iter().chain(ids).copied().collect()),
             metrics: Some(reply.metrics(u)),
+            bantam: tag.routed(),
             ..base.clone()
         }
     };
     if req.stream == Some(false) {
         let a = run.answer().await?;
         let r = api::GenerateResponse { logprobs: (!a.logprobs.is_empty()).then(|| logprobs(&a.logprobs)), ..finished(&a.ids, &a.usage, a.content) };
-        return Ok(Json(r).into_response());
+        return Ok(crate::route::with_header(Json(r).into_response(), &tag));
     }
-    Ok(ndjson(run.stream().map(move |(_, piece)| match piece {
+    let lines = ndjson(run.stream().map(move |(_, piece)| match piece {
         Piece::Delta { content, logprob, .. } => line(&reply.generated(content, logprob.map(|l| logprobs(&[l])))),
         Piece::Done { content, ids, usage, .. } => line(&finished(&ids, &usage, content)),
         Piece::Error(e) => line(&api::ErrorResponse { error: e.to_string() }),
-    })))
+    }));
+    Ok(crate::route::with_header(lines, &tag))
 }
 
 fn chat_messages(msgs: &[api::Message]) -> Result<Vec<ChatMessage>, ApiError> {
@@ -194,7 +203,7 @@ fn chat_messages(msgs: &[api::Message]) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response, OllamaError> {
+async fn chat(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, OllamaError> {
     let started = Instant::now();
     let req: api::ChatRequest = parse_json(body)?;
     let job = Job {
@@ -207,6 +216,8 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
         grammar: crate::structured::ollama_format(req.format.as_ref()),
         tools: Tools::from_ollama(req.tools.as_deref())?,
         think: req.think.map(think),
+        stream: req.stream != Some(false),
+        caller: caller.map(|Extension(c)| c.0),
         ..Job::default()
     };
     let reply = Reply { model: req.model, started, load: Duration::ZERO };
@@ -217,26 +228,29 @@ async fn chat(State(state): State<AppState>, body: JsonBody) -> Result<Response,
         return Ok(Json(r).into_response());
     }
     let run = generation::start(&state, job).await?;
+    let tag = run.tag.clone();
     let reply = Reply { load: run.load, ..reply };
     if req.stream == Some(false) {
         let a = run.answer().await?;
         let lp = (!a.logprobs.is_empty()).then(|| logprobs(&a.logprobs));
-        return Ok(Json(api::ChatResponse { logprobs: lp, ..reply.finished(&a.usage, message(a.content, a.thinking, a.calls)) }).into_response());
+        let r = api::ChatResponse { logprobs: lp, bantam: tag.routed(), ..reply.finished(&a.usage, message(a.content, a.thinking, a.calls)) };
+        return Ok(crate::route::with_header(Json(r).into_response(), &tag));
     }
-    Ok(chat_lines(reply, run))
+    Ok(crate::route::with_header(chat_lines(reply, run), &tag))
 }
 
 /// A streamed chat: a line per piece; text still held at the end goes in its own line
 /// before the final one, which has the calls and the figures.
 fn chat_lines(reply: Reply, run: generation::Run) -> Response {
+    let tag = run.tag.clone();
     ndjson(run.stream().map(move |(_, piece)| match piece {
-        Piece::Delta { content, thinking, logprob } => line(&reply.chatted(message(content, Some(thinking), None), logprob.map(|l| logprobs(&[l])))),
+        Piece::Delta { content, thinking, logprob, .. } => line(&reply.chatted(message(content, Some(thinking), None), logprob.map(|l| logprobs(&[l])))),
         Piece::Done { content, thinking, calls, usage, .. } => {
             let mut out = String::new();
             if !content.is_empty() || !thinking.is_empty() {
                 out = line(&reply.chatted(message(content, Some(thinking), None), None)) + "\n";
             }
-            out + &line(&reply.finished(&usage, message(String::new(), None, calls)))
+            out + &line(&api::ChatResponse { bantam: tag.routed(), ..reply.finished(&usage, message(String::new(), None, calls)) })
         }
         Piece::Error(e) => line(&api::ErrorResponse { error: e.to_string() }),
     }))

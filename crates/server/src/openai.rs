@@ -5,7 +5,7 @@ use crate::error::{parse_json, ApiError, JsonBody, OpenAiError};
 use crate::generation::{self, random_seed, unix_now, EmbedJob, Input, Job, Piece, Prompt, Reasoning, Run};
 use crate::tool_calls::Tools;
 use crate::{describe, AppState};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -110,7 +110,9 @@ fn finish_reason(f: FinishReason) -> Option<String> {
     }
 }
 
-fn usage<'a>(prompt_tokens: usize, done: impl IntoIterator<Item = &'a Usage> + Clone) -> api::Usage {
+/// The usage of all choices; `prompt_tokens` where the run knows them, else the answers'.
+fn usage<'a>(prompt_tokens: Option<usize>, done: impl IntoIterator<Item = &'a Usage> + Clone) -> api::Usage {
+    let prompt_tokens = prompt_tokens.unwrap_or_else(|| done.clone().into_iter().map(|u| u.prompt_tokens).sum());
     let completion_tokens = done.clone().into_iter().map(|u| u.eval_count).sum();
     let cached = done.into_iter().map(|u| u.cached_tokens).max().unwrap_or(0);
     api::Usage {
@@ -217,6 +219,13 @@ impl Head {
     }
 }
 
+/// The caller's key id, from the authorization layer.
+type Caller = Option<Extension<crate::security::Caller>>;
+
+fn caller_id(c: Caller) -> Option<String> {
+    c.map(|Extension(c)| c.0)
+}
+
 /// The engine's `think` for `reasoning_effort`, or for vLLM's
 /// `chat_template_kwargs.enable_thinking`; neither: the template's default.
 fn think(req: &api::ChatCompletionRequest) -> Result<Option<Think>, ApiError> {
@@ -295,15 +304,18 @@ fn tool_calls(calls: Vec<ToolCall>, streamed: bool) -> Vec<api::ToolCall> {
         .collect()
 }
 
-async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
+async fn chat_completions(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, OpenAiError> {
     let req: api::ChatCompletionRequest = parse_json(body)?;
-    let job = chat_job(&req)?;
+    let mut job = chat_job(&req)?;
+    job.stream = req.sampling.stream == Some(true);
+    job.caller = caller_id(caller);
     let with_logprobs = job.logprobs.is_some();
     let run = generation::start(&state, job).await?;
+    let tag = run.tag.clone();
     let head = Head::new("chatcmpl", &req.model);
     if req.sampling.stream == Some(true) {
         let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        return Ok(sse(chat_stream(head, run, include_usage)));
+        return Ok(crate::route::with_header(sse(chat_stream(head, run, include_usage)), &tag));
     }
     let n_prompt = run.n_prompt();
     let answers = run.collect().await?;
@@ -322,15 +334,16 @@ async fn chat_completions(State(state): State<AppState>, body: JsonBody) -> Resu
         })
         .collect();
     let Head { id, created, model } = head;
-    Ok(Json(api::ChatCompletion { id, object: "chat.completion", created, model, system_fingerprint: FINGERPRINT.into(), choices, usage }).into_response())
+    let r = api::ChatCompletion { id, object: "chat.completion", created, model, system_fingerprint: FINGERPRINT.into(), choices, usage, bantam: tag.routed() };
+    Ok(crate::route::with_header(Json(r).into_response(), &tag))
 }
 
 /// A chat completion's chunks: each choice opens with the assistant role, then its text
 /// and reasoning deltas, its tool calls, and a last delta with the finish reason; with
 /// `include_usage`, one more chunk with the usage of all choices.
 fn chat_stream(head: Head, run: Run, include_usage: bool) -> impl futures_util::Stream<Item = String> + Send + 'static {
-    let (n, n_prompt) = (run.prompts.len() * run.n, run.n_prompt());
-    let chunk = move |choices: Vec<api::ChunkChoice>, usage: Option<api::Usage>| {
+    let (n, n_prompt, tag) = (run.choices(), run.n_prompt(), run.tag.clone());
+    let chunk = move |choices: Vec<api::ChunkChoice>, usage: Option<api::Usage>, last: bool| {
         let (id, model) = (head.id.clone(), head.model.clone());
         json(&api::ChatCompletionChunk {
             id,
@@ -340,6 +353,7 @@ fn chat_stream(head: Head, run: Run, include_usage: bool) -> impl futures_util::
             system_fingerprint: FINGERPRINT.into(),
             choices,
             usage: include_usage.then_some(usage),
+            bantam: if last { tag.routed() } else { None },
         })
     };
     let choice = |index, delta, logprobs, finish_reason| vec![api::ChunkChoice { index, delta, logprobs, finish_reason }];
@@ -349,28 +363,29 @@ fn chat_stream(head: Head, run: Run, include_usage: bool) -> impl futures_util::
         ..Default::default()
     };
     let opening: Vec<String> = (0..n)
-        .map(|i| chunk(choice(i, api::Delta { role: Some("assistant".into()), content: Some(String::new()), ..Default::default() }, None, None), None))
+        .map(|i| chunk(choice(i, api::Delta { role: Some("assistant".into()), content: Some(String::new()), ..Default::default() }, None, None), None, false))
         .collect();
     let mut done: Vec<Usage> = Vec::new();
     let body = run.stream().flat_map(move |(i, piece)| {
         let mut out = Vec::new();
         match piece {
-            Piece::Delta { content, thinking, logprob } => {
-                out.push(chunk(choice(i, text(content, thinking), logprob.map(|l| chat_logprobs(&[l])), None), None))
+            Piece::Delta { content, thinking, logprob, .. } => {
+                out.push(chunk(choice(i, text(content, thinking), logprob.map(|l| chat_logprobs(&[l])), None), None, false))
             }
             Piece::Done { content, thinking, calls, usage, .. } => {
                 if !content.is_empty() || !thinking.is_empty() {
-                    out.push(chunk(choice(i, text(content, thinking), None, None), None));
+                    out.push(chunk(choice(i, text(content, thinking), None, None), None, false));
                 }
                 let mut finish = finish_reason(usage.finish);
                 if let Some(calls) = calls {
-                    out.push(chunk(choice(i, api::Delta { tool_calls: Some(tool_calls(calls, true)), ..Default::default() }, None, None), None));
+                    out.push(chunk(choice(i, api::Delta { tool_calls: Some(tool_calls(calls, true)), ..Default::default() }, None, None), None, false));
                     finish = Some("tool_calls".into());
                 }
-                out.push(chunk(choice(i, api::Delta::default(), None, finish), None));
                 done.push(usage);
-                if include_usage && done.len() == n {
-                    out.push(chunk(Vec::new(), Some(self::usage(n_prompt, &done))));
+                let last = done.len() == n;
+                out.push(chunk(choice(i, api::Delta::default(), None, finish), None, last && !include_usage));
+                if include_usage && last {
+                    out.push(chunk(Vec::new(), Some(self::usage(n_prompt, &done)), true));
                 }
             }
             Piece::Error(e) => out.push(stream_error(e)),
@@ -410,18 +425,25 @@ fn completion_job(req: &api::CompletionRequest) -> Result<Job, ApiError> {
     })
 }
 
-async fn completions(State(state): State<AppState>, body: JsonBody) -> Result<Response, OpenAiError> {
+async fn completions(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, OpenAiError> {
     let req: api::CompletionRequest = parse_json(body)?;
-    let job = completion_job(&req)?;
+    let mut job = completion_job(&req)?;
+    job.stream = req.sampling.stream == Some(true);
+    job.caller = caller_id(caller);
     let with_logprobs = job.logprobs.is_some();
     let run = generation::start(&state, job).await?;
+    let tag = run.tag.clone();
+    let prompts = run.prompts.len().max(1);
     // With `echo`, each prompt's text comes before its choices' text.
-    let echo: Vec<String> = run.prompts.iter().map(|p| if req.echo == Some(true) { run.decode(p) } else { String::new() }).collect();
-    let first: Vec<Option<String>> = run.prompts.iter().map(|p| (req.echo == Some(true)).then(|| run.decode(&p[..1]))).collect();
+    let mut echo: Vec<String> = run.prompts.iter().map(|p| if req.echo == Some(true) { run.decode(p) } else { String::new() }).collect();
+    let mut first: Vec<Option<String>> = run.prompts.iter().map(|p| (req.echo == Some(true)).then(|| run.decode(&p[..1]))).collect();
+    // An upstream's answer: no local prompts to echo.
+    echo.resize(prompts, String::new());
+    first.resize(prompts, None);
     let head = Head::new("cmpl", &req.model);
     if req.sampling.stream == Some(true) {
         let include_usage = req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        return Ok(sse(completion_stream(head, run, echo, include_usage)));
+        return Ok(crate::route::with_header(sse(completion_stream(head, run, echo, include_usage)), &tag));
     }
     let (n, n_prompt) = (run.n, run.n_prompt());
     let answers = run.collect().await?;
@@ -436,17 +458,27 @@ async fn completions(State(state): State<AppState>, body: JsonBody) -> Result<Re
         })
         .collect();
     let Head { id, created, model } = head;
-    Ok(Json(api::Completion { id, object: "text_completion", created, model, system_fingerprint: FINGERPRINT.into(), choices, usage: Some(usage) })
-        .into_response())
+    let r = api::Completion {
+        id,
+        object: "text_completion",
+        created,
+        model,
+        system_fingerprint: FINGERPRINT.into(),
+        choices,
+        usage: Some(usage),
+        bantam: tag.routed(),
+    };
+    Ok(crate::route::with_header(Json(r).into_response(), &tag))
 }
 
 /// A completion's chunks: each choice's text (after its echoed prompt), a last chunk with
 /// the finish reason, and with `include_usage` one more with the usage of all choices.
 fn completion_stream(head: Head, run: Run, echo: Vec<String>, include_usage: bool) -> impl futures_util::Stream<Item = String> + Send + 'static {
-    let (n, total, n_prompt) = (run.n, run.prompts.len() * run.n, run.n_prompt());
-    let chunk = move |choices: Vec<api::CompletionChoice>, usage: Option<api::Usage>| {
+    let (n, total, n_prompt, tag) = (run.n, run.choices(), run.n_prompt(), run.tag.clone());
+    let chunk = move |choices: Vec<api::CompletionChoice>, usage: Option<api::Usage>, last: bool| {
         let (id, model) = (head.id.clone(), head.model.clone());
-        json(&api::Completion { id, object: "text_completion", created: head.created, model, system_fingerprint: FINGERPRINT.into(), choices, usage })
+        let bantam = if last { tag.routed() } else { None };
+        json(&api::Completion { id, object: "text_completion", created: head.created, model, system_fingerprint: FINGERPRINT.into(), choices, usage, bantam })
     };
     let mut echoed: Vec<bool> = (0..total).map(|i| echo[i / n].is_empty()).collect();
     let mut done: Vec<Usage> = Vec::new();
@@ -456,13 +488,14 @@ fn completion_stream(head: Head, run: Run, echo: Vec<String>, include_usage: boo
         let mut out = Vec::new();
         match piece {
             Piece::Delta { content, logprob, .. } => {
-                out.push(chunk(choice(text_of(content), logprob.map(|l| choice_logprobs(None, &[], 0, &[l])), None), None))
+                out.push(chunk(choice(text_of(content), logprob.map(|l| choice_logprobs(None, &[], 0, &[l])), None), None, false))
             }
             Piece::Done { content, usage, .. } => {
-                out.push(chunk(choice(text_of(content), None, finish_reason(usage.finish)), None));
                 done.push(usage);
-                if include_usage && done.len() == total {
-                    out.push(chunk(Vec::new(), Some(self::usage(n_prompt, &done))));
+                let last = done.len() == total;
+                out.push(chunk(choice(text_of(content), None, finish_reason(done[done.len() - 1].finish)), None, last && !include_usage));
+                if include_usage && last {
+                    out.push(chunk(Vec::new(), Some(self::usage(n_prompt, &done)), true));
                 }
             }
             Piece::Error(e) => out.push(stream_error(e)),
@@ -538,6 +571,9 @@ fn known_models(state: &AppState) -> Vec<api::Model> {
         if !v.iter().any(|m| m.id == name) {
             v.push(api::Model { id: name, object: "model", created: unix_now(), owned_by: "local".into() });
         }
+    }
+    for name in state.router.iter().flat_map(|r| r.names()) {
+        v.push(api::Model { id: name.to_string(), object: "model", created: unix_now(), owned_by: "route".into() });
     }
     v
 }

@@ -15,17 +15,31 @@ fn is_health(path: &str) -> bool {
 }
 
 /// Compare without an early exit, so timing does not reveal how much of a key matched.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(key) = state.config.api_key.as_deref() else { return next.run(req).await };
+/// Who called: the id of the API key given (`default` for `--api-key`, else the routes
+/// file's name of the key). Handlers find it in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let keyed = state.router.as_ref().is_some_and(|r| r.has_keys());
+    if state.config.api_key.is_none() && !keyed {
+        return next.run(req).await;
+    }
     if req.method() == Method::OPTIONS || is_health(req.uri().path()) {
         return next.run(req).await;
     }
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| same(g.trim().as_bytes(), key.as_bytes())) {
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let id = given.and_then(|g| {
+        let routed = state.router.as_ref().and_then(|r| r.key_id(g)).map(str::to_string);
+        let default = state.config.api_key.as_deref().is_some_and(|k| same(g.as_bytes(), k.as_bytes())).then(|| "default".to_string());
+        routed.or(default)
+    });
+    if let Some(id) = id {
+        req.extensions_mut().insert(Caller(id));
         return next.run(req).await;
     }
     let e = ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid API key: send Authorization: Bearer <key>").with_code("invalid_api_key");

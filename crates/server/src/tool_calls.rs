@@ -21,6 +21,7 @@ pub enum Choice {
 }
 
 /// The tools a request offers (none when `tool_choice` is "none").
+#[derive(Clone)]
 pub struct Tools {
     raw: Value,
     specs: Vec<ToolSpec>,
@@ -79,6 +80,21 @@ impl Tools {
                 Some(format.call_grammar(&one, self.parallel))
             }
         }
+    }
+
+    /// `tools`, `tool_choice` and `parallel_tool_calls` as OpenAI takes them, for an upstream.
+    pub fn openai(&self) -> (Value, Value, bool) {
+        let choice = match &self.choice {
+            Choice::Auto => serde_json::json!("auto"),
+            Choice::Required => serde_json::json!("required"),
+            Choice::Named(n) => serde_json::json!({"type": "function", "function": {"name": n}}),
+        };
+        (self.raw.clone(), choice, self.parallel)
+    }
+
+    /// The answer must be a call.
+    pub fn requires_call(&self) -> bool {
+        self.choice != Choice::Auto
     }
 
     /// The calls as the engine reads them, at most one unless parallel calls are allowed.

@@ -1,10 +1,12 @@
 //! Every route, in process (no socket), against the real smollm2:135m: answers, stream
 //! framing, and each kind of bad input in each API's own error shape.
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
+use common::{config, get, post, send, Reply};
 use serde_json::{json, Value};
 use server::{app, AppState, ServeConfig};
 use std::time::Duration;
@@ -12,51 +14,8 @@ use tower::ServiceExt;
 
 const MODEL: &str = "smollm2:135m";
 
-fn config() -> ServeConfig {
-    let mut c = ServeConfig::default();
-    c.limits.engine.n_ctx = 512;
-    c.limits.engine.max_parallel = 4;
-    c.threads = 2;
-    c
-}
-
 fn server(c: ServeConfig) -> Router {
     app(AppState::new(c))
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn send(app: &Router, method: Method, uri: &str, body: impl Into<Body>, headers: &[(&str, &str)]) -> Reply {
-    let mut req = Request::builder().method(method).uri(uri).header(header::CONTENT_TYPE, "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = app.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-    Reply { status, headers, body }
-}
-
-async fn post(app: &Router, uri: &str, body: Value) -> Reply {
-    send(app, Method::POST, uri, body.to_string(), &[]).await
-}
-
-async fn get(app: &Router, uri: &str) -> Reply {
-    send(app, Method::GET, uri, Body::empty(), &[]).await
 }
 
 fn ollama_error(r: &Reply, status: StatusCode, needle: &str) {
