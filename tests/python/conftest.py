@@ -1,6 +1,7 @@
 """Fixtures that run a real `bantam serve` for the Python client tests.
 
-One server is started per test session on a free loopback port:
+One server is started per test session on a free loopback port (`start_server` starts
+others, as the routing tests do):
 
     bantam serve --port <free> --host 127.0.0.1 --max-parallel 8 \
         --ctx-size 2048 --keep-alive 5m
@@ -57,8 +58,7 @@ class Server:
         return _log_tail(self.log)
 
 
-@pytest.fixture(scope="session")
-def server() -> Server:
+def bantam_binary() -> Path:
     binary = Path(os.environ.get("BANTAM_BIN", REPO / "target" / "release" / "bantam"))
     if not binary.is_file() or not os.access(binary, os.X_OK):
         pytest.fail(
@@ -66,68 +66,78 @@ def server() -> Server:
             "(build it with `cargo build --release` or set BANTAM_BIN)",
             pytrace=False,
         )
+    return binary
 
+
+def start_server(extra: list[str], env_extra: dict[str, str] | None = None,
+                 health_path: str = "/") -> Server:
+    """`bantam serve` on a free loopback port with `extra` arguments; returns once it
+    answers. Stop it with `stop_server`."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_dir = Path(tempfile.mkdtemp(prefix="bantam-pytest-"))
     log = log_dir / "server.log"
-    cmd = [
-        str(binary), "serve",
-        "--port", str(port),
-        "--host", "127.0.0.1",
-        "--max-parallel", "8",
-        "--ctx-size", str(CTX_SIZE),
-        "--keep-alive", "5m",
-    ]
+    cmd = [str(bantam_binary()), "serve", "--port", str(port), "--host", "127.0.0.1", *extra]
     env = dict(os.environ)
     # The tests pick their own settings; keep a caller's environment from overriding them.
     for var in ("BANTAM_HOST", "BANTAM_API_KEY", "BANTAM_NUM_PARALLEL",
                 "BANTAM_CONTEXT_LENGTH", "BANTAM_KEEP_ALIVE", "BANTAM_MAX_QUEUE",
-                "BANTAM_MAX_LOADED_MODELS"):
+                "BANTAM_MAX_LOADED_MODELS", "BANTAM_ROUTES", "BANTAM_LEDGER"):
         env.pop(var, None)
+    env.update(env_extra or {})
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, cwd=REPO)
-
     srv = Server(url, port, proc, log)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        last_err: object = None
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"bantam serve exited early with status {proc.returncode}:\n"
-                            f"{srv.log_tail()}", pytrace=False)
-            try:
-                r = httpx.get(url + "/", timeout=2.0)
-                if r.status_code == 200:
-                    break
-                last_err = f"GET / -> {r.status_code}"
-            except httpx.HTTPError as e:
-                last_err = e
-            if time.monotonic() > deadline:
-                pytest.fail(f"bantam serve did not answer GET / with 200 within "
-                            f"{STARTUP_TIMEOUT_S:.0f}s (last: {last_err}):\n{srv.log_tail()}",
-                            pytrace=False)
-            time.sleep(0.1)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    last_err: object = None
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"bantam serve exited early with status {proc.returncode}:\n"
+                        f"{srv.log_tail()}", pytrace=False)
+        try:
+            r = httpx.get(url + health_path, timeout=2.0)
+            if r.status_code == 200:
+                return srv
+            last_err = f"GET {health_path} -> {r.status_code}"
+        except httpx.HTTPError as e:
+            last_err = e
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"bantam serve did not answer GET {health_path} with 200 within "
+                        f"{STARTUP_TIMEOUT_S:.0f}s (last: {last_err}):\n{srv.log_tail()}",
+                        pytrace=False)
+        time.sleep(0.1)
 
-        tags = httpx.get(url + "/api/tags", timeout=10.0)
+
+def stop_server(srv: Server) -> None:
+    """SIGTERM, and a clean exit within the timeout (a server killed already is left)."""
+    proc = srv.proc
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"bantam serve did not exit within {SHUTDOWN_TIMEOUT_S:.0f}s "
+                    f"of SIGTERM:\n{srv.log_tail()}", pytrace=False)
+    assert rc == 0, f"bantam serve exited with status {rc} after SIGTERM:\n{srv.log_tail()}"
+
+
+@pytest.fixture(scope="session")
+def server() -> Server:
+    srv = start_server(["--max-parallel", "8", "--ctx-size", str(CTX_SIZE), "--keep-alive", "5m"])
+    try:
+        tags = httpx.get(srv.url + "/api/tags", timeout=10.0)
         names = [m.get("name") or m.get("model") for m in tags.json().get("models", [])]
         if MODEL not in names:
             pytest.fail(f"model {MODEL} is not installed (server lists {names}); "
                         "run `bantam pull smollm2:135m` (scripts/test.sh does)", pytrace=False)
-
         yield srv
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                pytest.fail(f"bantam serve did not exit within {SHUTDOWN_TIMEOUT_S:.0f}s "
-                            f"of SIGTERM:\n{srv.log_tail()}", pytrace=False)
-            assert rc == 0, f"bantam serve exited with status {rc} after SIGTERM:\n{srv.log_tail()}"
+        stop_server(srv)
 
 
 @pytest.fixture(scope="session")
