@@ -245,3 +245,71 @@ def test_the_ledger_balances_and_survives_kill_9(replicas):
     assert "upstream" in table and "total" in table
     bad = subprocess.run([str(bantam_binary()), "ledger", "--ledger", str(tmp / "missing.db")], capture_output=True, text=True)
     assert bad.returncode != 0 and "no ledger" in bad.stderr
+
+
+SENTIMENT = [
+    ("I loved this film, it was wonderful.", "positive"), ("What a great and happy day!", "positive"),
+    ("The food was delicious and the staff were kind.", "positive"), ("Absolutely fantastic service.", "positive"),
+    ("This book is brilliant.", "positive"), ("A lovely, warm little hotel.", "positive"),
+    ("I hated this film, it was awful.", "negative"), ("What a terrible and sad day.", "negative"),
+    ("The food was cold and the staff were rude.", "negative"), ("Absolutely horrible service.", "negative"),
+    ("This book is boring and bad.", "negative"), ("A grim, dirty little hotel.", "negative"),
+]
+
+
+def test_calibrate_writes_a_threshold_that_the_server_reads(replicas, tmp_path):
+    up = next(r for r in replicas if r.proc.poll() is None)
+    routes = tmp_path / "routes.toml"
+    routes.write_text(f"""
+[upstreams.big]
+url = "{up.url}/v1"
+model = "{MODEL}"
+price_input = 1.0
+price_output = 2.0
+
+[routes.casc]
+policy = "cascade"
+local = "{MODEL}"
+upstream = "big"
+escalate = {{ patterns = ["(?i)refund"] }}
+""")
+    (tmp_path / "sentiment.jsonl").write_text("".join(json.dumps({"id": f"s{i}", "input": t, "label": l}) + "\n" for i, (t, l) in enumerate(SENTIMENT)))
+    (tmp_path / "task.toml").write_text('kind = "classify"\ndata = "sentiment.jsonl"\nlabels = ["positive", "negative"]\n')
+    items, report = tmp_path / "answers.jsonl", tmp_path / "report.json"
+    run = subprocess.run([str(bantam_binary()), "route", "calibrate", "--task", str(tmp_path / "task.toml"), "--routes", str(routes),
+                          "--route", "casc", "--target-escalation", "50%", "--items", str(items), "--json", str(report),
+                          "--html", str(tmp_path / "curve.html"), "--", "--parallel", "4", "-t", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(l) for l in items.read_text().splitlines()]
+    local = [r for r in rows if "signals" in r]
+    assert len(local) == len(SENTIMENT) and len([r for r in rows if r["model"] == "big"]) == len(SENTIMENT)
+    assert all(set(r["signals"]) >= {"mean_logprob", "min_logprob", "mean_entropy", "min_margin"} for r in local)
+    rep = json.loads(report.read_text())
+    assert rep["held_out"]["items"] + rep["calibration"]["items"] == len(SENTIMENT)
+    assert abs(rep["calibration"]["escalated"] - 0.5) < 0.2, rep["calibration"]
+    assert rep["signal"] in ("mean-logprob", "min-logprob", "entropy", "margin")
+    text = routes.read_text()
+    assert "[routes.casc.escalate]" in text and rep["threshold"] in text and '"(?i)refund"' in text, text
+    assert "<svg" in (tmp_path / "curve.html").read_text()
+
+    # The server takes the written file, and the route answers with it.
+    srv = start_server(["--routes", str(routes), "--max-parallel", "4", "--ctx-size", "1024", "-m", MODEL])
+    try:
+        r = httpx.post(f"{srv.url}/v1/chat/completions", timeout=120,
+                       json={"model": "casc", "messages": QUESTION, "max_tokens": 4})
+        assert r.status_code == 200 and r.headers["x-bantam-route"] in ("local", "upstream"), r.text
+    finally:
+        stop_server(srv)
+
+    # The answers are kept: another target reuses them without running the models.
+    before = routes.read_text()
+    again = subprocess.run([str(bantam_binary()), "route", "calibrate", "--task", str(tmp_path / "task.toml"), "--routes", str(routes),
+                            "--route", "casc", "--target-escalation", "0%", "--items", str(items), "--dry-run",
+                            "--json", str(report)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "reading the answers" in again.stderr and routes.read_text() == before
+    assert json.loads(report.read_text())["calibration"]["escalated"] == 0.0
+    bad = subprocess.run([str(bantam_binary()), "route", "calibrate", "--task", str(tmp_path / "task.toml"), "--routes", str(routes),
+                          "--route", "nope", "--target-escalation", "10%"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no route" in bad.stderr

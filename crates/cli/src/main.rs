@@ -9,6 +9,7 @@ mod ledger;
 mod perplexity;
 mod quantize;
 mod quantize_auto;
+mod route;
 mod run;
 mod serve;
 mod show;
@@ -61,6 +62,8 @@ enum Command {
     Ps(store::PsArgs),
     /// Totals of a server's ledger per day, key, route or model; CSV export
     Ledger(ledger::LedgerArgs),
+    /// Calibrate a cascade route's threshold on a labelled set
+    Route(route::RouteArgs),
 }
 
 fn main() {
@@ -91,6 +94,7 @@ fn main() {
         Command::Create(a) => store::create(a),
         Command::Ps(a) => store::ps(a),
         Command::Ledger(a) => ledger::main(a),
+        Command::Route(a) => route::main(a),
     };
     if let Err(e) = r {
         eprintln!("Error: {e:#}");

@@ -117,6 +117,11 @@ pub struct EvalArgs {
     /// Write a self-contained HTML report with SVG charts here
     #[arg(long)]
     html: Option<PathBuf>,
+    /// Record each local answer's confidence as a route's cascade reads it (mean and least
+    /// token log-probability; entropy and margin over the first K tokens) in the items
+    /// file: what `bantam route calibrate` sets its thresholds from
+    #[arg(long, value_name = "K")]
+    signals: Option<usize>,
 }
 
 /// How a classification is answered.
@@ -163,12 +168,14 @@ pub(crate) struct Answer {
     error: Option<String>,
     /// A code answer's test run.
     run: Option<sandbox::Verdict>,
+    /// With `--signals`: how sure the local model was.
+    signals: Option<server::route::signals::Signals>,
 }
 
 impl Answer {
     /// `prediction` to a prompt of `prompt_tokens`, before timing, counts or a test run.
     pub(crate) fn new(prediction: String, prompt_tokens: usize) -> Answer {
-        Answer { prediction, prompt_tokens, completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None, run: None }
+        Answer { prediction, prompt_tokens, completion_tokens: 0, latency: Duration::ZERO, ttft: Duration::ZERO, error: None, run: None, signals: None }
     }
 }
 
@@ -306,7 +313,7 @@ pub fn main(args: EvalArgs) -> Result<()> {
         let answers = if a.kind == Kind::Classify && a.score == Score::Loglik {
             score_labels(&engine, &lm, jobs, &a.labels, &name)?
         } else {
-            answer_all(&engine, &lm, jobs, grammar.as_ref(), a.kind == Kind::Code, &name)?
+            answer_all(&engine, &lm, jobs, grammar.as_ref(), a.kind == Kind::Code, a.signals, &name)?
         };
         finish(&name, digest, &rows, answers, mode, started.elapsed(), Pricing::Hardware(cost_per_hour))?;
     }
@@ -480,6 +487,9 @@ fn record(a: &Task, name: &str, rows: &[(usize, &Item)], answers: &[Answer], ite
             if let Some(e) = &ans.error {
                 row["error"] = json!(e);
             }
+            if let Some(sig) = &ans.signals {
+                row["signals"] = sig.to_json();
+            }
             writeln!(f, "{row}")?;
         }
     }
@@ -526,8 +536,10 @@ fn answer_all(
     jobs: Vec<(Vec<u32>, engine::GenerateParams)>,
     grammar: Option<&Grammar>,
     keep_whitespace: bool,
+    signals: Option<usize>,
     name: &str,
 ) -> Result<Vec<Answer>> {
+    let json_answer = matches!(grammar, Some(Grammar::JsonSchema(_) | Grammar::JsonObject));
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
     let mut receivers = Vec::new();
     for (p, params) in jobs {
@@ -535,6 +547,7 @@ fn answer_all(
         let n_prompt = p.len();
         let mut req = Request::new(p, params, tx);
         req.constraint = grammar.map(|g| lm.constrain(g)).transpose()?;
+        req.confidence = signals.is_some();
         engine.submit(req)?;
         receivers.push((rx, n_prompt, Instant::now()));
     }
@@ -544,14 +557,22 @@ fn answer_all(
             set.spawn(async move {
                 let (mut text, mut first) = (String::new(), None);
                 let mut answer = Answer::new(String::new(), n_prompt);
+                answer.signals = signals.map(server::route::signals::Signals::new);
                 while let Some(ev) = rx.recv().await {
                     match ev {
-                        Event::Token { text: t, .. } => {
+                        Event::Token { text: t, confidence, .. } => {
                             first.get_or_insert_with(|| submitted.elapsed());
                             text += &t;
+                            if let (Some(s), Some(c)) = (answer.signals.as_mut(), confidence) {
+                                s.push(c);
+                            }
                         }
                         Event::Done { text: t, usage } => {
                             text += &t;
+                            if let Some(s) = answer.signals.as_mut() {
+                                s.length = usage.finish == engine::FinishReason::Length;
+                                s.parse_failure = json_answer && serde_json::from_str::<Value>(text.trim()).is_err();
+                            }
                             answer.latency = submitted.elapsed().saturating_sub(usage.queue_duration);
                             answer.ttft = first.unwrap_or(answer.latency + usage.queue_duration).saturating_sub(usage.queue_duration);
                             answer.completion_tokens = usage.eval_count;

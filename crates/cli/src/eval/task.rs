@@ -51,6 +51,7 @@ pub struct Task {
     pub test_memory_mib: u64,
     pub completions: Vec<PathBuf>,
     pub html: Option<PathBuf>,
+    pub signals: Option<usize>,
 }
 
 /// A task file's fields; each is overridden by its command-line flag.
@@ -139,6 +140,7 @@ impl Task {
             test_memory_mib: a.test_memory,
             completions: a.completions,
             html: a.html,
+            signals: a.signals,
         })
     }
 }
