@@ -24,6 +24,11 @@ pub struct RouteArgs {
 enum RouteCommand {
     /// Pick a cascade route's threshold from a labelled set and write it into the routes file
     Calibrate(CalibrateArgs),
+    /// Check a routes file (what `serve --routes` would refuse), naming key variables not set here
+    Check {
+        /// The routes file
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -75,7 +80,20 @@ pub struct CalibrateArgs {
 pub fn main(a: RouteArgs) -> Result<()> {
     match a.command {
         RouteCommand::Calibrate(c) => calibrate(c),
+        RouteCommand::Check { file } => check(&file),
     }
+}
+
+fn check(path: &Path) -> Result<()> {
+    let f = RouteFile::load(path)?;
+    let vars = f.upstreams.values().filter_map(|u| u.api_key_env.as_deref()).chain(f.keys.values().map(|k| k.key_env.as_str()));
+    for v in vars {
+        if std::env::var(v).map_or(true, |x| x.is_empty()) {
+            eprintln!("note: {v} is not set here; `serve` needs it");
+        }
+    }
+    println!("{}: {} upstreams, {} routes, {} keys", path.display(), f.upstreams.len(), f.routes.len(), f.keys.len());
+    Ok(())
 }
 
 fn percent(s: &str) -> Result<f64, String> {
