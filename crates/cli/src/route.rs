@@ -23,7 +23,7 @@ pub struct RouteArgs {
 #[derive(Subcommand)]
 enum RouteCommand {
     /// Pick a cascade route's threshold from a labelled set and write it into the routes file
-    Calibrate(CalibrateArgs),
+    Calibrate(Box<CalibrateArgs>),
     /// Check a routes file (what `serve --routes` would refuse), naming key variables not set here
     Check {
         /// The routes file
@@ -79,7 +79,7 @@ pub struct CalibrateArgs {
 
 pub fn main(a: RouteArgs) -> Result<()> {
     match a.command {
-        RouteCommand::Calibrate(c) => calibrate(c),
+        RouteCommand::Calibrate(c) => calibrate(*c),
         RouteCommand::Check { file } => check(&file),
     }
 }
