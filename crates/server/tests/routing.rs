@@ -430,3 +430,50 @@ async fn the_ledger_balances_and_keys_stay_secret() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_and_structured_output_travel_upstream() {
+    let up = upstream_server().await;
+    let routes = three_routes();
+    let routes = router(&format!("[upstreams.big]\nurl = \"{up}\"\nmodel = \"{MODEL}\"\n{routes}"));
+    let app = app(AppState::new(config()).with_router(routes));
+    let schema = json!({"type": "object", "properties": {"colour": {"type": "string", "enum": ["blue", "red"]}}, "required": ["colour"]});
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    for route in ["up", "always"] {
+        let r = post(
+            &app,
+            "/v1/chat/completions",
+            json!({"model": route, "max_tokens": 30, "temperature": 0,
+            "messages": [{"role": "user", "content": "What colour is the sky?"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}}),
+        )
+        .await;
+        assert_eq!((r.status, served(&r)), (StatusCode::OK, "upstream"), "{}", r.text());
+        let v: Value = serde_json::from_str(r.json()["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+        assert!(v["colour"] == "blue" || v["colour"] == "red", "{v}");
+
+        let r = post(
+            &app,
+            "/v1/chat/completions",
+            json!({"model": route, "max_tokens": 40, "temperature": 0, "tools": tools, "tool_choice": "required",
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}),
+        )
+        .await;
+        assert_eq!((r.status, served(&r)), (StatusCode::OK, "upstream"), "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+        let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+        assert_eq!(call["name"], "get_weather");
+        assert!(serde_json::from_str::<Value>(call["arguments"].as_str().unwrap()).unwrap()["city"].is_string(), "{call}");
+        // Ollama's shape, from the same upstream answer.
+        let r = post(
+            &app,
+            "/api/chat",
+            json!({"model": route, "stream": false, "tools": tools, "options": {"num_predict": 40, "temperature": 0},
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+}
