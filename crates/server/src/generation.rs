@@ -108,7 +108,9 @@ impl Job {
 /// does for a request without a prompt; returns Ollama's `done_reason`.
 pub async fn load_only(state: &AppState, job: &Job) -> Result<&'static str, ApiError> {
     job.check()?;
-    drop(state.models.acquire(&job.model, job.keep_alive).await?);
+    // A route loads its local model.
+    let model = state.router.as_ref().and_then(|r| r.get(&job.model)).map_or(job.model.as_str(), |r| r.config.local.as_str());
+    drop(state.models.acquire(model, job.keep_alive).await?);
     Ok(if job.keep_alive == Some(KeepAlive::For(Duration::ZERO)) { "unload" } else { "load" })
 }
 

@@ -246,6 +246,9 @@ async fn routes_answer_and_say_how_they_were_served() {
     let d = post(&app, "/v1/completions", json!({"model": MODEL, "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0})).await;
     assert_eq!((r.status, served(&r)), (StatusCode::OK, "upstream"), "{}", r.text());
     assert_eq!(r.json()["choices"][0]["text"], d.json()["choices"][0]["text"]);
+    // An empty Ollama request loads a route's local model, as it does a model.
+    let r = post(&app, "/api/generate", json!({"model": "always", "prompt": ""})).await;
+    assert_eq!((r.status, r.json()["done_reason"].as_str()), (StatusCode::OK, Some("load")), "{}", r.text());
     // Routes are listed as models.
     let models = send(&app, Method::GET, "/v1/models", Body::empty(), &[]).await.json();
     assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "always" && m["owned_by"] == "route"), "{models}");
