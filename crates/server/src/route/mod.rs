@@ -264,6 +264,8 @@ async fn upstream_or_fallback(
 
 /// The local answer after an upstream failed.
 async fn fallback(state: &AppState, route: &Route, job: Job, escalated: Option<String>, held: Option<Held>, failure: UpstreamError) -> Result<Run, ApiError> {
+    // The label only: an upstream's own error text may quote what it was sent.
+    eprintln!("route {}: {}; the local model answers", route.name, failure.label());
     let reason = Some(match &escalated {
         Some(r) => format!("{r}; {}", failure.label()),
         None => failure.label(),
