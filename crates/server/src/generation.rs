@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone)]
 pub enum Prompt {
     /// A conversation through the model's chat template, after the Modelfile's system
-    /// prompt and messages.
+    /// prompt and messages; one that ends with an assistant message is continued from it.
     Chat(Vec<ChatMessage>),
     /// Ollama's `/api/generate`: `prompt` through the request's or the Modelfile's Go
     /// template (else the chat template, as one user turn), or as it is when `raw`; after
@@ -35,9 +35,6 @@ pub enum Prompt {
     /// OpenAI's `/v1/completions`: one or more prompts, each text (with BOS as the model
     /// asks) or token ids.
     Completion(Vec<Input>),
-    /// A conversation whose last message, the assistant's, is begun and is continued (a
-    /// local model finishing an answer an upstream broke off).
-    Continue(Vec<ChatMessage>),
 }
 
 impl Default for Prompt {
@@ -200,6 +197,11 @@ fn prompts(lm: &LoadedModel, prompt: Prompt, tools: Option<&Tools>, think: Optio
             lm.defaults.open_conversation(&mut messages);
             match tools {
                 Some(t) => Ok((vec![t.prompt(lm, &messages)?], false)),
+                // A conversation that ends with the assistant's words is continued from them
+                // (prefill), as Ollama and llama-server do.
+                None if messages.last().is_some_and(|m| m.role == "assistant" && m.tool_calls.is_none()) && lm.template.is_some() => {
+                    Ok((vec![continued(lm, &messages)?], false))
+                }
                 None => {
                     let (ids, starts_thinking) = lm.chat_prompt_thinking(&messages, None, think)?;
                     Ok((vec![ids], starts_thinking))
@@ -208,15 +210,16 @@ fn prompts(lm: &LoadedModel, prompt: Prompt, tools: Option<&Tools>, think: Optio
         }
         Prompt::Generate { prompt, system, template, raw, context } => Ok((vec![generate_prompt(lm, &prompt, system, template, raw, context)?], false)),
         Prompt::Completion(inputs) => Ok((completion_prompts(lm, inputs)?, false)),
-        Prompt::Continue(mut messages) => {
-            lm.defaults.open_conversation(&mut messages);
-            let ids = match lm.continue_prompt(&messages)? {
-                Some(ids) => ids,
-                None => lm.tokenizer.encode(&messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"), true, true),
-            };
-            Ok((vec![ids], false))
-        }
     }
+}
+
+/// The token ids of a conversation whose last message, the assistant's, is continued (the
+/// contents joined by newlines for a model without a chat template).
+fn continued(lm: &LoadedModel, messages: &[ChatMessage]) -> Result<Vec<u32>, ApiError> {
+    Ok(match lm.continue_prompt(messages)? {
+        Some(ids) => ids,
+        None => lm.tokenizer.encode(&messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"), true, true),
+    })
 }
 
 /// Ollama's `/api/generate` prompt: see [`Prompt::Generate`].

@@ -389,3 +389,15 @@ async fn tokenize_detokenize_and_metrics() {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailing_assistant_message_is_continued() {
+    let app = server(config());
+    let messages = json!([{"role": "user", "content": "Count from 1 to 10, separated by commas."}, {"role": "assistant", "content": "1, 2, 3,"}]);
+    let r = post(&app, "/v1/chat/completions", json!({"model": MODEL, "messages": messages, "max_tokens": 6, "temperature": 0})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let text = r.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(text.trim_start().starts_with('4'), "the answer goes on from the assistant's words: {text:?}");
+    let r = post(&app, "/api/chat", json!({"model": MODEL, "messages": messages, "stream": false, "options": {"num_predict": 6, "temperature": 0}})).await;
+    assert_eq!(r.json()["message"]["content"].as_str().unwrap(), text, "both APIs continue alike");
+}

@@ -378,7 +378,7 @@ async fn finish_locally(state: &AppState, job: Job, sent: String, e: UpstreamErr
         p => {
             let mut messages = upstream::conversation(p).unwrap_or_default();
             messages.push(ChatMessage::new("assistant", sent.as_str()));
-            Prompt::Continue(messages)
+            Prompt::Chat(messages)
         }
     };
     let run = match start_local(state, Job { prompt, confidence: false, tools: None, ..job }).await {
@@ -419,7 +419,7 @@ impl MustParse {
 /// The last user message (or completion prompt), for the route's patterns.
 fn last_user_text(p: &Prompt) -> Option<String> {
     match p {
-        Prompt::Chat(m) | Prompt::Continue(m) => m.iter().rev().find(|m| m.role == "user").map(|m| m.content.clone()),
+        Prompt::Chat(m) => m.iter().rev().find(|m| m.role == "user").map(|m| m.content.clone()),
         Prompt::Generate { prompt, .. } => Some(prompt.clone()),
         Prompt::Completion(i) => i.iter().find_map(|i| match i {
             Input::Text(t) => Some(t.clone()),

@@ -599,7 +599,6 @@ pub fn conversation(prompt: &Prompt) -> Option<Vec<ChatMessage>> {
             Some(m)
         }
         Prompt::Completion(_) => None,
-        Prompt::Continue(m) => Some(m.clone()),
     }
 }
 
