@@ -126,6 +126,9 @@ pub fn main(a: ServeArgs) -> Result<()> {
         None => None,
     };
     let keyed = router.as_ref().is_some_and(|r| r.has_keys());
+    if router.as_ref().is_some_and(|r| r.has_budgets()) && a.ledger.is_none() {
+        bail!("the routes file gives keys daily budgets: pass --ledger FILE, where their spending is kept");
+    }
     if !addr.ip().is_loopback() && a.api_key.is_none() && !keyed && !a.no_auth {
         bail!("refusing to serve {addr} without authentication: set --api-key (or BANTAM_API_KEY), or pass --no-auth");
     }

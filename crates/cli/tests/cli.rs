@@ -171,6 +171,25 @@ fn serve_refuses_a_public_address_without_a_key() {
     assert!(err.contains("--api-key") && err.contains("--no-auth"), "{err}");
 }
 
+#[test]
+fn serve_refuses_routes_it_cannot_keep() {
+    let dir = std::env::temp_dir().join(format!("bantam-cli-routes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let routes = dir.join("routes.toml");
+    let cases = [
+        ("[routes.a]\npolicy = \"cascade\"\nlocal = \"m\"\n", "needs an upstream"),
+        ("[keys.k]\nkey_env = \"BANTAM_CLI_TEST_UNSET_KEY\"\n", "BANTAM_CLI_TEST_UNSET_KEY is not set"),
+        ("[keys.k]\nkey_env = \"HOME\"\nbudget_per_day = 1.0\n", "--ledger"),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&routes, text).unwrap();
+        let out = bantam(&["serve", "--port", "0", "--routes", s(&routes)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{text:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `bantam run` and `bantam serve` drive one engine: on smollm2 they give the same text, the
 /// same token count and the same finish reason, greedy and seeded, with and without a
 /// grammar.

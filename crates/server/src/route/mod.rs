@@ -95,6 +95,11 @@ impl Router {
         !self.keys.is_empty()
     }
 
+    /// Some key has a daily budget (which the ledger keeps the books of).
+    pub fn has_budgets(&self) -> bool {
+        self.keys.iter().any(|(_, _, k)| k.budget_per_day.is_some())
+    }
+
     /// The id of the key a caller gave (compared in constant time).
     pub fn key_id(&self, given: &str) -> Option<&str> {
         let mut found = None;
