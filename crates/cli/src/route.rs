@@ -178,26 +178,29 @@ fn oracle(items: &[Scored]) -> Vec<(f64, f64)> {
     (0..=v.len()).map(|k| (k as f64 / v.len().max(1) as f64, quality_at(&order, k))).collect()
 }
 
-/// The doubt above which exactly the `k` most doubtful items escalate (as far as ties
-/// allow): escalate when doubt > threshold.
+/// The doubt above which exactly the `k` most doubtful items escalate (as far as ties and
+/// forced items allow): escalate when doubt > threshold. Always a finite number, so that it
+/// can be written into the routes file.
 pub fn threshold_for(items: &[Scored], signal: usize, k: usize) -> f64 {
     let d: Vec<f64> = by_doubt(items, signal).iter().map(|s| s.doubt[signal]).collect();
-    let finite = |x: f64| x.is_finite();
-    if d.is_empty() {
-        return f64::MAX;
-    }
-    if k == 0 {
-        return if finite(d[0]) { d[0] } else { f64::MAX };
+    let finite: Vec<f64> = d.iter().copied().filter(|x| x.is_finite()).collect();
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let (hi, lo) = if finite.is_empty() { (0.0, 0.0) } else { (hi, lo) };
+    if d.is_empty() || k == 0 {
+        // Nothing escalates but what must (forced items are +inf).
+        return hi.max(lo) + if d.first().is_some_and(|x| x.is_finite()) { 0.0 } else { 1.0 };
     }
     if k >= d.len() {
-        return d.iter().copied().filter(|x| finite(*x)).fold(f64::MAX, f64::min) - 1.0;
+        return lo - 1.0;
     }
     let (a, b) = (d[k - 1], d[k]);
-    match (finite(a), finite(b)) {
+    match (a.is_finite(), b.is_finite()) {
         (true, true) => (a + b) / 2.0,
         (true, false) => a - 1.0,
         (false, true) => b,
-        (false, false) => f64::MAX,
+        (false, false) if a > 0.0 => hi + 1.0,
+        (false, false) => lo - 1.0,
     }
 }
 
@@ -552,10 +555,18 @@ mod tests {
         // doubtful (9, 8, 7) are locally right, so escalating them loses 9's answer.
         let k = k_for(&items, 0, None, Some(1.0));
         assert!(curve(&items, 0)[k].1 >= 0.9 - 1e-12 && (k == 0 || curve(&items, 0)[k - 1].1 < 0.9));
-        // Absent signals never escalate; forced ones always do.
+        // Absent signals never escalate; forced ones always do; thresholds stay finite.
         let odd = [item(0, true, true, f64::NEG_INFINITY), item(1, true, true, f64::INFINITY), item(2, true, true, 0.5)];
         assert_eq!(apply(&odd, 0, threshold_for(&odd, 0, 0)).0, 1.0 / 3.0);
         assert_eq!(apply(&odd, 0, threshold_for(&odd, 0, 3)).0, 2.0 / 3.0);
+        let forced = [item(0, true, true, f64::INFINITY), item(1, true, true, f64::INFINITY), item(2, true, true, 0.5), item(3, true, true, 0.2)];
+        for k in 0..=4 {
+            let t = threshold_for(&forced, 0, k);
+            assert!(t.is_finite() && t.abs() < 10.0, "k {k}: {t}");
+            assert_eq!(apply(&forced, 0, t).0, k.max(2) as f64 / 4.0, "k {k}");
+        }
+        let none = [item(0, true, true, f64::NEG_INFINITY)];
+        assert!(threshold_for(&none, 0, 0).is_finite() && threshold_for(&none, 0, 1).is_finite());
     }
 
     #[test]

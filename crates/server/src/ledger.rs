@@ -400,13 +400,19 @@ impl Drop for Books {
         let mut cost = 0.0;
         if let Some(u) = &served.upstream {
             cost += u.config.cost(e.prompt_tokens, e.completion_tokens);
-        } else if local.is_zero() && e.completion_tokens > 0 {
+        } else if local.is_zero() && self.done < self.choices && self.tag.is_some() {
             // A cancelled local answer has no engine figures: its wall time stands in.
             local = self.started.elapsed();
         }
         e.cost = cost + self.local_cost_per_hour * local.as_secs_f64() / 3600.0;
         e.upstream_cost = served.counterfactual.as_ref().map(|u| u.config.cost(e.prompt_tokens, e.completion_tokens));
-        self.metrics.account(&e);
+        if self.tag.is_some() {
+            self.metrics.account(&e);
+        } else {
+            // A request that never started (an unknown model, a bad option) is counted under
+            // one label: the names clients send cannot grow the series.
+            self.metrics.account(&Entry { model: "-".into(), ..e.clone() });
+        }
         if let Some(l) = &self.ledger {
             l.record(e);
         }

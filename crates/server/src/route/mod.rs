@@ -275,7 +275,7 @@ async fn fallback(state: &AppState, route: &Route, job: Job, escalated: Option<S
         Some(r) => format!("{r}; {}", failure.label()),
         None => failure.label(),
     });
-    let tag = Tag::of_route(route, "fallback", &route.config.local, false, reason);
+    let tag = Tag::of_route(route, "fallback", &route.config.local, escalated.is_some(), reason);
     Ok(match held {
         Some(h) => h.into_run(tag),
         None => {
@@ -369,14 +369,14 @@ async fn finish_locally(state: &AppState, job: Job, sent: String, e: UpstreamErr
         _ => 1,
     } * job.n.max(1);
     if n > 1 {
-        let _ = tx.send((0, Piece::Error(engine::EngineError::Unavailable(e.to_string()))));
+        let _ = tx.send((0, Piece::Error(engine::EngineError::Unavailable(e.label()))));
         return;
     }
     let prompt = match &job.prompt {
         Prompt::Completion(inputs) => match inputs.first() {
             Some(Input::Text(t)) => Prompt::Completion(vec![Input::Text(format!("{t}{sent}"))]),
             _ => {
-                let _ = tx.send((0, Piece::Error(engine::EngineError::Unavailable(e.to_string()))));
+                let _ = tx.send((0, Piece::Error(engine::EngineError::Unavailable(e.label()))));
                 return;
             }
         },
@@ -450,8 +450,13 @@ async fn cascade(state: &AppState, route: &Route, up: Arc<Upstream>, mut job: Jo
     let must = MustParse::of(&job);
     let t0 = Instant::now();
     job.confidence = true;
-    let local = start_local(state, job.clone()).await?;
+    let local = start_local(state, job.clone()).await;
     job.confidence = false;
+    // What the local model cannot take (a prompt past its context, a full queue) goes up.
+    let local = match local {
+        Ok(run) => run,
+        Err(e) => return upstream_or_fallback(state, route, up, job, Some(format!("local: {}", e.message)), None).await,
+    };
     if let (Some(max), Some(n)) = (cfg.escalate.max_prompt_tokens, local.n_prompt()) {
         if n > max {
             drop(local);
@@ -498,7 +503,12 @@ async fn cascade(state: &AppState, route: &Route, up: Arc<Upstream>, mut job: Jo
         Some(reason) => {
             let spent = t0.elapsed();
             let run = upstream_or_fallback(state, route, up, job, Some(reason), Some(held)).await?;
-            run.tag.update(|s| s.local_spent = spent);
+            // The local answer's compute is booked with it when it is the one sent.
+            run.tag.update(|s| {
+                if s.upstream.is_some() {
+                    s.local_spent = spent;
+                }
+            });
             Ok(run)
         }
     }

@@ -121,6 +121,22 @@ struct Replica {
     breaker: Mutex<Breaker>,
 }
 
+/// One request in flight to a replica, for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(n: &'a AtomicUsize) -> InFlight<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A replica as `/metrics` reports it.
 #[derive(Debug, Clone)]
 pub struct ReplicaState {
@@ -260,17 +276,25 @@ impl Upstream {
             let Some(i) = self.pick(req.affinity, &tried) else { return Err(last) };
             tried.push(i);
             let (me, req2, f) = (self.clone(), req.clone(), attempt.clone());
-            self.replicas[i].inflight.fetch_add(1, Ordering::Relaxed);
-            let out = tokio::task::spawn_blocking(move || f(me, i, req2)).await.unwrap_or_else(|e| Err(UpstreamError::Connect(e.to_string())));
-            self.replicas[i].inflight.fetch_sub(1, Ordering::Relaxed);
+            let out = tokio::task::spawn_blocking(move || {
+                // Counted on the blocking thread, so a caller that goes away mid-call does not
+                // leave the count up.
+                let _busy = InFlight::new(&me.replicas[i].inflight);
+                f(me.clone(), i, req2)
+            })
+            .await
+            .unwrap_or_else(|e| Err(UpstreamError::Connect(e.to_string())));
             match out {
                 Ok(v) => {
                     self.succeeded(&self.replicas[i]);
                     return Ok(v);
                 }
                 Err(e) => {
-                    self.failed(&self.replicas[i]);
                     let again = e.transient();
+                    // A request the upstream refuses (4xx) says nothing of its health.
+                    if again {
+                        self.failed(&self.replicas[i]);
+                    }
                     last = e;
                     if !again {
                         break;
@@ -312,10 +336,8 @@ impl Upstream {
                         if !done {
                             let me2 = me.clone();
                             std::thread::spawn(move || {
-                                let inflight = &me2.replicas[i].inflight;
-                                inflight.fetch_add(1, Ordering::Relaxed);
+                                let _busy = InFlight::new(&me2.replicas[i].inflight);
                                 reader.pump(&mut lines, &tx);
-                                inflight.fetch_sub(1, Ordering::Relaxed);
                             });
                         }
                         return Ok(rx);
@@ -440,9 +462,16 @@ fn read_answer(v: &Value, path: &str, n: usize) -> Result<(Vec<UpAnswer>, UpUsag
     Ok((answers, read_usage(v)))
 }
 
+/// The longest event line read from an upstream.
+const MAX_LINE: u64 = 8 << 20;
+/// Tool calls per choice an upstream answer may stream.
+const MAX_CALLS: u64 = 128;
+
 /// Reads server-sent events into [`UpEvent`]s, keeping each choice's calls and finish.
 struct SseReader {
     chat: bool,
+    /// Deltas of a chunk that carried several choices, one event each.
+    pending: std::collections::VecDeque<UpEvent>,
     answers: Vec<UpAnswer>,
     /// Per choice, the calls' (name, arguments text) by index, as they stream.
     calls: Vec<Vec<(String, String)>>,
@@ -454,6 +483,7 @@ impl SseReader {
     fn new(path: &str, n: usize) -> SseReader {
         SseReader {
             chat: path != "completions",
+            pending: Default::default(),
             answers: vec![UpAnswer::default(); n.max(1)],
             calls: vec![Vec::new(); n.max(1)],
             usage: UpUsage::default(),
@@ -466,8 +496,15 @@ impl SseReader {
         if self.ended {
             return Err(UpstreamError::Broken);
         }
+        if let Some(ev) = self.pending.pop_front() {
+            return Ok(Some(ev));
+        }
         let mut line = String::new();
-        if r.read_line(&mut line).map_err(|e| transport(ureq::Error::Io(e)))? == 0 {
+        let n = std::io::Read::take(&mut *r, MAX_LINE).read_line(&mut line).map_err(|e| transport(ureq::Error::Io(e)))?;
+        if n as u64 == MAX_LINE && !line.ends_with('\n') {
+            return Err(UpstreamError::Garbage(format!("an event line over {MAX_LINE} bytes")));
+        }
+        if n == 0 {
             // The end of the body: a stream that stopped without `[DONE]` is whole only if
             // every choice finished.
             return if self.answers.iter().all(|a| a.finish.is_some()) { Ok(Some(self.done())) } else { Err(UpstreamError::Broken) };
@@ -485,17 +522,19 @@ impl SseReader {
             self.usage = read_usage(&v);
         }
         let Some(choices) = v.get("choices").and_then(Value::as_array) else { return Err(UpstreamError::Garbage("a chunk without choices".into())) };
-        let (mut content, mut thinking, mut index) = (String::new(), String::new(), 0);
         for c in choices {
             let i = c.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
             if i >= self.answers.len() {
                 return Err(UpstreamError::Garbage("choice index out of range".into()));
             }
-            index = i;
             let (text, think) = if self.chat {
                 let d = c.get("delta").cloned().unwrap_or(Value::Null);
                 for t in d.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                    let k = t.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                    let k = t.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    if k >= MAX_CALLS {
+                        return Err(UpstreamError::Garbage(format!("tool call index {k}")));
+                    }
+                    let k = k as usize;
                     let calls = &mut self.calls[i];
                     if calls.len() <= k {
                         calls.resize(k + 1, (String::new(), String::new()));
@@ -516,13 +555,14 @@ impl SseReader {
             };
             self.answers[i].content += &text;
             self.answers[i].thinking += &think;
-            content += &text;
-            thinking += &think;
             if let Some(f) = finish_of(c.get("finish_reason").unwrap_or(&Value::Null)) {
                 self.answers[i].finish = Some(f);
             }
+            if !text.is_empty() || !think.is_empty() {
+                self.pending.push_back(UpEvent::Delta { index: i, content: text, thinking: think });
+            }
         }
-        Ok((!content.is_empty() || !thinking.is_empty()).then_some(UpEvent::Delta { index, content, thinking }))
+        Ok(self.pending.pop_front())
     }
 
     fn done(&mut self) -> UpEvent {
@@ -711,6 +751,26 @@ mod tests {
         let mut r = std::io::BufReader::new("data: {not json\n\n".as_bytes());
         assert!(matches!(SseReader::new("completions", 1).next(&mut r), Err(UpstreamError::Garbage(_))));
         assert!(matches!(read_answer(&json!({"object": "x"}), "chat/completions", 1), Err(UpstreamError::Garbage(_))));
+    }
+
+    #[test]
+    fn hostile_streams_are_garbage_and_choices_stay_apart() {
+        let huge = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":18446744073709551615,\"function\":{\"name\":\"f\"}}]}}]}\n";
+        let mut r = std::io::BufReader::new(huge.as_bytes());
+        assert!(matches!(SseReader::new("chat/completions", 1).next(&mut r), Err(UpstreamError::Garbage(_))));
+        let long = format!("data: {}", "x".repeat(MAX_LINE as usize + 10));
+        let mut r = std::io::BufReader::new(long.as_bytes());
+        assert!(matches!(SseReader::new("chat/completions", 1).next(&mut r), Err(UpstreamError::Garbage(_))));
+        let two = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"A\"}},{\"index\":1,\"delta\":{\"content\":\"B\"}}]}\n";
+        let mut r = std::io::BufReader::new(two.as_bytes());
+        let mut s = SseReader::new("chat/completions", 2);
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            if let Ok(Some(UpEvent::Delta { index, content, .. })) = s.next(&mut r) {
+                got.push((index, content));
+            }
+        }
+        assert_eq!(got, vec![(0, "A".to_string()), (1, "B".to_string())]);
     }
 
     #[test]
