@@ -199,9 +199,11 @@ fn prompts(lm: &LoadedModel, prompt: Prompt, tools: Option<&Tools>, think: Optio
                 Some(t) => Ok((vec![t.prompt(lm, &messages)?], false)),
                 // A conversation that ends with the assistant's words is continued from them
                 // (prefill), as Ollama and llama-server do.
-                None if messages.last().is_some_and(|m| m.role == "assistant" && m.tool_calls.is_none()) && lm.template.is_some() => {
-                    Ok((vec![continued(lm, &messages)?], false))
-                }
+                None if messages.last().is_some_and(|m| m.role == "assistant" && m.tool_calls.is_none()) => match lm.continue_prompt(&messages)? {
+                    Some(ids) => Ok((vec![ids], false)),
+                    // No chat template: the contents, joined, as for any conversation.
+                    None => Ok((vec![lm.chat_prompt(&messages, None)?], false)),
+                },
                 None => {
                     let (ids, starts_thinking) = lm.chat_prompt_thinking(&messages, None, think)?;
                     Ok((vec![ids], starts_thinking))
@@ -211,15 +213,6 @@ fn prompts(lm: &LoadedModel, prompt: Prompt, tools: Option<&Tools>, think: Optio
         Prompt::Generate { prompt, system, template, raw, context } => Ok((vec![generate_prompt(lm, &prompt, system, template, raw, context)?], false)),
         Prompt::Completion(inputs) => Ok((completion_prompts(lm, inputs)?, false)),
     }
-}
-
-/// The token ids of a conversation whose last message, the assistant's, is continued (the
-/// contents joined by newlines for a model without a chat template).
-fn continued(lm: &LoadedModel, messages: &[ChatMessage]) -> Result<Vec<u32>, ApiError> {
-    Ok(match lm.continue_prompt(messages)? {
-        Some(ids) => ids,
-        None => lm.tokenizer.encode(&messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"), true, true),
-    })
 }
 
 /// Ollama's `/api/generate` prompt: see [`Prompt::Generate`].

@@ -14,6 +14,9 @@ pub enum ConfigError {
     Parse { path: String, detail: String },
     #[error("{0}")]
     Invalid(String),
+    /// An API key's variable is not set (named; its value is never printed).
+    #[error("{owner}: the environment variable {var} is not set")]
+    MissingKey { owner: String, var: String },
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::generation::{start_local, Input, Job, Piece, Pieces, Prompt, Run};
 use crate::ledger::Ledger;
 use crate::AppState;
-use config::{KeyConfig, RouteConfig};
+use config::{ConfigError, KeyConfig, RouteConfig};
 use engine::template::ChatMessage;
 use engine::{FinishReason, Grammar, Usage};
 use futures_util::StreamExt;
@@ -56,8 +56,8 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// The routes of a checked file; API keys are read from the environment here (a
     /// variable that is not set is an error naming it, never its value).
-    pub fn new(file: RouteFile) -> Result<Router, String> {
-        file.check().map_err(|e| e.to_string())?;
+    pub fn new(file: RouteFile) -> Result<Router, ConfigError> {
+        file.check()?;
         let mut upstreams = BTreeMap::new();
         for (name, u) in &file.upstreams {
             upstreams.insert(name.clone(), Arc::new(Upstream::new(name, u.clone())?));
@@ -76,7 +76,7 @@ impl Router {
             let key = std::env::var(&k.key_env)
                 .ok()
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("key {id:?}: the environment variable {} is not set", k.key_env))?;
+                .ok_or_else(|| ConfigError::MissingKey { owner: format!("key {id:?}"), var: k.key_env.clone() })?;
             keys.push((id.clone(), key, k.clone()));
         }
         Ok(Router { local_cost_per_hour: file.local_cost_per_hour, upstreams, routes, keys })

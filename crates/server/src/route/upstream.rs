@@ -163,11 +163,14 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// The upstream as configured; `Err` names an API key variable that is not set.
-    pub fn new(name: &str, config: UpstreamConfig) -> Result<Upstream, String> {
+    pub fn new(name: &str, config: UpstreamConfig) -> Result<Upstream, super::config::ConfigError> {
         let key = match &config.api_key_env {
-            Some(var) => {
-                Some(std::env::var(var).ok().filter(|k| !k.is_empty()).ok_or_else(|| format!("upstream {name:?}: the environment variable {var} is not set"))?)
-            }
+            Some(var) => Some(
+                std::env::var(var)
+                    .ok()
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| super::config::ConfigError::MissingKey { owner: format!("upstream {name:?}"), var: var.clone() })?,
+            ),
             None => None,
         };
         use ureq::tls::{RootCerts, TlsConfig};
