@@ -12,12 +12,14 @@
 
 use crate::config::{Activation, Config, RopeStyle};
 use crate::kv_cache::KvCache;
+use crate::lora::{Adapters, PerToken};
 use crate::weights::{GateUpProj, Mat, QkvProj};
 use crate::{Model, ModelError};
 use kernels::attention::{self, KvView};
 use kernels::matmul::{matmul, matmul_many, ActBuf, QMatrix};
 use kernels::ops;
 use kernels::pool::Pool;
+use std::sync::Arc;
 
 /// A flattened batch: token `i` belongs to sequence `seq[i]` (an index into the caches
 /// passed to [`Model::forward`]) and is appended at that sequence's next position. Tokens of
@@ -28,6 +30,9 @@ pub struct Batch {
     pub seq: Vec<usize>,
     /// Whether to compute logits for this token.
     pub logits: Vec<bool>,
+    /// Per sequence (by index, as `seq`), the LoRA adapters it runs with; a sequence past
+    /// the end has none.
+    pub adapters: Vec<Option<Arc<Adapters>>>,
 }
 
 impl Batch {
@@ -35,6 +40,7 @@ impl Batch {
         self.tokens.clear();
         self.seq.clear();
         self.logits.clear();
+        self.adapters.clear();
     }
     pub fn push(&mut self, token: u32, seq: usize, logits: bool) {
         self.tokens.push(token);
@@ -187,6 +193,11 @@ impl Model {
             }
             let w = self.weights.output.view(&self.file, self.isa);
             matmul(pool, &w, &s.last[..n_logits * ne], n_logits, &mut s.act, &mut s.logits);
+            if (PerToken { sets: &batch.adapters, seq: &batch.seq }).any() {
+                // The output rows belong to the tokens marked for logits, in batch order.
+                let seq: Vec<usize> = batch.seq.iter().zip(&batch.logits).filter(|(_, &l)| l).map(|(&q, _)| q).take(n_logits).collect();
+                PerToken { sets: &batch.adapters, seq: &seq }.apply(pool, &(None, "output"), &s.last, ne, &mut s.logits, nv);
+            }
             if self.config.logit_scale != 1.0 {
                 s.logits.iter_mut().for_each(|v| *v /= self.config.logit_scale);
             }
@@ -235,14 +246,15 @@ impl Model {
         fit(&mut s.gate, t_n * c.n_ff);
         fit(&mut s.up, t_n * c.n_ff);
 
-        // Embeddings. [T, n_embd]
+        let lora = PerToken { sets: &batch.adapters, seq: &batch.seq };
+        // Embeddings (with an adapter's delta before the scale). [T, n_embd]
         let embd = self.weights.tok_embd.view(&self.file, self.isa);
         for (t, &tok) in batch.tokens.iter().enumerate() {
-            let row = &mut s.x[t * ne..(t + 1) * ne];
-            embd.dequantize_row(tok as usize, row);
-            if c.embed_scale != 1.0 {
-                row.iter_mut().for_each(|v| *v *= c.embed_scale);
-            }
+            embd.dequantize_row(tok as usize, &mut s.x[t * ne..(t + 1) * ne]);
+        }
+        lora.apply_embd(&batch.tokens, &mut s.x[..t_n * ne], ne);
+        if c.embed_scale != 1.0 {
+            s.x[..t_n * ne].iter_mut().for_each(|v| *v *= c.embed_scale);
         }
 
         for (il, lw) in self.weights.layers.iter().enumerate() {
@@ -269,12 +281,16 @@ impl Model {
                         t_n,
                         &mut s.act,
                     );
+                    lora.apply(pool, &(Some(il), "attn_q"), &s.h, ne, &mut s.q, qd);
+                    lora.apply(pool, &(Some(il), "attn_k"), &s.h, ne, &mut s.k, kvd);
+                    lora.apply(pool, &(Some(il), "attn_v"), &s.h, ne, &mut s.v, vd);
                 }
                 QkvProj::Fused(w) => {
                     // [T, q + k + v] in s.fused, then split.
                     let width = qd + kvd + vd;
                     fit(&mut s.fused, t_n * width);
                     self.mm(pool, w, &s.h, t_n, &mut s.act, &mut s.fused);
+                    lora.apply(pool, &(Some(il), "attn_qkv"), &s.h, ne, &mut s.fused, width);
                     for t in 0..t_n {
                         let row = &s.fused[t * width..(t + 1) * width];
                         s.q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
@@ -327,6 +343,7 @@ impl Model {
                 st.add(il, "attn_output", &s.att[..t_n * att_dim], att_dim);
             }
             self.mm(pool, &lw.wo, &s.att, t_n, &mut s.act, &mut s.o);
+            lora.apply(pool, &(Some(il), "attn_output"), &s.att, att_dim, &mut s.o, ne);
             for t in 0..t_n {
                 let x = &mut s.x[t * ne..(t + 1) * ne];
                 self.add_branch(x, &mut s.o[t * ne..(t + 1) * ne], lw.attn_post_norm.as_deref());
@@ -347,12 +364,15 @@ impl Model {
                 GateUpProj::Separate { gate, up } => {
                     let (wg, wu) = (self.view(gate), self.view(up));
                     matmul_many(pool, &mut [(&wg, &mut s.gate[..nf]), (&wu, &mut s.up[..nf])], &s.h[..t_n * ne], t_n, &mut s.act);
+                    lora.apply(pool, &(Some(il), "ffn_gate"), &s.h, ne, &mut s.gate, c.n_ff);
+                    lora.apply(pool, &(Some(il), "ffn_up"), &s.h, ne, &mut s.up, c.n_ff);
                 }
                 GateUpProj::Fused(w) => {
                     // [T, 2 * n_ff]: gate first, then up.
                     let ff = c.n_ff;
                     fit(&mut s.fused, t_n * 2 * ff);
                     self.mm(pool, w, &s.h, t_n, &mut s.act, &mut s.fused);
+                    lora.apply(pool, &(Some(il), "ffn_up"), &s.h, ne, &mut s.fused, 2 * ff);
                     for t in 0..t_n {
                         s.gate[t * ff..(t + 1) * ff].copy_from_slice(&s.fused[2 * t * ff..(2 * t + 1) * ff]);
                         s.up[t * ff..(t + 1) * ff].copy_from_slice(&s.fused[(2 * t + 1) * ff..(2 * t + 2) * ff]);
@@ -367,6 +387,7 @@ impl Model {
                 st.add(il, "ffn_down", &s.gate[..nf], c.n_ff);
             }
             self.mm(pool, &lw.w_down, &s.gate, t_n, &mut s.act, &mut s.o);
+            lora.apply(pool, &(Some(il), "ffn_down"), &s.gate, c.n_ff, &mut s.o, ne);
             for t in 0..t_n {
                 self.add_branch(&mut s.x[t * ne..(t + 1) * ne], &mut s.o[t * ne..(t + 1) * ne], lw.ffn_post_norm.as_deref());
             }

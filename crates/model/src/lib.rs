@@ -19,12 +19,14 @@
 mod block;
 pub mod config;
 mod kv_cache;
+pub mod lora;
 pub mod tiny;
 mod weights;
 
 pub use block::{ActivationStats, Batch, Scratch};
 pub use config::{Arch, Config};
 pub use kv_cache::{CacheType, CacheTypes, KvCache};
+pub use lora::{Adapter, Adapters, LoraError};
 pub use weights::{GateUpProj, Mat, QkvProj, Weights};
 
 use gguf::Gguf;
