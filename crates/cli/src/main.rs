@@ -6,6 +6,7 @@ mod bench;
 mod eval;
 mod imatrix;
 mod ledger;
+mod merge;
 mod perplexity;
 mod quantize;
 mod quantize_auto;
@@ -37,6 +38,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Quantize a model as llama-quantize does (Q4_K_M, Q8_0, …), with an importance matrix
     Quantize(quantize::QuantizeArgs),
+    /// Bake LoRA adapters into a model's weights (as llama-export-lora), optionally quantized
+    Merge(merge::MergeArgs),
     /// Importance matrix of a calibration text (llama-imatrix's GGUF format), for quantize --imatrix
     Imatrix(imatrix::ImatrixArgs),
     /// Prompt-processing and generation speed, measured as llama-bench does
@@ -84,6 +87,7 @@ fn main() {
         Command::Bench(a) => bench::main(a),
         Command::Quantize(a) => quantize::main(a),
         Command::Imatrix(a) => imatrix::main(a),
+        Command::Merge(a) => merge::main(a),
         Command::Eval(a) => eval::main(a),
         Command::Show(a) => show::main(a),
         Command::Serve(a) => serve::main(a),

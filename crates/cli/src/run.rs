@@ -94,6 +94,13 @@ pub struct RunArgs {
     /// With --think, print only the answer
     #[arg(long)]
     hidethinking: bool,
+    /// A LoRA adapter (GGUF, llama.cpp's format) applied over the model (repeatable;
+    /// after the Modelfile's ADAPTER lines)
+    #[arg(long, value_name = "FILE")]
+    adapter: Vec<std::path::PathBuf>,
+    /// The scale of each --adapter, in order (default 1)
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    adapter_scale: Vec<f32>,
 }
 
 impl RunArgs {
@@ -186,6 +193,7 @@ impl Session {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut req = Request::new(tokens.to_vec(), self.params.clone(), tx);
         req.constraint = self.grammar.as_ref().map(|g| self.lm.constrain(g)).transpose()?;
+        req.adapters = self.lm.adapters.clone();
         self.engine.submit(req)?;
         // With --think/--no-think a thinking model's reasoning is split from its answer.
         let split = self.think.is_some() && self.lm.thinks() && !self.raw;
@@ -301,7 +309,14 @@ fn print_verbose(lm: &LoadedModel, u: &Usage) {
 
 pub fn main(a: RunArgs) -> Result<()> {
     let name = crate::store::ensure_pulled(&a.model, a.quiet)?;
-    let lm = Arc::new(registry::load(&store::Store::open_default(), &name)?);
+    if a.adapter_scale.len() > a.adapter.len() {
+        bail!("{} --adapter-scale for {} --adapter", a.adapter_scale.len(), a.adapter.len());
+    }
+    let mut found = registry::find(&store::Store::open_default(), &name)?;
+    for (i, f) in a.adapter.iter().enumerate() {
+        found.defaults.adapters.push((f.clone(), a.adapter_scale.get(i).copied().unwrap_or(1.0)));
+    }
+    let lm = Arc::new(found.load()?);
     let options = a.options().over(&lm.defaults.options);
     let params = options.params()?.params;
     let grammar = a.grammar()?;

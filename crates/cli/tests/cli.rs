@@ -339,3 +339,59 @@ fn quantize_auto_writes_the_smallest_file_under_the_bar() {
     assert!(size <= smallest_passing + 4096, "auto {size} bytes, smallest passing mix {smallest_passing}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `run --adapter` applies a LoRA adapter, and `merge` bakes the same adapter into the
+/// weights: the merged model's logits are the adapted model's up to the merged matrices'
+/// F16 rounding, and both differ from the base.
+#[test]
+fn merge_bakes_an_adapter_into_the_weights() {
+    use kernels::pool::Pool;
+    use model::{Batch, KvCache, Model, Scratch};
+    use std::sync::Arc;
+    let base_path = real("smollm2:135m");
+    let base = Model::open(&base_path).unwrap();
+    let dir = std::env::temp_dir().join(format!("bantam-cli-merge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let adapter = model::lora::random(&base, 8, 16.0, &["attn_q", "attn_v", "attn_output", "ffn_up", "ffn_down"], 5, 1.0, 0.3).unwrap();
+    let file = dir.join("adapter.gguf");
+    std::fs::write(&file, adapter.to_gguf("llama", gguf::GgmlType::F16, &[])).unwrap();
+    let merged = dir.join("merged.gguf");
+    stdout(&bantam(&["merge", s(&base_path), s(&file), "--adapter-scale", "1.5", "-o", s(&merged)]));
+
+    let prompt = [504u32, 3575, 282, 4649, 314, 7042, 30, 198];
+    let pool = Pool::new(2);
+    let logits = |m: &Model, set: Option<Arc<model::Adapters>>| {
+        let mut cache = KvCache::new(&m.config, 16);
+        let (mut scratch, mut batch) = (Scratch::default(), Batch::default());
+        for (i, &t) in prompt.iter().enumerate() {
+            batch.push(t, 0, i + 1 == prompt.len());
+        }
+        batch.adapters.push(set);
+        m.forward(&pool, &batch, &mut [&mut cache], &mut scratch).unwrap().to_vec()
+    };
+    let loaded = Arc::new(model::Adapter::load(&file, &base).unwrap());
+    let adapted = logits(&base, Some(Arc::new(model::Adapters(vec![(loaded, 1.5)]))));
+    let plain = logits(&base, None);
+    let baked = logits(&Model::open(&merged).unwrap(), None);
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let argmax = |l: &[f32]| l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    eprintln!("merged vs adapter: {:.4}; adapter vs base: {:.4}", diff(&baked, &adapted), diff(&adapted, &plain));
+    assert!(diff(&adapted, &plain) > 1.0, "the adapter should move the logits");
+    assert!(diff(&baked, &adapted) < 0.25 * diff(&adapted, &plain), "the merged model is not the adapted one");
+    assert_eq!(argmax(&baked), argmax(&adapted));
+
+    // `run --adapter` gives the text the merged model gives where their logits agree, and
+    // a wrong adapter is refused with its reason.
+    let run = |m: &str, extra: &[&str]| {
+        let mut a = vec!["run", m, "The capital of France is", "--raw", "-n", "4", "--temperature", "0"];
+        a.extend_from_slice(extra);
+        stdout(&bantam(&a))
+    };
+    assert_eq!(run(s(&base_path), &["--adapter", s(&file), "--adapter-scale", "1.5"]), run(s(&merged), &[]));
+    let wrong = dir.join("wrong.gguf");
+    std::fs::write(&wrong, adapter.to_gguf("qwen2", gguf::GgmlType::F16, &[])).unwrap();
+    let o = bantam(&["run", s(&base_path), "hi", "--adapter", s(&wrong)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("qwen2"), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

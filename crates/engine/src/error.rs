@@ -6,6 +6,8 @@ pub enum EngineError {
     #[error(transparent)]
     Gguf(#[from] gguf::GgufError),
     #[error(transparent)]
+    Adapter(#[from] model::LoraError),
+    #[error(transparent)]
     Tokenizer(#[from] tokenizer::TokenizerError),
     #[error(transparent)]
     Template(#[from] crate::template::TemplateError),

@@ -20,6 +20,9 @@ pub struct LoadedModel {
     pub template: Option<ChatTemplate>,
     /// The Modelfile's settings (empty for a bare file).
     pub defaults: Defaults,
+    /// The adapters of `defaults`, loaded and checked against the model: every request for
+    /// this model runs with them (`Request::adapters`).
+    pub adapters: Option<std::sync::Arc<model::Adapters>>,
     pub load_duration: Duration,
     /// The vocabulary index for constrained decoding, built on first use.
     guidance: std::sync::OnceLock<Result<crate::constraint::Guidance, String>>,
@@ -39,7 +42,26 @@ impl LoadedModel {
             Some(src) => Some(ChatTemplate::new(src, &piece(tokenizer.bos()), &piece(tokenizer.eos()))?),
             None => None,
         };
-        Ok(LoadedModel { name: name.to_string(), path, model, tokenizer, template, defaults, load_duration: start.elapsed(), guidance: Default::default() })
+        let adapters = if defaults.adapters.is_empty() {
+            None
+        } else {
+            let mut set = Vec::new();
+            for (p, scale) in &defaults.adapters {
+                set.push((std::sync::Arc::new(model::Adapter::load(p, &model)?), *scale));
+            }
+            Some(std::sync::Arc::new(model::Adapters(set)))
+        };
+        Ok(LoadedModel {
+            name: name.to_string(),
+            path,
+            model,
+            tokenizer,
+            template,
+            defaults,
+            adapters,
+            load_duration: start.elapsed(),
+            guidance: Default::default(),
+        })
     }
 }
 

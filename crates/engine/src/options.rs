@@ -138,6 +138,8 @@ pub struct Defaults {
     /// A TEMPLATE: Jinja syntax (`{% … %}`) replaces the GGUF's chat template; Ollama's Go
     /// syntax is kept for `/api/generate` to render.
     pub template: Option<String>,
+    /// ADAPTER lines (and `run --adapter`): LoRA files with their scales, in order.
+    pub adapters: Vec<(std::path::PathBuf, f32)>,
 }
 
 impl Defaults {

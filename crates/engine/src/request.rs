@@ -35,6 +35,9 @@ pub struct Request {
     pub score_from: usize,
     /// Report how sure the model was of each sampled token ([`Confidence`]), for routing.
     pub confidence: bool,
+    /// LoRA adapters over the base model for this request (its own batch rows use them;
+    /// its neighbours in the batch are unaffected).
+    pub adapters: Option<std::sync::Arc<model::Adapters>>,
     pub events: mpsc::UnboundedSender<Event>,
     pub submitted: Instant,
 }
@@ -53,6 +56,7 @@ impl Request {
             prompt_logprobs: None,
             score_from: 0,
             confidence: false,
+            adapters: None,
             events,
             submitted: Instant::now(),
         }

@@ -297,6 +297,9 @@ struct Slot {
     cache: KvCache,
     /// Exactly the tokens the cache holds.
     tokens: Vec<u32>,
+    /// The adapters the cache was computed under: a prefix serves only requests with the
+    /// same ones.
+    adapters: Option<Arc<model::Adapters>>,
     active: Option<Active>,
     /// When the slot last finished a request (least recently used is reused first).
     last_used: u64,
@@ -338,7 +341,7 @@ impl Engine {
             .map(|_| {
                 let cache = KvCache::with_types(&lm.model.config, o.n_ctx, o.cache)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-                Ok(Slot { cache, tokens: Vec::new(), active: None, last_used: 0 })
+                Ok(Slot { cache, tokens: Vec::new(), adapters: None, active: None, last_used: 0 })
             })
             .collect::<std::io::Result<_>>()?;
         Ok(Engine {
@@ -476,7 +479,12 @@ impl Engine {
             // that is scored is computed from the token before the first one scored.
             let scored_from = self.waiting[0].prompt_logprobs.map(|_| self.waiting[0].score_from.max(1));
             let usable = scored_from.unwrap_or(prompt.len()).min(prompt.len()).saturating_sub(1);
-            let common: Vec<usize> = self.slots.iter().map(|s| common_prefix(&s.tokens, prompt).min(usable)).collect();
+            let adapters = self.waiting[0].adapters.as_deref();
+            let common: Vec<usize> = self
+                .slots
+                .iter()
+                .map(|s| if model::Adapters::same(s.adapters.as_deref(), adapters) { common_prefix(&s.tokens, prompt).min(usable) } else { 0 })
+                .collect();
             let dest = (0..self.slots.len())
                 .filter(|&i| self.slots[i].active.is_none())
                 .min_by_key(|&i| (self.slots[i].tokens.len() - common[i], std::cmp::Reverse(common[i]), self.slots[i].last_used));
@@ -486,6 +494,7 @@ impl Engine {
             let slot_d = &mut self.slots[d];
             slot_d.cache.truncate(common[d]);
             slot_d.tokens.truncate(common[d]);
+            slot_d.adapters = req.adapters.clone();
             if best > common[d] {
                 let (a, b) = (d.min(src), d.max(src));
                 let (lo, hi) = self.slots.split_at_mut(b);
@@ -540,6 +549,9 @@ impl Engine {
         // The batch: each planned slot's tokens; logits for a decode token and for the
         // last token of a prompt.
         self.batch.clear();
+        if self.slots.iter().any(|s| s.adapters.is_some()) {
+            self.batch.adapters.extend(self.slots.iter().map(|s| s.adapters.clone()));
+        }
         for item in &self.plan.items {
             let a = self.slots[item.slot].active.as_ref().expect("planned slots run");
             match a.next {

@@ -286,6 +286,30 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// Row `i` of the adapted matrix gains `f · (B A)[i]` (`w_row [cols]`): what merging
+    /// bakes into the weights. For `token_embd` (`embd`), row `i` is token `i`'s embedding
+    /// and gains `f · B A[i]`.
+    pub fn merge_row(&self, i: usize, f: f32, embd: bool, w_row: &mut [f32]) {
+        if embd {
+            let a = &self.a[i * self.rank..(i + 1) * self.rank];
+            self.add_b(a, f, w_row);
+            return;
+        }
+        for r in 0..self.rank {
+            let c = f * self.b[i * self.rank + r];
+            for (w, a) in w_row.iter_mut().zip(&self.a[r * self.cols..(r + 1) * self.cols]) {
+                *w += c * a;
+            }
+        }
+    }
+}
+
+/// The adapted matrix a tensor name stands for, if an adapter may change it.
+pub fn target_of(tensor: &str) -> Option<Target> {
+    parse_target(tensor)
+}
+
 /// Per token of a batch, the adapters of its sequence (or none).
 pub(crate) struct PerToken<'a> {
     pub sets: &'a [Option<Arc<Adapters>>],

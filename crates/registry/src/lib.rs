@@ -58,6 +58,7 @@ pub fn defaults(r: &store::Resolved) -> Defaults {
         system: r.system.clone(),
         messages: r.messages.iter().map(|m| ChatMessage::new(m.role.as_str(), m.content.as_str())).collect(),
         template: r.template.clone(),
+        adapters: r.adapters.iter().map(|p| (p.clone(), 1.0)).collect(),
     }
 }
 

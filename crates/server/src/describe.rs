@@ -123,8 +123,9 @@ pub fn modelfile_view(name: &str, path: &std::path::Path, file: &Gguf, stored: O
     };
     let params = stored.map(|r| r.params.clone()).unwrap_or_default();
     let messages = stored.map(|r| r.messages.clone()).unwrap_or_default();
+    let adapters: Vec<String> = stored.map(|r| r.adapters.iter().map(|p| p.display().to_string()).collect()).unwrap_or_default();
     ModelfileView {
-        modelfile: store::modelfile::render(name, &path.display().to_string(), template.as_deref(), system.as_deref(), &params, &messages, &license),
+        modelfile: store::modelfile::render(name, &path.display().to_string(), &adapters, template.as_deref(), system.as_deref(), &params, &messages, &license),
         parameters: store::modelfile::render_parameters(&params),
         template: template.unwrap_or_default(),
         system: system.unwrap_or_default(),

@@ -76,7 +76,7 @@ impl From<EngineError> for ApiError {
             EngineError::Tokenizer(_) => ApiError::bad_request(e.to_string()),
             EngineError::Grammar(_) => ApiError::bad_request(e.to_string()).with_code("invalid_grammar"),
             EngineError::Cancelled | EngineError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-            EngineError::Model(_) | EngineError::Gguf(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            EngineError::Model(_) | EngineError::Gguf(_) | EngineError::Adapter(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 }

@@ -151,7 +151,7 @@ pub async fn start_local(state: &AppState, job: Job) -> Result<Run, ApiError> {
     let t = Instant::now();
     let lease = state.models.acquire(&job.model, job.keep_alive).await?;
     let load = t.elapsed();
-    let lm = &lease.handle.model;
+    let lm = &lease.model;
     let resolved = job.options.over(&lm.defaults.options).params().map_err(EngineError::from)?;
     let n_vocab = lm.model.config.n_vocab;
     if let Some((id, _)) = job.logit_bias.iter().find(|(id, _)| *id as usize >= n_vocab) {
@@ -173,6 +173,7 @@ pub async fn start_local(state: &AppState, job: Job) -> Result<Run, ApiError> {
             req.num_ctx = resolved.num_ctx;
             req.truncate = job.truncate;
             req.confidence = job.confidence;
+            req.adapters = lm.adapters.clone();
             lease.handle.submit(req)?;
             rxs.push(rx);
         }
@@ -375,7 +376,7 @@ impl Run {
 
     /// A prompt's text (empty when no local model holds the run).
     pub fn decode(&self, prompt: &[u32]) -> String {
-        self.lease().map(|l| l.handle.model.tokenizer.decode(prompt, false)).unwrap_or_default()
+        self.lease().map(|l| l.model.tokenizer.decode(prompt, false)).unwrap_or_default()
     }
 
     /// Prompt tokens of all prompts, when the local prompts are what was answered (else the
@@ -618,7 +619,7 @@ pub async fn embed(state: &AppState, job: EmbedJob) -> Result<Embedded, ApiError
     let t = Instant::now();
     let lease = state.models.acquire(&job.model, job.keep_alive).await?;
     let load = t.elapsed();
-    let (tok, n_ctx) = (&lease.handle.model.tokenizer, lease.handle.options.n_ctx);
+    let (tok, n_ctx) = (&lease.model.tokenizer, lease.handle.options.n_ctx);
     let mut ids = Vec::with_capacity(job.inputs.len());
     for input in job.inputs {
         let mut t = match input {

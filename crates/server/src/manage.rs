@@ -130,9 +130,6 @@ async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Respons
     let req: api::CreateRequest = parse_json(body)?;
     let model = model_field(req.model, req.name)?;
     store::ModelName::parse(&model)?;
-    if req.adapters.as_ref().is_some_and(|a| !a.is_empty()) {
-        return Err(ApiError::bad_request("adapters are not supported yet").with_param("adapters").into());
-    }
     let quantize = req.quantize.filter(|q| !q.is_empty());
     if let Some(q) = &quantize {
         quant::FileType::parse_or_explain(q).map_err(|e| ApiError::bad_request(e).with_param("quantize"))?;
@@ -158,6 +155,17 @@ async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Respons
             return Err(ApiError::bad_request(format!("blob {digest} for {file} has not been uploaded (POST /api/blobs/{digest})")).into());
         }
         mf.from = Some(path.display().to_string());
+    }
+    // LoRA adapters the client uploaded to /api/blobs: {"file name": "sha256:…"}.
+    for (file, digest) in req.adapters.iter().flatten() {
+        let digest = Digest::parse(digest)?;
+        let path = store.blob_path(&digest);
+        if !path.is_file() {
+            return Err(ApiError::bad_request(format!("blob {digest} for adapter {file} has not been uploaded (POST /api/blobs/{digest})"))
+                .with_param("adapters")
+                .into());
+        }
+        mf.adapters.push(path.display().to_string());
     }
     if let Some(t) = req.template {
         mf.template = Some(t);

@@ -1,6 +1,11 @@
 //! The models a server holds loaded: each with its engine thread, kept for its keep-alive
 //! after the last request, within a count and a memory budget (least recently used idle
 //! model evicted first). A request for a model that is not loaded loads it.
+//!
+//! Names over the same weights file (a model created with a LoRA adapter, a SYSTEM prompt
+//! or other defaults over a base already loaded) share the base's engine thread: their
+//! requests run in the same batches, each with its own adapters, and the weights are held
+//! once.
 
 use crate::error::ApiError;
 use axum::http::StatusCode;
@@ -23,7 +28,10 @@ pub struct ModelLimits {
 
 /// A loaded model.
 pub struct Resident {
+    /// The engine of the weights file (shared by every name over that file).
     pub handle: Arc<EngineHandle>,
+    /// This name's view: its defaults, template and adapters.
+    pub model: Arc<LoadedModel>,
     /// `None` while requests run or for "forever".
     pub expires: Option<Instant>,
     pub keep_alive: KeepAlive,
@@ -44,6 +52,9 @@ pub struct ModelSet {
 /// A request's hold on a model: when dropped, the model's keep-alive starts counting.
 pub struct Lease {
     pub handle: Arc<EngineHandle>,
+    /// The model as this name defines it (defaults, template, adapters); the engine runs
+    /// its weights.
+    pub model: Arc<LoadedModel>,
     pub name: String,
     keep_alive: KeepAlive,
     set: Arc<ModelSet>,
@@ -77,12 +88,12 @@ impl ModelSet {
             None => self.limits.default_keep_alive,
         };
         let canonical = registry::canonical_name(&self.store, name);
-        if let Some(handle) = self.touch(&canonical) {
-            return Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() });
+        if let Some((handle, model)) = self.touch(&canonical) {
+            return Ok(Lease { handle, model, name: canonical, keep_alive, set: self.clone() });
         }
         let _guard = self.loading.lock().await;
-        if let Some(handle) = self.touch(&canonical) {
-            return Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() });
+        if let Some((handle, model)) = self.touch(&canonical) {
+            return Ok(Lease { handle, model, name: canonical, keep_alive, set: self.clone() });
         }
         let lm = tokio::task::spawn_blocking({
             let (name, canonical, store) = (name.to_string(), canonical.clone(), self.store.clone());
@@ -91,23 +102,33 @@ impl ModelSet {
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("loading failed: {e}")))??;
         let lm = Arc::new(lm);
-        self.make_room(lm.model.file.file_size(), lm.kv_bytes_per_token(self.limits.engine.cache))?;
-        let handle = Arc::new(
-            EngineHandle::spawn(lm, self.limits.engine.clone(), self.pool.clone())
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("engine thread: {e}")))?,
-        );
+        let shared = self.lock().values().find(|r| r.handle.model.path == lm.path).map(|r| r.handle.clone());
+        let handle = match shared {
+            Some(h) => {
+                self.make_room(0, 0)?;
+                h
+            }
+            None => {
+                self.make_room(lm.model.file.file_size(), lm.kv_bytes_per_token(self.limits.engine.cache))?;
+                Arc::new(
+                    EngineHandle::spawn(lm.clone(), self.limits.engine.clone(), self.pool.clone())
+                        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("engine thread: {e}")))?,
+                )
+            }
+        };
         let now = Instant::now();
-        self.lock().insert(canonical.clone(), Resident { handle: handle.clone(), expires: None, keep_alive, last_used: now, loaded_at: SystemTime::now() });
-        Ok(Lease { handle, name: canonical, keep_alive, set: self.clone() })
+        let resident = Resident { handle: handle.clone(), model: lm.clone(), expires: None, keep_alive, last_used: now, loaded_at: SystemTime::now() };
+        self.lock().insert(canonical.clone(), resident);
+        Ok(Lease { handle, model: lm, name: canonical, keep_alive, set: self.clone() })
     }
 
-    /// The handle of a loaded model, marked in use.
-    fn touch(&self, name: &str) -> Option<Arc<EngineHandle>> {
+    /// The engine and view of a loaded model, marked in use.
+    fn touch(&self, name: &str) -> Option<(Arc<EngineHandle>, Arc<LoadedModel>)> {
         let mut map = self.lock();
         let r = map.get_mut(name)?;
         r.last_used = Instant::now();
         r.expires = None;
-        Some(r.handle.clone())
+        Some((r.handle.clone(), r.model.clone()))
     }
 
     /// Evict idle models, least recently used first, until one more of `need` bytes fits.
@@ -137,7 +158,7 @@ impl ModelSet {
         }
         let mut map = self.lock();
         loop {
-            let used: usize = map.values().map(|r| r.handle.memory_bytes()).sum();
+            let used = used_bytes(&map);
             if map.len() < self.limits.max_loaded && used + need <= self.limits.max_memory {
                 return Ok(());
             }
@@ -183,7 +204,11 @@ impl ModelSet {
         match map.get(&canonical) {
             Some(r) if r.handle.is_idle() => map.remove(&canonical).is_some(),
             Some(r) => {
-                r.handle.cancel_all();
+                // A busy engine's requests are cancelled unless other names share it.
+                let shared = map.iter().any(|(n, o)| *n != canonical && Arc::ptr_eq(&o.handle, &r.handle));
+                if !shared {
+                    r.handle.cancel_all();
+                }
                 map.remove(&canonical).is_some()
             }
             None => false,
@@ -220,6 +245,17 @@ impl ModelSet {
     pub fn is_idle(&self) -> bool {
         self.lock().values().all(|r| r.handle.is_idle())
     }
+}
+
+/// Bytes the loaded engines take, each counted once however many names share it.
+fn used_bytes(map: &HashMap<String, Resident>) -> usize {
+    let mut seen: Vec<&Arc<EngineHandle>> = Vec::new();
+    for r in map.values() {
+        if !seen.iter().any(|h| Arc::ptr_eq(h, &r.handle)) {
+            seen.push(&r.handle);
+        }
+    }
+    seen.iter().map(|h| h.memory_bytes()).sum()
 }
 
 /// Load a model for the server: a catalog model not in the store yet is pulled first (its

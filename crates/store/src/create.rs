@@ -74,6 +74,24 @@ impl Store {
         progress(Progress::Status("writing layers".into()));
         let inherited = |media: &str| base.layer(media).cloned();
         let mut layers = vec![model_layer];
+        // Adapters: the base model's, then the Modelfile's (a file, or a stored model's).
+        layers.extend(base.layers.iter().filter(|l| l.media_type == manifest::MEDIA_ADAPTER).cloned());
+        for a in &mf.adapters {
+            if crate::looks_like_path(a) {
+                let path = self.local_from(a, &paths)?;
+                progress(Progress::Status(format!("copying adapter {}", path.display())));
+                let layer = self.import_file(&path, progress)?;
+                layers.push(Layer { media_type: manifest::MEDIA_ADAPTER.into(), ..layer });
+            } else {
+                let n = self.find(a)?;
+                let (m, _, _) = self.manifest(&n)?.ok_or_else(|| self.not_found(a))?;
+                let own: Vec<Layer> = m.layers.iter().filter(|l| l.media_type == manifest::MEDIA_ADAPTER).cloned().collect();
+                if own.is_empty() {
+                    return Err(StoreError::Modelfile { line: 0, why: format!("ADAPTER {a}: that model has no adapter") });
+                }
+                layers.extend(own);
+            }
+        }
         let text_layer = |media: &str, own: Option<&String>| -> Result<Option<Layer>, StoreError> {
             match own {
                 Some(t) => self.put_bytes(media, t.as_bytes()).map(Some),

@@ -78,6 +78,8 @@ pub struct Resolved {
     /// The GGUF file.
     pub model: PathBuf,
     pub model_digest: Digest,
+    /// LoRA adapter files (GGUF), in the order they apply.
+    pub adapters: Vec<PathBuf>,
     pub config: manifest::Config,
     pub template: Option<String>,
     pub system: Option<String>,
@@ -203,7 +205,16 @@ impl Store {
         };
         let license =
             manifest.layers.iter().filter(|l| l.media_type == manifest::MEDIA_LICENSE).map(|l| self.read_small_blob(&l.digest)).collect::<Result<_, _>>()?;
+        let mut adapters = Vec::new();
+        for l in manifest.layers.iter().filter(|l| l.media_type == manifest::MEDIA_ADAPTER) {
+            let p = self.blob_path(&l.digest);
+            if !p.is_file() {
+                return Err(bad(format!("adapter blob {} is missing", l.digest)));
+            }
+            adapters.push(p);
+        }
         Ok(Resolved {
+            adapters,
             template: text(manifest::MEDIA_TEMPLATE)?,
             system: text(manifest::MEDIA_SYSTEM)?,
             model_digest: layer.digest.clone(),

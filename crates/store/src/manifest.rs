@@ -12,6 +12,8 @@ pub const MEDIA_SYSTEM: &str = "application/vnd.ollama.image.system";
 pub const MEDIA_PARAMS: &str = "application/vnd.ollama.image.params";
 pub const MEDIA_MESSAGES: &str = "application/vnd.ollama.image.messages";
 pub const MEDIA_LICENSE: &str = "application/vnd.ollama.image.license";
+/// A LoRA adapter in GGUF, applied over the model layer (one layer per adapter, in order).
+pub const MEDIA_ADAPTER: &str = "application/vnd.ollama.image.adapter";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -548,6 +548,7 @@ fn answer_all(
         let mut req = Request::new(p, params, tx);
         req.constraint = grammar.map(|g| lm.constrain(g)).transpose()?;
         req.confidence = signals.is_some();
+        req.adapters = lm.adapters.clone();
         engine.submit(req)?;
         receivers.push((rx, n_prompt, Instant::now()));
     }
@@ -630,6 +631,7 @@ fn score_labels(
         // cache for every label but the first.
         req.prompt_logprobs = Some(0);
         req.score_from = from;
+        req.adapters = lm.adapters.clone();
         engine.submit(req)?;
         receivers.push((erx, Instant::now()));
     }
