@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(mf.messages[1].content, "hello there");
         assert_eq!(mf.license, vec!["MIT".to_string()]);
         // What `render` writes parses back to the same settings.
-        let text = render("x", "/blob", mf.template.as_deref(), mf.system.as_deref(), &mf.params, &mf.messages, &mf.license);
+        let text = render("x", "/blob", &mf.adapters, mf.template.as_deref(), mf.system.as_deref(), &mf.params, &mf.messages, &mf.license);
         let again = Modelfile::parse(&text).unwrap();
         assert_eq!(again.params, mf.params);
         assert_eq!(again.system, mf.system);
