@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
+    /// Run with this LoRA adapter (GGUF) applied, scale 1 (repeatable)
+    #[arg(long, value_name = "FILE")]
+    adapter: Vec<std::path::PathBuf>,
 }
 
 struct Rng(u64);
@@ -64,6 +67,7 @@ struct Runner<'a> {
     rng: Rng,
     cache: KvCache,
     s: Scratch,
+    adapters: Option<std::sync::Arc<model::Adapters>>,
 }
 
 impl Runner<'_> {
@@ -82,6 +86,7 @@ impl Runner<'_> {
             for (i, &t) in chunk.iter().enumerate() {
                 b.push(t, 0, ci * self.ubatch + i + 1 == tokens.len());
             }
+            b.adapters.push(self.adapters.clone());
             self.m.forward(&self.pool, &b, &mut [&mut self.cache], &mut self.s)?;
         }
         Ok(())
@@ -112,6 +117,7 @@ impl Runner<'_> {
         for _ in 0..n {
             b.clear();
             b.push(t, 0, true);
+            b.adapters.push(self.adapters.clone());
             self.m.forward(&self.pool, &b, &mut [&mut self.cache], &mut self.s)?;
             t = self.rng.next(self.m.config.n_vocab);
         }
@@ -126,14 +132,25 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.ubatch == 0 {
         bail!("--ubatch-size must be at least 1");
     }
-    let lm = registry::load(&store::Store::open_default(), &a.model)?;
+    let mut found = registry::find(&store::Store::open_default(), &a.model)?;
+    found.defaults.adapters.extend(a.adapter.iter().map(|p| (p.clone(), 1.0)));
+    let lm = found.load()?;
     let m = &lm.model;
     let threads = crate::threads(a.threads);
     let bos = if lm.tokenizer.add_bos() { lm.tokenizer.bos() } else { None };
     let types = a.cache.types()?;
     let longest = a.n_depth.iter().max().unwrap_or(&0) + a.n_prompt.iter().chain(&a.n_gen).max().unwrap_or(&0) + 1;
     let cache = KvCache::with_types(&m.config, longest, types)?;
-    let mut run = Runner { m, pool: Pool::new(threads), bos, ubatch: a.ubatch, rng: Rng(0x9E3779B97F4A7C15), cache, s: Scratch::default() };
+    let mut run = Runner {
+        m,
+        pool: Pool::new(threads),
+        bos,
+        ubatch: a.ubatch,
+        rng: Rng(0x9E3779B97F4A7C15),
+        cache,
+        s: Scratch::default(),
+        adapters: lm.adapters.clone(),
+    };
     let mut results = Vec::new();
     let tests = a.n_prompt.iter().map(|&n| ("pp", n)).chain(a.n_gen.iter().map(|&n| ("tg", n)));
     for (test, n) in tests.filter(|&(_, n)| n > 0) {
@@ -153,6 +170,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
                 "n_ubatch": a.ubatch, "type_k": types.k.as_str(), "type_v": types.v.as_str(),
                 "threads": threads, "repetitions": a.repetitions, "avg_ts": mean, "stddev_ts": sd, "samples_ts": samples,
                 "isa": kernels::dot::Isa::detect_cached().as_str(), "cpu_info": kernels::dot::cpu_model(),
+                "adapters": lm.defaults.adapters.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
             }));
         }
     }

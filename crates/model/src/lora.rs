@@ -42,7 +42,8 @@ pub enum LoraError {
 /// name inside the layer (`attn_q`, `ffn_down`, …).
 pub type Target = (Option<usize>, &'static str);
 
-/// One adapted matrix: `A` `[rank, cols]` and `B` `[rows, rank]`, row-major f32.
+/// One adapted matrix: `A` `[rank, cols]` and `B` `[rows, rank]`, row-major f32 (the
+/// file's layouts), with `B` also kept transposed for the forward pass.
 #[derive(Debug, Clone)]
 pub struct Pair {
     pub rank: usize,
@@ -50,6 +51,21 @@ pub struct Pair {
     pub cols: usize,
     pub a: Vec<f32>,
     pub b: Vec<f32>,
+    /// `Bᵀ` `[rank, rows]`: `B t` is then `rank` contiguous axpys.
+    bt: Vec<f32>,
+}
+
+impl Pair {
+    pub fn new(rank: usize, rows: usize, cols: usize, a: Vec<f32>, b: Vec<f32>) -> Pair {
+        assert_eq!((a.len(), b.len()), (rank * cols, rows * rank), "lora pair shapes");
+        let mut bt = vec![0f32; rank * rows];
+        for i in 0..rows {
+            for r in 0..rank {
+                bt[r * rows + i] = b[i * rank + r];
+            }
+        }
+        Pair { rank, rows, cols, a, b, bt }
+    }
 }
 
 /// A LoRA adapter read from a file and checked against its base model.
@@ -156,7 +172,7 @@ impl Adapter {
             if a_data.iter().chain(&b_data).any(|v| !v.is_finite()) {
                 return Err(bad(&base, "holds a value that is not finite".into()));
             }
-            pairs.insert(target, Pair { rank, rows: b_rows, cols: if embd { rows } else { cols }, a: a_data, b: b_data });
+            pairs.insert(target, Pair::new(rank, b_rows, if embd { rows } else { cols }, a_data, b_data));
         }
         if pairs.is_empty() {
             return Err(not("it holds no lora_a/lora_b pairs".into()));
@@ -244,8 +260,9 @@ impl Adapters {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight lanes so the compiler vectorises; the order is fixed, so results are too.
+/// `Σ a[i] b[i]`, eight lanes in a fixed order (so a result does not depend on the batch).
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -259,6 +276,51 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// `y += c x`.
+#[inline(always)]
+fn axpy_lanes(y: &mut [f32], c: f32, x: &[f32]) {
+    for (o, v) in y.iter_mut().zip(x) {
+        *o += c * v;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(y: &mut [f32], c: f32, x: &[f32]) {
+    axpy_lanes(y, c, x)
+}
+
+/// Whether the AVX2 builds of the loops may run (the kernels' level, so `BANTAM_ISA` caps
+/// it too).
+fn wide() -> bool {
+    use kernels::dot::Isa;
+    cfg!(target_arch = "x86_64") && matches!(Isa::detect_cached(), Isa::Avx2 | Isa::AvxVnni | Isa::Vnni)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: the CPU has AVX2 and FMA (checked by the kernels' detection).
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_lanes(a, b)
+}
+
+fn axpy(y: &mut [f32], c: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: as in `dot`.
+        return unsafe { axpy_avx2(y, c, x) };
+    }
+    axpy_lanes(y, c, x)
 }
 
 impl Pair {
@@ -280,8 +342,8 @@ impl Pair {
 
     /// `out [rows] += f · B t`, `t [rank]`.
     fn add_b(&self, t: &[f32], f: f32, out: &mut [f32]) {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o += f * dot(&self.b[i * self.rank..(i + 1) * self.rank], t);
+        for (r, &tr) in t.iter().enumerate() {
+            axpy(out, f * tr, &self.bt[r * self.rows..(r + 1) * self.rows]);
         }
     }
 }
@@ -400,7 +462,7 @@ pub fn random(model: &Model, rank: usize, alpha: f32, targets: &[&str], seed: u6
             let a = (0..rank * cols).map(|_| next() * a_s).collect();
             let b = (0..rows * rank).map(|_| next() * b_s).collect();
             let which = LAYER_TARGETS.iter().find(|&&t| t == *which).ok_or_else(|| ModelError::BadConfig(format!("{which} is not an adaptable matrix")))?;
-            pairs.insert((Some(il), *which), Pair { rank, rows, cols, a, b });
+            pairs.insert((Some(il), *which), Pair::new(rank, rows, cols, a, b));
         }
     }
     if pairs.is_empty() {
