@@ -21,6 +21,7 @@ pub mod config;
 mod kv_cache;
 pub mod lora;
 pub mod tiny;
+pub mod train;
 mod weights;
 
 pub use block::{ActivationStats, Batch, Scratch};

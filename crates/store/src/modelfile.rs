@@ -201,6 +201,7 @@ pub fn render_parameters(params: &Map<String, Value>) -> String {
 }
 
 /// A Modelfile that recreates a model: `from` is the model blob's path.
+#[allow(clippy::too_many_arguments)] // one argument per Modelfile instruction
 pub fn render(
     name: &str,
     from: &str,

@@ -1,0 +1,835 @@
+//! Training LoRA adapters: the decoder block's forward pass over one sequence in f32, kept
+//! on a tape, and its backward pass down to the adapters' `A` and `B` (the base stays
+//! frozen and quantized; its rows are dequantized on the fly, as QLoRA does on GPUs).
+//!
+//! The forward pass is the one of `block.rs`, configured by the same [`Config`] (fused or
+//! separate projections, biases, qk-norm, rotary style and partial rotation, sliding
+//! windows, post-norms, residual, embedding and logit scales, SwiGLU or GeGLU), computed
+//! exactly in f32 so that it is differentiable: no quantized activations, no f16 cache,
+//! GELU evaluated instead of read from ggml's f16 table. Its logits agree with
+//! [`Model::forward`]'s within those roundings (tested). Causal attention over the whole
+//! sequence from position 0 (packed examples attend across their boundaries, as simple
+//! packing does).
+//!
+//! Per layer, with `T` tokens (shapes in comments); `Δ` marks an adapter's `f·B(A·)`:
+//! ```text
+//! x ── rms(attn_norm) ─ h1 ── Wq,Wk,Wv (+Δ, +bias) ─ qk-norm ─ rope ─ q,k,v
+//!   softmax(q·k·scale, causal) = P ── P·v = att ── Wo (+Δ) ─ o1 ─ post-norm ─ ·rs ─ + x = x2
+//! x2 ── rms(ffn_norm) ─ h2 ── Wgate,Wup (+Δ) ── act(gate)·up ─ Wdown (+Δ) ─ o2 ─ post-norm ─ ·rs ─ + x2
+//! ```
+//! then the final norm, the output projection at the positions that carry loss, and the
+//! mean cross-entropy of the next tokens.
+
+use crate::config::{Activation, RopeStyle};
+use crate::lora::{Adapter, Pair, Target, LAYER_TARGETS};
+use crate::weights::{GateUpProj, Mat, QkvProj};
+use crate::{Model, ModelError};
+use kernels::pool::Pool;
+use std::collections::HashMap;
+
+/// One adapted matrix being trained: `A` `[rank, cols]`, `B` `[rows, rank]`.
+#[derive(Debug, Clone)]
+pub struct LoraMatrix {
+    pub target: Target,
+    pub rows: usize,
+    pub cols: usize,
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+/// The adapter under training: every matrix shares `rank` and `alpha`.
+#[derive(Debug, Clone)]
+pub struct LoraParams {
+    pub rank: usize,
+    pub alpha: f32,
+    pub mats: Vec<LoraMatrix>,
+}
+
+impl LoraParams {
+    /// A fresh adapter on the given layer `targets` (names from [`LAYER_TARGETS`] the model
+    /// has): `A` uniform in ±1/√cols (PEFT's Kaiming init), `B` zero, so training starts
+    /// from the base model. Deterministic in `seed`.
+    pub fn init(model: &Model, rank: usize, alpha: f32, targets: &[&str], seed: u64) -> Result<LoraParams, ModelError> {
+        let mut rng = Rng(seed);
+        let mut mats = Vec::new();
+        for il in 0..model.config.n_layer {
+            for which in targets {
+                let which =
+                    *LAYER_TARGETS.iter().find(|&&t| t == *which).ok_or_else(|| ModelError::BadConfig(format!("{which} is not an adaptable matrix")))?;
+                let Some(w) = model.file.tensor(&format!("blk.{il}.{which}.weight")) else { continue };
+                let (cols, rows) = (w.row_len(), w.n_rows());
+                let bound = 1.0 / (cols as f32).sqrt();
+                let a = (0..rank * cols).map(|_| (rng.uniform() * 2.0 - 1.0) * bound).collect();
+                mats.push(LoraMatrix { target: (Some(il), which), rows, cols, a, b: vec![0.0; rows * rank] });
+            }
+        }
+        if mats.is_empty() {
+            return Err(ModelError::BadConfig(format!("the model has none of the targets {targets:?}")));
+        }
+        Ok(LoraParams { rank, alpha, mats })
+    }
+
+    /// The multiplier of `B A x`.
+    pub fn factor(&self) -> f32 {
+        self.alpha / self.rank as f32
+    }
+
+    pub fn n_params(&self) -> usize {
+        self.mats.iter().map(|m| m.a.len() + m.b.len()).sum()
+    }
+
+    /// The adapter, for inference or to write (`Adapter::to_gguf`).
+    pub fn to_adapter(&self, name: &str) -> Adapter {
+        let pairs = self.mats.iter().map(|m| (m.target, Pair::new(self.rank, m.rows, m.cols, m.a.clone(), m.b.clone()))).collect();
+        Adapter::new(name, self.alpha, pairs)
+    }
+
+    /// Every parameter, in a fixed order (each matrix's `A`, then its `B`).
+    pub fn flat(&self) -> Vec<f32> {
+        self.mats.iter().flat_map(|m| m.a.iter().chain(&m.b).copied()).collect()
+    }
+
+    pub fn set_flat(&mut self, v: &[f32]) {
+        let mut i = 0;
+        for m in &mut self.mats {
+            for x in m.a.iter_mut().chain(m.b.iter_mut()) {
+                *x = v[i];
+                i += 1;
+            }
+        }
+    }
+}
+
+/// splitmix64, for initialisation and shuffling: the same on every machine.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// What one layer's forward pass keeps for its backward pass.
+#[derive(Default)]
+struct LayerTape {
+    x: Vec<f32>,     // [T, ne] layer input
+    h1: Vec<f32>,    // [T, ne] attn-normed
+    q_raw: Vec<f32>, // [T, qd] projected (+bias), before qk-norm and rope
+    k_raw: Vec<f32>, // [T, kvd]
+    q: Vec<f32>,     // [T, qd] after rope
+    k: Vec<f32>,     // [T, kvd]
+    v: Vec<f32>,     // [T, vd]
+    p: Vec<f32>,     // [n_head, T, T] attention probabilities (0 outside the mask)
+    att: Vec<f32>,   // [T, n_head * hd_v]
+    o1: Vec<f32>,    // [T, ne] Wo output before the post-norm
+    x2: Vec<f32>,    // [T, ne] after the attention residual
+    h2: Vec<f32>,    // [T, ne] ffn-normed
+    gate: Vec<f32>,  // [T, nff] before the activation
+    up: Vec<f32>,    // [T, nff]
+    act: Vec<f32>,   // [T, nff] act(gate) * up
+    o2: Vec<f32>,    // [T, ne] down output before the post-norm
+    /// Per adapted matrix of the layer, `A x` `[T, rank]`.
+    ax: HashMap<&'static str, Vec<f32>>,
+}
+
+/// Forward and backward over sequences, gradients summed into `grads` (same layout as
+/// [`LoraParams::flat`]) until [`Trainer::take_grads`].
+pub struct Trainer<'m> {
+    model: &'m Model,
+    /// Index of each target's matrix in the parameters.
+    index: HashMap<Target, usize>,
+    /// Offsets of each matrix's `A` and `B` in the flat gradient.
+    offsets: Vec<(usize, usize)>,
+    grads: Vec<f32>,
+    tapes: Vec<LayerTape>,
+}
+
+impl<'m> Trainer<'m> {
+    pub fn new(model: &'m Model, params: &LoraParams) -> Trainer<'m> {
+        let mut offsets = Vec::new();
+        let mut o = 0;
+        for m in &params.mats {
+            offsets.push((o, o + m.a.len()));
+            o += m.a.len() + m.b.len();
+        }
+        let index = params.mats.iter().enumerate().map(|(i, m)| (m.target, i)).collect();
+        Trainer { model, index, offsets, grads: vec![0.0; o], tapes: Vec::new() }
+    }
+
+    /// The summed gradients since the last call, zeroed after.
+    pub fn take_grads(&mut self) -> Vec<f32> {
+        let z = vec![0.0; self.grads.len()];
+        std::mem::replace(&mut self.grads, z)
+    }
+
+    /// Loss of `tokens` (the summed cross-entropy of `tokens[t + 1]` at every position `t`
+    /// with `loss_at[t]`) and the number of those positions; gradients of the summed loss
+    /// (times `grad_scale`) are added to the trainer's. `tokens.len()` ≥ 2.
+    pub fn step(
+        &mut self,
+        pool: &Pool,
+        params: &LoraParams,
+        tokens: &[u32],
+        loss_at: &[bool],
+        grad_scale: f32,
+        backward: bool,
+    ) -> Result<(f64, usize), ModelError> {
+        let m = self.model;
+        let c = &m.config;
+        let t_n = tokens.len();
+        if t_n < 2 || loss_at.len() != t_n {
+            return Err(ModelError::BadBatch("a training sequence needs two tokens or more and a mask per token".into()));
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+            return Err(ModelError::BadBatch(format!("token id {t} is outside the vocabulary ({})", c.n_vocab)));
+        }
+        let ne = c.n_embd;
+        // Embeddings. [T, ne]
+        let embd = m.weights.tok_embd.view(&m.file, m.isa);
+        let mut x = vec![0f32; t_n * ne];
+        for (t, &tok) in tokens.iter().enumerate() {
+            embd.dequantize_row(tok as usize, &mut x[t * ne..(t + 1) * ne]);
+        }
+        x.iter_mut().for_each(|v| *v *= c.embed_scale);
+        self.tapes.resize_with(c.n_layer, LayerTape::default);
+        for il in 0..c.n_layer {
+            let mut tape = std::mem::take(&mut self.tapes[il]);
+            x = self.layer_forward(pool, params, il, x, t_n, &mut tape);
+            self.tapes[il] = tape;
+        }
+        // Loss positions: final norm, output projection, softmax cross-entropy.
+        let pos: Vec<usize> = (0..t_n - 1).filter(|&t| loss_at[t]).collect();
+        if pos.is_empty() {
+            return Ok((0.0, 0));
+        }
+        let nv = c.n_vocab;
+        let mut hf = vec![0f32; pos.len() * ne];
+        for (j, &t) in pos.iter().enumerate() {
+            rms_fwd(&x[t * ne..(t + 1) * ne], &m.weights.output_norm, c.rms_eps, &mut hf[j * ne..(j + 1) * ne]);
+        }
+        let mut logits = vec![0f32; pos.len() * nv];
+        dense_fwd(pool, m, &m.weights.output, &hf, pos.len(), &mut logits);
+        let mut loss = 0f64;
+        let mut dlogits = logits;
+        for (j, &t) in pos.iter().enumerate() {
+            let row = &mut dlogits[j * nv..(j + 1) * nv];
+            row.iter_mut().for_each(|v| *v /= c.logit_scale);
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            let target = tokens[t + 1] as usize;
+            loss += sum.ln() + max as f64 - row[target] as f64;
+            // d loss / d logits = softmax - onehot, through the logit scale.
+            for v in row.iter_mut() {
+                *v = (((*v - max) as f64).exp() / sum) as f32 * grad_scale / c.logit_scale;
+            }
+            row[target] -= grad_scale / c.logit_scale;
+        }
+        if !backward {
+            return Ok((loss, pos.len()));
+        }
+        // Backward: output projection and final norm.
+        let mut dhf = vec![0f32; pos.len() * ne];
+        dense_bwd(pool, m, &m.weights.output, &dlogits, pos.len(), &mut dhf);
+        let mut dx = vec![0f32; t_n * ne];
+        for (j, &t) in pos.iter().enumerate() {
+            rms_bwd(&x[t * ne..(t + 1) * ne], &m.weights.output_norm, c.rms_eps, &dhf[j * ne..(j + 1) * ne], &mut dx[t * ne..(t + 1) * ne]);
+        }
+        for il in (0..c.n_layer).rev() {
+            let tape = std::mem::take(&mut self.tapes[il]);
+            dx = self.layer_backward(pool, params, il, &tape, dx, t_n);
+            self.tapes[il] = tape;
+        }
+        Ok((loss, pos.len()))
+    }
+
+    /// `out [T, rows] = x [T, cols] · Wᵀ + f·(x Aᵀ) Bᵀ` for the layer's matrix `name`;
+    /// keeps `x Aᵀ` on the tape.
+    #[allow(clippy::too_many_arguments)]
+    fn proj(&self, pool: &Pool, params: &LoraParams, il: usize, name: &'static str, w: &Mat, x: &[f32], t_n: usize, out: &mut [f32], tape: &mut LayerTape) {
+        dense_fwd(pool, self.model, w, x, t_n, out);
+        if let Some(&mi) = self.index.get(&(Some(il), name)) {
+            let lm = &params.mats[mi];
+            let r = params.rank;
+            let mut ax = vec![0f32; t_n * r];
+            for t in 0..t_n {
+                for k in 0..r {
+                    ax[t * r + k] = dot(&lm.a[k * lm.cols..(k + 1) * lm.cols], &x[t * lm.cols..(t + 1) * lm.cols]);
+                }
+            }
+            let f = params.factor();
+            for t in 0..t_n {
+                let o = &mut out[t * lm.rows..(t + 1) * lm.rows];
+                for (i, oi) in o.iter_mut().enumerate() {
+                    *oi += f * dot(&lm.b[i * r..(i + 1) * r], &ax[t * r..(t + 1) * r]);
+                }
+            }
+            tape.ax.insert(name, ax);
+        }
+    }
+
+    /// Backward of [`Trainer::proj`]: `dx += dy · W + f·(dy B) A`, and the adapter's
+    /// gradients `dB += f · dyᵀ (x Aᵀ)`, `dA += f · (dy B)ᵀ x`.
+    #[allow(clippy::too_many_arguments)]
+    fn proj_bwd(
+        &mut self,
+        pool: &Pool,
+        params: &LoraParams,
+        il: usize,
+        name: &'static str,
+        w: &Mat,
+        x: &[f32],
+        dy: &[f32],
+        t_n: usize,
+        dx: &mut [f32],
+        tape: &LayerTape,
+    ) {
+        dense_bwd(pool, self.model, w, dy, t_n, dx);
+        if let Some(&mi) = self.index.get(&(Some(il), name)) {
+            let lm = &params.mats[mi];
+            let (r, f) = (params.rank, params.factor());
+            let ax = &tape.ax[name];
+            let (oa, ob) = self.offsets[mi];
+            // dB [rows, rank] += f · Σ_t dy[t] ⊗ ax[t]
+            for t in 0..t_n {
+                let dyt = &dy[t * lm.rows..(t + 1) * lm.rows];
+                let axt = &ax[t * r..(t + 1) * r];
+                for (i, &d) in dyt.iter().enumerate() {
+                    let g = &mut self.grads[ob + i * r..ob + (i + 1) * r];
+                    for k in 0..r {
+                        g[k] += f * d * axt[k];
+                    }
+                }
+            }
+            // u [T, rank] = f · dy B;  dA [rank, cols] += Σ_t u[t] ⊗ x[t];  dx += u A
+            for t in 0..t_n {
+                let dyt = &dy[t * lm.rows..(t + 1) * lm.rows];
+                let xt = &x[t * lm.cols..(t + 1) * lm.cols];
+                for k in 0..r {
+                    let mut u = 0f32;
+                    for (i, &d) in dyt.iter().enumerate() {
+                        u += d * lm.b[i * r + k];
+                    }
+                    let u = f * u;
+                    if u == 0.0 {
+                        continue;
+                    }
+                    let ga = &mut self.grads[oa + k * lm.cols..oa + (k + 1) * lm.cols];
+                    axpy(ga, u, xt);
+                    axpy(&mut dx[t * lm.cols..(t + 1) * lm.cols], u, &lm.a[k * lm.cols..(k + 1) * lm.cols]);
+                }
+            }
+        }
+    }
+
+    fn layer_forward(&self, pool: &Pool, params: &LoraParams, il: usize, x: Vec<f32>, t_n: usize, tape: &mut LayerTape) -> Vec<f32> {
+        let m = self.model;
+        let c = &m.config;
+        let lw = &m.weights.layers[il];
+        let (ne, qd, kvd, vd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.v_dim(), c.head_dim);
+        tape.ax.clear();
+        let mut h1 = vec![0f32; t_n * ne];
+        for t in 0..t_n {
+            rms_fwd(&x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps, &mut h1[t * ne..(t + 1) * ne]);
+        }
+        let (mut q, mut k, mut v) = (vec![0f32; t_n * qd], vec![0f32; t_n * kvd], vec![0f32; t_n * vd]);
+        match &lw.qkv {
+            QkvProj::Separate { wq, wk, wv } => {
+                self.proj(pool, params, il, "attn_q", wq, &h1, t_n, &mut q, tape);
+                self.proj(pool, params, il, "attn_k", wk, &h1, t_n, &mut k, tape);
+                self.proj(pool, params, il, "attn_v", wv, &h1, t_n, &mut v, tape);
+            }
+            QkvProj::Fused(w) => {
+                let width = qd + kvd + vd;
+                let mut fused = vec![0f32; t_n * width];
+                self.proj(pool, params, il, "attn_qkv", w, &h1, t_n, &mut fused, tape);
+                for t in 0..t_n {
+                    let row = &fused[t * width..(t + 1) * width];
+                    q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
+                    k[t * kvd..(t + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+                    v[t * vd..(t + 1) * vd].copy_from_slice(&row[qd + kvd..]);
+                }
+            }
+        }
+        if let (Some(bq), Some(bk), Some(bv)) = (&lw.bq, &lw.bk, &lw.bv) {
+            for t in 0..t_n {
+                add(&mut q[t * qd..(t + 1) * qd], bq);
+                add(&mut k[t * kvd..(t + 1) * kvd], bk);
+                add(&mut v[t * vd..(t + 1) * vd], bv);
+            }
+        }
+        tape.q_raw = q.clone();
+        tape.k_raw = k.clone();
+        let base = if c.swa_layers[il] { c.rope_base_swa } else { c.rope_base };
+        let neox = c.rope_style == RopeStyle::Neox;
+        let freqs = m.weights.rope_freqs.as_deref();
+        for (buf, norm, width) in [(&mut q, &lw.q_norm, qd), (&mut k, &lw.k_norm, kvd)] {
+            let per = width / hd;
+            for (i, head) in buf.chunks_exact_mut(hd).enumerate() {
+                let t = i / per;
+                if let Some(w) = norm {
+                    let src = head.to_vec();
+                    rms_fwd(&src, w, c.rms_eps, head);
+                }
+                kernels::ops::rope(&mut head[..c.n_rot], t, base, neox, freqs);
+            }
+        }
+        // Attention, causal (and windowed), per head. [T, att_dim]
+        let (att, p) = attention_fwd(pool, c, il, &q, &k, &v, t_n);
+        let mut o1 = vec![0f32; t_n * ne];
+        self.proj(pool, params, il, "attn_output", &lw.wo, &att, t_n, &mut o1, tape);
+        let mut x2 = x.clone();
+        for t in 0..t_n {
+            branch_fwd(&o1[t * ne..(t + 1) * ne], lw.attn_post_norm.as_deref(), c.rms_eps, c.residual_scale, &mut x2[t * ne..(t + 1) * ne]);
+        }
+        let mut h2 = vec![0f32; t_n * ne];
+        for t in 0..t_n {
+            rms_fwd(&x2[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps, &mut h2[t * ne..(t + 1) * ne]);
+        }
+        let nf = c.n_ff;
+        let (mut gate, mut up) = (vec![0f32; t_n * nf], vec![0f32; t_n * nf]);
+        match &lw.gate_up {
+            GateUpProj::Separate { gate: wg, up: wu } => {
+                self.proj(pool, params, il, "ffn_gate", wg, &h2, t_n, &mut gate, tape);
+                self.proj(pool, params, il, "ffn_up", wu, &h2, t_n, &mut up, tape);
+            }
+            GateUpProj::Fused(w) => {
+                let mut fused = vec![0f32; t_n * 2 * nf];
+                self.proj(pool, params, il, "ffn_up", w, &h2, t_n, &mut fused, tape);
+                for t in 0..t_n {
+                    gate[t * nf..(t + 1) * nf].copy_from_slice(&fused[2 * t * nf..(2 * t + 1) * nf]);
+                    up[t * nf..(t + 1) * nf].copy_from_slice(&fused[(2 * t + 1) * nf..(2 * t + 2) * nf]);
+                }
+            }
+        }
+        let act: Vec<f32> = gate.iter().zip(&up).map(|(&g, &u)| activation(c.activation, g).0 * u).collect();
+        let mut o2 = vec![0f32; t_n * ne];
+        self.proj(pool, params, il, "ffn_down", &lw.w_down, &act, t_n, &mut o2, tape);
+        let mut out = x2.clone();
+        for t in 0..t_n {
+            branch_fwd(&o2[t * ne..(t + 1) * ne], lw.ffn_post_norm.as_deref(), c.rms_eps, c.residual_scale, &mut out[t * ne..(t + 1) * ne]);
+        }
+        tape.x = x;
+        tape.h1 = h1;
+        tape.q = q;
+        tape.k = k;
+        tape.v = v;
+        tape.p = p;
+        tape.att = att;
+        tape.o1 = o1;
+        tape.x2 = x2;
+        tape.h2 = h2;
+        tape.gate = gate;
+        tape.up = up;
+        tape.act = act;
+        tape.o2 = o2;
+        out
+    }
+
+    fn layer_backward(&mut self, pool: &Pool, params: &LoraParams, il: usize, tape: &LayerTape, dout: Vec<f32>, t_n: usize) -> Vec<f32> {
+        let m = self.model;
+        let c = &m.config;
+        let lw = &m.weights.layers[il];
+        let (ne, qd, kvd, vd, hd, nf) = (c.n_embd, c.q_dim(), c.kv_dim(), c.v_dim(), c.head_dim, c.n_ff);
+        let att_dim = c.n_head * c.head_dim_v;
+        // Feed-forward branch: out = x2 + rs·post(o2).
+        let mut dx2 = dout.clone();
+        let mut do2 = vec![0f32; t_n * ne];
+        for t in 0..t_n {
+            branch_bwd(
+                &tape.o2[t * ne..(t + 1) * ne],
+                lw.ffn_post_norm.as_deref(),
+                c.rms_eps,
+                c.residual_scale,
+                &dout[t * ne..(t + 1) * ne],
+                &mut do2[t * ne..(t + 1) * ne],
+            );
+        }
+        let mut dact = vec![0f32; t_n * nf];
+        self.proj_bwd(pool, params, il, "ffn_down", &lw.w_down, &tape.act, &do2, t_n, &mut dact, tape);
+        let (mut dgate, mut dup) = (vec![0f32; t_n * nf], vec![0f32; t_n * nf]);
+        for i in 0..t_n * nf {
+            let (a, da_dg) = activation(c.activation, tape.gate[i]);
+            dgate[i] = dact[i] * tape.up[i] * da_dg;
+            dup[i] = dact[i] * a;
+        }
+        let mut dh2 = vec![0f32; t_n * ne];
+        match &lw.gate_up {
+            GateUpProj::Separate { gate: wg, up: wu } => {
+                self.proj_bwd(pool, params, il, "ffn_gate", wg, &tape.h2, &dgate, t_n, &mut dh2, tape);
+                self.proj_bwd(pool, params, il, "ffn_up", wu, &tape.h2, &dup, t_n, &mut dh2, tape);
+            }
+            GateUpProj::Fused(w) => {
+                let mut dfused = vec![0f32; t_n * 2 * nf];
+                for t in 0..t_n {
+                    dfused[2 * t * nf..(2 * t + 1) * nf].copy_from_slice(&dgate[t * nf..(t + 1) * nf]);
+                    dfused[(2 * t + 1) * nf..(2 * t + 2) * nf].copy_from_slice(&dup[t * nf..(t + 1) * nf]);
+                }
+                self.proj_bwd(pool, params, il, "ffn_up", w, &tape.h2, &dfused, t_n, &mut dh2, tape);
+            }
+        }
+        for t in 0..t_n {
+            rms_bwd(&tape.x2[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps, &dh2[t * ne..(t + 1) * ne], &mut dx2[t * ne..(t + 1) * ne]);
+        }
+        // Attention branch: x2 = x + rs·post(o1).
+        let mut dx = dx2.clone();
+        let mut do1 = vec![0f32; t_n * ne];
+        for t in 0..t_n {
+            branch_bwd(
+                &tape.o1[t * ne..(t + 1) * ne],
+                lw.attn_post_norm.as_deref(),
+                c.rms_eps,
+                c.residual_scale,
+                &dx2[t * ne..(t + 1) * ne],
+                &mut do1[t * ne..(t + 1) * ne],
+            );
+        }
+        let mut datt = vec![0f32; t_n * att_dim];
+        self.proj_bwd(pool, params, il, "attn_output", &lw.wo, &tape.att, &do1, t_n, &mut datt, tape);
+        let (mut dq, mut dk, dv) = attention_bwd(pool, c, il, &tape.q, &tape.k, &tape.v, &tape.p, &datt, t_n);
+        // Through rope (its inverse rotation) and qk-norm, back to the raw projections.
+        let base = if c.swa_layers[il] { c.rope_base_swa } else { c.rope_base };
+        let neox = c.rope_style == RopeStyle::Neox;
+        let freqs = m.weights.rope_freqs.as_deref();
+        for (grad, raw, norm, width) in [(&mut dq, &tape.q_raw, &lw.q_norm, qd), (&mut dk, &tape.k_raw, &lw.k_norm, kvd)] {
+            let per = width / hd;
+            for (i, head) in grad.chunks_exact_mut(hd).enumerate() {
+                let t = i / per;
+                rope_inv(&mut head[..c.n_rot], t, base, neox, freqs);
+                if let Some(w) = norm {
+                    let src = &raw[i * hd..(i + 1) * hd];
+                    let g = head.to_vec();
+                    head.iter_mut().for_each(|v| *v = 0.0);
+                    rms_bwd(src, w, c.rms_eps, &g, head);
+                }
+            }
+        }
+        let mut dh1 = vec![0f32; t_n * ne];
+        match &lw.qkv {
+            QkvProj::Separate { wq, wk, wv } => {
+                self.proj_bwd(pool, params, il, "attn_q", wq, &tape.h1, &dq, t_n, &mut dh1, tape);
+                self.proj_bwd(pool, params, il, "attn_k", wk, &tape.h1, &dk, t_n, &mut dh1, tape);
+                self.proj_bwd(pool, params, il, "attn_v", wv, &tape.h1, &dv, t_n, &mut dh1, tape);
+            }
+            QkvProj::Fused(w) => {
+                let width = qd + kvd + vd;
+                let mut dfused = vec![0f32; t_n * width];
+                for t in 0..t_n {
+                    let row = &mut dfused[t * width..(t + 1) * width];
+                    row[..qd].copy_from_slice(&dq[t * qd..(t + 1) * qd]);
+                    row[qd..qd + kvd].copy_from_slice(&dk[t * kvd..(t + 1) * kvd]);
+                    row[qd + kvd..].copy_from_slice(&dv[t * vd..(t + 1) * vd]);
+                }
+                self.proj_bwd(pool, params, il, "attn_qkv", w, &tape.h1, &dfused, t_n, &mut dh1, tape);
+            }
+        }
+        for t in 0..t_n {
+            rms_bwd(&tape.x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps, &dh1[t * ne..(t + 1) * ne], &mut dx[t * ne..(t + 1) * ne]);
+        }
+        dx
+    }
+}
+
+fn add(a: &mut [f32], b: &[f32]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+fn axpy(y: &mut [f32], c: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(o, v)| *o += c * v);
+}
+
+/// `1 / sqrt(mean(x²) + eps)` (the sum in f64, as the forward pass's norm).
+fn rms_inv(x: &[f32], eps: f32) -> f32 {
+    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt()
+}
+
+fn rms_fwd(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let r = rms_inv(x, eps);
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * r * g;
+    }
+}
+
+/// `dx += ∂(rms(x)·w)/∂x · dy`: `r·(w∘dy) − r³/n · x · Σ(w∘dy∘x)`.
+fn rms_bwd(x: &[f32], w: &[f32], eps: f32, dy: &[f32], dx: &mut [f32]) {
+    let r = rms_inv(x, eps);
+    let n = x.len() as f32;
+    let s: f32 = x.iter().zip(w).zip(dy).map(|((&xi, &wi), &di)| xi * wi * di).sum();
+    let k = r * r * r * s / n;
+    for (((d, &xi), &wi), &di) in dx.iter_mut().zip(x).zip(w).zip(dy) {
+        *d += r * wi * di - k * xi;
+    }
+}
+
+/// `x += rs · post(o)` (post-norm where configured).
+fn branch_fwd(o: &[f32], post: Option<&[f32]>, eps: f32, rs: f32, x: &mut [f32]) {
+    match post {
+        Some(w) => {
+            let mut n = vec![0f32; o.len()];
+            rms_fwd(o, w, eps, &mut n);
+            axpy(x, rs, &n);
+        }
+        None => axpy(x, rs, o),
+    }
+}
+
+/// `do += ∂(rs · post(o))/∂o · dx`.
+fn branch_bwd(o: &[f32], post: Option<&[f32]>, eps: f32, rs: f32, dx: &[f32], d_o: &mut [f32]) {
+    let scaled: Vec<f32> = dx.iter().map(|v| v * rs).collect();
+    match post {
+        Some(w) => rms_bwd(o, w, eps, &scaled, d_o),
+        None => add(d_o, &scaled),
+    }
+}
+
+/// The activation and its derivative at `g`: SiLU, or GELU (tanh form, evaluated).
+fn activation(a: Activation, g: f32) -> (f32, f32) {
+    match a {
+        Activation::SwiGlu => {
+            let s = 1.0 / (1.0 + (-g).exp());
+            (g * s, s * (1.0 + g * (1.0 - s)))
+        }
+        Activation::GeGlu => {
+            const K: f32 = 0.797_884_6;
+            let u = K * (g + 0.044715 * g * g * g);
+            let th = u.tanh();
+            (0.5 * g * (1.0 + th), 0.5 * (1.0 + th) + 0.5 * g * (1.0 - th * th) * K * (1.0 + 3.0 * 0.044715 * g * g))
+        }
+    }
+}
+
+/// The inverse of `kernels::ops::rope` (rotation by the negated angles), for gradients.
+fn rope_inv(x: &mut [f32], pos: usize, base: f32, neox: bool, freq_factors: Option<&[f32]>) {
+    let d = x.len();
+    let theta_scale = base.powf(-2.0 / d as f32);
+    let mut theta = pos as f32;
+    for i in 0..d / 2 {
+        let t = match freq_factors {
+            Some(f) => theta / f[i],
+            None => theta,
+        };
+        let (s, c) = t.sin_cos();
+        let (a, b) = if neox { (i, i + d / 2) } else { (2 * i, 2 * i + 1) };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * c + x1 * s;
+        x[b] = -x0 * s + x1 * c;
+        theta *= theta_scale;
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: hands disjoint parts of one buffer to the pool's threads.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the buffer the pointer came from.
+        unsafe { self.0.add(i) }
+    }
+}
+
+/// `out [T, rows] = x [T, cols] · Wᵀ`, W's rows dequantized on the fly; threads take rows.
+fn dense_fwd(pool: &Pool, m: &Model, w: &Mat, x: &[f32], t_n: usize, out: &mut [f32]) {
+    let q = w.view(&m.file, m.isa);
+    let (rows, cols) = (w.rows, w.cols);
+    let ptr = SendPtr(out.as_mut_ptr());
+    pool.run(|i, n| {
+        let mut row = vec![0f32; cols];
+        for r in Pool::range(i, n, rows) {
+            q.dequantize_row(r, &mut row);
+            for t in 0..t_n {
+                // SAFETY: element (t, r) is written by the thread that owns row r only.
+                unsafe { *ptr.at(t * rows + r) = dot(&row, &x[t * cols..(t + 1) * cols]) };
+            }
+        }
+    });
+}
+
+/// `dx [T, cols] += dy [T, rows] · W`; each thread sums its rows' share, then the shares add.
+fn dense_bwd(pool: &Pool, m: &Model, w: &Mat, dy: &[f32], t_n: usize, dx: &mut [f32]) {
+    let q = w.view(&m.file, m.isa);
+    let (rows, cols) = (w.rows, w.cols);
+    let n_threads = pool.n_threads();
+    let mut parts = vec![0f32; n_threads * t_n * cols];
+    let ptr = SendPtr(parts.as_mut_ptr());
+    pool.run(|i, n| {
+        // SAFETY: part i belongs to chunk i alone.
+        let part = unsafe { std::slice::from_raw_parts_mut(ptr.at(i * t_n * cols), t_n * cols) };
+        let mut row = vec![0f32; cols];
+        for r in Pool::range(i, n, rows) {
+            q.dequantize_row(r, &mut row);
+            for t in 0..t_n {
+                let d = dy[t * rows + r];
+                if d != 0.0 {
+                    axpy(&mut part[t * cols..(t + 1) * cols], d, &row);
+                }
+            }
+        }
+    });
+    for part in parts.chunks_exact(t_n * cols) {
+        add(&mut dx[..t_n * cols], part);
+    }
+}
+
+/// Causal softmax attention of every head over the sequence; returns the output
+/// `[T, n_head * hd_v]` and the probabilities `[n_head, T, T]`.
+fn attention_fwd(pool: &Pool, c: &crate::Config, il: usize, q: &[f32], k: &[f32], v: &[f32], t_n: usize) -> (Vec<f32>, Vec<f32>) {
+    let (nh, hd, hdv) = (c.n_head, c.head_dim, c.head_dim_v);
+    let group = nh / c.n_head_kv;
+    let (qd, kvd, vd) = (c.q_dim(), c.kv_dim(), c.v_dim());
+    let window = if c.swa_layers[il] { c.sliding_window } else { None };
+    let mut out = vec![0f32; t_n * nh * hdv];
+    let mut p = vec![0f32; nh * t_n * t_n];
+    let (po, pp) = (SendPtr(out.as_mut_ptr()), SendPtr(p.as_mut_ptr()));
+    pool.run_chunks(nh.min(kernels::pool::MAX_CHUNKS), |i, n| {
+        for h in Pool::range(i, n, nh) {
+            let g = h / group;
+            for ti in 0..t_n {
+                let lo = window.map_or(0, |w| (ti + 1).saturating_sub(w));
+                let qi = &q[ti * qd + h * hd..ti * qd + (h + 1) * hd];
+                // SAFETY: head h's rows of P and columns of out are this chunk's alone.
+                let prow = unsafe { std::slice::from_raw_parts_mut(pp.at((h * t_n + ti) * t_n), t_n) };
+                let mut max = f32::NEG_INFINITY;
+                for tj in lo..=ti {
+                    let s = dot(qi, &k[tj * kvd + g * hd..tj * kvd + (g + 1) * hd]) * c.attn_scale;
+                    prow[tj] = s;
+                    max = max.max(s);
+                }
+                let mut sum = 0f32;
+                for pj in &mut prow[lo..=ti] {
+                    *pj = (*pj - max).exp();
+                    sum += *pj;
+                }
+                let o = unsafe { std::slice::from_raw_parts_mut(po.at(ti * nh * hdv + h * hdv), hdv) };
+                for tj in lo..=ti {
+                    prow[tj] /= sum;
+                    axpy(o, prow[tj], &v[tj * vd + g * hdv..tj * vd + (g + 1) * hdv]);
+                }
+            }
+        }
+    });
+    (out, p)
+}
+
+/// Gradients of the attention's inputs: `(dq [T, qd], dk [T, kvd], dv [T, vd])`.
+#[allow(clippy::too_many_arguments)]
+fn attention_bwd(
+    pool: &Pool,
+    c: &crate::Config,
+    il: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p: &[f32],
+    dout: &[f32],
+    t_n: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (nh, nkv, hd, hdv) = (c.n_head, c.n_head_kv, c.head_dim, c.head_dim_v);
+    let group = nh / nkv;
+    let (qd, kvd, vd) = (c.q_dim(), c.kv_dim(), c.v_dim());
+    let window = if c.swa_layers[il] { c.sliding_window } else { None };
+    let (mut dq, mut dk, mut dv) = (vec![0f32; t_n * qd], vec![0f32; t_n * kvd], vec![0f32; t_n * vd]);
+    let (pq, pk, pv) = (SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dv.as_mut_ptr()));
+    // Chunks by KV head: the heads of a group write the same dk, dv.
+    pool.run_chunks(nkv.min(kernels::pool::MAX_CHUNKS), |i, n| {
+        let mut dp = vec![0f32; t_n];
+        for g in Pool::range(i, n, nkv) {
+            for h in g * group..(g + 1) * group {
+                for ti in 0..t_n {
+                    let lo = window.map_or(0, |w| (ti + 1).saturating_sub(w));
+                    let prow = &p[(h * t_n + ti) * t_n..(h * t_n + ti + 1) * t_n];
+                    let doi = &dout[ti * nh * hdv + h * hdv..ti * nh * hdv + (h + 1) * hdv];
+                    let mut sum = 0f32;
+                    for tj in lo..=ti {
+                        dp[tj] = dot(doi, &v[tj * vd + g * hdv..tj * vd + (g + 1) * hdv]);
+                        sum += prow[tj] * dp[tj];
+                        // SAFETY: KV head g's columns of dv, dk and head h's of dq are this chunk's.
+                        let dvj = unsafe { std::slice::from_raw_parts_mut(pv.at(tj * vd + g * hdv), hdv) };
+                        axpy(dvj, prow[tj], doi);
+                    }
+                    let qi = &q[ti * qd + h * hd..ti * qd + (h + 1) * hd];
+                    let dqi = unsafe { std::slice::from_raw_parts_mut(pq.at(ti * qd + h * hd), hd) };
+                    for tj in lo..=ti {
+                        let ds = prow[tj] * (dp[tj] - sum) * c.attn_scale;
+                        axpy(dqi, ds, &k[tj * kvd + g * hd..tj * kvd + (g + 1) * hd]);
+                        let dkj = unsafe { std::slice::from_raw_parts_mut(pk.at(tj * kvd + g * hd), hd) };
+                        axpy(dkj, ds, qi);
+                    }
+                }
+            }
+        }
+    });
+    (dq, dk, dv)
+}
+
+/// AdamW over the flat parameters, with linear warm-up and cosine decay to 10% of the peak.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub warmup: usize,
+    pub total: usize,
+    pub step: usize,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+impl AdamW {
+    pub fn new(n: usize, lr: f32, weight_decay: f32, warmup: usize, total: usize) -> AdamW {
+        AdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, warmup, total: total.max(1), step: 0, m: vec![0.0; n], v: vec![0.0; n] }
+    }
+
+    /// The learning rate at the next step.
+    pub fn rate(&self) -> f32 {
+        let s = self.step + 1;
+        if s <= self.warmup {
+            return self.lr * s as f32 / self.warmup as f32;
+        }
+        let progress = ((s - self.warmup) as f32 / (self.total.saturating_sub(self.warmup)).max(1) as f32).min(1.0);
+        self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()))
+    }
+
+    /// One update of `params` with `grads` (already averaged).
+    pub fn update(&mut self, params: &mut [f32], grads: &[f32]) {
+        let lr = self.rate();
+        self.step += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.step as i32);
+        let c2 = 1.0 - b2.powi(self.step as i32);
+        for i in 0..params.len() {
+            let g = grads[i];
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
+            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
+            let (mh, vh) = (self.m[i] / c1, self.v[i] / c2);
+            params[i] -= lr * (mh / (vh.sqrt() + self.eps) + self.weight_decay * params[i]);
+        }
+    }
+}
