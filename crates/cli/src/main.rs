@@ -4,6 +4,7 @@
 
 mod bench;
 mod eval;
+mod finetune;
 mod imatrix;
 mod ledger;
 mod merge;
@@ -38,6 +39,8 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Quantize a model as llama-quantize does (Q4_K_M, Q8_0, …), with an importance matrix
     Quantize(quantize::QuantizeArgs),
+    /// Train a LoRA adapter on your data, on the CPU (llama.cpp's adapter format)
+    Finetune(finetune::FinetuneArgs),
     /// Bake LoRA adapters into a model's weights (as llama-export-lora), optionally quantized
     Merge(merge::MergeArgs),
     /// Importance matrix of a calibration text (llama-imatrix's GGUF format), for quantize --imatrix
@@ -88,6 +91,7 @@ fn main() {
         Command::Quantize(a) => quantize::main(a),
         Command::Imatrix(a) => imatrix::main(a),
         Command::Merge(a) => merge::main(a),
+        Command::Finetune(a) => finetune::main(a),
         Command::Eval(a) => eval::main(a),
         Command::Show(a) => show::main(a),
         Command::Serve(a) => serve::main(a),

@@ -395,3 +395,61 @@ fn merge_bakes_an_adapter_into_the_weights() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("qwen2"), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `finetune` trains an adapter that lowers the held-out loss, the same seed gives the same
+/// file, the adapter loads in `run`, and bad data is refused with its line.
+#[test]
+fn finetune_learns_and_repeats() {
+    let m = tiny();
+    let dir = std::env::temp_dir().join(format!("bantam-cli-finetune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data.jsonl");
+    let mut lines = String::new();
+    for i in 0..40 {
+        let who = ["cat", "dog", "the", "hello", "there"][i % 5];
+        lines.push_str(&serde_json::json!({"messages": [{"role": "user", "content": format!("greet {who}")}, {"role": "assistant", "content": format!("hello {who} hello")}]}).to_string());
+        lines.push('\n');
+    }
+    lines.push_str(&serde_json::json!({"prompt": "the cat", "completion": " sat there"}).to_string());
+    std::fs::write(&data, lines).unwrap();
+    let train = |out: &Path| {
+        let o = bantam(&[
+            "finetune",
+            s(&m),
+            s(&data),
+            "-o",
+            s(out),
+            "--epochs",
+            "3",
+            "--lr",
+            "5e-3",
+            "--rank",
+            "4",
+            "--ctx",
+            "96",
+            "--batch",
+            "2",
+            "--seed",
+            "3",
+            "-t",
+            "2",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let (a, b) = (dir.join("a.gguf"), dir.join("b.gguf"));
+    let log = train(&a);
+    train(&b);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "the same seed wrote another adapter");
+    // "validation loss X → Y" on the last line.
+    let last = log.lines().rev().find(|l| l.contains("validation loss")).unwrap();
+    let nums: Vec<f64> = last.split(['(', ')', ' ', ';']).filter_map(|w| w.parse().ok()).collect();
+    let (before, after) = (nums[nums.len() - 2], nums[nums.len() - 1]);
+    assert!(after < 0.8 * before, "validation loss {before} → {after}: {log}");
+    stdout(&bantam(&["run", s(&m), "greet cat", "-n", "4", "--temperature", "0", "--adapter", s(&a)]));
+    std::fs::write(&data, "{\"messages\": []}\nnot json\n").unwrap();
+    let o = bantam(&["finetune", s(&m), s(&data), "-o", s(&a)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(":2: not JSON"), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -305,7 +305,7 @@ fn wide() -> bool {
     cfg!(target_arch = "x86_64") && matches!(Isa::detect_cached(), Isa::Avx2 | Isa::AvxVnni | Isa::Vnni)
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if wide() {
         // SAFETY: the CPU has AVX2 and FMA (checked by the kernels' detection).
@@ -314,7 +314,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_lanes(a, b)
 }
 
-fn axpy(y: &mut [f32], c: f32, x: &[f32]) {
+pub(crate) fn axpy(y: &mut [f32], c: f32, x: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if wide() {
         // SAFETY: as in `dot`.

@@ -21,7 +21,7 @@
 //! mean cross-entropy of the next tokens.
 
 use crate::config::{Activation, RopeStyle};
-use crate::lora::{Adapter, Pair, Target, LAYER_TARGETS};
+use crate::lora::{axpy, dot, Adapter, Pair, Target, LAYER_TARGETS};
 use crate::weights::{GateUpProj, Mat, QkvProj};
 use crate::{Model, ModelError};
 use kernels::pool::Pool;
@@ -539,26 +539,6 @@ impl<'m> Trainer<'m> {
 
 fn add(a: &mut [f32], b: &[f32]) {
     a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
-}
-
-fn axpy(y: &mut [f32], c: f32, x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(o, v)| *o += c * v);
 }
 
 /// `1 / sqrt(mean(x²) + eps)` (the sum in f64, as the forward pass's norm).

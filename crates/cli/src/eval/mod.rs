@@ -28,7 +28,8 @@ pub struct EvalArgs {
     /// Labelled items, one JSON object per line (.jsonl, or .jsonl.gz), or a TOML task
     /// file that names them and the settings below
     data: PathBuf,
-    /// Comma-separated models to compare (names or .gguf paths)
+    /// Comma-separated models to compare (names or .gguf paths; `BASE+ADAPTER.gguf` runs
+    /// BASE with a LoRA adapter)
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
     /// What is measured
@@ -266,10 +267,20 @@ pub fn main(args: EvalArgs) -> Result<()> {
         all_scores.push((rows.iter().map(|(k, it)| format!("{}#{k}", it.id)).collect(), scores.iter().map(|s| s.correct).collect()));
         Ok(())
     };
-    for name in &a.models {
-        let name = crate::store::ensure_pulled(name, true)?;
+    for spec in &a.models {
+        // `BASE+ADAPTER.gguf`: the base with that LoRA adapter (as `run --adapter`).
+        let (base, adapter) = match spec.split_once('+') {
+            Some((b, ad)) => (b, Some(std::path::PathBuf::from(ad))),
+            None => (spec.as_str(), None),
+        };
+        let base = crate::store::ensure_pulled(base, true)?;
+        let name = match &adapter {
+            Some(ad) => format!("{base}+{}", ad.display()),
+            None => base.clone(),
+        };
         reset_peak_rss();
-        let found = registry::find(&store, &name)?;
+        let mut found = registry::find(&store, &base)?;
+        found.defaults.adapters.extend(adapter.map(|p| (p, 1.0)));
         let digest = found.record.as_ref().map(|r| r.id.hex().to_string());
         let lm = Arc::new(found.load()?);
         if let Some(g) = &grammar {
