@@ -63,6 +63,9 @@ pub struct FinetuneArgs {
     /// Same seed, same data order, same adapter
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Start from this adapter (its rank, alpha and matrices) instead of a fresh one
+    #[arg(long, value_name = "ADAPTER")]
+    init: Option<PathBuf>,
     /// Write the adapter every N steps (and at the end)
     #[arg(long)]
     save_every: Option<usize>,
@@ -217,8 +220,12 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
     let lm = registry::load(&store::Store::open_default(), &name)?;
     let m = &lm.model;
     let targets: Vec<&str> = a.targets.iter().map(|t| layer_target(m, t.trim())).collect::<Result<_>>()?;
-    let mut targets_unique = targets.clone();
-    targets_unique.dedup();
+    let mut targets_unique: Vec<&str> = Vec::new();
+    for t in targets {
+        if !targets_unique.contains(&t) {
+            targets_unique.push(t);
+        }
+    }
     let mut examples = read_examples(&lm, &a.data)?;
     let mut rng = Rng(a.seed);
     let mut order: Vec<usize> = (0..examples.len()).collect();
@@ -227,7 +234,10 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
     let val_idx: Vec<usize> = order[..n_val].to_vec();
     let train_idx: Vec<usize> = order[n_val..].to_vec();
     let val_seqs = pack(&examples, &val_idx, a.ctx, a.no_pack);
-    let mut params = LoraParams::init(m, a.rank, a.alpha, &targets_unique, a.seed)?;
+    let mut params = match &a.init {
+        Some(p) => LoraParams::from_adapter(&model::Adapter::load(p, m)?)?,
+        None => LoraParams::init(m, a.rank, a.alpha, &targets_unique, a.seed)?,
+    };
     let pool = Pool::new(crate::threads(a.threads));
     let mut trainer = Trainer::new(m, &params);
     // Steps: packing depends on the order, so count the first epoch's sequences.
@@ -241,9 +251,17 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
         examples.len(),
         val_idx.len(),
         first.len(),
-        a.rank,
-        a.alpha,
-        targets_unique.join(","),
+        params.rank,
+        params.alpha,
+        {
+            let mut names: Vec<&str> = Vec::new();
+            for mt in &params.mats {
+                if !names.contains(&mt.target.1) {
+                    names.push(mt.target.1);
+                }
+            }
+            names.join(",")
+        },
         params.n_params()
     );
     let val0 = if val_seqs.is_empty() { f64::NAN } else { mean_loss(&mut trainer, &pool, &params, &val_seqs)? };

@@ -78,6 +78,20 @@ impl LoraParams {
         self.mats.iter().map(|m| m.a.len() + m.b.len()).sum()
     }
 
+    /// Start from an adapter (`finetune --init`): its matrices, rank and alpha (an alpha of 0,
+    /// which llama.cpp reads as a factor of 1, becomes alpha = rank).
+    pub fn from_adapter(ad: &Adapter) -> Result<LoraParams, ModelError> {
+        let mut mats: Vec<LoraMatrix> =
+            ad.pairs().map(|(t, p)| LoraMatrix { target: *t, rows: p.rows, cols: p.cols, a: p.a.clone(), b: p.b.clone() }).collect();
+        mats.sort_by_key(|m| (m.target.0, LAYER_TARGETS.iter().position(|&n| n == m.target.1)));
+        let rank = mats.first().map_or(0, |m| m.a.len() / m.cols);
+        if rank == 0 || mats.iter().any(|m| m.a.len() != rank * m.cols || m.target.0.is_none()) {
+            return Err(ModelError::BadConfig(format!("{}: training needs one rank and layer matrices only", ad.path)));
+        }
+        let alpha = if ad.alpha == 0.0 { rank as f32 } else { ad.alpha };
+        Ok(LoraParams { rank, alpha, mats })
+    }
+
     /// The adapter, for inference or to write (`Adapter::to_gguf`).
     pub fn to_adapter(&self, name: &str) -> Adapter {
         let pairs = self.mats.iter().map(|m| (m.target, Pair::new(self.rank, m.rows, m.cols, m.a.clone(), m.b.clone()))).collect();
@@ -787,13 +801,15 @@ impl AdamW {
         AdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, warmup, total: total.max(1), step: 0, m: vec![0.0; n], v: vec![0.0; n] }
     }
 
-    /// The learning rate at the next step.
+    /// The learning rate of the next step (step `i`, from 0): `lr · (i + 1) / warmup` while
+    /// warming up, then `lr · (0.1 + 0.9 · (1 + cos(π · progress)) / 2)` with `progress`
+    /// going from 0 at the first step after warm-up towards 1 at the last.
     pub fn rate(&self) -> f32 {
-        let s = self.step + 1;
-        if s <= self.warmup {
-            return self.lr * s as f32 / self.warmup as f32;
+        let i = self.step;
+        if i < self.warmup {
+            return self.lr * (i + 1) as f32 / self.warmup as f32;
         }
-        let progress = ((s - self.warmup) as f32 / (self.total.saturating_sub(self.warmup)).max(1) as f32).min(1.0);
+        let progress = ((i - self.warmup) as f32 / self.total.saturating_sub(self.warmup).max(1) as f32).min(1.0);
         self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()))
     }
 
