@@ -2,7 +2,7 @@
 //! on a tape, and its backward pass down to the adapters' `A` and `B` (the base stays
 //! frozen and quantized; its rows are dequantized on the fly, as QLoRA does on GPUs).
 //!
-//! The forward pass is the one of `block.rs`, configured by the same [`Config`] (fused or
+//! The forward pass is the one of `block.rs`, configured by the same [`Config`](crate::Config) (fused or
 //! separate projections, biases, qk-norm, rotary style and partial rotation, sliding
 //! windows, post-norms, residual, embedding and logit scales, SwiGLU or GeGLU), computed
 //! exactly in f32 so that it is differentiable: no quantized activations, no f16 cache,
