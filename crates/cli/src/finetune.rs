@@ -66,9 +66,19 @@ pub struct FinetuneArgs {
     /// Start from this adapter (its rank, alpha and matrices) instead of a fresh one
     #[arg(long, value_name = "ADAPTER")]
     init: Option<PathBuf>,
-    /// Write the adapter every N steps (and at the end)
+    /// LoRA dropout on the adapters' inputs while training (PEFT's lora_dropout)
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    /// Keep only each layer's input and recompute the layer when going back (less memory,
+    /// about a third more time)
+    #[arg(long)]
+    grad_checkpoint: bool,
+    /// Write the adapter, and a checkpoint to resume from (OUTPUT.ckpt), every N steps
     #[arg(long)]
     save_every: Option<usize>,
+    /// Go on from a checkpoint (OUTPUT.ckpt of an earlier run with the same data and flags)
+    #[arg(long, value_name = "CHECKPOINT")]
+    resume: Option<PathBuf>,
     /// Worker threads (default: all cores)
     #[arg(short = 't', long)]
     threads: Option<usize>,
@@ -198,6 +208,49 @@ fn fmt_secs(s: f64) -> String {
     }
 }
 
+fn checkpoint_path(output: &std::path::Path) -> PathBuf {
+    let mut p = output.as_os_str().to_owned();
+    p.push(".ckpt");
+    PathBuf::from(p)
+}
+
+/// The optimizer's state and the adapter's parameters, to resume from: a GGUF file with
+/// `params`, `adam.m` and `adam.v` (flat F32) and the step.
+fn save_checkpoint(path: &std::path::Path, params: &LoraParams, opt: &AdamW) -> Result<()> {
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut w = gguf::GgufWriter::new();
+    w.meta("general.type", gguf::Value::Str("bantam-finetune-checkpoint".into()));
+    w.meta("bantam.finetune.step", gguf::Value::U64(opt.step as u64));
+    let flat = params.flat();
+    for (name, v) in [("params", &flat), ("adam.m", &opt.m), ("adam.v", &opt.v)] {
+        w.tensor(name, gguf::GgmlType::F32, &[v.len() as u64], f32s(v));
+    }
+    let tmp = path.with_extension("ckpt.partial");
+    std::fs::write(&tmp, w.to_bytes()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Restore what [`save_checkpoint`] wrote; returns the step to go on from.
+fn load_checkpoint(path: &std::path::Path, params: &mut LoraParams, opt: &mut AdamW) -> Result<usize> {
+    let f = gguf::Gguf::open(path).with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
+    if f.get("general.type").and_then(|v| v.as_str()) != Some("bantam-finetune-checkpoint") {
+        bail!("{} is not a finetune checkpoint", path.display());
+    }
+    let n = params.n_params();
+    let read = |name: &str| -> Result<Vec<f32>> {
+        let t = f.tensor(name).with_context(|| format!("{}: no {name}", path.display()))?;
+        if t.ggml_type != gguf::GgmlType::F32 || t.n_elements() as usize != n {
+            bail!("{}: {name} holds {} values; this run trains {n} (another rank, targets or model?)", path.display(), t.n_elements());
+        }
+        Ok(f.tensor_data(t).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    };
+    params.set_flat(&read("params")?);
+    opt.m = read("adam.m")?;
+    opt.v = read("adam.v")?;
+    opt.step = f.get("bantam.finetune.step").and_then(|v| v.as_u64()).context("the checkpoint has no step")? as usize;
+    Ok(opt.step)
+}
+
 /// Mean loss per token over `seqs` (no gradients).
 fn mean_loss(trainer: &mut Trainer<'_>, pool: &Pool, p: &LoraParams, seqs: &[(Vec<u32>, Vec<bool>)]) -> Result<f64> {
     let (mut sum, mut n) = (0f64, 0usize);
@@ -213,8 +266,8 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
     if a.rank == 0 || a.batch == 0 || a.epochs == 0 || a.ctx < 2 {
         bail!("--rank, --batch and --epochs must be at least 1 and --ctx at least 2");
     }
-    if !(0.0..1.0).contains(&a.val_split) {
-        bail!("--val-split must be in [0, 1)");
+    if !(0.0..1.0).contains(&a.val_split) || !(0.0..1.0).contains(&a.dropout) {
+        bail!("--val-split and --dropout must be in [0, 1)");
     }
     let name = crate::store::ensure_pulled(&a.base, true)?;
     let lm = registry::load(&store::Store::open_default(), &name)?;
@@ -240,11 +293,22 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
     };
     let pool = Pool::new(crate::threads(a.threads));
     let mut trainer = Trainer::new(m, &params);
+    trainer.checkpoint = a.grad_checkpoint;
+    trainer.dropout = a.dropout;
+    trainer.seed = a.seed;
     // Steps: packing depends on the order, so count the first epoch's sequences.
     let first = pack(&examples, &train_idx, a.ctx, a.no_pack);
     let steps_per_epoch = first.len().div_ceil(a.batch);
     let total = steps_per_epoch * a.epochs;
     let mut opt = AdamW::new(params.n_params(), a.lr, a.weight_decay, (total as f32 * a.warmup).round() as usize, total);
+    let resume_at = match &a.resume {
+        Some(p) => {
+            let at = load_checkpoint(p, &mut params, &mut opt)?;
+            eprintln!("resuming from {} at step {at}", p.display());
+            at
+        }
+        None => 0,
+    };
     let arch = m.file.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("llama").to_string();
     eprintln!(
         "finetune {name}: {} examples ({} held out), {} sequences per epoch, {total} steps; LoRA rank {} alpha {} on {} ({} parameters)",
@@ -295,6 +359,12 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
             pack(&examples, &train_order, a.ctx, a.no_pack)
         };
         for batch in seqs.chunks(a.batch) {
+            if step < resume_at {
+                // Replayed, not run: the data order and the dropout masks stay in step.
+                trainer.skip(batch.len());
+                step += 1;
+                continue;
+            }
             let n_loss: usize = batch.iter().map(|(_, m)| m.iter().filter(|&&x| x).count()).sum();
             let mut loss_sum = 0f64;
             for (t, mk) in batch {
@@ -310,15 +380,17 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
             step += 1;
             if a.save_every.is_some_and(|n| step % n == 0) {
                 write(&params, &a.output, step, last_val)?;
+                save_checkpoint(&checkpoint_path(&a.output), &params, &opt)?;
             }
             let el = t0.elapsed().as_secs_f64();
+            let run_steps = step - resume_at;
             let line = format!(
                 "step {step}/{total} epoch {} loss {:.4} val {:.4} lr {rate:.1e} {:.0} tok/s eta {}",
                 epoch + 1,
                 loss_sum / n_loss.max(1) as f64,
                 last_val,
                 tokens_done as f64 / el,
-                fmt_secs(el / step as f64 * (total - step) as f64)
+                fmt_secs(el / run_steps as f64 * (total - step) as f64)
             );
             if tty {
                 eprint!("\r{line}\x1b[K");
@@ -326,7 +398,7 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
                 eprintln!("{line}");
             }
         }
-        if !val_seqs.is_empty() {
+        if !val_seqs.is_empty() && step > resume_at {
             last_val = mean_loss(&mut trainer, &pool, &params, &val_seqs)?;
             if tty {
                 eprintln!();

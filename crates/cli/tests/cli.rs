@@ -447,6 +447,25 @@ fn finetune_learns_and_repeats() {
     let (before, after) = (nums[nums.len() - 2], nums[nums.len() - 1]);
     assert!(after < 0.8 * before, "validation loss {before} → {after}: {log}");
     stdout(&bantam(&["run", s(&m), "greet cat", "-n", "4", "--temperature", "0", "--adapter", s(&a)]));
+    // A run that went on from a checkpoint ends where the uninterrupted run ends: with
+    // dropout and gradient checkpointing on, a checkpoint every 10 steps.
+    let flags =
+        ["--epochs", "3", "--lr", "5e-3", "--rank", "4", "--ctx", "48", "--batch", "1", "--seed", "9", "-t", "2", "--dropout", "0.1", "--grad-checkpoint"];
+    let (full, resumed) = (dir.join("full.gguf"), dir.join("resumed.gguf"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["finetune", s(&m), s(&data), "-o", s(out)];
+        args.extend_from_slice(&flags);
+        args.extend_from_slice(extra);
+        let o = bantam(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let log = run(&full, &["--save-every", "10"]);
+    let ckpt = dir.join("full.gguf.ckpt");
+    let log2 = run(&resumed, &["--resume", s(&ckpt)]);
+    let at: usize = log2.split("at step ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).expect(&log2);
+    assert!(at >= 10 && at % 10 == 0, "{log2}");
+    assert_eq!(std::fs::read(&full).unwrap(), std::fs::read(&resumed).unwrap(), "resumed run differs: {log}\n{log2}");
     std::fs::write(&data, "{\"messages\": []}\nnot json\n").unwrap();
     let o = bantam(&["finetune", s(&m), s(&data), "-o", s(&a)]);
     assert!(!o.status.success());

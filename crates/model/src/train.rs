@@ -152,6 +152,8 @@ struct LayerTape {
     o2: Vec<f32>,    // [T, ne] down output before the post-norm
     /// Per adapted matrix of the layer, `A x` `[T, rank]`.
     ax: HashMap<&'static str, Vec<f32>>,
+    /// Per adapted matrix, its dropout mask `[T, cols]` where dropout is on.
+    mask: HashMap<&'static str, Vec<f32>>,
 }
 
 /// Forward and backward over sequences, gradients summed into `grads` (same layout as
@@ -164,6 +166,19 @@ pub struct Trainer<'m> {
     offsets: Vec<(usize, usize)>,
     grads: Vec<f32>,
     tapes: Vec<LayerTape>,
+    /// Keep only each layer's input on the tape and recompute the layer in the backward
+    /// pass (gradient checkpointing: a layer's activations instead of all of them, for one
+    /// more forward pass).
+    pub checkpoint: bool,
+    /// LoRA dropout: the share of each adapted matrix's input entries zeroed (and the rest
+    /// scaled by `1 / (1 - p)`) on the adapter's path, in training steps only (as PEFT).
+    pub dropout: f32,
+    /// Seeds the dropout masks, with the sequence counter, layer and matrix.
+    pub seed: u64,
+    /// Training sequences so far (each one's masks differ; recomputation repeats them).
+    calls: u64,
+    /// Whether the forward pass running is a training one (dropout applies).
+    training: bool,
 }
 
 impl<'m> Trainer<'m> {
@@ -175,7 +190,13 @@ impl<'m> Trainer<'m> {
             o += m.a.len() + m.b.len();
         }
         let index = params.mats.iter().enumerate().map(|(i, m)| (m.target, i)).collect();
-        Trainer { model, index, offsets, grads: vec![0.0; o], tapes: Vec::new() }
+        Trainer { model, index, offsets, grads: vec![0.0; o], tapes: Vec::new(), checkpoint: false, dropout: 0.0, seed: 0, calls: 0, training: false }
+    }
+
+    /// Count `n` training sequences as done without running them (`finetune --resume`
+    /// replays the data order to where it stopped; the dropout masks follow).
+    pub fn skip(&mut self, n: usize) {
+        self.calls += n as u64;
     }
 
     /// The summed gradients since the last call, zeroed after.
@@ -214,9 +235,17 @@ impl<'m> Trainer<'m> {
         }
         x.iter_mut().for_each(|v| *v *= c.embed_scale);
         self.tapes.resize_with(c.n_layer, LayerTape::default);
+        self.training = backward;
+        if backward {
+            self.calls += 1;
+        }
         for il in 0..c.n_layer {
             let mut tape = std::mem::take(&mut self.tapes[il]);
             x = self.layer_forward(pool, params, il, x, t_n, &mut tape);
+            if self.checkpoint {
+                // Only the input stays; the backward pass recomputes the rest.
+                tape = LayerTape { x: std::mem::take(&mut tape.x), ..Default::default() };
+            }
             self.tapes[il] = tape;
         }
         // Loss positions: final norm, output projection, softmax cross-entropy.
@@ -257,9 +286,13 @@ impl<'m> Trainer<'m> {
             rms_bwd(&x[t * ne..(t + 1) * ne], &m.weights.output_norm, c.rms_eps, &dhf[j * ne..(j + 1) * ne], &mut dx[t * ne..(t + 1) * ne]);
         }
         for il in (0..c.n_layer).rev() {
-            let tape = std::mem::take(&mut self.tapes[il]);
+            let mut tape = std::mem::take(&mut self.tapes[il]);
+            if self.checkpoint {
+                let x_in = std::mem::take(&mut tape.x);
+                self.layer_forward(pool, params, il, x_in, t_n, &mut tape);
+            }
             dx = self.layer_backward(pool, params, il, &tape, dx, t_n);
-            self.tapes[il] = tape;
+            self.tapes[il] = if self.checkpoint { LayerTape::default() } else { tape };
         }
         Ok((loss, pos.len()))
     }
@@ -272,6 +305,15 @@ impl<'m> Trainer<'m> {
         if let Some(&mi) = self.index.get(&(Some(il), name)) {
             let lm = &params.mats[mi];
             let r = params.rank;
+            let dropped;
+            let x = match self.dropout_mask(il, mi, t_n * lm.cols) {
+                Some(mask) => {
+                    dropped = x[..t_n * lm.cols].iter().zip(&mask).map(|(v, m)| v * m).collect::<Vec<f32>>();
+                    tape.mask.insert(name, mask);
+                    &dropped[..]
+                }
+                None => x,
+            };
             let mut ax = vec![0f32; t_n * r];
             for t in 0..t_n {
                 for k in 0..r {
@@ -287,6 +329,17 @@ impl<'m> Trainer<'m> {
             }
             tape.ax.insert(name, ax);
         }
+    }
+
+    /// The dropout mask of matrix `mi` of layer `il` for this sequence (`n` entries: 0, or
+    /// `1 / (1 - p)`), or `None` when dropout is off or the pass is not a training one.
+    fn dropout_mask(&self, il: usize, mi: usize, n: usize) -> Option<Vec<f32>> {
+        if !self.training || self.dropout <= 0.0 {
+            return None;
+        }
+        let mut rng = Rng(self.seed ^ self.calls.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((il as u64) << 32) ^ mi as u64);
+        let keep = 1.0 / (1.0 - self.dropout);
+        Some((0..n).map(|_| if rng.uniform() < self.dropout { 0.0 } else { keep }).collect())
     }
 
     /// Backward of [`Trainer::proj`]: `dx += dy · W + f·(dy B) A`, and the adapter's
@@ -311,6 +364,7 @@ impl<'m> Trainer<'m> {
             let (r, f) = (params.rank, params.factor());
             let ax = &tape.ax[name];
             let (oa, ob) = self.offsets[mi];
+            let mask = tape.mask.get(name);
             // dB [rows, rank] += f · Σ_t dy[t] ⊗ ax[t]
             for t in 0..t_n {
                 let dyt = &dy[t * lm.rows..(t + 1) * lm.rows];
@@ -336,8 +390,22 @@ impl<'m> Trainer<'m> {
                         continue;
                     }
                     let ga = &mut self.grads[oa + k * lm.cols..oa + (k + 1) * lm.cols];
-                    axpy(ga, u, xt);
-                    axpy(&mut dx[t * lm.cols..(t + 1) * lm.cols], u, &lm.a[k * lm.cols..(k + 1) * lm.cols]);
+                    let dxt = &mut dx[t * lm.cols..(t + 1) * lm.cols];
+                    let ak = &lm.a[k * lm.cols..(k + 1) * lm.cols];
+                    match mask {
+                        // The adapter saw x ∘ mask.
+                        Some(mask) => {
+                            let mt = &mask[t * lm.cols..(t + 1) * lm.cols];
+                            for j in 0..lm.cols {
+                                ga[j] += u * xt[j] * mt[j];
+                                dxt[j] += u * ak[j] * mt[j];
+                            }
+                        }
+                        None => {
+                            axpy(ga, u, xt);
+                            axpy(dxt, u, ak);
+                        }
+                    }
                 }
             }
         }
@@ -349,6 +417,7 @@ impl<'m> Trainer<'m> {
         let lw = &m.weights.layers[il];
         let (ne, qd, kvd, vd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.v_dim(), c.head_dim);
         tape.ax.clear();
+        tape.mask.clear();
         let mut h1 = vec![0f32; t_n * ne];
         for t in 0..t_n {
             rms_fwd(&x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps, &mut h1[t * ne..(t + 1) * ne]);

@@ -141,3 +141,48 @@ fn training_loss_is_the_inference_cross_entropy() {
         assert!(rel < *tol, "{name}: training loss {train} against inference {infer}");
     }
 }
+
+/// Gradient checkpointing recomputes each layer in the backward pass: the gradients are the
+/// same, bit for bit. LoRA dropout's gradients match finite differences of the loss under
+/// the same masks (a fresh trainer with the same seed draws the same masks for its first
+/// sequence).
+#[test]
+fn checkpointing_and_dropout_keep_gradients_exact() {
+    let pool = Pool::new(2);
+    for arch in ["llama", "gemma3"] {
+        let m = synthetic(arch);
+        let p = params(&m, 4);
+        let (tokens, mask) = sequence(&m, 18, 6);
+        let grads_of = |checkpoint: bool, dropout: f32| {
+            let mut tr = Trainer::new(&m, &p);
+            tr.checkpoint = checkpoint;
+            tr.dropout = dropout;
+            tr.seed = 5;
+            let loss = tr.step(&pool, &p, &tokens, &mask, 1.0, true).unwrap().0;
+            (loss, tr.take_grads())
+        };
+        let plain = grads_of(false, 0.0);
+        assert_eq!(plain.1, grads_of(true, 0.0).1, "{arch}: checkpointing changed the gradients");
+        let dropped = grads_of(false, 0.3);
+        assert_eq!(dropped.1, grads_of(true, 0.3).1, "{arch}: checkpointing changed the dropout gradients");
+        assert!(dropped.0 != plain.0, "{arch}: dropout changed nothing");
+        // Finite differences under the same masks, along one direction over every parameter.
+        let flat = p.flat();
+        let mut rng = Rng(3);
+        let dir: Vec<f32> = (0..flat.len()).map(|_| if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 }).collect();
+        let analytic: f64 = dir.iter().zip(&dropped.1).map(|(&d, &g)| d as f64 * g as f64).sum();
+        let shifted = |s: f32| {
+            let mut q = p.clone();
+            q.set_flat(&flat.iter().zip(&dir).map(|(x, d)| x + s * d).collect::<Vec<_>>());
+            let mut tr = Trainer::new(&m, &q);
+            tr.dropout = 0.3;
+            tr.seed = 5;
+            tr.step(&pool, &q, &tokens, &mask, 1.0, true).unwrap().0
+        };
+        let eps = 1e-3f32;
+        let fd = (8.0 * (shifted(eps) - shifted(-eps)) - (shifted(2.0 * eps) - shifted(-2.0 * eps))) / (12.0 * eps as f64);
+        let rel = (fd - analytic).abs() / fd.abs().max(analytic.abs());
+        eprintln!("{arch}: dropout directional derivative {analytic:.5} against {fd:.5} ({rel:.1e})");
+        assert!(rel < 1e-3, "{arch}: dropout gradient {analytic} against finite differences {fd}");
+    }
+}
