@@ -76,6 +76,13 @@ pub struct FinetuneArgs {
     /// Write the adapter, and a checkpoint to resume from (OUTPUT.ckpt), every N steps
     #[arg(long)]
     save_every: Option<usize>,
+    /// After training, score the base and the adapter on this task (a `bantam eval` TOML task
+    /// file, or items with --eval-args) and print the gain
+    #[arg(long, value_name = "TASK")]
+    eval: Option<PathBuf>,
+    /// More arguments for that `bantam eval` run (e.g. "--kind classify --labels a,b")
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    eval_args: Option<String>,
     /// Go on from a checkpoint (OUTPUT.ckpt of an earlier run with the same data and flags)
     #[arg(long, value_name = "CHECKPOINT")]
     resume: Option<PathBuf>,
@@ -417,5 +424,26 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
         fmt_secs(t0.elapsed().as_secs_f64())
     );
     let _ = std::io::stderr().flush();
+    if let Some(task) = &a.eval {
+        eval_gain(task, a.eval_args.as_deref(), &name, &a.output)?;
+    }
+    Ok(())
+}
+
+/// `bantam eval TASK --models BASE,BASE+ADAPTER`, then the accuracy gained.
+fn eval_gain(task: &std::path::Path, extra: Option<&str>, base: &str, adapter: &std::path::Path) -> Result<()> {
+    let json = adapter.with_extension("eval.json");
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("eval").arg(task).arg("--models").arg(format!("{base},{base}+{}", adapter.display())).arg("--json").arg(&json);
+    cmd.args(extra.unwrap_or_default().split_whitespace());
+    let status = cmd.status().context("cannot run bantam eval")?;
+    if !status.success() {
+        bail!("bantam eval {} failed", task.display());
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+    let acc = |i: usize| summary["models"][i]["accuracy"].as_f64();
+    if let (Some(before), Some(after)) = (acc(0), acc(1)) {
+        eprintln!("accuracy {:.1}% → {:.1}% ({:+.1} points); the summary is in {}", 100.0 * before, 100.0 * after, 100.0 * (after - before), json.display());
+    }
     Ok(())
 }

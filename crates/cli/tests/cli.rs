@@ -466,6 +466,26 @@ fn finetune_learns_and_repeats() {
     let at: usize = log2.split("at step ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).expect(&log2);
     assert!(at >= 10 && at.is_multiple_of(10), "{log2}");
     assert_eq!(std::fs::read(&full).unwrap(), std::fs::read(&resumed).unwrap(), "resumed run differs: {log}\n{log2}");
+    // --eval scores the base and the adapter side by side.
+    let items = dir.join("items.jsonl");
+    std::fs::write(&items, "{\"input\": \"greet cat\", \"label\": \"cat\"}\n{\"input\": \"greet dog\", \"label\": \"dog\"}\n").unwrap();
+    let o = bantam(&[
+        "finetune",
+        s(&m),
+        s(&data),
+        "-o",
+        s(&b),
+        "--epochs",
+        "1",
+        "--rank",
+        "2",
+        "--eval",
+        s(&items),
+        "--eval-args",
+        "--kind classify --labels cat,dog",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("accuracy") && err.contains("points"), "{err}");
     std::fs::write(&data, "{\"messages\": []}\nnot json\n").unwrap();
     let o = bantam(&["finetune", s(&m), s(&data), "-o", s(&a)]);
     assert!(!o.status.success());
