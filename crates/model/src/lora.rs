@@ -301,7 +301,7 @@ unsafe fn axpy_avx2(y: &mut [f32], c: f32, x: &[f32]) {
 /// Whether the AVX2 builds of the loops may run (the kernels' level, so `BANTAM_ISA` caps
 /// it too).
 #[cfg(target_arch = "x86_64")]
-fn wide() -> bool {
+pub(crate) fn wide() -> bool {
     use kernels::dot::Isa;
     matches!(Isa::detect_cached(), Isa::Avx2 | Isa::AvxVnni | Isa::Vnni)
 }

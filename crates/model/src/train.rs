@@ -716,40 +716,129 @@ impl SendPtr {
     }
 }
 
-/// `out [T, rows] = x [T, cols] · Wᵀ`, W's rows dequantized on the fly; threads take rows.
+/// Rows of a weight matrix dequantized together, so each token's input is read once per
+/// block instead of once per row.
+const RB: usize = 8;
+
+/// `out[r] = w_r · x` for the `RB` rows of `w` (`[RB, cols]`), eight lanes per row summed
+/// in `dot`'s order.
+#[inline(always)]
+fn dots_lanes(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
+    let mut acc = [[0f32; 8]; RB];
+    let n8 = cols / 8 * 8;
+    let mut j = 0;
+    while j < n8 {
+        let xv: &[f32; 8] = x[j..j + 8].try_into().expect("eight");
+        for (r, a) in acc.iter_mut().enumerate() {
+            let wv: &[f32; 8] = w[r * cols + j..r * cols + j + 8].try_into().expect("eight");
+            for k in 0..8 {
+                a[k] += wv[k] * xv[k];
+            }
+        }
+        j += 8;
+    }
+    for (r, a) in acc.iter().enumerate() {
+        let mut s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+        for jj in n8..cols {
+            s += w[r * cols + jj] * x[jj];
+        }
+        out[r] = s;
+    }
+}
+
+/// `y += Σ_r c[r] · w_r` for the `RB` rows of `w` (`[RB, cols]`).
+#[inline(always)]
+fn axpys_lanes(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
+    for (j, yj) in y.iter_mut().enumerate().take(cols) {
+        let mut s = *yj;
+        for r in 0..RB {
+            s += c[r] * w[r * cols + j];
+        }
+        *yj = s;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_avx2(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
+    dots_lanes(w, cols, x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpys_avx2(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
+    axpys_lanes(y, c, w, cols)
+}
+
+fn dots(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::lora::wide() {
+        // SAFETY: the CPU has AVX2 and FMA (the kernels' detection).
+        return unsafe { dots_avx2(w, cols, x, out) };
+    }
+    dots_lanes(w, cols, x, out)
+}
+
+fn axpys(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::lora::wide() {
+        // SAFETY: as in `dots`.
+        return unsafe { axpys_avx2(y, c, w, cols) };
+    }
+    axpys_lanes(y, c, w, cols)
+}
+
+/// `out [T, rows] = x [T, cols] · Wᵀ`, W's rows dequantized on the fly, `RB` at a time;
+/// threads take blocks of rows.
 fn dense_fwd(pool: &Pool, m: &Model, w: &Mat, x: &[f32], t_n: usize, out: &mut [f32]) {
     let q = w.view(&m.file, m.isa);
     let (rows, cols) = (w.rows, w.cols);
     let ptr = SendPtr(out.as_mut_ptr());
+    let blocks = rows.div_ceil(RB);
     pool.run(|i, n| {
-        let mut row = vec![0f32; cols];
-        for r in Pool::range(i, n, rows) {
-            q.dequantize_row(r, &mut row);
+        let mut wb = vec![0f32; RB * cols];
+        let mut o = [0f32; RB];
+        for b in Pool::range(i, n, blocks) {
+            let (r0, nr) = (b * RB, RB.min(rows - b * RB));
+            for r in 0..RB {
+                // A short last block repeats its last row (computed, not stored).
+                q.dequantize_row(r0 + r.min(nr - 1), &mut wb[r * cols..(r + 1) * cols]);
+            }
             for t in 0..t_n {
-                // SAFETY: element (t, r) is written by the thread that owns row r only.
-                unsafe { *ptr.at(t * rows + r) = dot(&row, &x[t * cols..(t + 1) * cols]) };
+                dots(&wb, cols, &x[t * cols..(t + 1) * cols], &mut o);
+                for (r, &v) in o.iter().enumerate().take(nr) {
+                    // SAFETY: element (t, r0 + r) is written by the thread owning block b only.
+                    unsafe { *ptr.at(t * rows + r0 + r) = v };
+                }
             }
         }
     });
 }
 
-/// `dx [T, cols] += dy [T, rows] · W`; each thread sums its rows' share, then the shares add.
+/// `dx [T, cols] += dy [T, rows] · W`; each thread sums its blocks' share, then the shares add.
 fn dense_bwd(pool: &Pool, m: &Model, w: &Mat, dy: &[f32], t_n: usize, dx: &mut [f32]) {
     let q = w.view(&m.file, m.isa);
     let (rows, cols) = (w.rows, w.cols);
     let n_threads = pool.n_threads();
     let mut parts = vec![0f32; n_threads * t_n * cols];
     let ptr = SendPtr(parts.as_mut_ptr());
+    let blocks = rows.div_ceil(RB);
     pool.run(|i, n| {
         // SAFETY: part i belongs to chunk i alone.
         let part = unsafe { std::slice::from_raw_parts_mut(ptr.at(i * t_n * cols), t_n * cols) };
-        let mut row = vec![0f32; cols];
-        for r in Pool::range(i, n, rows) {
-            q.dequantize_row(r, &mut row);
+        let mut wb = vec![0f32; RB * cols];
+        for b in Pool::range(i, n, blocks) {
+            let (r0, nr) = (b * RB, RB.min(rows - b * RB));
+            for r in 0..RB {
+                q.dequantize_row(r0 + r.min(nr - 1), &mut wb[r * cols..(r + 1) * cols]);
+            }
             for t in 0..t_n {
-                let d = dy[t * rows + r];
-                if d != 0.0 {
-                    axpy(&mut part[t * cols..(t + 1) * cols], d, &row);
+                let mut c = [0f32; RB];
+                for (r, cr) in c.iter_mut().enumerate().take(nr) {
+                    *cr = dy[t * rows + r0 + r];
+                }
+                if c.iter().any(|&v| v != 0.0) {
+                    axpys(&mut part[t * cols..(t + 1) * cols], &c, &wb, cols);
                 }
             }
         }
