@@ -124,9 +124,10 @@ fn read_examples(lm: &LoadedModel, path: &PathBuf) -> Result<Vec<Example>> {
         }
         let v: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
         let ex = example(lm, &v).with_context(|| format!("{}:{}", path.display(), i + 1))?;
-        if ex.loss.iter().any(|&l| l) {
-            out.push(ex);
+        if !ex.loss.iter().any(|&l| l) {
+            bail!("{}:{}: nothing to learn (a conversation without an assistant turn, or an empty completion)", path.display(), i + 1);
         }
+        out.push(ex);
     }
     if out.is_empty() {
         bail!("{} has no examples with something to learn", path.display());
@@ -273,6 +274,9 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
     if a.rank == 0 || a.batch == 0 || a.epochs == 0 || a.ctx < 2 {
         bail!("--rank, --batch and --epochs must be at least 1 and --ctx at least 2");
     }
+    if !(a.alpha.is_finite() && a.alpha > 0.0) || !(a.lr.is_finite() && a.lr > 0.0) || !(0.0..=1.0).contains(&a.warmup) || a.weight_decay < 0.0 {
+        bail!("--alpha and --lr must be positive, --warmup in [0, 1] and --weight-decay not negative");
+    }
     if !(0.0..1.0).contains(&a.val_split) || !(0.0..1.0).contains(&a.dropout) {
         bail!("--val-split and --dropout must be in [0, 1)");
     }
@@ -287,6 +291,10 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
         }
     }
     let mut examples = read_examples(&lm, &a.data)?;
+    let long = examples.iter().filter(|e| e.tokens.len() > a.ctx).count();
+    if long > 0 {
+        eprintln!("{long} of {} examples are longer than --ctx {} tokens: their ends are cut", examples.len(), a.ctx);
+    }
     let mut rng = Rng(a.seed);
     let mut order: Vec<usize> = (0..examples.len()).collect();
     shuffle(&mut order, &mut rng);
@@ -376,10 +384,16 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
             let mut loss_sum = 0f64;
             for (t, mk) in batch {
                 let (l, _) = trainer.step(&pool, &params, t, mk, 1.0 / n_loss.max(1) as f32, true)?;
+                if !l.is_finite() {
+                    bail!("the loss diverged at step {} ({l}); {} keeps the last adapter written (try a lower --lr)", step + 1, a.output.display());
+                }
                 loss_sum += l;
                 tokens_done += t.len();
             }
             let grads = trainer.take_grads();
+            if grads.iter().any(|g| !g.is_finite()) {
+                bail!("the gradients diverged at step {} ({} keeps the last adapter written; try a lower --lr)", step + 1, a.output.display());
+            }
             let mut flat = params.flat();
             let rate = opt.rate();
             opt.update(&mut flat, &grads);

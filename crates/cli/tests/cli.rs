@@ -486,9 +486,26 @@ fn finetune_learns_and_repeats() {
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.contains("accuracy") && err.contains("points"), "{err}");
-    std::fs::write(&data, "{\"messages\": []}\nnot json\n").unwrap();
-    let o = bantam(&["finetune", s(&m), s(&data), "-o", s(&a)]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains(":2: not JSON"), "{}", String::from_utf8_lossy(&o.stderr));
+    // A learning rate far too high: the run stops at the first non-finite loss and writes
+    // nothing over the output.
+    let diverged = dir.join("diverged.gguf");
+    let o = bantam(&["finetune", s(&m), s(&data), "-o", s(&diverged), "--epochs", "4", "--lr", "1e30", "--batch", "1"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("diverged"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!diverged.exists());
+    let refused = |text: &str, extra: &[&str], why: &str| {
+        std::fs::write(&data, text).unwrap();
+        let mut args = vec!["finetune", s(&m), s(&data), "-o", s(&a)];
+        args.extend_from_slice(extra);
+        let o = bantam(&args);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(why), "{why}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    refused("{\"prompt\": \"a\", \"completion\": \"b\"}\nnot json\n", &[], ":2: not JSON");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n", &[], ":1: nothing to learn");
+    refused("{\"prompt\": \"a\"}\n", &[], "needs \"messages\"");
+    refused("{\"prompt\": \"a\", \"completion\": \"b\"}\n", &["--rank", "0"], "--rank");
+    refused("{\"prompt\": \"a\", \"completion\": \"b\"}\n", &["--alpha", "0"], "--alpha");
+    // An adapter for another model is refused when it is loaded.
+    let e = bantam(&["run", s(&m), "hi", "--adapter", s(&real("smollm2:135m"))]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("not a LoRA adapter"), "{}", String::from_utf8_lossy(&e.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
