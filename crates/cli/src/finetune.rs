@@ -274,7 +274,7 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
     if a.rank == 0 || a.batch == 0 || a.epochs == 0 || a.ctx < 2 {
         bail!("--rank, --batch and --epochs must be at least 1 and --ctx at least 2");
     }
-    if !(a.alpha.is_finite() && a.alpha > 0.0) || !(a.lr.is_finite() && a.lr > 0.0) || !(0.0..=1.0).contains(&a.warmup) || a.weight_decay < 0.0 {
+    if !(a.alpha.is_finite() && a.alpha > 0.0 && a.lr.is_finite() && a.lr > 0.0 && (0.0..=1.0).contains(&a.warmup) && a.weight_decay >= 0.0) {
         bail!("--alpha and --lr must be positive, --warmup in [0, 1] and --weight-decay not negative");
     }
     if !(0.0..1.0).contains(&a.val_split) || !(0.0..1.0).contains(&a.dropout) {
