@@ -8,6 +8,9 @@ single-stream rate, and time to first token and inter-token latency percentiles 
 
     python3 scripts/loadtest.py --url http://127.0.0.1:11434 --model qwen2.5-coder:0.5b --streams 1,4,8,16
 
+--model takes several comma-separated names: stream i asks for the (i mod n)-th (several
+LoRA adapters over one base, say).
+
 Standard library only, so it runs wherever Python does.
 """
 import argparse
@@ -70,7 +73,8 @@ def level(args, n):
     wall_total, tokens_total = 0.0, 0
     for r in range(args.rounds):
         outs = [dict() for _ in range(n)]
-        threads = [threading.Thread(target=one_stream, args=(args.url, args.model,
+        models = args.model.split(",")
+        threads = [threading.Thread(target=one_stream, args=(args.url, models[i % len(models)],
                    f"Once upon a time there was {TOPICS[(i + r) % len(TOPICS)]}. Here is the story:",
                    args.tokens, args.api_key, outs[i])) for i in range(n)]
         t0 = time.perf_counter()
@@ -107,8 +111,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--api-key", default=None)
     args = ap.parse_args()
-    # Warm up: load the model and touch its pages.
-    one_stream(args.url, args.model, "Hello", 4, args.api_key, {})
+    # Warm up: load the models and touch their pages.
+    for m in args.model.split(","):
+        one_stream(args.url, m, "Hello", 4, args.api_key, {})
     for n in [int(s) for s in args.streams.split(",")]:
         print(json.dumps(level(args, n)), flush=True)
 

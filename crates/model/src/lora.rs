@@ -395,10 +395,15 @@ impl PerToken<'_> {
         if !self.any() || !(0..t_n).any(|t| self.set(t).is_some_and(|s| s.0.iter().any(|(a, _)| a.pair(target).is_some()))) {
             return;
         }
+        // Tokens of one adapter set back to back (in batch order within it), so a set's
+        // matrices are read once into cache for all its tokens of the step.
+        let key = |t: usize| self.set(t).map_or(0, |s| s as *const Adapters as usize);
+        let mut order: Vec<usize> = (0..t_n).filter(|&t| self.set(t).is_some()).collect();
+        order.sort_by_key(|&t| (key(t), t));
         let out_ptr = SendPtr(out.as_mut_ptr());
-        let n = pool.n_threads().min(t_n);
+        let n = pool.n_threads().min(order.len());
         pool.run_chunks(n, |i, n| {
-            for t in Pool::range(i, n, t_n) {
+            for &t in &order[Pool::range(i, n, order.len())] {
                 let Some(set) = self.set(t) else { continue };
                 // SAFETY: each token's output row is written by exactly one chunk.
                 let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(t * rows), rows) };
