@@ -32,7 +32,8 @@ pub struct ServeArgs {
     /// Requests waiting per model before new ones get 503
     #[arg(long, env = "BANTAM_MAX_QUEUE", default_value_t = 64)]
     max_queue: usize,
-    /// Models loaded at once
+    /// Weights files loaded at once (names over one file — adapters, Modelfile defaults —
+    /// share it and count once)
     #[arg(long, env = "BANTAM_MAX_LOADED_MODELS", default_value_t = 3)]
     max_loaded_models: usize,
     /// Memory for weights and caches of all loaded models, e.g. 6GiB (default: 3/4 of RAM)

@@ -158,8 +158,9 @@ impl ModelSet {
         }
         let mut map = self.lock();
         loop {
-            let used = used_bytes(&map);
-            if map.len() < self.limits.max_loaded && used + need <= self.limits.max_memory {
+            let (engines, used) = engines_and_bytes(&map);
+            // A name over a weights file already loaded adds no engine (`need` is 0 then).
+            if (need == 0 || engines < self.limits.max_loaded) && used + need <= self.limits.max_memory {
                 return Ok(());
             }
             let victim = map.iter().filter(|(_, r)| r.handle.is_idle()).min_by_key(|(_, r)| r.last_used).map(|(n, _)| n.clone());
@@ -170,7 +171,7 @@ impl ModelSet {
                 None => {
                     return Err(ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        format!("no room to load another model: {} loaded, {} MiB in use, all busy", map.len(), mib(used)),
+                        format!("no room to load another model: {} loaded, {} MiB in use, all busy", engines, mib(used)),
                     )
                     .with_code("server_busy"))
                 }
@@ -247,15 +248,16 @@ impl ModelSet {
     }
 }
 
-/// Bytes the loaded engines take, each counted once however many names share it.
-fn used_bytes(map: &HashMap<String, Resident>) -> usize {
+/// The engines loaded and the bytes they take, each counted once however many names
+/// share it.
+fn engines_and_bytes(map: &HashMap<String, Resident>) -> (usize, usize) {
     let mut seen: Vec<&Arc<EngineHandle>> = Vec::new();
     for r in map.values() {
         if !seen.iter().any(|h| Arc::ptr_eq(h, &r.handle)) {
             seen.push(&r.handle);
         }
     }
-    seen.iter().map(|h| h.memory_bytes()).sum()
+    (seen.len(), seen.iter().map(|h| h.memory_bytes()).sum())
 }
 
 /// Load a model for the server: a catalog model not in the store yet is pulled first (its
