@@ -98,10 +98,11 @@ def test_create_show_chat_copy_delete(oll, http):
     assert ei.value.status_code == 404
 
 
-def test_create_from_modelfile_text_refuses_adapter(http):
+def test_create_with_a_missing_adapter_file_is_400_naming_it(http):
     r = http.post("/api/create", json={"model": "bantam-test-adapter", "modelfile": f"FROM {MODEL}\nADAPTER ./lora.gguf\n", "stream": False})
     assert r.status_code == 400, r.text
-    assert "ADAPTER is not supported yet" in r.json()["error"]
+    assert "ADAPTER ./lora.gguf: no such file" in r.json()["error"], r.text
+    assert http.post("/api/show", json={"model": "bantam-test-adapter"}).status_code == 404
 
 
 def test_create_unknown_parameter_is_400_naming_it(http):
@@ -175,10 +176,10 @@ def test_cli_create_show_run_with_modelfile_defaults(tmp_path):
     assert counts and int(counts[0].split()[2]) == 6, r.stderr
 
 
-def test_cli_create_refuses_adapter_and_bad_parameters(tmp_path):
+def test_cli_create_refuses_a_bad_adapter_line_and_bad_parameters(tmp_path):
     env = {**os.environ, "BANTAM_MODELS": str(tmp_path / "store")}
     mf = tmp_path / "Modelfile"
-    for text, expect in [("FROM x.gguf\nADAPTER lora.gguf\n", "ADAPTER is not supported yet"), ("FROM x.gguf\nPARAMETER num_ctx lots\n", "takes an integer")]:
+    for text, expect in [("FROM x.gguf\nADAPTER\n", "ADAPTER needs a path"), ("FROM x.gguf\nPARAMETER num_ctx lots\n", "takes an integer")]:
         mf.write_text(text)
         r = run(["create", "broken", "-f", str(mf)], env)
         assert r.returncode != 0 and expect in r.stderr, r.stderr

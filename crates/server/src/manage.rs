@@ -36,6 +36,7 @@ impl From<StoreError> for ApiError {
             | StoreError::Unsupported(_)
             | StoreError::Quantize(_)
             | StoreError::NotGguf { .. }
+            | StoreError::MissingAdapter { .. }
             | StoreError::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
             StoreError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

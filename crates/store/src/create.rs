@@ -78,7 +78,7 @@ impl Store {
         layers.extend(base.layers.iter().filter(|l| l.media_type == manifest::MEDIA_ADAPTER).cloned());
         for a in &mf.adapters {
             if crate::looks_like_path(a) {
-                let path = self.local_from(a, &paths)?;
+                let path = self.local_from(a, &paths).map_err(|_| StoreError::MissingAdapter { path: a.clone() })?;
                 progress(Progress::Status(format!("copying adapter {}", path.display())));
                 let layer = self.import_file(&path, progress)?;
                 layers.push(Layer { media_type: manifest::MEDIA_ADAPTER.into(), ..layer });

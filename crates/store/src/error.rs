@@ -21,6 +21,10 @@ pub enum StoreError {
     DigestMismatch { what: String, expected: String, got: String },
     #[error("{what} is not a GGUF file (it does not start with the GGUF magic)")]
     NotGguf { what: String },
+    /// A Modelfile's `ADAPTER` names a file that is not there (or, for a server, not inside
+    /// its models directory).
+    #[error("ADAPTER {path}: no such file")]
+    MissingAdapter { path: String },
     #[error("the disk holding {} is full: free some space (bantam rm removes models) and pull again; the partial download is kept and will resume", .path.display())]
     DiskFull { path: PathBuf },
     #[error("permission denied on {}: make it writable by this user, or point BANTAM_MODELS at a directory you own", .path.display())]
