@@ -2,7 +2,7 @@
 # What serving LoRA adapters costs: eight streams over four different adapters of one base
 # (four models created with ADAPTER over it) against eight streams on the base alone, with
 # `bantam serve --max-parallel 8`, alternating, ROUNDS rounds (scripts/loadtest.py, 64
-# tokens per stream). The adapters are random, rank 8, on TARGETS (q,v: PEFT's default
+# tokens per stream, or $TOKENS). The adapters are random, rank 8, on TARGETS (q,v: PEFT's default
 # for llama models; or all seven projections). Not part of CI.
 # Usage: scripts/lora-serve-bench.sh [MODEL] [TARGETS: qv|all] [ROUNDS]
 set -euo pipefail
@@ -41,7 +41,7 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; 
 adapters=bench-lora-1,bench-lora-2,bench-lora-3,bench-lora-4
 for r in $(seq "$rounds"); do
     for m in "$model" "$adapters"; do
-        python3 scripts/loadtest.py --url "http://127.0.0.1:$port" --model "$m" --streams 8 --tokens 64 --rounds 1 \
+        python3 scripts/loadtest.py --url "http://127.0.0.1:$port" --model "$m" --streams 8 --tokens "${TOKENS:-64}" --rounds 1 \
             | python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print('$targets', 'adapters' if ',' in d['model'] else 'base', d['aggregate_tps'])"
     done
 done
