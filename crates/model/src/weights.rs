@@ -111,7 +111,8 @@ impl Weights {
         let b = Binder { f };
         let tok_embd = b.mat("token_embd.weight", c.n_embd, c.n_vocab)?;
         let output = if f.tensor("output.weight").is_some() { b.mat("output.weight", c.n_embd, c.n_vocab)? } else { tok_embd };
-        let mut layers = Vec::with_capacity(c.n_layer);
+        // Not preallocated: a corrupt n_layer fails at its first missing tensor, not in malloc.
+        let mut layers = Vec::new();
         for il in 0..c.n_layer {
             let n = |s: &str| format!("blk.{il}.{s}");
             layers.push(LayerWeights {
