@@ -57,6 +57,7 @@ step "hermetic: unit tests" cargo test --release --no-fail-fast -p tokenizer -p 
 step "hermetic: tiny model" cargo test --release -p model --test tiny
 step "hermetic: engine" cargo test --release -p engine --test thinking --test no_alloc --test no_alloc_engine
 step "hermetic: tokenizer metadata" cargo test --release -p tokenizer --test metadata
+step "hermetic: convert" cargo test --release -p convert --lib --test hermetic
 step "hermetic: quantize" cargo test --release -p quant --lib --test errors
 step "hermetic: quantize against llama-quantize (tiny model)" cargo test --release -p quant --test llama_quantize tiny
 if wait "$fetch_pid"; then

@@ -3,6 +3,7 @@
 //! Each command is a module; `main` only parses the command line and reports errors.
 
 mod bench;
+mod convert;
 mod eval;
 mod finetune;
 mod imatrix;
@@ -37,6 +38,10 @@ enum Command {
     Detokenize(tokens::DetokenizeArgs),
     /// Perplexity of a text file, computed as llama-perplexity does
     Perplexity(perplexity::PerplexityArgs),
+    /// Convert a Hugging Face model directory (safetensors) to GGUF, as convert_hf_to_gguf.py does
+    Convert(convert::ConvertArgs),
+    /// Write a model as a Hugging Face directory (config.json, model.safetensors, tokenizer)
+    Export(convert::ExportArgs),
     /// Quantize a model as llama-quantize does (Q4_K_M, Q8_0, …), with an importance matrix
     Quantize(quantize::QuantizeArgs),
     /// Train a LoRA adapter on your data, on the CPU (llama.cpp's adapter format)
@@ -88,6 +93,8 @@ fn main() {
         Command::Detokenize(a) => tokens::detokenize(a),
         Command::Perplexity(a) => perplexity::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Convert(a) => convert::main(a),
+        Command::Export(a) => convert::export(a),
         Command::Quantize(a) => quantize::main(a),
         Command::Imatrix(a) => imatrix::main(a),
         Command::Merge(a) => merge::main(a),
