@@ -447,17 +447,7 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
 /// `bantam eval TASK --models BASE,BASE+ADAPTER`, then the accuracy gained.
 fn eval_gain(task: &std::path::Path, extra: Option<&str>, base: &str, adapter: &std::path::Path) -> Result<()> {
     let json = adapter.with_extension("eval.json");
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.arg("eval").arg(task).arg("--models").arg(format!("{base},{base}+{}", adapter.display())).arg("--json").arg(&json);
-    cmd.args(extra.unwrap_or_default().split_whitespace());
-    let status = cmd.status().context("cannot run bantam eval")?;
-    if !status.success() {
-        bail!("bantam eval {} failed", task.display());
-    }
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
-    let acc = |i: usize| summary["models"][i]["accuracy"].as_f64();
-    if let (Some(before), Some(after)) = (acc(0), acc(1)) {
-        eprintln!("accuracy {:.1}% → {:.1}% ({:+.1} points); the summary is in {}", 100.0 * before, 100.0 * after, 100.0 * (after - before), json.display());
-    }
+    let acc = crate::eval::accuracies(task, extra, &[base.to_string(), format!("{base}+{}", adapter.display())], &json)?;
+    eprintln!("accuracy {:.1}% → {:.1}% ({:+.1} points); the summary is in {}", 100.0 * acc[0], 100.0 * acc[1], 100.0 * (acc[1] - acc[0]), json.display());
     Ok(())
 }

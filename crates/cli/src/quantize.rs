@@ -65,6 +65,31 @@ pub struct QuantizeArgs {
     /// With --auto: chunks of 512 tokens of the calibration text to measure on
     #[arg(long, default_value_t = 2)]
     auto_chunks: usize,
+    /// With --auto: also hold each candidate to this task (a `bantam eval` TOML task file,
+    /// or items with --task-args): its accuracy may fall at most --max-accuracy-drop below
+    /// the input model's
+    #[arg(long, requires_all = ["auto", "max_accuracy_drop"])]
+    task: Option<PathBuf>,
+    /// With --task: the largest accuracy drop allowed, in points (1%) or as a fraction (0.01)
+    #[arg(long, requires = "task", value_parser = parse_drop)]
+    max_accuracy_drop: Option<f64>,
+    /// With --task: more arguments for its `bantam eval` runs (e.g. "--kind classify --labels a,b")
+    #[arg(long, requires = "task", allow_hyphen_values = true)]
+    task_args: Option<String>,
+}
+
+/// "1%" or "0.01": an accuracy drop as a fraction.
+fn parse_drop(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("bad accuracy drop {s:?}: expected e.g. 1% or 0.01"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("accuracy drop {s:?} is not between 0% and 100%"));
+    }
+    Ok(v)
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -136,6 +161,11 @@ pub fn main(a: QuantizeArgs) -> Result<()> {
             calibration: a.calibration.as_deref().expect("clap requires it"),
             chunks: a.auto_chunks.max(1),
             ctx: 512,
+            task: a.task.as_deref().map(|t| crate::quantize_auto::TaskBar {
+                task: t,
+                args: a.task_args.as_deref(),
+                max_drop: a.max_accuracy_drop.unwrap_or(0.0),
+            }),
             base: p,
         });
     }

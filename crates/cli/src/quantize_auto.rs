@@ -1,6 +1,7 @@
-//! `bantam quantize IN OUT --auto --max-kld X [--max-size S] --calibration TEXT`: the
-//! smallest per-tensor type assignment whose KL divergence from the input model, measured on
-//! held-out text, meets the bar.
+//! `bantam quantize IN OUT --auto --max-kld X [--max-size S] --calibration TEXT [--task TASK
+//! --max-accuracy-drop 1%]`: the smallest per-tensor type assignment whose KL divergence from
+//! the input model, measured on held-out text, meets the bar (and whose accuracy on the
+//! user's task, measured by `bantam eval`, is within the allowed drop of the input's).
 //!
 //! The search: the input's log-probabilities on the calibration text are computed once.
 //! The llama.cpp mixes, ordered by size, are bisected for the smallest that passes. Then,
@@ -44,6 +45,15 @@ pub struct AutoArgs<'a> {
     pub chunks: usize,
     pub ctx: usize,
     pub base: Params,
+    pub task: Option<TaskBar<'a>>,
+}
+
+/// `--task TASK --max-accuracy-drop X [--task-args …]`.
+pub struct TaskBar<'a> {
+    pub task: &'a Path,
+    pub args: Option<&'a str>,
+    /// As a fraction: 0.01 is one point.
+    pub max_drop: f64,
 }
 
 /// One measured candidate.
@@ -54,6 +64,8 @@ struct Candidate {
     types: BTreeMap<String, GgmlType>,
     bytes: u64,
     kld: f64,
+    /// Accuracy on --task, measured for candidates that meet the other bars.
+    accuracy: Option<f64>,
 }
 
 struct Search<'a> {
@@ -62,6 +74,8 @@ struct Search<'a> {
     base_lp: BaseLogProbs,
     dir: PathBuf,
     n: usize,
+    /// The input model's accuracy on --task.
+    base_accuracy: Option<f64>,
 }
 
 impl Search<'_> {
@@ -87,14 +101,28 @@ impl Search<'_> {
         let lm = LoadedModel::load(&label, path.clone(), Defaults::default())?;
         let r = kl_divergence_against(&lm.model, &self.pool, &self.base_lp)?;
         drop(lm);
+        let mut c = Candidate { ftype, label, types: self.plan(p)?, bytes: s.bytes_out as u64, kld: r.kld.0, accuracy: None };
+        // The task costs the most: it is run only where the other bars are met.
+        if let (Some(t), true) = (&self.a.task, self.meets_kld_and_size(&c)) {
+            let json = self.dir.join(format!("candidate-{}.eval.json", self.n));
+            c.accuracy = Some(crate::eval::accuracies(t.task, t.args, &[path.display().to_string()], &json)?[0]);
+        }
         let _ = std::fs::remove_file(&path);
-        let types = self.plan(p)?;
-        eprintln!("  {label:<44} {:>8.2} MiB  KLD {:.5}", s.bytes_out as f64 / 1048576.0, r.kld.0);
-        Ok(Candidate { ftype, label, types, bytes: s.bytes_out as u64, kld: r.kld.0 })
+        let acc = c.accuracy.map(|a| format!("  accuracy {:.1}%", 100.0 * a)).unwrap_or_default();
+        eprintln!("  {:<44} {:>8.2} MiB  KLD {:.5}{acc}", c.label, c.bytes as f64 / 1048576.0, c.kld);
+        Ok(c)
+    }
+
+    fn meets_kld_and_size(&self, c: &Candidate) -> bool {
+        self.a.max_kld.is_none_or(|m| c.kld <= m) && self.a.max_size.is_none_or(|m| c.bytes <= m)
     }
 
     fn passes(&self, c: &Candidate) -> bool {
-        self.a.max_kld.is_none_or(|m| c.kld <= m) && self.a.max_size.is_none_or(|m| c.bytes <= m)
+        let task_ok = match (&self.a.task, self.base_accuracy) {
+            (Some(t), Some(base)) => c.accuracy.is_some_and(|a| base - a <= t.max_drop + 1e-12),
+            _ => true,
+        };
+        self.meets_kld_and_size(c) && task_ok
     }
 }
 
@@ -112,8 +140,8 @@ fn group(name: &str) -> &'static str {
 }
 
 pub fn run(mut a: AutoArgs<'_>) -> Result<()> {
-    if a.max_kld.is_none() && a.max_size.is_none() {
-        bail!("--auto needs a bar: --max-kld, --max-size or both");
+    if a.max_kld.is_none() && a.max_size.is_none() && a.task.is_none() {
+        bail!("--auto needs a bar: --max-kld, --max-size, --task with --max-accuracy-drop, or several");
     }
     let text = crate::perplexity::read_text(a.calibration)?;
     let base = LoadedModel::load("base", a.input.to_path_buf(), Defaults::default())?;
@@ -133,8 +161,16 @@ pub fn run(mut a: AutoArgs<'_>) -> Result<()> {
     let out_dir = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let dir = out_dir.join(format!(".bantam-auto-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut s = Search { a: &a, pool, base_lp, dir: dir.clone(), n: 0 };
-    let result = search(&mut s);
+    let mut s = Search { a: &a, pool, base_lp, dir: dir.clone(), n: 0, base_accuracy: None };
+    let result = (|| {
+        if let Some(t) = &a.task {
+            let json = dir.join("input.eval.json");
+            let acc = crate::eval::accuracies(t.task, t.args, &[a.input.display().to_string()], &json)?[0];
+            eprintln!("input accuracy on {}: {:.1}% (a candidate may lose {:.1} points)", t.task.display(), 100.0 * acc, 100.0 * t.max_drop);
+            s.base_accuracy = Some(acc);
+        }
+        search(&mut s)
+    })();
     let _ = std::fs::remove_dir_all(&dir);
     let best = result?;
     // the winner, written for real with its measurements recorded
@@ -144,11 +180,22 @@ pub fn run(mut a: AutoArgs<'_>) -> Result<()> {
         p.extra_metadata.push(("bantam.quantize.auto.max_kld".into(), Value::F32(m as f32)));
     }
     p.extra_metadata.push(("bantam.quantize.auto.assignment".into(), Value::Str(best.label.clone())));
+    if let (Some(t), Some(base), Some(acc)) = (&a.task, s.base_accuracy, best.accuracy) {
+        p.extra_metadata.push(("bantam.quantize.auto.task".into(), Value::Str(t.task.display().to_string())));
+        p.extra_metadata.push(("bantam.quantize.auto.task_sha256".into(), Value::Str(quant::sha256_file(t.task)?)));
+        p.extra_metadata.push(("bantam.quantize.auto.task_accuracy".into(), Value::F32(acc as f32)));
+        p.extra_metadata.push(("bantam.quantize.auto.input_accuracy".into(), Value::F32(base as f32)));
+        p.extra_metadata.push(("bantam.quantize.auto.max_accuracy_drop".into(), Value::F32(t.max_drop as f32)));
+    }
     p.extra_metadata.push(("bantam.quantize.auto.calibration_sha256".into(), Value::Str(quant::sha256_file(a.calibration)?)));
     p.extra_metadata.push(("bantam.quantize.auto.calibration_tokens".into(), Value::U32(tokens.len() as u32)));
     quant::quantize(a.input, a.output, &p, |_| {})?;
+    let task = match (s.base_accuracy, best.accuracy) {
+        (Some(base), Some(acc)) => format!("; accuracy {:.1}% (input {:.1}%)", 100.0 * acc, 100.0 * base),
+        _ => String::new(),
+    };
     println!(
-        "wrote {}: {} ({:.2} MiB), KL divergence {:.5} on {} tokens of {}",
+        "wrote {}: {} ({:.2} MiB), KL divergence {:.5} on {} tokens of {}{task}",
         a.output.display(),
         best.label,
         best.bytes as f64 / 1048576.0,
@@ -187,7 +234,8 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
     }
     if lo == ladder.len() {
         let best = measured.values().min_by(|a, b| a.kld.total_cmp(&b.kld)).expect("measured one");
-        bail!("no mix meets the bar: the best measured is {} ({} bytes, KL divergence {:.5})", best.label, best.bytes, best.kld);
+        let acc = best.accuracy.map(|a| format!(", accuracy {:.1}%", 100.0 * a)).unwrap_or_default();
+        bail!("no mix meets the bar: the best measured is {} ({} bytes, KL divergence {:.5}{acc})", best.label, best.bytes, best.kld);
     }
     let pass = measured.remove(&lo).expect("the passing mix was measured");
     if lo == 0 {

@@ -340,6 +340,67 @@ fn quantize_auto_writes_the_smallest_file_under_the_bar() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--auto --task`: every candidate is also held to a `bantam eval` task; the file written
+/// scores no worse on it than the input (a drop of 0%), re-measured independently, records
+/// the measurement, and is no smaller than the file the KLD bar alone picks.
+#[test]
+fn quantize_auto_holds_the_task_accuracy() {
+    let dir = std::env::temp_dir().join(format!("bantam-cli-auto-task-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = tiny_f32(&dir);
+    let text = "/usr/share/common-licenses/GPL-3";
+    let items = dir.join("items.jsonl");
+    let mut lines = String::new();
+    for (i, w) in ["the cat", "a dog", "the the", "in her", "cat in", "dog er", "her the", "in in", "the dog", "a cat", "er er", "the in"].iter().enumerate() {
+        lines.push_str(&format!("{{\"input\": \"{w}\", \"label\": \"{}\"}}\n", if i % 3 == 0 { "he" } else { "in" }));
+    }
+    std::fs::write(&items, lines).unwrap();
+    let args = "--kind classify --labels he,in --parallel 2";
+    let plain = dir.join("plain.gguf");
+    stdout(&bantam(&["quantize", s(&src), s(&plain), "--auto", "--max-kld", "0.2", "--calibration", text]));
+    let held = dir.join("held.gguf");
+    let o = bantam(&[
+        "quantize",
+        s(&src),
+        s(&held),
+        "--auto",
+        "--max-kld",
+        "0.2",
+        "--calibration",
+        text,
+        "--task",
+        s(&items),
+        "--task-args",
+        args,
+        "--max-accuracy-drop",
+        "0%",
+    ]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && out.contains("accuracy"), "{out}\n{err}");
+    assert!(err.contains("input accuracy"), "{err}");
+    // Measured again, apart from the search.
+    let acc = |m: &Path| {
+        let json = dir.join("check.json");
+        let mut a = vec!["eval", s(&items), "--models", s(m), "--json", s(&json)];
+        a.extend(args.split_whitespace());
+        stdout(&bantam(&a));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        v["models"][0]["accuracy"].as_f64().unwrap()
+    };
+    let (input, chosen) = (acc(&src), acc(&held));
+    assert!(chosen >= input - 1e-9, "accuracy {chosen} below the input's {input}");
+    let f = gguf::Gguf::open(&held).unwrap();
+    let recorded = f.get("bantam.quantize.auto.task_accuracy").and_then(|v| v.as_f64()).expect("task accuracy recorded");
+    assert!((recorded - chosen).abs() < 1e-6, "recorded {recorded}, measured {chosen}");
+    assert!(std::fs::metadata(&held).unwrap().len() + 4096 >= std::fs::metadata(&plain).unwrap().len());
+    // The flags hang together: --task needs --max-accuracy-drop, and a drop is a percentage.
+    let e = bantam(&["quantize", s(&src), s(&dir.join("x.gguf")), "--auto", "--calibration", text, "--task", s(&items)]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--max-accuracy-drop"));
+    let e = bantam(&["quantize", s(&src), s(&dir.join("x.gguf")), "--auto", "--calibration", text, "--task", s(&items), "--max-accuracy-drop", "150%"]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("between 0% and 100%"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `run --adapter` applies a LoRA adapter, and `merge` bakes the same adapter into the
 /// weights: the merged model's logits are the adapted model's up to the merged matrices'
 /// F16 rounding, and both differ from the base.

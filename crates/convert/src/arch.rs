@@ -143,6 +143,9 @@ impl Hparams {
                 rope.entry("original_max_position_embeddings").or_insert(o);
             }
         }
+        if rope.get("long_factor").is_some_and(|f| !f.is_null()) {
+            return Err(ConvertError::Config("LongRoPE scaling (rope_scaling.long_factor) is not supported".into()));
+        }
         Ok(Hparams { arch, config, rope, n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, vocab_size, tied })
     }
 
@@ -162,7 +165,7 @@ impl Hparams {
     }
 
     /// The `{arch}.*` and `general.*` keys, in the order llama.cpp's converter writes them.
-    pub fn metadata(&self, meta: &mut Vec<(String, Value)>, outtype: OutType, dir: &Path) {
+    pub fn metadata(&self, meta: &mut Vec<(String, Value)>, outtype: OutType, dir: &Path, n_params: u64) {
         let a = self.arch.name();
         let c = &self.config;
         let mut set = |k: &str, v: Value| {
@@ -176,8 +179,18 @@ impl Hparams {
         let float = |keys: &[&str]| keys.iter().find_map(|k| c.get(*k).and_then(|v| v.as_f64())).map(|v| v as f32);
         set("general.architecture", Value::Str(a.into()));
         set("general.type", Value::Str("model".into()));
-        let name = dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
-        set("general.name", Value::Str(name));
+        // gguf-py's Metadata heuristics, in part: the name is the model id (config.json's
+        // `_name_or_path` when it is one, else the directory's name) in title form, and the
+        // size label comes from the parameter count.
+        let id = c
+            .get("_name_or_path")
+            .and_then(|v| v.as_str())
+            .filter(|p| !p.is_empty() && p.matches('/').count() <= 1)
+            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+            .or_else(|| dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())))
+            .unwrap_or_else(|| "model".into());
+        set("general.name", Value::Str(id_to_title(&id)));
+        set("general.size_label", Value::Str(size_label(n_params)));
         let rope = self.rope_full();
         let rope_f = |k: &str| rope.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
         if self.arch == Arch::Phi3 {
@@ -227,7 +240,21 @@ impl Hparams {
                 if let Some(o) = rope.get("original_max_position_embeddings").and_then(|v| v.as_u64()) {
                     set("rope.scaling.original_context_length", Value::U32(o as u32));
                 }
+                for (hf, key) in [
+                    ("extrapolation_factor", "yarn_ext_factor"),
+                    ("attention_factor", "yarn_attn_factor"),
+                    ("attn_factor", "yarn_attn_factor"),
+                    ("beta_fast", "yarn_beta_fast"),
+                    ("beta_slow", "yarn_beta_slow"),
+                ] {
+                    if let Some(v) = rope_f(hf) {
+                        if hf != "attn_factor" || rope_f("attention_factor").is_none() {
+                            set(&format!("rope.scaling.{key}"), Value::F32(v));
+                        }
+                    }
+                }
             }
+            Some("su" | "longrope") => set("rope.scaling.type", Value::Str("longrope".into())),
             _ => {}
         }
         if let Some(t) = rope_f("rope_theta") {
@@ -418,19 +445,21 @@ impl Hparams {
         let dim = self.config.get("head_dim").and_then(|v| v.as_u64()).map(|v| v as usize).unwrap_or(self.n_embd / self.n_head);
         let (factor, low, high, old) = (f("factor", 8.0), f("low_freq_factor", 1.0), f("high_freq_factor", 4.0), f("original_max_position_embeddings", 8192.0));
         let (low_wavelen, high_wavelen) = (old / low, old / high);
+        // In f32 throughout, as torch computes it: 1 / base ** (arange(0, dim, 2) / dim), then
+        // each factor from f32 tensors and Python scalars cast to f32.
+        let (factor, low, high, old) = (factor as f32, low as f32, high as f32, old as f32);
         let factors = (0..dim)
             .step_by(2)
             .map(|i| {
-                // torch computes the frequencies in f32: 1 / base ** (arange(0, dim, 2) / dim).
                 let freq = 1.0f32 / (base as f32).powf(i as f32 / dim as f32);
-                let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
-                if wavelen < high_wavelen {
+                let wavelen = (2.0 * std::f64::consts::PI) as f32 / freq;
+                if (wavelen as f64) < high_wavelen {
                     1.0
-                } else if wavelen > low_wavelen {
-                    factor as f32
+                } else if (wavelen as f64) > low_wavelen {
+                    factor
                 } else {
                     let smooth = (old / wavelen - low) / (high - low);
-                    (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+                    1.0 / ((1.0 - smooth) / factor + smooth)
                 }
             })
             .collect();
@@ -454,6 +483,43 @@ impl Hparams {
             Transform::Permute(heads) => permute_rows(x, ne[0] as usize, heads, true),
         }
     }
+}
+
+/// gguf-py's `id_to_title`: dashes become spaces and all-lowercase words are title-cased,
+/// except version numbers and words starting with a digit.
+fn id_to_title(id: &str) -> String {
+    let title = |w: &str| {
+        // Python's str.title(): a letter after a non-letter is upper-cased, others lowered.
+        let mut out = String::new();
+        let mut prev_letter = false;
+        for ch in w.chars() {
+            out.extend(if prev_letter { ch.to_lowercase().collect::<Vec<_>>() } else { ch.to_uppercase().collect() });
+            prev_letter = ch.is_alphabetic();
+        }
+        out
+    };
+    let keep = |w: &str| {
+        let v = w.strip_prefix('v').is_some_and(|r| !r.is_empty() && r.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())));
+        v || w.starts_with(|c: char| c.is_ascii_digit())
+    };
+    let is_lower = |w: &str| w.chars().any(|c| c.is_alphabetic()) && !w.chars().any(|c| c.is_uppercase());
+    id.trim().replace('-', " ").split_whitespace().map(|w| if is_lower(w) && !keep(w) { title(w) } else { w.to_string() }).collect::<Vec<_>>().join(" ")
+}
+
+/// gguf-py's `model_weight_count_rounded_notation` with two significant digits at least.
+fn size_label(n: u64) -> String {
+    let n = n as f64;
+    let (x, suffix) = if n > 1e12 {
+        (n * 1e-12, "T")
+    } else if n > 1e9 {
+        (n * 1e-9, "B")
+    } else if n > 1e6 {
+        (n * 1e-6, "M")
+    } else {
+        (n * 1e-3, "K")
+    };
+    let digits = format!("{}", x.round_ties_even() as u64).trim_start_matches('0').len();
+    format!("{x:.prec$}{suffix}", prec = 2usize.saturating_sub(digits))
 }
 
 /// The values transformers' config classes supply when `config.json` leaves them out
@@ -563,6 +629,18 @@ pub fn out_type(name: &str, ne: &[u64], outtype: OutType) -> GgmlType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_size_labels_read_as_gguf_py_writes_them() {
+        assert_eq!(id_to_title("smollm2_135m"), "Smollm2_135M");
+        assert_eq!(id_to_title("SmolLM2-135M-Instruct"), "SmolLM2 135M Instruct");
+        assert_eq!(id_to_title("qwen2.5-coder-0.5b-v1.2"), "Qwen2.5 Coder 0.5b v1.2");
+        assert_eq!(size_label(134_515_008), "135M");
+        assert_eq!(size_label(494_032_768), "494M");
+        assert_eq!(size_label(1_543_714_304), "1.5B");
+        assert_eq!(size_label(268_098_176), "268M");
+        assert_eq!(size_label(27_000), "27K");
+    }
 
     #[test]
     fn the_permutation_interleaves_halves_and_inverts() {

@@ -15,6 +15,16 @@ use std::path::Path;
 /// Write `model` as a Hugging Face directory `dir` (created if needed), with matrices in
 /// `dtype`. Returns the number of tensors written.
 pub fn export(model: &Gguf, dir: &Path, dtype: Dtype) -> Result<usize, ConvertError> {
+    export_parts(model, dir, Some(dtype))
+}
+
+/// [`export`] without `model.safetensors`: the config and tokenizer files alone.
+pub fn export_without_weights(model: &Gguf, dir: &Path) -> Result<(), ConvertError> {
+    export_parts(model, dir, None).map(|_| ())
+}
+
+fn export_parts(model: &Gguf, dir: &Path, weights: Option<Dtype>) -> Result<usize, ConvertError> {
+    let dtype = weights.unwrap_or(Dtype::F32);
     let a = model.metadata_str("general.architecture")?.to_string();
     let arch = Arch::from_name(&a).ok_or_else(|| ConvertError::Architecture(a.clone()))?;
     std::fs::create_dir_all(dir).map_err(|e| ConvertError::io(dir, e))?;
@@ -103,6 +113,10 @@ pub fn export(model: &Gguf, dir: &Path, dtype: Dtype) -> Result<usize, ConvertEr
     let config = Json::Object(c);
     write_json(&dir.join("config.json"), &config)?;
 
+    export_tokenizer(model, dir, arch, &tokens)?;
+    if weights.is_none() {
+        return Ok(0);
+    }
     // Tensors: GGUF name → HF name through the converter's own map, inverted.
     let hp = Hparams::from_config(&config)?;
     let mut out = Vec::new();
@@ -127,9 +141,6 @@ pub fn export(model: &Gguf, dir: &Path, dtype: Dtype) -> Result<usize, ConvertEr
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     safetensors::write(&dir.join("model.safetensors"), &out, &meta)?;
-    drop(out);
-
-    export_tokenizer(model, dir, arch, &tokens)?;
     Ok(n)
 }
 
@@ -293,9 +304,7 @@ fn export_tokenizer(model: &Gguf, dir: &Path, arch: Arch, tokens: &[String]) -> 
             if ty == vocab::UNUSED && *t == format!("[PAD{i}]") {
                 continue;
             }
-            if ty == CONTROL || ty == USER_DEFINED {
-                continue;
-            }
+            // Added tokens are in the BPE vocabulary too, as in published tokenizer.json files.
             vocab.insert(t.clone(), json!(i));
         }
         let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(false);

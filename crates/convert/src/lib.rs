@@ -22,7 +22,7 @@ pub mod sentencepiece;
 pub mod vocab;
 
 pub use arch::Arch;
-pub use export::export;
+pub use export::{export, export_without_weights};
 
 use gguf::{GgmlType, Value};
 use std::io::Write;
@@ -169,7 +169,8 @@ pub fn convert(dir: &Path, out: &Path, opts: &Options, mut progress: impl FnMut(
     hp.check_complete(plan.iter().map(|p| p.name.as_str()))?;
 
     let mut meta: Vec<(String, Value)> = Vec::new();
-    hp.metadata(&mut meta, opts.outtype, dir);
+    let n_params: u64 = plan.iter().map(|p| p.src.n_elements() as u64).sum::<u64>() + hp.extra_tensors().iter().map(|(_, v)| v.len() as u64).sum::<u64>();
+    hp.metadata(&mut meta, opts.outtype, dir, n_params);
     vocab.metadata(&mut meta);
 
     // Tensors computed from the config (llama 3's rope factors), then the checkpoint's.

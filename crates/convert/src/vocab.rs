@@ -19,10 +19,11 @@ pub const BYTE: i32 = 6;
 /// The special token kinds `SpecialVocab` looks for, in its order.
 const SPECIAL: [&str; 7] = ["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
 
-/// The pre-tokenizers `tokenizer.json` spells and the `tokenizer.ggml.pre` name llama.cpp
-/// gives them. The names stand for llama.cpp's hash of a test text's tokens; bantam
-/// recognises the pre-tokenizer's structure instead: `(name, Split regex or "", digits
-/// split individually, ByteLevel runs the GPT-2 regex)`.
+/// The pre-tokenizers `tokenizer.json` spells and the `tokenizer.ggml.pre` name of their
+/// regexes: `(name, Split regex or "", digits split individually, ByteLevel runs the GPT-2
+/// regex)`. llama.cpp names a tokenizer by the hash of a test text's tokens instead, and has
+/// several names for one set of regexes (`smollm`, `starcoder` and `refact`); see
+/// [`Vocab::name_pre`].
 pub const PRE_TOKENIZERS: &[(&str, &str, bool, bool)] = &[
     ("smollm", "", true, true),
     ("gpt-2", "", false, true),
@@ -138,7 +139,52 @@ impl Vocab {
         if matches!(hp.arch, Arch::Llama | Arch::Granite) && hp.vocab_size.unwrap_or(32000) == 49152 {
             set(&mut v.add, "bos", false);
         }
+        if !use_spm && pre_override.is_none() {
+            v.pre = Some(v.name_pre().ok_or_else(|| {
+                ConvertError::Tokenizer(format!(
+                    "the pre-tokenizer in {} is not one bantam recognises ({}, or one llama.cpp knows by its test-text hash); name llama.cpp's equivalent with --pre",
+                    dir.join("tokenizer.json").display(),
+                    PRE_TOKENIZERS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+                ))
+            })?);
+        }
         Ok(v)
+    }
+
+    /// The `tokenizer.ggml.pre` llama.cpp writes: its converter tokenizes a test text with
+    /// the Hugging Face tokenizer and looks the sha256 of the ids up in a table of known
+    /// tokenizers (`get_vocab_base_pre`). bantam tokenizes the same text with its own
+    /// tokenizer under the pre-tokenizer the structure of `tokenizer.json` names (or, when
+    /// it names none, under each pre-tokenizer bantam implements) and looks the hash up in
+    /// the same table; a hash found there is llama.cpp's name. Without one, the structure's
+    /// name stands.
+    fn name_pre(&self) -> Option<String> {
+        let table: Vec<(&str, &str)> = include_str!("chkhsh.txt").lines().filter_map(|l| l.split_once(' ')).collect();
+        let lookup = |hash: &str| table.iter().rev().find(|(h, _)| *h == hash).map(|(_, n)| n.to_string());
+        if let Some(p) = &self.pre {
+            return Some(self.chkhsh(p).and_then(|h| lookup(&h)).unwrap_or_else(|| p.clone()));
+        }
+        tokenizer::pre_tokenizer_names().find_map(|p| self.chkhsh(p).and_then(|h| lookup(&h)))
+    }
+
+    /// The hash llama.cpp's converter computes: sha256 of Python's `str()` of the ids of its
+    /// test text, tokenized with BOS/EOS as the tokenizer adds them.
+    pub fn chkhsh(&self, pre: &str) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let mut v = self.clone();
+        v.pre = Some(pre.to_string());
+        v.chat_template = None;
+        let mut meta = Vec::new();
+        v.metadata(&mut meta);
+        let mut w = gguf::GgufWriter::new();
+        for (k, val) in meta {
+            w.meta(&k, val);
+        }
+        let f = gguf::Gguf::from_vec("vocab", w.to_bytes()).ok()?;
+        let t = tokenizer::Tokenizer::from_gguf(&f).ok()?;
+        let ids = t.encode(include_str!("chktxt.txt"), true, true);
+        let text = format!("[{}]", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+        Some(Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// `_set_vocab_gpt2` over `get_vocab_base`.
@@ -191,21 +237,10 @@ impl Vocab {
                 }
             }
         }
-        let pre = match pre_override {
-            Some(p) => p.to_string(),
-            None => {
-                let pt = tj.get("pre_tokenizer").cloned().unwrap_or(Json::Null);
-                // Granite's tokenizer has SmolLM's structure; llama.cpp names it `refact`.
-                let found = detect_pre(&pt).map(|p| if p == "smollm" && hp.arch == Arch::Granite { "refact" } else { p });
-                found.map(str::to_string).ok_or_else(|| {
-                    ConvertError::Tokenizer(format!(
-                        "the pre-tokenizer in {} is not one bantam recognises ({}); name llama.cpp's equivalent with --pre",
-                        path.display(),
-                        PRE_TOKENIZERS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-                    ))
-                })?
-            }
-        };
+        // The name is settled in `load`, once the special tokens are known (llama.cpp's
+        // name comes from tokenizing a test text, BOS included).
+        let pt = tj.get("pre_tokenizer").cloned().unwrap_or(Json::Null);
+        let pre = pre_override.map(str::to_string).or_else(|| detect_pre(&pt).map(str::to_string));
         let mut merges = Vec::new();
         match model.get("merges").and_then(|m| m.as_array()) {
             Some(list) => {
@@ -222,7 +257,7 @@ impl Vocab {
             }
             None => return Err(ConvertError::bad(&path, "no model.merges")),
         }
-        Ok(Vocab { model: "gpt2".into(), pre: Some(pre), tokens, scores: None, types, merges, ..Default::default() })
+        Ok(Vocab { model: "gpt2".into(), pre, tokens, scores: None, types, merges, ..Default::default() })
     }
 
     /// `_create_vocab_sentencepiece` (and Phi3MiniModel's variant of it).

@@ -133,6 +133,10 @@ fn bad_directories_get_clear_errors_and_leave_nothing() {
     edit_json(&d.join("config.json"), |c| c["num_hidden_layers"] = serde_json::json!(3));
     fails(&d, "missing from the checkpoint");
 
+    let d = fresh("longrope");
+    edit_json(&d.join("config.json"), |c| c["rope_scaling"] = serde_json::json!({"type": "longrope", "long_factor": [1.0, 2.0], "short_factor": [1.0, 1.0]}));
+    fails(&d, "LongRoPE");
+
     let d = fresh("no-config");
     std::fs::remove_file(d.join("config.json")).unwrap();
     fails(&d, "config.json");

@@ -14,6 +14,25 @@ use kernels::pool::Pool;
 use model::{Batch, KvCache, Model, Scratch as Work};
 use std::path::{Path, PathBuf};
 
+/// llama.cpp's converter names a BPE pre-tokenizer by the sha256 of the ids its test text
+/// tokenizes to; bantam's tokenizer gives the same ids for the catalog's vocabularies.
+#[test]
+fn the_test_text_hashes_as_llama_cpp_lists_it() {
+    for (name, pre, hash) in [
+        ("smollm2:135m", "smollm", "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249"),
+        ("qwen2.5-coder:0.5b", "qwen2", "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea"),
+    ] {
+        let s = Scratch::new(&format!("hash-{pre}"));
+        let hf = s.path().join("hf");
+        convert::export_without_weights(&Gguf::open(catalog(name)).unwrap(), &hf).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+        let hp = convert::arch::Hparams::from_config(&config).unwrap();
+        let v = convert::vocab::Vocab::load(&hf, &hp, None).unwrap();
+        assert_eq!(v.chkhsh(pre).as_deref(), Some(hash), "{name}");
+        assert_eq!(v.pre.as_deref(), Some(pre), "{name}");
+    }
+}
+
 fn round_trip(path: &Path, tag: &str) {
     assert!(path.exists(), "{} is missing: run scripts/fetch-models.sh", path.display());
     let s = Scratch::new(tag);

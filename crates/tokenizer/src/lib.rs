@@ -39,6 +39,7 @@ mod unicode;
 mod vocab;
 
 pub use error::TokenizerError;
+pub use pretokenize::names as pre_tokenizer_names;
 pub use stream::StreamDecoder;
 
 use bpe::{BpeSession, Merges};

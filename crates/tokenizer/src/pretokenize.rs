@@ -162,7 +162,12 @@ impl PreTokenizer {
 }
 
 fn known_names() -> String {
-    TABLE.iter().flat_map(|row| row.0.iter().copied()).collect::<Vec<_>>().join(", ")
+    names().collect::<Vec<_>>().join(", ")
+}
+
+/// Every `tokenizer.ggml.pre` name this crate implements.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    TABLE.iter().flat_map(|row| row.0.iter().copied())
 }
 
 fn compile(pattern: &str) -> Result<Splitter, TokenizerError> {

@@ -401,6 +401,22 @@ pub fn main(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `bantam eval TASK --models MODELS --json JSON [EXTRA]` in a child process (its table goes
+/// to stderr): each model's accuracy, in order. What `finetune --eval` and
+/// `quantize --auto --task` measure with.
+pub fn accuracies(task: &std::path::Path, extra: Option<&str>, models: &[String], json: &std::path::Path) -> Result<Vec<f64>> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("eval").arg(task).arg("--models").arg(models.join(",")).arg("--json").arg(json);
+    cmd.args(extra.unwrap_or_default().split_whitespace());
+    cmd.stdout(std::process::Stdio::from(std::io::stderr()));
+    let status = cmd.status().context("cannot run bantam eval")?;
+    if !status.success() {
+        bail!("bantam eval {} failed", task.display());
+    }
+    let summary: Value = serde_json::from_slice(&std::fs::read(json).with_context(|| format!("cannot read {}", json.display()))?)?;
+    (0..models.len()).map(|i| summary["models"][i]["accuracy"].as_f64().with_context(|| format!("bantam eval gave no accuracy for {}", models[i]))).collect()
+}
+
 /// The sandbox code runs in, with the walls this machine allows named on stderr.
 fn new_sandbox(a: &Task) -> Result<sandbox::Sandbox> {
     let sb = sandbox::Sandbox::new(code::limits(a.test_timeout, a.test_memory_mib)?)?;

@@ -50,7 +50,11 @@ pub fn same_tensors(orig: &Gguf, back: &Gguf) {
         let u = back.tensor(&t.name).unwrap();
         assert_eq!(t.dims, u.dims, "{}: dims", t.name);
         let (x, y) = (values(orig, &t.name), values(back, &t.name));
-        let bad = x.iter().zip(&y).position(|(p, q)| p.to_bits() != q.to_bits());
+        // Rope factors are computed from config.json again, in f32 as llama.cpp's converter
+        // does; a file made another way (the synthetic llama's generator works in f64) may
+        // differ in the last bit.
+        let ulp = if t.name == "rope_freqs.weight" { 1 } else { 0 };
+        let bad = x.iter().zip(&y).position(|(p, q)| p.to_bits().abs_diff(q.to_bits()) > ulp);
         assert!(bad.is_none(), "{}: value {} is {} after the round trip, {} before", t.name, bad.unwrap(), y[bad.unwrap()], x[bad.unwrap()]);
     }
 }
