@@ -14,8 +14,9 @@ pub struct ConvertArgs {
     /// Where to write the GGUF file (default: DIR/<name>-<outtype>.gguf)
     #[arg(short = 'o', long = "outfile", alias = "output")]
     output: Option<PathBuf>,
-    /// Type of the matrices: f32, f16, bf16 or q8_0 (vectors stay f32)
-    #[arg(long, default_value = "f16")]
+    /// Type of the matrices: f32, f16, bf16, q8_0, or auto (bf16 for a bf16 checkpoint,
+    /// else f16); vectors stay f32
+    #[arg(long, default_value = "auto")]
     outtype: String,
     /// tokenizer.ggml.pre to write when the tokenizer's pre-tokenizer is not recognised
     #[arg(long, value_name = "NAME")]
@@ -23,15 +24,17 @@ pub struct ConvertArgs {
 }
 
 pub fn main(a: ConvertArgs) -> Result<()> {
-    let Some(outtype) = convert::OutType::parse(&a.outtype) else {
-        bail!("unknown --outtype {:?} (f32, f16, bf16 or q8_0)", a.outtype);
-    };
     if !a.dir.is_dir() {
         bail!("{} is not a directory", a.dir.display());
     }
+    let outtype = match convert::OutType::parse(&a.outtype) {
+        Some(t) => t,
+        None if a.outtype.eq_ignore_ascii_case("auto") => convert::auto_outtype(&a.dir).with_context(|| format!("cannot convert {}", a.dir.display()))?,
+        None => bail!("unknown --outtype {:?} (f32, f16, bf16, q8_0 or auto)", a.outtype),
+    };
     let out = a.output.clone().unwrap_or_else(|| {
         let name = a.dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
-        a.dir.join(format!("{name}-{}.gguf", a.outtype.to_ascii_lowercase()))
+        a.dir.join(format!("{name}-{}.gguf", format!("{outtype:?}").to_ascii_lowercase()))
     });
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {

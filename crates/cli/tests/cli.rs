@@ -340,6 +340,34 @@ fn quantize_auto_writes_the_smallest_file_under_the_bar() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `export` writes a Hugging Face directory (of the synthetic qwen3) and `convert` reads it
+/// back: the default `--outtype auto` gives F16 matrices for an F32 checkpoint, and the file
+/// runs.
+#[test]
+fn export_and_convert_from_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("bantam-cli-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hf = dir.join("hf");
+    let m = store::default_root().join("synthetic").join("qwen3.gguf");
+    assert!(m.exists(), "{} is missing: run scripts/fetch-models.sh", m.display());
+    stdout(&bantam(&["export", s(&m), "-o", s(&hf)]));
+    let out = dir.join("back.gguf");
+    let o = bantam(&["convert", s(&hf), "-o", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = gguf::Gguf::open(&out).unwrap();
+    assert_eq!(f.tensor("blk.0.attn_q.weight").unwrap().ggml_type, gguf::GgmlType::F16);
+    assert_eq!(f.get("general.file_type").and_then(|v| v.as_u64()), Some(1));
+    let o = bantam(&["run", s(&out), "hello", "--num-predict", "4", "--temperature", "0", "--raw"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Not a directory, an unknown type: clear errors, nothing written.
+    let e = bantam(&["convert", s(&m), "-o", s(&dir.join("x.gguf"))]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("not a directory"));
+    let e = bantam(&["convert", s(&hf), "-o", s(&dir.join("x.gguf")), "--outtype", "q4_0"]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("unknown --outtype"));
+    assert!(!dir.join("x.gguf").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--auto --task`: every candidate is also held to a `bantam eval` task; the file written
 /// scores no worse on it than the input (a drop of 0%), re-measured independently, records
 /// the measurement, and is no smaller than the file the KLD bar alone picks.

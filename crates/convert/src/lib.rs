@@ -106,6 +106,16 @@ impl OutType {
     }
 }
 
+/// `--outtype auto`, llama.cpp's default: the highest-fidelity 16-bit type for the
+/// checkpoint, BF16 when its first matrix is BF16, F16 otherwise.
+pub fn auto_outtype(dir: &Path) -> Result<OutType, ConvertError> {
+    let ckpt = safetensors::Checkpoint::open_dir(dir)?;
+    Ok(match ckpt.tensors.iter().find(|t| t.shape.len() >= 2).map(|t| t.dtype) {
+        Some(safetensors::Dtype::BF16) => OutType::BF16,
+        _ => OutType::F16,
+    })
+}
+
 /// What [`convert()`] is asked to do beyond the directory and the output path.
 #[derive(Clone, Debug)]
 pub struct Options {
