@@ -4,7 +4,9 @@
 //! user's task, measured by `bantam eval`, is within the allowed drop of the input's).
 //!
 //! The search: the input's log-probabilities on the calibration text are computed once.
-//! The llama.cpp mixes, ordered by size, are bisected for the smallest that passes. Then,
+//! The llama.cpp mixes, ordered by size, are bisected for the smallest that meets the KL
+//! divergence and size bars; with a task, the mixes from there up are scored on it one by
+//! one until one keeps the accuracy. Then,
 //! from the largest mix that fails, whole tensor groups (attention V, feed-forward down,
 //! attention output, …) are raised to the passing mix's types, most KL divergence saved per
 //! byte first (each group measured alone), until the bar is met. The smaller passing file
@@ -76,6 +78,9 @@ struct Search<'a> {
     n: usize,
     /// The input model's accuracy on --task.
     base_accuracy: Option<f64>,
+    /// Whether candidates are scored on --task as they are measured (not while bisecting on
+    /// the cheap bars).
+    task_phase: bool,
 }
 
 impl Search<'_> {
@@ -101,9 +106,12 @@ impl Search<'_> {
         let lm = LoadedModel::load(&label, path.clone(), Defaults::default())?;
         let r = kl_divergence_against(&lm.model, &self.pool, &self.base_lp)?;
         drop(lm);
-        let mut c = Candidate { ftype, label, types: self.plan(p)?, bytes: s.bytes_out as u64, kld: r.kld.0, accuracy: None };
+        // The bar is on the file a user gets: tensors and metadata (the vocabulary alone can
+        // be megabytes), not llama-quantize's "quant size" of the tensors only.
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(s.bytes_out as u64);
+        let mut c = Candidate { ftype, label, types: self.plan(p)?, bytes, kld: r.kld.0, accuracy: None };
         // The task costs the most: it is run only where the other bars are met.
-        if let (Some(t), true) = (&self.a.task, self.meets_kld_and_size(&c)) {
+        if let (Some(t), true) = (&self.a.task, self.task_phase && self.meets_kld_and_size(&c)) {
             let json = self.dir.join(format!("candidate-{}.eval.json", self.n));
             c.accuracy = Some(crate::eval::accuracies(t.task, t.args, &[path.display().to_string()], &json)?[0]);
         }
@@ -161,7 +169,7 @@ pub fn run(mut a: AutoArgs<'_>) -> Result<()> {
     let out_dir = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let dir = out_dir.join(format!(".bantam-auto-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut s = Search { a: &a, pool, base_lp, dir: dir.clone(), n: 0, base_accuracy: None };
+    let mut s = Search { a: &a, pool, base_lp, dir: dir.clone(), n: 0, base_accuracy: None, task_phase: false };
     let result = (|| {
         if let Some(t) = &a.task {
             let json = dir.join("input.eval.json");
@@ -217,14 +225,15 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
     drop(f);
     ladder.sort_by_key(|(bytes, _)| *bytes);
     let ladder: Vec<FileType> = ladder.into_iter().map(|(_, t)| t).collect();
-    // bisect for the smallest passing mix (KL divergence falls as size grows)
+    // bisect on KL divergence and size for the smallest mix that meets them (KL divergence
+    // falls as size grows)
     let (mut lo, mut hi) = (0usize, ladder.len()); // answer in [lo, hi]; hi = none passes
     let mut measured: BTreeMap<usize, Candidate> = BTreeMap::new();
     while lo < hi {
         let mid = (lo + hi) / 2;
         let p = s.params(ladder[mid], None);
         let c = s.measure(ladder[mid].name().to_string(), &p)?;
-        let ok = s.passes(&c);
+        let ok = s.meets_kld_and_size(&c);
         measured.insert(mid, c);
         if ok {
             hi = mid;
@@ -232,10 +241,31 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
             lo = mid + 1;
         }
     }
-    if lo == ladder.len() {
+    let no_mix = |measured: &BTreeMap<usize, Candidate>| {
         let best = measured.values().min_by(|a, b| a.kld.total_cmp(&b.kld)).expect("measured one");
         let acc = best.accuracy.map(|a| format!(", accuracy {:.1}%", 100.0 * a)).unwrap_or_default();
-        bail!("no mix meets the bar: the best measured is {} ({} bytes, KL divergence {:.5}{acc})", best.label, best.bytes, best.kld);
+        anyhow::anyhow!("no mix meets the bar: the best measured is {} ({} bytes, KL divergence {:.5}{acc})", best.label, best.bytes, best.kld)
+    };
+    if lo == ladder.len() {
+        return Err(no_mix(&measured));
+    }
+    // The task: a task's accuracy is noisy (a few points on a few hundred items) and need not
+    // rise with size, so the mixes are walked up one by one from the smallest that meets the
+    // other bars, each scored, until one keeps the accuracy.
+    if s.a.task.is_some() {
+        s.task_phase = true;
+        loop {
+            let c = s.measure(ladder[lo].name().to_string(), &s.params(ladder[lo], None))?;
+            let ok = s.passes(&c);
+            measured.insert(lo, c);
+            if ok {
+                break;
+            }
+            lo += 1;
+            if lo == ladder.len() {
+                return Err(no_mix(&measured));
+            }
+        }
     }
     let pass = measured.remove(&lo).expect("the passing mix was measured");
     if lo == 0 {

@@ -405,9 +405,13 @@ impl Hparams {
             _ => return Ok(()),
         };
         let want = if bias { want[..1].to_vec() } else { want };
-        // The embedding may be padded past the tokenizer's vocabulary (llama.cpp pads
-        // the vocabulary to match, see `vocab`); only its width must agree then.
-        let ok = if short == "token_embd" || short == "output" { shape.len() == 2 && shape[1] == e && shape[0] >= 1 } else { shape == want.as_slice() };
+        // Gemma 3's converter cuts the embedding to the vocabulary (`n_vocab_real`); see
+        // `convert()`.
+        let ok = if short == "token_embd" && self.arch == Arch::Gemma3 {
+            shape.len() == 2 && shape[1] == e && shape[0] >= n_vocab
+        } else {
+            shape == want.as_slice()
+        };
         if !ok {
             return Err(ConvertError::tensor(name, format!("shape {shape:?} does not match config.json, which implies {want:?}")));
         }

@@ -169,10 +169,14 @@ pub fn convert(dir: &Path, out: &Path, opts: &Options, mut progress: impl FnMut(
         bytes_in += (t.n_elements() * t.dtype.size()) as u64;
         let Some(m) = hp.map_tensor(&t.name)? else { continue };
         hp.check_shape(&m.name, &t.shape, vocab.tokens.len())?;
-        let ne: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
+        let mut ne: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
+        if m.name == "token_embd.weight" && hp.arch == Arch::Gemma3 {
+            // Gemma3Model.modify_tensors: rows past the vocabulary are dropped.
+            ne[1] = ne[1].min(vocab.tokens.len() as u64);
+        }
         let ty = arch::out_type(&m.name, &ne, opts.outtype);
         let row = ne[0] as usize;
-        let rows = t.n_elements() / row.max(1);
+        let rows = ne[1..].iter().product::<u64>() as usize;
         let size = ty.row_bytes(row).ok_or_else(|| ConvertError::tensor(&t.name, "row length does not fit the type"))? * rows;
         plan.push(Planned { name: m.name, ty, ne, src: t, transform: m.transform, size });
     }
@@ -220,6 +224,7 @@ pub fn convert(dir: &Path, out: &Path, opts: &Options, mut progress: impl FnMut(
             let i = extras.len() + j;
             progress(&p.name, p.ty, i, total);
             let mut x = ckpt.f32s(p.src);
+            x.truncate(p.ne.iter().product::<u64>() as usize);
             hp.apply(p.transform, &mut x, &p.ne);
             let data = encode(&x, p.ty, p.ne[0] as usize).map_err(|e| ConvertError::tensor(&p.src.name, e))?;
             debug_assert_eq!(data.len(), p.size);

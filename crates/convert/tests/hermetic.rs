@@ -129,6 +129,11 @@ fn bad_directories_get_clear_errors_and_leave_nothing() {
     edit_json(&d.join("config.json"), |c| c["intermediate_size"] = serde_json::json!(96));
     fails(&d, "does not match config.json");
 
+    // A vocabulary the embedding does not cover (config.json pads it past the rows).
+    let d = fresh("vocab");
+    edit_json(&d.join("config.json"), |c| c["vocab_size"] = serde_json::json!(320));
+    fails(&d, "implies [320, 64]");
+
     let d = fresh("layers");
     edit_json(&d.join("config.json"), |c| c["num_hidden_layers"] = serde_json::json!(3));
     fails(&d, "missing from the checkpoint");
