@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub struct ConvertArgs {
     /// A Hugging Face model directory: config.json, *.safetensors, tokenizer files
     dir: PathBuf,
-    /// Where to write the GGUF file (default: DIR/<name>-<outtype>.gguf)
+    /// Where to write the GGUF file (default: DIR/NAME-OUTTYPE.gguf)
     #[arg(short = 'o', long = "outfile", alias = "output")]
     output: Option<PathBuf>,
     /// Type of the matrices: f32, f16, bf16, q8_0, or auto (bf16 for a bf16 checkpoint,
