@@ -2,7 +2,7 @@
 //! shards with their index), `config.json`, `tokenizer.json` and/or `tokenizer.model`,
 //! `tokenizer_config.json` — becomes a GGUF file with the metadata and tensor layout that
 //! llama.cpp's `convert_hf_to_gguf.py` writes, for the llama, qwen2, qwen3, gemma3, phi3 and
-//! granite families; [`export`] goes the other way, so a GGUF model can be handed to
+//! granite families; [`export()`] goes the other way, so a GGUF model can be handed to
 //! Hugging Face tools (and round-trips through [`convert()`]).
 //!
 //! - [`safetensors`] reads and writes the weight files;

@@ -23,7 +23,7 @@ const SPECIAL: [&str; 7] = ["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
 /// regexes: `(name, Split regex or "", digits split individually, ByteLevel runs the GPT-2
 /// regex)`. llama.cpp names a tokenizer by the hash of a test text's tokens instead, and has
 /// several names for one set of regexes (`smollm`, `starcoder` and `refact`); see
-/// [`Vocab::name_pre`].
+/// `Vocab::load`.
 pub const PRE_TOKENIZERS: &[(&str, &str, bool, bool)] = &[
     ("smollm", "", true, true),
     ("gpt-2", "", false, true),
