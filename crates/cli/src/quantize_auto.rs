@@ -97,6 +97,13 @@ impl Search<'_> {
         Ok(plan.into_iter().filter(|t| t.converts() || t.info.ggml_type.is_quantized()).map(|t| (t.info.name, t.to)).collect())
     }
 
+    /// The tensor bytes `p` would write (the plan alone: nothing is quantized).
+    fn planned_bytes(&self, p: &Params) -> Result<u64> {
+        let f = gguf::Gguf::open(self.a.input)?;
+        let (plan, _) = quant::plan(&f, p)?;
+        Ok(plan.iter().map(|t| t.bytes_out as u64).sum())
+    }
+
     /// Quantize with `p`, load, measure.
     fn measure(&mut self, label: String, p: &Params) -> Result<Candidate> {
         let ftype = p.ftype;
@@ -295,9 +302,14 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
         }
         t
     };
+    // A candidate planned as large as the passing mix cannot beat it: not measured.
+    let pass_planned = s.planned_bytes(&s.params(pass.ftype, Some(&pass.types)))?;
     let mut gains = Vec::new();
     for (g, names) in &groups {
         let types = with(&fail.types, names);
+        if s.planned_bytes(&s.params(ladder[fail_i], Some(&types)))? >= pass_planned {
+            continue;
+        }
         let c = s.measure(format!("{} + {g} at {}", fail.label, pass.label), &s.params(ladder[fail_i], Some(&types)))?;
         if s.passes(&c) && c.bytes < pass.bytes {
             return Ok(c);
@@ -318,6 +330,9 @@ fn search(s: &mut Search<'_>) -> Result<Candidate> {
             continue; // measured alone above and it did not pass
         }
         let types = with(&fail.types, &raised);
+        if s.planned_bytes(&s.params(ladder[fail_i], Some(&types)))? >= pass_planned {
+            break;
+        }
         let c = s.measure(format!("{label} at {}", pass.label), &s.params(ladder[fail_i], Some(&types)))?;
         if c.bytes >= pass.bytes {
             break;

@@ -21,6 +21,7 @@
 use crate::blocks::f32_to_f16;
 use crate::dot::Isa;
 use crate::pool::Pool;
+use crate::pool::SendPtr;
 use crate::quantize::{round_even, signed_absmax};
 use gguf::GgmlType;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -229,18 +230,6 @@ pub struct Scratch {
     items: Vec<(usize, usize)>,
     thread: Vec<f32>,
     partial: Vec<f32>,
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: threads write disjoint regions (their own scratch, their own jobs' outputs).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Everything a job reads.

@@ -6,6 +6,7 @@
 
 use crate::dot::{dot4_fn, dot_fn, tile_fn, ActType, Dot4Fn, DotFn, Isa, TileKernel, MAX_TILE_ROWS};
 use crate::pool::Pool;
+use crate::pool::SendPtr;
 use gguf::GgmlType;
 
 /// A weight matrix `[rows, cols]` (row-major, `cols` contiguous) in a ggml type, borrowed
@@ -101,12 +102,6 @@ impl ActSlot {
         unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, len) }
     }
 }
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: threads write disjoint elements (their own rows of W).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 /// Most matrices [`matmul_many`] takes in one pass.
 pub const MAX_JOBS: usize = 4;

@@ -248,3 +248,28 @@ mod tests {
         pool.run_chunks(4, |_, _| {}); // still usable
     }
 }
+
+/// A raw pointer the pool's threads may share: each writes its own disjoint part of one
+/// buffer (its rows, its jobs' outputs, its scratch), which the caller guarantees.
+#[derive(Clone, Copy)]
+pub struct SendPtr(pub *mut f32);
+// SAFETY: the pointer is only dereferenced at disjoint offsets by different threads, and the
+// buffer outlives the pool run that uses it (callers' contract).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+
+    /// The pointer `i` elements on.
+    ///
+    /// # Safety
+    /// `i` must stay inside the buffer the pointer came from.
+    pub unsafe fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `i` inside the buffer.
+        unsafe { self.0.add(i) }
+    }
+}

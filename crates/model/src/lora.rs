@@ -21,6 +21,7 @@
 use crate::{Model, ModelError};
 use gguf::{GgmlType, Gguf, GgufWriter, Value};
 use kernels::pool::Pool;
+use kernels::pool::SendPtr;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -431,32 +432,14 @@ impl PerToken<'_> {
     }
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint rows of one buffer to the pool's threads.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// A deterministic adapter for `model` with `rank` on the given layer `targets` (names from
 /// [`LAYER_TARGETS`] the model has), entries of A uniform in ±`a_amp`/√cols and of B in
 /// ±`b_amp`/√rank, from `seed` (splitmix64): the same on every machine. `b_amp = 0` is how
 /// training starts (the adapter changes nothing until it learns).
 pub fn random(model: &Model, rank: usize, alpha: f32, targets: &[&str], seed: u64, a_amp: f32, b_amp: f32) -> Result<Adapter, ModelError> {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        // 24 bits: exact in f32, in [-0.5, 0.5).
-        (z >> 40) as f32 / (1u32 << 24) as f32 - 0.5
-    };
+    let mut rng = crate::train::Rng(seed);
+    // 24 bits: exact in f32, in [-0.5, 0.5).
+    let mut next = move || rng.uniform() - 0.5;
     let mut pairs = HashMap::new();
     for il in 0..model.config.n_layer {
         for which in targets {

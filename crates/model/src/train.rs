@@ -25,6 +25,7 @@ use crate::lora::{axpy, dot, Adapter, Pair, Target, LAYER_TARGETS};
 use crate::weights::{GateUpProj, Mat, QkvProj};
 use crate::{Model, ModelError};
 use kernels::pool::Pool;
+use kernels::pool::SendPtr;
 use std::collections::HashMap;
 
 /// One adapted matrix being trained: `A` `[rank, cols]`, `B` `[rows, rank]`.
@@ -701,18 +702,6 @@ fn rope_inv(x: &mut [f32], pos: usize, base: f32, neox: bool, freq_factors: Opti
         x[a] = x0 * c + x1 * s;
         x[b] = -x0 * s + x1 * c;
         theta *= theta_scale;
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: hands disjoint parts of one buffer to the pool's threads.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: callers stay inside the buffer the pointer came from.
-        unsafe { self.0.add(i) }
     }
 }
 
