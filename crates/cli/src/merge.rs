@@ -88,7 +88,7 @@ pub fn merge(base: &Gguf, adapters: &[(Adapter, f32)], out: &Path) -> Result<usi
     let infos: Vec<_> = plan.iter().map(|(t, ty, size, _)| (t.name.as_str(), *ty, t.dims.as_slice(), *size)).collect();
     let align = base.alignment();
     let (header, offsets) = gguf::header_bytes(&meta, &infos, align);
-    let tmp = out.with_file_name(format!(".{}.partial-{}", out.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let tmp = gguf::partial_path(out);
     let result = (|| -> Result<usize> {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?);
         w.write_all(&header)?;

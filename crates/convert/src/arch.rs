@@ -51,6 +51,40 @@ impl HfArch for Arch {
     }
 }
 
+/// HF names of the tensors outside the layers and their GGUF names (without `.weight`).
+pub(crate) const GLOBAL_NAMES: [(&str, &str); 3] = [("model.embed_tokens", "token_embd"), ("model.norm", "output_norm"), ("lm_head", "output")];
+
+/// A family's layer tensors: HF stem under `model.layers.N.` and GGUF name under `blk.N.`.
+/// One table, read one way by the converter and the other by `export`.
+pub(crate) fn layer_names(arch: Arch) -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![("input_layernorm", "attn_norm"), ("self_attn.o_proj", "attn_output"), ("mlp.down_proj", "ffn_down")];
+    if arch == Arch::Phi3 {
+        // Fused: q, k, v rows in one matrix; gate then up rows in `ffn_up`.
+        v.extend([("self_attn.qkv_proj", "attn_qkv"), ("mlp.gate_up_proj", "ffn_up")]);
+    } else {
+        v.extend([
+            ("self_attn.q_proj", "attn_q"),
+            ("self_attn.k_proj", "attn_k"),
+            ("self_attn.v_proj", "attn_v"),
+            ("mlp.gate_proj", "ffn_gate"),
+            ("mlp.up_proj", "ffn_up"),
+        ]);
+    }
+    if matches!(arch, Arch::Qwen3 | Arch::Gemma3) {
+        v.extend([("self_attn.q_norm", "attn_q_norm"), ("self_attn.k_norm", "attn_k_norm")]);
+    }
+    if arch == Arch::Gemma3 {
+        v.extend([
+            ("post_attention_layernorm", "post_attention_norm"),
+            ("pre_feedforward_layernorm", "ffn_norm"),
+            ("post_feedforward_layernorm", "post_ffw_norm"),
+        ]);
+    } else {
+        v.push(("post_attention_layernorm", "ffn_norm"));
+    }
+    v
+}
+
 /// llama and granite store q and k rows in HF's rotate-half order; llama.cpp's
 /// adjacent-pair rope wants them interleaved (`LlamaModel.permute`).
 fn permutes_qk(a: Arch) -> bool {
@@ -318,70 +352,32 @@ impl Hparams {
     /// drops (rotary caches, a tied `lm_head`); an error for anything else unknown.
     pub(crate) fn map_tensor(&self, hf: &str) -> Result<Option<Mapped>, ConvertError> {
         let unknown = || ConvertError::tensor(hf, format!("not part of a {} model", self.arch.name()));
-        let plain = |name: String| Ok(Some(Mapped { name, transform: Transform::None }));
-        let hf_trim = hf.strip_prefix("model.").unwrap_or(hf);
-        if hf.ends_with("rotary_emb.inv_freq") {
+        if [".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias"].iter().any(|s| hf.ends_with(s)) {
             return Ok(None);
         }
-        match hf_trim {
-            "embed_tokens.weight" => return plain("token_embd.weight".into()),
-            "norm.weight" => return self.norm("output_norm.weight"),
-            "lm_head.weight" => return plain("output.weight".into()),
-            _ => {}
-        }
-        if hf == "lm_head.weight" {
-            return plain("output.weight".into());
-        }
-        for skip in [".attention.masked_bias", ".attention.bias"] {
-            if hf.ends_with(skip) {
-                return Ok(None);
-            }
-        }
-        let rest = hf_trim.strip_prefix("layers.").ok_or_else(unknown)?;
-        let (layer, what) = rest.split_once('.').ok_or_else(unknown)?;
-        let il: usize = layer.parse().map_err(|_| unknown())?;
-        if il >= self.n_layer {
-            return Err(ConvertError::tensor(hf, format!("layer {il} of a {}-layer model", self.n_layer)));
-        }
-        let (stem, suffix) = what.rsplit_once('.').ok_or_else(unknown)?;
+        let (stem, suffix) = hf.rsplit_once('.').ok_or_else(unknown)?;
         if suffix != "weight" && suffix != "bias" {
             return Err(unknown());
         }
-        let gemma = self.arch == Arch::Gemma3;
-        let short = match stem {
-            "self_attn.q_proj" => "attn_q",
-            "self_attn.k_proj" => "attn_k",
-            "self_attn.v_proj" => "attn_v",
-            "self_attn.o_proj" => "attn_output",
-            "self_attn.qkv_proj" => "attn_qkv",
-            "self_attn.q_norm" => "attn_q_norm",
-            "self_attn.k_norm" => "attn_k_norm",
-            "input_layernorm" => "attn_norm",
-            "post_attention_layernorm" if gemma => "post_attention_norm",
-            "post_attention_layernorm" => "ffn_norm",
-            "pre_feedforward_layernorm" if gemma => "ffn_norm",
-            "post_feedforward_layernorm" if gemma => "post_ffw_norm",
-            "mlp.gate_proj" => "ffn_gate",
-            "mlp.up_proj" => "ffn_up",
-            "mlp.gate_up_proj" => "ffn_up",
-            "mlp.down_proj" => "ffn_down",
-            _ => return Err(unknown()),
+        let (name, short) = if let Some(&(_, g)) = GLOBAL_NAMES.iter().find(|(h, _)| *h == stem || h.strip_prefix("model.") == Some(stem)) {
+            (format!("{g}.{suffix}"), g)
+        } else {
+            let rest = stem.strip_prefix("model.").unwrap_or(stem).strip_prefix("layers.").ok_or_else(unknown)?;
+            let (layer, what) = rest.split_once('.').ok_or_else(unknown)?;
+            let il: usize = layer.parse().map_err(|_| unknown())?;
+            if il >= self.n_layer {
+                return Err(ConvertError::tensor(hf, format!("layer {il} of a {}-layer model", self.n_layer)));
+            }
+            let &(_, g) = layer_names(self.arch).iter().find(|(h, _)| *h == what).ok_or_else(unknown)?;
+            (format!("blk.{il}.{g}.{suffix}"), g)
         };
-        let name = format!("blk.{il}.{short}.{suffix}");
-        if short.ends_with("norm") {
-            return self.norm(&name);
-        }
-        let transform = match (short, permutes_qk(self.arch)) {
-            ("attn_q", true) => Transform::Permute(self.n_head),
-            ("attn_k", true) => Transform::Permute(self.n_head_kv),
+        let transform = match short {
+            _ if short.ends_with("norm") && self.arch == Arch::Gemma3 => Transform::AddOne,
+            "attn_q" if permutes_qk(self.arch) => Transform::Permute(self.n_head),
+            "attn_k" if permutes_qk(self.arch) => Transform::Permute(self.n_head_kv),
             _ => Transform::None,
         };
         Ok(Some(Mapped { name, transform }))
-    }
-
-    fn norm(&self, name: &str) -> Result<Option<Mapped>, ConvertError> {
-        let transform = if self.arch == Arch::Gemma3 { Transform::AddOne } else { Transform::None };
-        Ok(Some(Mapped { name: name.into(), transform }))
     }
 
     /// Check a tensor's HF shape (`[rows, cols]`) against the config.

@@ -3,11 +3,11 @@
 //! [`crate::convert()`], so a GGUF model can be handed to transformers-based tools, and a
 //! round trip through both checks the converter. Quantized tensors are dequantized.
 
-use crate::arch::{Arch, HfArch, Hparams, Transform};
+use crate::arch::{layer_names, Arch, HfArch, Hparams, Transform, GLOBAL_NAMES};
 use crate::safetensors::{self, Dtype};
 use crate::vocab::{self, CONTROL, USER_DEFINED};
 use crate::{sentencepiece, ConvertError};
-use gguf::{Array, GgmlType, Gguf, Value};
+use gguf::{Array, Gguf, Value};
 use serde_json::{json, Map, Value as Json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -130,11 +130,7 @@ fn export_parts(model: &Gguf, dir: &Path, weights: Option<Dtype>) -> Result<usiz
         hp.unapply(mapped.transform, &mut x, &t.dims);
         let shape: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
         let dt = if shape.len() == 1 || mapped.transform == Transform::AddOne { Dtype::F32 } else { dtype };
-        let bytes: Vec<u8> = match dt {
-            Dtype::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Dtype::F16 => x.iter().flat_map(|&v| kernels::blocks::f32_to_f16(v).to_le_bytes()).collect(),
-            Dtype::BF16 => x.iter().flat_map(|&v| kernels::weights::f32_to_bf16(v).to_le_bytes()).collect(),
-        };
+        let bytes = crate::encode(&x, dt.ggml(), t.dims[0] as usize).map_err(|e| ConvertError::tensor(&t.name, e))?;
         out.push((hf, dt, shape, bytes));
     }
     let n = out.len();
@@ -150,50 +146,22 @@ fn round_f32(v: f64) -> f64 {
     format!("{f}").parse().unwrap_or(v)
 }
 
+/// A tensor's values, dequantized (every type's rows are whole blocks, so one call serves).
 fn f32s(model: &Gguf, t: &gguf::TensorInfo) -> Vec<f32> {
-    let data = model.tensor_data(t);
-    let row = t.row_len();
-    let rows = t.n_rows();
-    let mut out = vec![0f32; row * rows];
-    let rb = if t.ggml_type == GgmlType::F32 { row * 4 } else { t.ggml_type.row_bytes(row).unwrap_or(0) };
-    for r in 0..rows {
-        kernels::dequant::dequantize_row(t.ggml_type, &data[r * rb..(r + 1) * rb], &mut out[r * row..(r + 1) * row]);
-    }
+    let mut out = vec![0f32; t.n_elements() as usize];
+    kernels::dequant::dequantize_row(t.ggml_type, model.tensor_data(t), &mut out);
     out
 }
 
-/// The HF checkpoint name of a GGUF tensor.
+/// The HF checkpoint name of a GGUF tensor: the converter's name tables read backwards.
 fn hf_name(gguf: &str, arch: Arch) -> Option<String> {
-    match gguf {
-        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
-        "output_norm.weight" => return Some("model.norm.weight".into()),
-        "output.weight" => return Some("lm_head.weight".into()),
-        _ => {}
+    let (stem, suffix) = gguf.rsplit_once('.')?;
+    if let Some((h, _)) = GLOBAL_NAMES.iter().find(|(_, g)| *g == stem) {
+        return Some(format!("{h}.{suffix}"));
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (il, rest) = rest.split_once('.')?;
-    let (short, suffix) = rest.rsplit_once('.')?;
-    let gemma = arch == Arch::Gemma3;
-    let stem = match short {
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "attn_qkv" => "self_attn.qkv_proj",
-        "attn_q_norm" => "self_attn.q_norm",
-        "attn_k_norm" => "self_attn.k_norm",
-        "attn_norm" => "input_layernorm",
-        "post_attention_norm" if gemma => "post_attention_layernorm",
-        "ffn_norm" if gemma => "pre_feedforward_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "post_ffw_norm" => "post_feedforward_layernorm",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" if arch == Arch::Phi3 => "mlp.gate_up_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("model.layers.{il}.{stem}.{suffix}"))
+    let (il, short) = stem.strip_prefix("blk.")?.split_once('.')?;
+    let (h, _) = layer_names(arch).into_iter().find(|(_, g)| *g == short)?;
+    Some(format!("model.layers.{il}.{h}.{suffix}"))
 }
 
 /// `rope_scaling` for llama 3 rope factors: the usual parameters that reproduce them.

@@ -26,7 +26,7 @@ pub use export::{export, export_without_weights};
 
 use gguf::{GgmlType, Value};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -182,13 +182,13 @@ pub fn convert(dir: &Path, out: &Path, opts: &Options, mut progress: impl FnMut(
     }
     hp.check_complete(plan.iter().map(|p| p.name.as_str()))?;
 
+    // Tensors computed from the config (llama 3's rope factors), then the checkpoint's.
+    let extras = hp.extra_tensors();
     let mut meta: Vec<(String, Value)> = Vec::new();
-    let n_params: u64 = plan.iter().map(|p| p.src.n_elements() as u64).sum::<u64>() + hp.extra_tensors().iter().map(|(_, v)| v.len() as u64).sum::<u64>();
+    let n_params: u64 = plan.iter().map(|p| p.ne.iter().product::<u64>()).sum::<u64>() + extras.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
     hp.metadata(&mut meta, opts.outtype, dir, n_params);
     vocab.metadata(&mut meta);
 
-    // Tensors computed from the config (llama 3's rope factors), then the checkpoint's.
-    let extras = hp.extra_tensors();
     let mut index: Vec<(&str, GgmlType, &[u64], usize)> = Vec::new();
     let extra_dims: Vec<Vec<u64>> = extras.iter().map(|(_, v)| vec![v.len() as u64]).collect();
     for ((n, v), d) in extras.iter().zip(&extra_dims) {
@@ -200,7 +200,7 @@ pub fn convert(dir: &Path, out: &Path, opts: &Options, mut progress: impl FnMut(
     let align = 32;
     let (header, offsets) = gguf::header_bytes(&meta, &index, align);
 
-    let tmp = temp_path(out);
+    let tmp = gguf::partial_path(out);
     let result = (|| -> Result<u64, ConvertError> {
         let file = std::fs::File::create(&tmp).map_err(|e| ConvertError::io(&tmp, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -255,23 +255,11 @@ fn total_data_end(offsets: &[usize], index: &[(&str, GgmlType, &[u64], usize)], 
     offsets.last().zip(index.last()).map(|(o, t)| (o + t.3).div_ceil(align) * align).unwrap_or(0)
 }
 
-/// `.NAME.tmp-PID` beside `out`.
-pub(crate) fn temp_path(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    out.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// Values of rows of `row` as `ty`.
+/// Values of rows of `row` as `ty` (F32, F16 and BF16 included), through the quantizers
+/// `bantam quantize` uses.
 pub(crate) fn encode(x: &[f32], ty: GgmlType, row: usize) -> Result<Vec<u8>, String> {
-    Ok(match ty {
-        GgmlType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgmlType::F16 => x.iter().flat_map(|&v| kernels::blocks::f32_to_f16(v).to_le_bytes()).collect(),
-        GgmlType::BF16 => x.iter().flat_map(|&v| kernels::weights::f32_to_bf16(v).to_le_bytes()).collect(),
-        ty => {
-            let n = ty.row_bytes(row).ok_or("row length does not fit the type")? * (x.len() / row.max(1));
-            let mut out = vec![0u8; n];
-            kernels::weights::quantize_rows(ty, x, row, None, &mut out).map_err(|e| e.to_string())?;
-            out
-        }
-    })
+    let n = ty.row_bytes(row).ok_or("row length does not fit the type")? * (x.len() / row.max(1));
+    let mut out = vec![0u8; n];
+    kernels::weights::quantize_rows(ty, x, row, None, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
 }

@@ -33,6 +33,14 @@ impl Dtype {
         }
     }
 
+    pub fn ggml(self) -> gguf::GgmlType {
+        match self {
+            Dtype::F32 => gguf::GgmlType::F32,
+            Dtype::F16 => gguf::GgmlType::F16,
+            Dtype::BF16 => gguf::GgmlType::BF16,
+        }
+    }
+
     pub fn size(self) -> usize {
         match self {
             Dtype::F32 => 4,
@@ -138,12 +146,9 @@ impl Checkpoint {
 
     /// The tensor's values widened to f32 (exact for all three dtypes).
     pub fn f32s(&self, t: &Tensor) -> Vec<f32> {
-        let b = self.bytes(t);
-        match t.dtype {
-            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => b.chunks_exact(2).map(|c| kernels::blocks::f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            Dtype::BF16 => b.chunks_exact(2).map(|c| kernels::blocks::bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-        }
+        let mut out = vec![0f32; t.n_elements()];
+        kernels::dequant::dequantize_row(t.dtype.ggml(), self.bytes(t), &mut out);
+        out
     }
 }
 

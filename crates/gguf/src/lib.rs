@@ -24,7 +24,7 @@ pub use error::GgufError;
 pub use parse::{parse_header, Header};
 pub use types::GgmlType;
 pub use value::{Array, Value};
-pub use write::{header_bytes, GgufWriter};
+pub use write::{header_bytes, partial_path, GgufWriter};
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -39,6 +39,13 @@ impl GgufWriter {
     }
 }
 
+/// Where a writer puts a file until it is complete: `.NAME.partial-PID` beside `output`, so
+/// a failure leaves nothing under the output's name and the rename at the end is atomic.
+pub fn partial_path(output: &std::path::Path) -> std::path::PathBuf {
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.gguf".into());
+    output.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
 /// The bytes of a GGUF v3 header: metadata, tensor index and padding up to the data
 /// section, for tensors `(name, type, dims, data size)` laid out in order, each at a
 /// multiple of `align`. Returns the header and each tensor's offset in the data section,

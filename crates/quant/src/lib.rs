@@ -17,7 +17,7 @@ use fancy_regex::Regex;
 use gguf::{GgmlType, Gguf, TensorInfo, Value};
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantError {
@@ -269,7 +269,7 @@ pub fn quantize(input: &Path, output: &Path, p: &Params, mut progress: impl FnMu
     let infos: Vec<_> = planned.iter().map(|t| (t.info.name.as_str(), t.to, t.info.dims.as_slice(), t.bytes_out)).collect();
     let (header, offsets) = gguf::header_bytes(&meta, &infos, align);
 
-    let tmp = temp_path(output);
+    let tmp = gguf::partial_path(output);
     let result = (|| -> Result<Summary, QuantError> {
         let io = |e: std::io::Error| QuantError::Io { path: output.display().to_string(), why: e.to_string() };
         let file = std::fs::File::create(&tmp).map_err(io)?;
@@ -381,11 +381,6 @@ fn set(meta: &mut Vec<(String, Value)>, key: &str, v: Value) {
         Some(slot) => slot.1 = v,
         None => meta.push((key.to_string(), v)),
     }
-}
-
-fn temp_path(output: &Path) -> PathBuf {
-    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.gguf".into());
-    output.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
 /// SHA-256 of a file, hex.

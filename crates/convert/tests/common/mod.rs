@@ -28,13 +28,8 @@ impl Drop for Scratch {
 /// Every tensor's values, dequantized.
 pub fn values(f: &Gguf, name: &str) -> Vec<f32> {
     let t = f.tensor(name).unwrap_or_else(|| panic!("{}: no tensor {name}", f.path().display()));
-    let data = f.tensor_data(t);
-    let (row, rows) = (t.row_len(), t.n_rows());
-    let rb = t.ggml_type.row_bytes(row).unwrap();
-    let mut out = vec![0f32; row * rows];
-    for r in 0..rows {
-        kernels::dequant::dequantize_row(t.ggml_type, &data[r * rb..(r + 1) * rb], &mut out[r * row..(r + 1) * row]);
-    }
+    let mut out = vec![0f32; t.n_elements() as usize];
+    kernels::dequant::dequantize_row(t.ggml_type, f.tensor_data(t), &mut out);
     out
 }
 
