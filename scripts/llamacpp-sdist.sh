@@ -7,13 +7,9 @@ llamacpp_src() {
     if [ ! -d "$src" ]; then
         mkdir -p "$work"
         python3 -m pip install -q cmake ninja >&2
-        python3 - "$work" <<'PY'
-import json, sys, urllib.parse, urllib.request
-meta = "https://pypi.org/pypi/llama-cpp-python/0.3.36/json"
-for u in json.load(urllib.request.urlopen(meta))["urls"]:
-    if u["packagetype"] == "sdist":
-        urllib.request.urlretrieve(urllib.parse.urljoin(meta, u["url"]), sys.argv[1] + "/" + u["filename"])
-PY
+        # The sdist only (--no-binary for this package alone: its build tools stay wheels).
+        python3 -m pip download -q --no-deps --no-binary llama-cpp-python \
+            llama-cpp-python==0.3.36 -d "$work" >&2
         tar xzf "$work"/llama_cpp_python-0.3.36.tar.gz -C "$work"
     fi
     echo "$src"

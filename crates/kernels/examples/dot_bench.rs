@@ -3,7 +3,8 @@
 //! (4096) weights against one quantized activation row (`rows` 1), or against four at once
 //! with the four-row kernel where the type has one (`kernel` "x4", ns per activation row),
 //! or as prompt tiles of several weight rows against four activation rows (`kernel`
-//! "tile", ns per weight row and activation row); the best of 5 runs of `--reps` rows.
+//! "tile", ns per weight row and activation row, the rows unpacked and the activation scales
+//! converted beforehand, as the matmul does once for all its tokens); the best of 5 runs of `--reps` rows.
 //!
 //! `cargo run --release -p kernels --example dot_bench [-- --cols 4096 --reps 20000]`
 
@@ -53,7 +54,11 @@ fn main() {
             let four = dot4_fn(ty, isa).map(|f4| best_of(reps, || f4(std::hint::black_box(&w), [ab, ab, ab, ab]).iter().sum()) / 4.0);
             let tile = tile_fn(ty, isa).map(|k| {
                 let wt = w.repeat(k.rows);
-                let s = best_of(reps.div_ceil(k.rows), || (k.f)(std::hint::black_box(&wt), [ab, ab, ab, ab]).iter().flatten().sum());
+                let mut p = vec![kernels::dot::Unpacked::default(); wt.len() / k.block_bytes];
+                (k.unpack)(&wt, &mut p);
+                let mut sc = Vec::new();
+                kernels::dot::ActScales::extend(k.act, [ab, ab, ab, ab], &mut sc);
+                let s = best_of(reps.div_ceil(k.rows), || (k.f)(std::hint::black_box(&p), [ab, ab, ab, ab], &sc).iter().flatten().sum());
                 s / (4 * k.rows) as f64
             });
             for (kernel, rows, secs) in [("one", 1, Some(one)), ("x4", 4, four), ("tile", 4, tile)] {

@@ -113,19 +113,78 @@ pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
     None
 }
 
-/// A tile of products: `rows` weight rows (back to back in `w`, the tile's
-/// [`TileKernel::rows`]) against four activation rows, `out[r][t]`, each bit for bit what the
-/// [`DotFn`] of the same type gives for that pair. Rows past `rows` are zero.
-pub type TileFn = fn(&[u8], [&[u8]; 4]) -> [[f32; 4]; MAX_TILE_ROWS];
+/// One weight block of a 32-element type unpacked for the prompt tiles: its values as
+/// unsigned bytes (`x + bias` for the symmetric types, `x` for those with a minimum) and its
+/// scales as f32. A matrix's rows are unpacked once per call ([`TileKernel::unpack`]) and
+/// then read by every group of tokens, instead of each group unpacking them again.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(32))]
+pub struct Unpacked {
+    pub q: [u8; 32],
+    pub d: f32,
+    /// The block's minimum (Q4_1, Q5_1); 0 for the symmetric types.
+    pub m: f32,
+}
+
+/// The f16 scales of four activation rows' blocks at one block index, as f32 (`d`, and `s`
+/// for Q8_1): converted once per call for every tile that reads them.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct ActScales {
+    pub d: [f32; 4],
+    pub s: [f32; 4],
+}
+
+impl ActScales {
+    /// Block by block, the scales of four Q8_0 or Q8_1 rows (`at`), appended to `out`.
+    pub fn extend(at: ActType, a: [&[u8]; 4], out: &mut Vec<ActScales>) {
+        let (bytes, with_s) = match at {
+            ActType::Q8_0 => (std::mem::size_of::<BlockQ8_0>(), false),
+            ActType::Q8_1 => (std::mem::size_of::<BlockQ8_1>(), true),
+            _ => return,
+        };
+        let f = |row: &[u8], o: usize| half::f16::from_bits(u16::from_le_bytes([row[o], row[o + 1]])).to_f32();
+        let nb = a[0].len() / bytes;
+        out.extend((0..nb).map(|b| ActScales { d: a.map(|row| f(row, b * bytes)), s: if with_s { a.map(|row| f(row, b * bytes + 2)) } else { [0.0; 4] } }));
+    }
+}
+
+/// A tile of products: `rows` unpacked weight rows (back to back, the tile's
+/// [`TileKernel::rows`]) against four activation rows and their blocks' [`ActScales`],
+/// `out[r][t]`, each bit for bit what the [`DotFn`] of the same type gives for that pair.
+/// Rows past `rows` are zero.
+pub type TileFn = fn(&[Unpacked], [&[u8]; 4], &[ActScales]) -> [[f32; 4]; MAX_TILE_ROWS];
+
+/// Weight rows (back to back) into one [`Unpacked`] per block.
+pub type UnpackFn = fn(&[u8], &mut [Unpacked]);
 
 /// Most weight rows a [`TileFn`] takes.
 pub const MAX_TILE_ROWS: usize = 4;
 
-/// A prompt kernel: [`TileFn`] and how many weight rows it takes at once.
+/// A prompt kernel: how to unpack rows, the [`TileFn`] over them, and how many weight rows
+/// it takes at once.
 #[derive(Clone, Copy)]
 pub struct TileKernel {
     pub rows: usize,
+    /// Bytes of one packed block of the weight type.
+    pub block_bytes: usize,
+    /// The activation type the tile reads.
+    pub act: ActType,
+    pub unpack: UnpackFn,
     pub f: TileFn,
+}
+
+impl TileKernel {
+    /// The products of weight rows `w` (exactly [`TileKernel::rows`] of them, packed) with
+    /// four activation rows: unpack, then the tile. For tests and benchmarks; the matmul
+    /// unpacks a whole chunk of rows once for all its tokens.
+    pub fn run(&self, w: &[u8], a: [&[u8]; 4]) -> [[f32; 4]; MAX_TILE_ROWS] {
+        let mut p = vec![Unpacked::default(); w.len() / self.block_bytes];
+        (self.unpack)(w, &mut p);
+        let mut sc = Vec::new();
+        ActScales::extend(self.act, a, &mut sc);
+        (self.f)(&p, a, &sc)
+    }
 }
 
 /// The tile kernel for `ty` on `isa`, where one exists (the 32-element block types).
@@ -137,21 +196,21 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
                 // Widened to MAX_TILE_ROWS (a level with fewer rows leaves the rest zero).
                 macro_rules! widen {
                     ($k:ident) => {
-                        |w: &[u8], a: [&[u8]; 4]| {
-                            let t = $m::$k(w, a);
+                        |p: &[Unpacked], a: [&[u8]; 4], sc: &[ActScales]| {
+                            let t = $m::$k(p, a, sc);
                             std::array::from_fn(|r| if r < $m::TILE_ROWS { t[r] } else { [0.0; 4] })
                         }
                     };
                 }
-                let f: TileFn = match ty {
-                    GgmlType::Q4_0 => widen!(q4_0_tile),
-                    GgmlType::Q4_1 => widen!(q4_1_tile),
-                    GgmlType::Q5_0 => widen!(q5_0_tile),
-                    GgmlType::Q5_1 => widen!(q5_1_tile),
-                    GgmlType::Q8_0 => widen!(q8_0_tile),
+                let (f, unpack): (TileFn, UnpackFn) = match ty {
+                    GgmlType::Q4_0 => (widen!(q4_0_tile), $m::q4_0_unpack),
+                    GgmlType::Q4_1 => (widen!(q4_1_tile), $m::q4_1_unpack),
+                    GgmlType::Q5_0 => (widen!(q5_0_tile), $m::q5_0_unpack),
+                    GgmlType::Q5_1 => (widen!(q5_1_tile), $m::q5_1_unpack),
+                    GgmlType::Q8_0 => (widen!(q8_0_tile), $m::q8_0_unpack),
                     _ => return None,
                 };
-                Some(TileKernel { rows: $m::TILE_ROWS, f })
+                Some(TileKernel { rows: $m::TILE_ROWS, block_bytes: ty.block_bytes(), act: ActType::of(ty), unpack, f })
             }};
         }
         match isa {

@@ -4,7 +4,7 @@
 //! W are split across the pool's threads, and each thread walks its rows in tiles so a
 //! tile of weights stays in cache while every token of the batch passes over it.
 
-use crate::dot::{dot4_fn, dot_fn, tile_fn, ActType, Dot4Fn, DotFn, Isa, TileKernel, MAX_TILE_ROWS};
+use crate::dot::{dot4_fn, dot_fn, tile_fn, ActScales, ActType, Dot4Fn, DotFn, Isa, TileKernel, Unpacked, MAX_TILE_ROWS};
 use crate::pool::Pool;
 use crate::pool::SendPtr;
 use gguf::GgmlType;
@@ -60,6 +60,9 @@ pub struct ActBuf {
 #[derive(Default)]
 struct ActSlot {
     words: Vec<u64>,
+    /// The blocks' scales of each whole group of four rows, group after group (the prompt
+    /// tiles' [`ActScales`]).
+    scales: Vec<ActScales>,
 }
 
 fn slot_index(at: ActType) -> usize {
@@ -94,6 +97,11 @@ impl ActSlot {
             for t in 0..n {
                 at.quantize(&x[t * cols..(t + 1) * cols], &mut bytes[t * arb..(t + 1) * arb]);
             }
+        }
+        self.scales.clear();
+        let row = |t: usize| &bytes[t * arb..(t + 1) * arb];
+        for t in (0..n / 4 * 4).step_by(4) {
+            ActScales::extend(at, [row(t), row(t + 1), row(t + 2), row(t + 3)], &mut self.scales);
         }
     }
 
@@ -155,53 +163,70 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
                 let at = ActType::of(w.ty);
                 let slot = &act.slots[slot_index(at)];
                 let arb = at.row_bytes(cols);
-                rows_times_acts(w, slot.bytes(arb * n), arb, n, lo - base..hi - base, *optr);
+                rows_times_acts(w, slot.bytes(arb * n), &slot.scales, arb, n, lo - base..hi - base, *optr);
             }
             base += w.rows;
         }
     });
 }
 
+thread_local! {
+    /// A thread's unpacked rows for the prompt tiles, reused from call to call.
+    static PANEL: std::cell::RefCell<Vec<Unpacked>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The products of rows `range` of `w` with all `n` activation rows, TILE rows at a time:
-/// groups of four tokens through the type's prompt tile kernel (several rows at once) or its
-/// four-row kernel, the rest one by one. Every path gives a pair the same bits, so a token's
-/// result does not depend on the batch it is in.
-fn rows_times_acts(w: &QMatrix, abytes: &[u8], arb: usize, n: usize, range: std::ops::Range<usize>, optr: SendPtr) {
+/// groups of four tokens through the type's prompt tile kernel (several rows at once, the
+/// chunk's rows unpacked once for all the groups) or its four-row kernel, the rest one by
+/// one. Every path gives a pair the same bits, so a token's result does not depend on the
+/// batch it is in.
+fn rows_times_acts(w: &QMatrix, abytes: &[u8], scales: &[ActScales], arb: usize, n: usize, range: std::ops::Range<usize>, optr: SendPtr) {
     let rows = w.rows;
     let act = |t: usize| &abytes[t * arb..(t + 1) * arb];
     // SAFETY (every write): r is in this thread's range and t < n, so the element is in
     // bounds and no other thread writes it.
     let put = |t: usize, r: usize, v: f32| unsafe { *optr.0.add(t * rows + r) = v };
+    let blocks = w.row_bytes / w.ty.block_bytes();
     let mut r0 = range.start;
     while r0 < range.end {
         let r1 = (r0 + TILE).min(range.end);
         let mut t = 0;
         if w.tile.is_some() || w.dot4.is_some() {
-            while t + 4 <= n {
-                let a = [act(t), act(t + 1), act(t + 2), act(t + 3)];
-                let mut r = r0;
-                if let Some(tile) = w.tile {
-                    while r + tile.rows <= r1 {
-                        let v = (tile.f)(&w.data[r * w.row_bytes..(r + tile.rows) * w.row_bytes], a);
-                        for (k, vk) in v.iter().take(tile.rows).enumerate() {
-                            for (j, &x) in vk.iter().enumerate() {
-                                put(t + j, r + k, x);
+            // Rows r0..tiled go through the tile kernel, the rest through dot4.
+            let tiled = match w.tile {
+                Some(tile) if n >= 4 => r0 + (r1 - r0) / tile.rows * tile.rows,
+                _ => r0,
+            };
+            PANEL.with_borrow_mut(|panel| {
+                if let (Some(tile), true) = (w.tile, tiled > r0) {
+                    panel.resize((tiled - r0) * blocks, Unpacked::default());
+                    (tile.unpack)(&w.data[r0 * w.row_bytes..tiled * w.row_bytes], panel);
+                }
+                while t + 4 <= n {
+                    let a = [act(t), act(t + 1), act(t + 2), act(t + 3)];
+                    if let Some(tile) = w.tile {
+                        for r in (r0..tiled).step_by(tile.rows) {
+                            let p = &panel[(r - r0) * blocks..(r - r0 + tile.rows) * blocks];
+                            let v = (tile.f)(p, a, &scales[t / 4 * blocks..(t / 4 + 1) * blocks]);
+                            for (k, vk) in v.iter().take(tile.rows).enumerate() {
+                                for (j, &x) in vk.iter().enumerate() {
+                                    put(t + j, r + k, x);
+                                }
                             }
                         }
-                        r += tile.rows;
                     }
-                }
-                for r in r..r1 {
-                    let v = match w.dot4 {
-                        Some(dot4) => dot4(w.row(r), a),
-                        None => a.map(|aj| (w.dot)(w.row(r), aj)),
-                    };
-                    for (j, x) in v.into_iter().enumerate() {
-                        put(t + j, r, x);
+                    for r in tiled..r1 {
+                        let v = match w.dot4 {
+                            Some(dot4) => dot4(w.row(r), a),
+                            None => a.map(|aj| (w.dot)(w.row(r), aj)),
+                        };
+                        for (j, x) in v.into_iter().enumerate() {
+                            put(t + j, r, x);
+                        }
                     }
+                    t += 4;
                 }
-                t += 4;
-            }
+            });
         }
         for t in t..n {
             for r in r0..r1 {

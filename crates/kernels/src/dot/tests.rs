@@ -208,7 +208,7 @@ fn tile_kernels_equal_single_row_bit_for_bit() {
                     at.quantize(&x, &mut bytemuck_u8(b)[..nb]);
                 }
                 let acts: Vec<&[u8]> = bufs.iter_mut().map(|b| &bytemuck_u8(b)[..nb]).collect();
-                let got = (tile.f)(&w, [acts[0], acts[1], acts[2], acts[3]]);
+                let got = tile.run(&w, [acts[0], acts[1], acts[2], acts[3]]);
                 for (r, row) in rows.iter().enumerate() {
                     for t in 0..4 {
                         let one = dot_fn(ty, isa)(row, acts[t]);

@@ -47,6 +47,7 @@ macro_rules! x86_kernels {
         |$lo4:ident, $hi1:ident| $fifth:expr
     ) => {
         use crate::blocks::*;
+        use crate::dot::{ActScales, Unpacked};
         use std::arch::x86_64::*;
 
         /// f16 bits to f32 with the F16C instruction (the `half` crate's portable path is a
@@ -687,9 +688,11 @@ macro_rules! x86_kernels {
         }
 
 
-        // Tiles for prompts: TILE_ROWS weight rows against four activation rows at once, so a
-        // weight block is unpacked once for four tokens and an activation block loaded once
-        // for every row. Each (row, token) product takes exactly the single-row kernel's
+        // Tiles for prompts: TILE_ROWS weight rows against four activation rows at once, so an
+        // activation block is loaded once for every row. The weights come unpacked (`Unpacked`:
+        // unsigned bytes and f32 scales, written once per matmul call by the `*_unpack`
+        // kernels and read by every group of four tokens) and the activations' f16 scales come
+        // converted (`ActScales`). Each (row, token) product takes exactly the single-row kernel's
         // float operations: its even blocks into one sum and its odd blocks into another,
         // each in block order (two passes over the tile here, which needs half the
         // registers), then `hsum(even + odd)`, and the same integer lanes. The tests hold
@@ -700,25 +703,52 @@ macro_rules! x86_kernels {
         pub const TILE_ROWS: usize = $tile_rows;
 
         macro_rules! tile_wrapper {
-            ($name:ident, $inner:ident) => {
-                pub fn $name(w: &[u8], a: [&[u8]; 4]) -> [[f32; 4]; TILE_ROWS] {
+            ($name:ident, $inner:ident, $unpack_name:ident, $unpack_inner:ident) => {
+                pub fn $name(p: &[Unpacked], a: [&[u8]; 4], sc: &[ActScales]) -> [[f32; 4]; TILE_ROWS] {
                     // SAFETY: as for the single-row kernels (reached only after detection);
                     // the row lengths are checked inside.
-                    unsafe { $inner(w, a) }
+                    unsafe { $inner(p, a, sc) }
+                }
+                pub fn $unpack_name(w: &[u8], out: &mut [Unpacked]) {
+                    // SAFETY: as above; `out` is checked against the block count inside.
+                    unsafe { $unpack_inner(w, out) }
                 }
             };
         }
-        tile_wrapper!(q4_0_tile, q4_0_tile_impl);
-        tile_wrapper!(q4_1_tile, q4_1_tile_impl);
-        tile_wrapper!(q5_0_tile, q5_0_tile_impl);
-        tile_wrapper!(q5_1_tile, q5_1_tile_impl);
-        tile_wrapper!(q8_0_tile, q8_0_tile_impl);
+        tile_wrapper!(q4_0_tile, q4_0_tile_impl, q4_0_unpack, q4_0_unpack_impl);
+        tile_wrapper!(q4_1_tile, q4_1_tile_impl, q4_1_unpack, q4_1_unpack_impl);
+        tile_wrapper!(q5_0_tile, q5_0_tile_impl, q5_0_unpack, q5_0_unpack_impl);
+        tile_wrapper!(q5_1_tile, q5_1_tile_impl, q5_1_unpack, q5_1_unpack_impl);
+        tile_wrapper!(q8_0_tile, q8_0_tile_impl, q8_0_unpack, q8_0_unpack_impl);
 
-        /// `w` (TILE_ROWS rows, back to back) as rows of blocks.
-        fn tile_rows<B: Block>(w: &[u8]) -> [&[B]; TILE_ROWS] {
-            assert!(w.len().is_multiple_of(TILE_ROWS), "a tile is whole rows");
-            let rb = w.len() / TILE_ROWS;
-            std::array::from_fn(|r| as_blocks::<B>(&w[r * rb..(r + 1) * rb]))
+        /// A panel of TILE_ROWS unpacked rows (back to back) as its rows.
+        fn tile_rows(p: &[Unpacked]) -> [&[Unpacked]; TILE_ROWS] {
+            assert!(p.len().is_multiple_of(TILE_ROWS), "a tile is whole rows");
+            let rb = p.len() / TILE_ROWS;
+            std::array::from_fn(|r| &p[r * rb..(r + 1) * rb])
+        }
+
+        /// Rows of a 32-element type (back to back in `w`) into `out`, one [`Unpacked`] per
+        /// block: `$unpack` of the block (its unsigned bytes) and its scales as f32, `m` only
+        /// where `$min` gives one.
+        macro_rules! unpack_kernel {
+            ($impl:ident, $block:ty, |$blk:ident| $unpack:expr, |$mb:ident| $min:expr) => {
+                #[target_feature(enable = $feat)]
+                unsafe fn $impl(w: &[u8], out: &mut [Unpacked]) {
+                    let xs = as_blocks::<$block>(w);
+                    assert_eq!(xs.len(), out.len(), "one unpacked block per block");
+                    for (o, $blk) in out.iter_mut().zip(xs) {
+                        let q = $unpack;
+                        // SAFETY: `o.q` is 32 writable bytes.
+                        unsafe { _mm256_storeu_si256(o.q.as_mut_ptr() as *mut __m256i, q) };
+                        o.d = h($blk.d);
+                        o.m = {
+                            let $mb = $blk;
+                            $min
+                        };
+                    }
+                }
+            };
         }
 
         /// The even-then-odd passes of a tile, CHUNK blocks at a time: first the chunk's
@@ -727,9 +757,9 @@ macro_rules! x86_kernels {
         /// `$acc: &mut [[__m256; 4]; TILE_ROWS]` with `$sc: &[[f32; 4]; TILE_ROWS]`, that
         /// block's scales. Gives `hsum(even + odd)` per (row, token).
         macro_rules! tile_passes {
-            ($xs:expr, $ys:expr, |$i:ident, $sc:ident, $acc:ident| $body:block) => {{
+            ($xs:expr, $act_scales:expr, |$i:ident, $sc:ident, $acc:ident| $body:block) => {{
                 const CHUNK: usize = 32; // even, so a chunk's first block keeps its parity
-                let (xs, ys) = ($xs, $ys);
+                let (xs, act_scales): (_, &[ActScales]) = ($xs, $act_scales);
                 let n = xs[0].len();
                 let mut halves = [[[_mm256_setzero_ps(); 4]; TILE_ROWS]; 2];
                 // Not zeroed first: on a narrow model (576 columns, 18 blocks) zeroing the
@@ -739,8 +769,9 @@ macro_rules! x86_kernels {
                 while c0 < n {
                     let c1 = (c0 + CHUNK).min(n);
                     for (i, entry) in (c0..c1).zip(table.iter_mut()) {
-                        let dy = f16x4(std::array::from_fn(|t| ys[t][i].d));
-                        entry.write(std::array::from_fn(|r| lanes(_mm_mul_ps(_mm_set1_ps(h(xs[r][i].d)), dy))));
+                        // SAFETY: four f32.
+                        let dy = unsafe { _mm_loadu_ps(act_scales[i].d.as_ptr()) };
+                        entry.write(std::array::from_fn(|r| lanes(_mm_mul_ps(_mm_set1_ps(xs[r][i].d), dy))));
                     }
                     for (pass, half) in halves.iter_mut().enumerate() {
                         let mut sums = *half;
@@ -764,32 +795,23 @@ macro_rules! x86_kernels {
             }};
         }
 
-        /// Four f16 values to f32 in one conversion.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        fn f16x4(v: [u16; 4]) -> __m128 {
-            _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, v[3] as i16, v[2] as i16, v[1] as i16, v[0] as i16))
-        }
-
-        /// A tile of a 32-element type. `$unpack` gives a block's weights as unsigned bytes,
-        /// `x + $bias` (the signed types) or `x` (the types with a minimum, `$bias` 0), and
-        /// `$act` is the activation block type. The integer lanes are `dot_i8`'s (or
+        /// A tile of a 32-element type over unpacked rows, whose bytes are `x + $bias` (the
+        /// signed types) or `x` (the types with a minimum, `$bias` 0); `$act` is the
+        /// activation block type. The integer lanes are `dot_i8`'s (or
         /// `dot_u8i8`'s): with VNNI, `vpdpbusd` of the biased bytes started from
         /// `-bias·Σy` per lane, one instruction per pair; with AVX2, the signs as `dot_i8`.
         macro_rules! tile_kernel {
-            ($impl:ident, $block:ty, $act:ty, $bias:literal, |$blk:ident| $unpack:expr) => {
+            ($impl:ident, $act:ty, $bias:literal) => {
                 #[target_feature(enable = $feat)]
-                unsafe fn $impl(w: &[u8], a: [&[u8]; 4]) -> [[f32; 4]; TILE_ROWS] {
-                    let xs = tile_rows::<$block>(w);
+                unsafe fn $impl(p: &[Unpacked], a: [&[u8]; 4], act_scales: &[ActScales]) -> [[f32; 4]; TILE_ROWS] {
+                    let xs = tile_rows(p);
                     let ys = a.map(as_blocks::<$act>);
                     let nb = xs[0].len();
-                    assert!(ys.iter().all(|y| y.len() >= nb));
+                    assert!(ys.iter().all(|y| y.len() >= nb) && act_scales.len() >= nb);
                     let bias = _mm256_set1_epi8($bias as u8 as i8);
-                    tile_passes!(xs, ys, |i, sc, acc| {
-                        let xu: [__m256i; TILE_ROWS] = std::array::from_fn(|r| {
-                            let $blk = &xs[r][i];
-                            $unpack
-                        });
+                    tile_passes!(xs, act_scales, |i, sc, acc| {
+                        // SAFETY: 32-byte arrays.
+                        let xu: [__m256i; TILE_ROWS] = std::array::from_fn(|r| unsafe { _mm256_loadu_si256(xs[r][i].q.as_ptr() as *const __m256i) });
                         // AVX2: the signed weights and their magnitudes, as `dot_i8` takes them.
                         let qx: [__m256i; TILE_ROWS] = std::array::from_fn(|r| _mm256_sub_epi8(xu[r], bias));
                         let ax: [__m256i; TILE_ROWS] = std::array::from_fn(|r| _mm256_sign_epi8(qx[r], qx[r]));
@@ -828,25 +850,31 @@ macro_rules! x86_kernels {
             let $hi1 = u32::from_le_bytes(qh);
             $fifth
         }
+        tile_kernel!(q4_0_tile_impl, BlockQ8_0, 8);
+        tile_kernel!(q5_0_tile_impl, BlockQ8_0, 16);
+        tile_kernel!(q8_0_tile_impl, BlockQ8_0, 128);
+        tile_kernel!(q4_1_tile_dots, BlockQ8_1, 0);
+        tile_kernel!(q5_1_tile_dots, BlockQ8_1, 0);
         // SAFETY (each unpack): nibbles reads the block's 16 bytes; qs is 32 bytes.
-        tile_kernel!(q4_0_tile_impl, BlockQ4_0, BlockQ8_0, 8, |x| unsafe { nibbles(x.qs.as_ptr()) });
-        tile_kernel!(q5_0_tile_impl, BlockQ5_0, BlockQ8_0, 16, |x| unsafe { five_bits(&x.qs, x.qh) });
-        tile_kernel!(q8_0_tile_impl, BlockQ8_0, BlockQ8_0, 128, |x| _mm256_xor_si256(unsafe { load(&x.qs) }, _mm256_set1_epi8(-128)));
-        tile_kernel!(q4_1_tile_dots, BlockQ4_1, BlockQ8_1, 0, |x| unsafe { nibbles(x.qs.as_ptr()) });
-        tile_kernel!(q5_1_tile_dots, BlockQ5_1, BlockQ8_1, 0, |x| unsafe { five_bits(&x.qs, x.qh) });
+        unpack_kernel!(q4_0_unpack_impl, BlockQ4_0, |x| unsafe { nibbles(x.qs.as_ptr()) }, |_x| 0.0);
+        unpack_kernel!(q5_0_unpack_impl, BlockQ5_0, |x| unsafe { five_bits(&x.qs, x.qh) }, |_x| 0.0);
+        unpack_kernel!(q8_0_unpack_impl, BlockQ8_0, |x| _mm256_xor_si256(unsafe { load(&x.qs) }, _mm256_set1_epi8(-128)), |_x| 0.0);
+        unpack_kernel!(q4_1_unpack_impl, BlockQ4_1, |x| unsafe { nibbles(x.qs.as_ptr()) }, |x| h(x.m));
+        unpack_kernel!(q5_1_unpack_impl, BlockQ5_1, |x| unsafe { five_bits(&x.qs, x.qh) }, |x| h(x.m));
 
         /// The types with a minimum: the tile's dots plus the `m·s` terms per (row, token) as
         /// `min_kernel!` adds them, with the four tokens in the lanes of one vector.
         macro_rules! min_tile_kernel {
-            ($impl:ident, $dots:ident, $block:ty) => {
+            ($impl:ident, $dots:ident) => {
                 #[target_feature(enable = $feat)]
-                unsafe fn $impl(w: &[u8], a: [&[u8]; 4]) -> [[f32; 4]; TILE_ROWS] {
+                unsafe fn $impl(p: &[Unpacked], a: [&[u8]; 4], act_scales: &[ActScales]) -> [[f32; 4]; TILE_ROWS] {
                     // SAFETY: this function's contract.
-                    let mut sums = unsafe { $dots(w, a) };
-                    let (xs, ys) = (tile_rows::<$block>(w), a.map(as_blocks::<BlockQ8_1>));
+                    let mut sums = unsafe { $dots(p, a, act_scales) };
+                    let xs = tile_rows(p);
                     // Even and odd blocks apart, every row at once (independent additions).
                     let (mut even, mut odd) = ([_mm_setzero_ps(); TILE_ROWS], [_mm_setzero_ps(); TILE_ROWS]);
-                    let term = |i: usize, r: usize| _mm_mul_ps(_mm_set1_ps(h(xs[r][i].m)), f16x4(std::array::from_fn(|t| ys[t][i].s)));
+                    // SAFETY: four f32.
+                    let term = |i: usize, r: usize| _mm_mul_ps(_mm_set1_ps(xs[r][i].m), unsafe { _mm_loadu_ps(act_scales[i].s.as_ptr()) });
                     let n = xs[0].len();
                     let mut i = 0;
                     while i + 2 <= n {
@@ -870,8 +898,8 @@ macro_rules! x86_kernels {
                 }
             };
         }
-        min_tile_kernel!(q4_1_tile_impl, q4_1_tile_dots, BlockQ4_1);
-        min_tile_kernel!(q5_1_tile_impl, q5_1_tile_dots, BlockQ5_1);
+        min_tile_kernel!(q4_1_tile_impl, q4_1_tile_dots);
+        min_tile_kernel!(q5_1_tile_impl, q5_1_tile_dots);
 
         fn lanes(v: __m128) -> [f32; 4] {
             // SAFETY: four f32 lanes, the same size and plain data.
