@@ -54,7 +54,7 @@ fn main() {
             let four = dot4_fn(ty, isa).map(|f4| best_of(reps, || f4(std::hint::black_box(&w), [ab, ab, ab, ab]).iter().sum()) / 4.0);
             let tile = tile_fn(ty, isa).map(|k| {
                 let wt = w.repeat(k.rows);
-                let mut p = vec![kernels::dot::Unpacked::default(); wt.len() / k.block_bytes];
+                let mut p = vec![kernels::dot::Unpacked::default(); wt.len() / k.block_bytes * k.slots];
                 (k.unpack)(&wt, &mut p);
                 let mut sc = Vec::new();
                 kernels::dot::ActScales::extend(k.act, [ab, ab, ab, ab], &mut sc);

@@ -126,6 +126,50 @@ pub struct Unpacked {
     pub m: f32,
 }
 
+/// A k-quant super-block (Q4_K, Q6_K) unpacked for the prompt tiles. It takes
+/// [`UnpackedK::SLOTS`] consecutive [`Unpacked`] of a panel (one panel type for every tile).
+/// `q`: the 256 values as unsigned bytes in element order (Q6_K's still carry its +32);
+/// `scales[g]`: 32-value group g's scales as `vpmaddwd`'s i16 operand (Q4_K: one scale
+/// repeated; Q6_K: the two 16-value groups' scales, eight lanes each); `sums`: what the
+/// activation's 16 `bsums` are weighted by (Q4_K: each 16-value group's minimum; Q6_K: its
+/// scale); `d` and `dmin` as f32.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(32))]
+pub struct UnpackedK {
+    pub q: [u8; 256],
+    pub scales: [[i16; 16]; 8],
+    pub sums: [i16; 16],
+    pub d: f32,
+    pub dmin: f32,
+}
+
+impl UnpackedK {
+    /// [`Unpacked`] slots one super-block takes.
+    pub const SLOTS: usize = std::mem::size_of::<UnpackedK>() / std::mem::size_of::<Unpacked>();
+
+    /// A panel's slots as super-blocks.
+    pub fn view(p: &[Unpacked]) -> &[UnpackedK] {
+        assert!(p.len().is_multiple_of(Self::SLOTS), "a panel of whole super-blocks");
+        // SAFETY: both types are plain old data, UnpackedK's size is a whole number of
+        // slots and its alignment is Unpacked's (asserted below), so every SLOTS slots are
+        // one valid UnpackedK.
+        unsafe { std::slice::from_raw_parts(p.as_ptr() as *const UnpackedK, p.len() / Self::SLOTS) }
+    }
+
+    /// As [`UnpackedK::view`], writable.
+    pub fn view_mut(p: &mut [Unpacked]) -> &mut [UnpackedK] {
+        assert!(p.len().is_multiple_of(Self::SLOTS), "a panel of whole super-blocks");
+        // SAFETY: as in `view`; the borrow is unique.
+        unsafe { std::slice::from_raw_parts_mut(p.as_mut_ptr() as *mut UnpackedK, p.len() / Self::SLOTS) }
+    }
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<Unpacked>() == 64);
+    assert!(std::mem::size_of::<UnpackedK>() == 576);
+    assert!(std::mem::align_of::<UnpackedK>() == std::mem::align_of::<Unpacked>());
+};
+
 /// The f16 scales of four activation rows' blocks at one block index, as f32 (`d`, and `s`
 /// for Q8_1): converted once per call for every tile that reads them.
 #[derive(Clone, Copy, Debug, Default)]
@@ -168,6 +212,8 @@ pub struct TileKernel {
     pub rows: usize,
     /// Bytes of one packed block of the weight type.
     pub block_bytes: usize,
+    /// [`Unpacked`] slots per block (1, or [`UnpackedK::SLOTS`] for the k-quants).
+    pub slots: usize,
     /// The activation type the tile reads.
     pub act: ActType,
     pub unpack: UnpackFn,
@@ -179,7 +225,7 @@ impl TileKernel {
     /// four activation rows: unpack, then the tile. For tests and benchmarks; the matmul
     /// unpacks a whole chunk of rows once for all its tokens.
     pub fn run(&self, w: &[u8], a: [&[u8]; 4]) -> [[f32; 4]; MAX_TILE_ROWS] {
-        let mut p = vec![Unpacked::default(); w.len() / self.block_bytes];
+        let mut p = vec![Unpacked::default(); w.len() / self.block_bytes * self.slots];
         (self.unpack)(w, &mut p);
         let mut sc = Vec::new();
         ActScales::extend(self.act, a, &mut sc);
@@ -187,7 +233,8 @@ impl TileKernel {
     }
 }
 
-/// The tile kernel for `ty` on `isa`, where one exists (the 32-element block types).
+/// The tile kernel for `ty` on `isa`, where one exists (the 32-element block types, Q4_K
+/// and Q6_K).
 pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -202,6 +249,28 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
                         }
                     };
                 }
+                // The k-quant tiles take one row.
+                macro_rules! one_row {
+                    ($k:ident) => {
+                        |p: &[Unpacked], a: [&[u8]; 4], _: &[ActScales]| {
+                            let [t] = $m::$k(p, a);
+                            std::array::from_fn(|r| if r == 0 { t } else { [0.0; 4] })
+                        }
+                    };
+                }
+                let k = |f: TileFn, unpack: UnpackFn| TileKernel {
+                    rows: 1,
+                    block_bytes: ty.block_bytes(),
+                    slots: UnpackedK::SLOTS,
+                    act: ActType::of(ty),
+                    unpack,
+                    f,
+                };
+                match ty {
+                    GgmlType::Q4_K => return Some(k(one_row!(q4_k_tile), $m::q4_k_unpack)),
+                    GgmlType::Q6_K => return Some(k(one_row!(q6_k_tile), $m::q6_k_unpack)),
+                    _ => {}
+                }
                 let (f, unpack): (TileFn, UnpackFn) = match ty {
                     GgmlType::Q4_0 => (widen!(q4_0_tile), $m::q4_0_unpack),
                     GgmlType::Q4_1 => (widen!(q4_1_tile), $m::q4_1_unpack),
@@ -210,7 +279,7 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
                     GgmlType::Q8_0 => (widen!(q8_0_tile), $m::q8_0_unpack),
                     _ => return None,
                 };
-                Some(TileKernel { rows: $m::TILE_ROWS, block_bytes: ty.block_bytes(), act: ActType::of(ty), unpack, f })
+                Some(TileKernel { rows: $m::TILE_ROWS, block_bytes: ty.block_bytes(), slots: 1, act: ActType::of(ty), unpack, f })
             }};
         }
         match isa {

@@ -199,15 +199,18 @@ fn rows_times_acts(w: &QMatrix, abytes: &[u8], scales: &[ActScales], arb: usize,
             };
             PANEL.with_borrow_mut(|panel| {
                 if let (Some(tile), true) = (w.tile, tiled > r0) {
-                    panel.resize((tiled - r0) * blocks, Unpacked::default());
+                    panel.resize((tiled - r0) * blocks * tile.slots, Unpacked::default());
                     (tile.unpack)(&w.data[r0 * w.row_bytes..tiled * w.row_bytes], panel);
                 }
                 while t + 4 <= n {
                     let a = [act(t), act(t + 1), act(t + 2), act(t + 3)];
                     if let Some(tile) = w.tile {
+                        // The activations' scales where the tile reads them (not the k-quants').
+                        let sc = scales.get(t / 4 * blocks..(t / 4 + 1) * blocks).unwrap_or_default();
+                        let row_slots = blocks * tile.slots;
                         for r in (r0..tiled).step_by(tile.rows) {
-                            let p = &panel[(r - r0) * blocks..(r - r0 + tile.rows) * blocks];
-                            let v = (tile.f)(p, a, &scales[t / 4 * blocks..(t / 4 + 1) * blocks]);
+                            let p = &panel[(r - r0) * row_slots..(r - r0 + tile.rows) * row_slots];
+                            let v = (tile.f)(p, a, sc);
                             for (k, vk) in v.iter().take(tile.rows).enumerate() {
                                 for (j, &x) in vk.iter().enumerate() {
                                     put(t + j, r + k, x);

@@ -47,7 +47,7 @@ macro_rules! x86_kernels {
         |$lo4:ident, $hi1:ident| $fifth:expr
     ) => {
         use crate::blocks::*;
-        use crate::dot::{ActScales, Unpacked};
+        use crate::dot::{ActScales, Unpacked, UnpackedK};
         use std::arch::x86_64::*;
 
         /// f16 bits to f32 with the F16C instruction (the `half` crate's portable path is a
@@ -900,6 +900,141 @@ macro_rules! x86_kernels {
         }
         min_tile_kernel!(q4_1_tile_impl, q4_1_tile_dots);
         min_tile_kernel!(q5_1_tile_impl, q5_1_tile_dots);
+
+        // ---- k-quant tiles: one unpacked row against four tokens -----------------------
+        //
+        // The row's super-blocks come unpacked (`UnpackedK`), so a group of 32 values is one
+        // load, its scales one more, and the minimum / offset term one `vpmaddwd` of the
+        // activation's `bsums` per token. Each token's float operations are the single-row
+        // kernel's, in its order (`k4_block!`, `q6_k_impl`), and its integers the same sums.
+
+        pub fn q4_k_unpack(w: &[u8], out: &mut [Unpacked]) {
+            // SAFETY: as for the single-row kernels (reached only after detection).
+            unsafe { k_unpack_impl::<false>(w, out) }
+        }
+        pub fn q6_k_unpack(w: &[u8], out: &mut [Unpacked]) {
+            // SAFETY: as above.
+            unsafe { k_unpack_impl::<true>(w, out) }
+        }
+        pub fn q4_k_tile(p: &[Unpacked], a: [&[u8]; 4]) -> [[f32; 4]; 1] {
+            // SAFETY: as above; lengths are checked inside.
+            [unsafe { k_tile_impl::<false>(p, a) }]
+        }
+        pub fn q6_k_tile(p: &[Unpacked], a: [&[u8]; 4]) -> [[f32; 4]; 1] {
+            // SAFETY: as above.
+            [unsafe { k_tile_impl::<true>(p, a) }]
+        }
+
+        /// Q4_K (`Q6` false) or Q6_K rows into [`UnpackedK`] super-blocks.
+        #[target_feature(enable = $feat)]
+        unsafe fn k_unpack_impl<const Q6: bool>(w: &[u8], out: &mut [Unpacked]) {
+            let out = UnpackedK::view_mut(out);
+            let m4 = _mm256_set1_epi8(0xF);
+            let store = |dst: &mut [u8], v: __m256i| {
+                assert!(dst.len() >= 32);
+                // SAFETY: 32 writable bytes (asserted).
+                unsafe { _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, v) }
+            };
+            if Q6 {
+                let xs = as_blocks::<BlockQ6K>(w);
+                assert_eq!(xs.len(), out.len(), "one unpacked super-block per super-block");
+                let m2 = _mm256_set1_epi8(3);
+                for (o, x) in out.iter_mut().zip(xs) {
+                    for n in 0..2 {
+                        // SAFETY: offsets stay inside ql (128) and qh (64).
+                        let (bh, b1, b2) = unsafe {
+                            (
+                                _mm256_loadu_si256(x.qh.as_ptr().add(32 * n) as *const __m256i),
+                                _mm256_loadu_si256(x.ql.as_ptr().add(64 * n) as *const __m256i),
+                                _mm256_loadu_si256(x.ql.as_ptr().add(64 * n + 32) as *const __m256i),
+                            )
+                        };
+                        let hb = |shift: i32| _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(bh, _mm_cvtsi32_si128(shift)), m2), 4);
+                        let q = [
+                            _mm256_or_si256(_mm256_and_si256(b1, m4), hb(0)),
+                            _mm256_or_si256(_mm256_and_si256(b2, m4), hb(2)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), hb(4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), hb(6)),
+                        ];
+                        for (k, qk) in q.into_iter().enumerate() {
+                            store(&mut o.q[128 * n + 32 * k..], qk);
+                            let (lo, hi) = (x.scales[8 * n + 2 * k] as i16, x.scales[8 * n + 2 * k + 1] as i16);
+                            o.scales[4 * n + k] = std::array::from_fn(|l| if l < 8 { lo } else { hi });
+                        }
+                    }
+                    o.sums = x.scales.map(|s| s as i16);
+                    (o.d, o.dmin) = (h(x.d), 0.0);
+                }
+            } else {
+                let xs = as_blocks::<BlockQ4K>(w);
+                assert_eq!(xs.len(), out.len(), "one unpacked super-block per super-block");
+                for (o, x) in out.iter_mut().zip(xs) {
+                    let (sc, mn) = unpack_scale_min_k4(&x.scales);
+                    for j in 0..4 {
+                        // SAFETY: 32j + 32 <= 128 bytes of qs.
+                        let q4 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * j) as *const __m256i) };
+                        store(&mut o.q[64 * j..], _mm256_and_si256(q4, m4));
+                        store(&mut o.q[64 * j + 32..], _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4));
+                    }
+                    o.scales = std::array::from_fn(|g| [sc[g] as i16; 16]);
+                    o.sums = std::array::from_fn(|l| mn[l / 2] as i16);
+                    (o.d, o.dmin) = (h(x.d), h(x.dmin));
+                }
+            }
+        }
+
+        /// One unpacked Q4_K / Q6_K row against four Q8_K rows.
+        #[target_feature(enable = $feat)]
+        unsafe fn k_tile_impl<const Q6: bool>(p: &[Unpacked], a: [&[u8]; 4]) -> [f32; 4] {
+            let xs = UnpackedK::view(p);
+            let ys = a.map(as_blocks::<BlockQ8K>);
+            assert!(ys.iter().all(|y| y.len() >= xs.len()));
+            let load = |b: &[u8]| {
+                assert!(b.len() >= 32);
+                // SAFETY: 32 readable bytes (asserted).
+                unsafe { _mm256_loadu_si256(b.as_ptr() as *const __m256i) }
+            };
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc_m = _mm_setzero_ps();
+            for (i, x) in xs.iter().enumerate() {
+                let mut sumi = [_mm256_setzero_si256(); 4];
+                for g in 0..8 {
+                    let q = load(&x.q[32 * g..]);
+                    let s = load(bytemuck_i16(&x.scales[g]));
+                    for t in 0..4 {
+                        // SAFETY: 32g + 32 <= 256 bytes of qs.
+                        let yv = unsafe { _mm256_loadu_si256(ys[t][i].qs.as_ptr().add(32 * g) as *const __m256i) };
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(s, _mm256_maddubs_epi16(q, yv)));
+                    }
+                }
+                // Σ sums·bsums per token: Q4_K's mins, Q6_K's offset (times 32 below).
+                let w = load(bytemuck_i16(&x.sums));
+                let m: [__m256i; 4] = std::array::from_fn(|t| _mm256_madd_epi16(w, load(bytemuck_i16(&ys[t][i].bsums))));
+                let m = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+                let m = _mm_add_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+                let yd = _mm_setr_ps(ys[0][i].d, ys[1][i].d, ys[2][i].d, ys[3][i].d);
+                let dd = lanes(_mm_mul_ps(_mm_set1_ps(x.d), yd));
+                if Q6 {
+                    let corr = lanes(_mm_cvtepi32_ps(_mm_slli_epi32(m, 5)));
+                    for t in 0..4 {
+                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd[t]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+                        acc[t] = _mm256_add_ps(acc[t], _mm256_setr_ps(-dd[t] * corr[t], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0));
+                    }
+                } else {
+                    acc_m = _mm_sub_ps(acc_m, _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(x.dmin), yd), _mm_cvtepi32_ps(m)));
+                    for t in 0..4 {
+                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dd[t]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+                    }
+                }
+            }
+            let am = lanes(acc_m);
+            std::array::from_fn(|t| if Q6 { hsum(acc[t]) } else { hsum(acc[t]) + am[t] })
+        }
+
+        fn bytemuck_i16(v: &[i16]) -> &[u8] {
+            // SAFETY: i16 is plain data; the byte view covers the same memory.
+            unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+        }
 
         fn lanes(v: __m128) -> [f32; 4] {
             // SAFETY: four f32 lanes, the same size and plain data.
