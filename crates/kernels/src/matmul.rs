@@ -170,6 +170,30 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
     });
 }
 
+/// Rows ahead of the one being multiplied that a single-token pass (decode) asks the cache
+/// for: generation streams every weight once per token, and on a core whose kernels are not
+/// far from the memory bound (Zen 2, AVX2) the hardware prefetcher alone leaves it waiting
+/// (`bantam bench -p 0 -n 64 -t 1` there: qwen2.5 17.8 → 20.6 t/s, gemma3 36 → 41, smollm2
+/// 76 → 86; 2 to 16 rows ahead measure the same).
+const PREFETCH_ROWS: usize = 4;
+
+/// Ask for `len` bytes of `data` from `start` (clipped to `data`) to be brought into cache.
+#[inline]
+fn prefetch(data: &[u8], start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let end = (start + len).min(data.len());
+        let mut o = start;
+        while o < end {
+            // SAFETY: o < data.len(); a prefetch reads nothing and cannot fault.
+            unsafe { std::arch::x86_64::_mm_prefetch(data.as_ptr().add(o) as *const i8, std::arch::x86_64::_MM_HINT_T0) };
+            o += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, start, len);
+}
+
 thread_local! {
     /// A thread's unpacked rows for the prompt tiles, reused from call to call.
     static PANEL: std::cell::RefCell<Vec<Unpacked>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -233,6 +257,10 @@ fn rows_times_acts(w: &QMatrix, abytes: &[u8], scales: &[ActScales], arb: usize,
         }
         for t in t..n {
             for r in r0..r1 {
+                if t == 0 {
+                    // No tile or four-token pass read these rows: stream them ahead.
+                    prefetch(w.data, (r + PREFETCH_ROWS) * w.row_bytes, w.row_bytes);
+                }
                 put(t, r, (w.dot)(w.row(r), act(t)));
             }
         }
