@@ -409,7 +409,7 @@ macro_rules! pick_simd {
 /// The dot product for weight type `ty` on instruction set `isa`.
 pub fn dot_fn(ty: GgmlType, isa: Isa) -> DotFn {
     use GgmlType::*;
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     macro_rules! pick_float {
         ($m:ident) => {
             match ty {
@@ -427,6 +427,10 @@ pub fn dot_fn(ty: GgmlType, isa: Isa) -> DotFn {
         Isa::AvxVnni => pick_float!(avxvnni),
         #[cfg(target_arch = "x86_64")]
         Isa::Vnni => pick_float!(vnni),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => pick_float!(neon),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => pick_float!(dotprod),
         _ => {}
     }
     match isa {

@@ -6,7 +6,8 @@
 //! Weights are unpacked to signed bytes (NEON multiplies signed by signed, so no sign
 //! trick is needed) and dotted 16 at a time; the 32-element types scale each block's lanes
 //! into two alternating float accumulators, the k-quants sum their groups in integers and
-//! scale once per super-block. Each kernel has its scalar twin in [`super::scalar`] and is
+//! scale once per super-block; the float types (F32, F16, BF16) take four FMA accumulators
+//! of four lanes. Each kernel has its scalar twin in [`super::scalar`] and is
 //! compared with it in the tests (under qemu-user where the build machine is not ARM).
 
 macro_rules! arm_kernels {
@@ -75,6 +76,100 @@ macro_rules! arm_kernels {
         safe_wrapper!(q4_k, q4_k_impl);
         safe_wrapper!(q5_k, q5_k_impl);
         safe_wrapper!(q6_k, q6_k_impl);
+
+        /// Float weights against f32 activations for `R` activation rows at once: 16
+        /// products per row per step in four FMA accumulators, `widen(i)` giving four
+        /// weights at element `i` as f32, then the tail (rows not a multiple of 16) summed in
+        /// order. Each row's arithmetic is the same whatever `R`, so the four-row kernel gives
+        /// the single-row kernel's bits.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn float_dot<const R: usize>(n: usize, a: [&[u8]; R], widen: impl Fn(usize) -> float32x4_t, tail: impl Fn(usize) -> f32) -> [f32; R] {
+            for ar in &a {
+                assert!(ar.len() >= n * 4);
+            }
+            let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+            let mut i = 0;
+            while i + 16 <= n {
+                let w: [float32x4_t; 4] = std::array::from_fn(|k| widen(i + 4 * k));
+                for (acc, ar) in acc.iter_mut().zip(&a) {
+                    let ap = ar.as_ptr() as *const f32;
+                    for k in 0..4 {
+                        // SAFETY: i + 16 <= n floats of each activation row (asserted above).
+                        let x = unsafe { vld1q_f32(ap.add(i + 4 * k)) };
+                        acc[k] = vfmaq_f32(acc[k], w[k], x);
+                    }
+                }
+                i += 16;
+            }
+            std::array::from_fn(|r| {
+                let [a0, a1, a2, a3] = acc[r];
+                let mut sum = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+                for j in i..n {
+                    let x = &a[r][4 * j..4 * j + 4];
+                    sum += tail(j) * f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+                }
+                sum
+            })
+        }
+
+        /// Four f16 values (bits) to f32: `fcvtl`, in base Advanced SIMD (stable Rust has no
+        /// f16 vector type to call `vcvt_f32_f16` with).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn f16x4(v: uint16x4_t) -> float32x4_t {
+            let out: float32x4_t;
+            // SAFETY: a register-to-register conversion; reads and writes no memory.
+            unsafe { std::arch::asm!("fcvtl {o:v}.4s, {i:v}.4h", i = in(vreg) v, o = out(vreg) out, options(pure, nomem, nostack)) };
+            out
+        }
+
+        macro_rules! float_kernels {
+            ($one:ident, $four:ident, $elem:literal, |$wp:ident, $i:ident| $widen:expr, |$w:ident, $j:ident| $tail:expr) => {
+                pub fn $one(w: &[u8], a: &[u8]) -> f32 {
+                    // SAFETY: only reachable through dot_fn, after the CPU reported this
+                    // module's features.
+                    let [r] = unsafe { $four::<1>(w, [a]) };
+                    r
+                }
+                #[target_feature(enable = $feat)]
+                pub(crate) unsafe fn $four<const R: usize>($w: &[u8], a: [&[u8]; R]) -> [f32; R] {
+                    let n = $w.len() / $elem;
+                    let $wp = $w.as_ptr();
+                    // SAFETY: float_dot widens four weights at i <= n - 4 only.
+                    float_dot(n, a, |$i| unsafe { $widen }, |$j| $tail)
+                }
+            };
+        }
+        float_kernels!(f32, f32_rows, 4, |wp, i| vld1q_f32((wp as *const f32).add(i)), |w, j| f32::from_le_bytes([
+            w[4 * j],
+            w[4 * j + 1],
+            w[4 * j + 2],
+            w[4 * j + 3]
+        ]));
+        float_kernels!(f16, f16_rows, 2, |wp, i| f16x4(vld1_u16((wp as *const u16).add(i))), |w, j| half::f16::from_bits(u16::from_le_bytes([
+            w[2 * j],
+            w[2 * j + 1]
+        ]))
+        .to_f32());
+        // bf16 is the high half of an f32
+        float_kernels!(bf16, bf16_rows, 2, |wp, i| vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16((wp as *const u16).add(i)))), |w, j| f32::from_bits(
+            (u16::from_le_bytes([w[2 * j], w[2 * j + 1]]) as u32) << 16
+        ));
+
+        /// F32 / F16 / BF16 against four activation rows.
+        pub fn f32_x4(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+            // SAFETY: as the single-row kernels.
+            unsafe { f32_rows::<4>(w, a) }
+        }
+        pub fn f16_x4(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+            // SAFETY: as above.
+            unsafe { f16_rows::<4>(w, a) }
+        }
+        pub fn bf16_x4(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+            // SAFETY: as above.
+            unsafe { bf16_rows::<4>(w, a) }
+        }
 
         /// A 32-element type: `$unpack` gives block `$b`'s weights as two signed byte vectors
         /// and `$min` its minimum's term against activation block `$yb` (0 for the
