@@ -113,9 +113,9 @@ pub fn dot4_fn(ty: GgmlType, isa: Isa) -> Option<Dot4Fn> {
     None
 }
 
-/// One weight block of a 32-element type unpacked for the prompt tiles: its values as
-/// unsigned bytes (`x + bias` for the symmetric types, `x` for those with a minimum) and its
-/// scales as f32. A matrix's rows are unpacked once per call ([`TileKernel::unpack`]) and
+/// One weight block of a 32-element type unpacked for the prompt tiles: its values as the
+/// level's tiles take them (x86: unsigned bytes, `x + bias` for the symmetric types, `x` for
+/// those with a minimum; aarch64: signed bytes) and its scales as f32. A matrix's rows are unpacked once per call ([`TileKernel::unpack`]) and
 /// then read by every group of tokens, instead of each group unpacking them again.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(32))]
@@ -286,6 +286,31 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
             Isa::Avx2 => return pick!(avx2),
             Isa::AvxVnni => return pick!(avxvnni),
             Isa::Vnni => return pick!(vnni),
+            _ => {}
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! pick {
+            ($m:ident) => {{
+                let unpack: UnpackFn = match ty {
+                    GgmlType::Q4_0 => $m::q4_0_unpack,
+                    GgmlType::Q4_1 => $m::q4_1_unpack,
+                    GgmlType::Q5_0 => $m::q5_0_unpack,
+                    GgmlType::Q5_1 => $m::q5_1_unpack,
+                    GgmlType::Q8_0 => $m::q8_0_unpack,
+                    _ => return None,
+                };
+                let f: TileFn = |p, a, sc| {
+                    let t = $m::tile32(p, a, sc);
+                    std::array::from_fn(|r| if r < $m::TILE_ROWS { t[r] } else { [0.0; 4] })
+                };
+                Some(TileKernel { rows: $m::TILE_ROWS, block_bytes: ty.block_bytes(), slots: 1, act: ActType::of(ty), unpack, f })
+            }};
+        }
+        match isa {
+            Isa::Neon => return pick!(neon),
+            Isa::NeonDot => return pick!(dotprod),
             _ => {}
         }
     }

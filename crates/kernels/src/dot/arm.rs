@@ -13,6 +13,7 @@
 macro_rules! arm_kernels {
     ($feat:literal, |$acc:ident, $x:ident, $y:ident| $dot:expr) => {
         use crate::blocks::*;
+        use crate::dot::{ActScales, Unpacked};
         use std::arch::aarch64::*;
 
         /// `acc` plus the 16 byte products of `x` and `y`, summed into four i32 lanes.
@@ -176,7 +177,26 @@ macro_rules! arm_kernels {
         /// symmetric types). Blocks alternate between two accumulators, so one block's
         /// multiply-add does not wait on the last.
         macro_rules! kernel32 {
-            ($impl:ident, $block:ty, $act:ty, |$b:ident, $yb:ident| $unpack:expr, $min:expr) => {
+            ($impl:ident, $unpack_fn:ident, $block:ty, $act:ty, |$b:ident, $yb:ident| $unpack:expr, $min:expr, $m:expr) => {
+                /// Rows into one [`Unpacked`] per block: the two signed byte vectors `$unpack`
+                /// gives, and the scales as f32.
+                pub fn $unpack_fn(w: &[u8], out: &mut [Unpacked]) {
+                    #[target_feature(enable = $feat)]
+                    unsafe fn inner(w: &[u8], out: &mut [Unpacked]) {
+                        let xs = as_blocks::<$block>(w);
+                        assert_eq!(xs.len(), out.len(), "one unpacked block per block");
+                        for (o, $b) in out.iter_mut().zip(xs) {
+                            let (x0, x1): (int8x16_t, int8x16_t) = $unpack;
+                            let q = o.q.as_mut_ptr() as *mut i8;
+                            // SAFETY: `o.q` is 32 writable bytes.
+                            unsafe { (vst1q_s8(q, x0), vst1q_s8(q.add(16), x1)) };
+                            (o.d, o.m) = (f16_to_f32($b.d), $m);
+                        }
+                    }
+                    // SAFETY: only reachable through tile_fn, after the CPU reported this
+                    // module's features.
+                    unsafe { inner(w, out) }
+                }
                 #[target_feature(enable = $feat)]
                 unsafe fn $impl(w: &[u8], a: &[u8]) -> f32 {
                     let (xs, ys) = (as_blocks::<$block>(w), as_blocks::<$act>(a));
@@ -209,45 +229,122 @@ macro_rules! arm_kernels {
         }
         kernel32!(
             q4_0_impl,
+            q4_0_unpack,
             BlockQ4_0,
             BlockQ8_0,
             |x, y| {
                 let (lo, hi) = nibbles(&x.qs);
                 (signed(lo, 8), signed(hi, 8))
             },
+            0.0,
             0.0
         );
         kernel32!(
             q4_1_impl,
+            q4_1_unpack,
             BlockQ4_1,
             BlockQ8_1,
             |x, y| {
                 let (lo, hi) = nibbles(&x.qs);
                 (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi))
             },
-            f16_to_f32(x.m) * f16_to_f32(y.s)
+            f16_to_f32(x.m) * f16_to_f32(y.s),
+            f16_to_f32(x.m)
         );
         kernel32!(
             q5_0_impl,
+            q5_0_unpack,
             BlockQ5_0,
             BlockQ8_0,
             |x, y| {
                 let ((lo, hi), (h0, h1)) = (nibbles(&x.qs), fifth_bits(x.qh));
                 (signed(vorrq_u8(lo, h0), 16), signed(vorrq_u8(hi, h1), 16))
             },
+            0.0,
             0.0
         );
         kernel32!(
             q5_1_impl,
+            q5_1_unpack,
             BlockQ5_1,
             BlockQ8_1,
             |x, y| {
                 let ((lo, hi), (h0, h1)) = (nibbles(&x.qs), fifth_bits(x.qh));
                 (vreinterpretq_s8_u8(vorrq_u8(lo, h0)), vreinterpretq_s8_u8(vorrq_u8(hi, h1)))
             },
-            f16_to_f32(x.m) * f16_to_f32(y.s)
+            f16_to_f32(x.m) * f16_to_f32(y.s),
+            f16_to_f32(x.m)
         );
-        kernel32!(q8_0_impl, BlockQ8_0, BlockQ8_0, |x, y| load32(&x.qs), 0.0);
+        kernel32!(q8_0_impl, q8_0_unpack, BlockQ8_0, BlockQ8_0, |x, y| load32(&x.qs), 0.0, 0.0);
+
+        /// Weight rows per prompt tile: two rows against four tokens keep the 16 sums, the
+        /// rows' bytes and the activations in NEON's 32 registers.
+        pub const TILE_ROWS: usize = 2;
+
+        /// A prompt tile of a 32-element type over unpacked rows (`Unpacked`, signed bytes),
+        /// TILE_ROWS rows against four activation rows. Each (row, token) takes exactly the
+        /// single-row kernel's operations (`kernel32!`): the block's lanes scaled by
+        /// `dx·dy` into the even or odd block's sum, the minima's `m·s` added a pair of
+        /// blocks at a time, `hsum(even + odd) + minima`; the tests hold them to bit
+        /// equality.
+        pub fn tile32(p: &[Unpacked], a: [&[u8]; 4], sc: &[ActScales]) -> [[f32; 4]; TILE_ROWS] {
+            // SAFETY: only reachable through tile_fn, after the CPU reported this module's
+            // features; lengths are checked inside.
+            unsafe { tile32_impl(p, a, sc) }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn tile32_impl(p: &[Unpacked], a: [&[u8]; 4], sc: &[ActScales]) -> [[f32; 4]; TILE_ROWS] {
+            assert!(p.len().is_multiple_of(TILE_ROWS), "a tile is whole rows");
+            let nb = p.len() / TILE_ROWS;
+            let xs: [&[Unpacked]; TILE_ROWS] = std::array::from_fn(|r| &p[r * nb..(r + 1) * nb]);
+            // Q8_0 and Q8_1 blocks both end in their 32 bytes.
+            let bytes = a[0].len() / nb;
+            assert!(a.iter().all(|r| r.len() == a[0].len()) && bytes >= 32 && sc.len() >= nb);
+            let y = |t: usize, i: usize| {
+                let q = &a[t][i * bytes + bytes - 32..(i + 1) * bytes];
+                // SAFETY: 32 readable bytes (the slice above is bounds-checked).
+                unsafe { (vld1q_s8(q.as_ptr() as *const i8), vld1q_s8(q.as_ptr().add(16) as *const i8)) }
+            };
+            let mut acc = [[[vdupq_n_f32(0.0); 2]; 4]; TILE_ROWS];
+            let mut summs = [[0f32; 4]; TILE_ROWS];
+            let block = |i: usize, acc: &mut [[[float32x4_t; 2]; 4]; TILE_ROWS]| {
+                let x: [(int8x16_t, int8x16_t); TILE_ROWS] = std::array::from_fn(|r| {
+                    let q = xs[r][i].q.as_ptr() as *const i8;
+                    // SAFETY: 32 readable bytes.
+                    unsafe { (vld1q_s8(q), vld1q_s8(q.add(16))) }
+                });
+                for t in 0..4 {
+                    let (y0, y1) = y(t, i);
+                    for r in 0..TILE_ROWS {
+                        let p = vcvtq_f32_s32(idot(idot(vdupq_n_s32(0), x[r].0, y0), x[r].1, y1));
+                        let s = xs[r][i].d * sc[i].d[t];
+                        acc[r][t][i % 2] = vfmaq_f32(acc[r][t][i % 2], p, vdupq_n_f32(s));
+                    }
+                }
+            };
+            let m = |r: usize, t: usize, i: usize| xs[r][i].m * sc[i].s[t];
+            let mut i = 0;
+            while i + 2 <= nb {
+                block(i, &mut acc);
+                block(i + 1, &mut acc);
+                for (r, row) in summs.iter_mut().enumerate() {
+                    for (t, s) in row.iter_mut().enumerate() {
+                        *s += m(r, t, i) + m(r, t, i + 1);
+                    }
+                }
+                i += 2;
+            }
+            if i < nb {
+                block(i, &mut acc);
+                for (r, row) in summs.iter_mut().enumerate() {
+                    for (t, s) in row.iter_mut().enumerate() {
+                        *s += m(r, t, i);
+                    }
+                }
+            }
+            std::array::from_fn(|r| std::array::from_fn(|t| vaddvq_f32(vaddq_f32(acc[r][t][0], acc[r][t][1])) + summs[r][t]))
+        }
 
         /// 16 activation bytes of a Q8_K block from element `o`.
         #[inline]
