@@ -164,6 +164,47 @@ impl UnpackedK {
     }
 }
 
+/// Q4_K (`Q6` false) or Q6_K rows into [`UnpackedK`] super-blocks, element by element (the
+/// x86 levels have their own vector version; the tests hold the tiles on both to the
+/// single-row kernels).
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub(crate) fn unpack_k<const Q6: bool>(w: &[u8], out: &mut [Unpacked]) {
+    let out = UnpackedK::view_mut(out);
+    if Q6 {
+        let xs = crate::blocks::as_blocks::<crate::blocks::BlockQ6K>(w);
+        assert_eq!(xs.len(), out.len(), "one unpacked super-block per super-block");
+        for (o, x) in out.iter_mut().zip(xs) {
+            for n in 0..2 {
+                for l in 0..32 {
+                    let (lo, hi, qh) = (x.ql[64 * n + l], x.ql[64 * n + 32 + l], x.qh[32 * n + l]);
+                    o.q[128 * n + l] = (lo & 0xF) | (qh & 3) << 4;
+                    o.q[128 * n + 32 + l] = (hi & 0xF) | (qh >> 2 & 3) << 4;
+                    o.q[128 * n + 64 + l] = (lo >> 4) | (qh >> 4 & 3) << 4;
+                    o.q[128 * n + 96 + l] = (hi >> 4) | (qh >> 6 & 3) << 4;
+                }
+            }
+            o.scales = std::array::from_fn(|g| std::array::from_fn(|l| x.scales[2 * g + l / 8] as i16));
+            o.sums = x.scales.map(|s| s as i16);
+            (o.d, o.dmin) = (crate::blocks::f16_to_f32(x.d), 0.0);
+        }
+    } else {
+        let xs = crate::blocks::as_blocks::<crate::blocks::BlockQ4K>(w);
+        assert_eq!(xs.len(), out.len(), "one unpacked super-block per super-block");
+        for (o, x) in out.iter_mut().zip(xs) {
+            let (sc, mn) = crate::blocks::unpack_scale_min_k4(&x.scales);
+            for j in 0..4 {
+                for l in 0..32 {
+                    o.q[64 * j + l] = x.qs[32 * j + l] & 0xF;
+                    o.q[64 * j + 32 + l] = x.qs[32 * j + l] >> 4;
+                }
+            }
+            o.scales = std::array::from_fn(|g| [sc[g] as i16; 16]);
+            o.sums = std::array::from_fn(|l| mn[l / 2] as i16);
+            (o.d, o.dmin) = (crate::blocks::f16_to_f32(x.d), crate::blocks::f16_to_f32(x.dmin));
+        }
+    }
+}
+
 const _: () = {
     assert!(std::mem::size_of::<Unpacked>() == 64);
     assert!(std::mem::size_of::<UnpackedK>() == 576);
@@ -293,6 +334,19 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
     {
         macro_rules! pick {
             ($m:ident) => {{
+                let k = |f: TileFn, unpack: UnpackFn| TileKernel {
+                    rows: 1,
+                    block_bytes: ty.block_bytes(),
+                    slots: UnpackedK::SLOTS,
+                    act: ActType::of(ty),
+                    unpack,
+                    f,
+                };
+                match ty {
+                    GgmlType::Q4_K => return Some(k(|p, a, _| std::array::from_fn(|r| if r == 0 { $m::q4_k_tile(p, a) } else { [0.0; 4] }), $m::q4_k_unpack)),
+                    GgmlType::Q6_K => return Some(k(|p, a, _| std::array::from_fn(|r| if r == 0 { $m::q6_k_tile(p, a) } else { [0.0; 4] }), $m::q6_k_unpack)),
+                    _ => {}
+                }
                 let unpack: UnpackFn = match ty {
                     GgmlType::Q4_0 => $m::q4_0_unpack,
                     GgmlType::Q4_1 => $m::q4_1_unpack,

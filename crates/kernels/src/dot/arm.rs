@@ -13,7 +13,7 @@
 macro_rules! arm_kernels {
     ($feat:literal, |$acc:ident, $x:ident, $y:ident| $dot:expr) => {
         use crate::blocks::*;
-        use crate::dot::{ActScales, Unpacked};
+        use crate::dot::{unpack_k, ActScales, Unpacked, UnpackedK};
         use std::arch::aarch64::*;
 
         /// `acc` plus the 16 byte products of `x` and `y`, summed into four i32 lanes.
@@ -344,6 +344,59 @@ macro_rules! arm_kernels {
                 }
             }
             std::array::from_fn(|r| std::array::from_fn(|t| vaddvq_f32(vaddq_f32(acc[r][t][0], acc[r][t][1])) + summs[r][t]))
+        }
+
+        /// Q4_K / Q6_K rows into [`UnpackedK`] super-blocks ([`unpack_k`]).
+        pub fn q4_k_unpack(w: &[u8], out: &mut [Unpacked]) {
+            unpack_k::<false>(w, out)
+        }
+        pub fn q6_k_unpack(w: &[u8], out: &mut [Unpacked]) {
+            unpack_k::<true>(w, out)
+        }
+        pub fn q4_k_tile(p: &[Unpacked], a: [&[u8]; 4]) -> [f32; 4] {
+            // SAFETY: only reachable through tile_fn, after the CPU reported this module's
+            // features; lengths are checked inside.
+            unsafe { k_tile_impl::<false>(p, a) }
+        }
+        pub fn q6_k_tile(p: &[Unpacked], a: [&[u8]; 4]) -> [f32; 4] {
+            // SAFETY: as above.
+            unsafe { k_tile_impl::<true>(p, a) }
+        }
+
+        /// One unpacked Q4_K (`Q6` false) or Q6_K row against four Q8_K rows. Per token the
+        /// super-block's integer sum is the single-row kernel's (`k4_kernel!`, `q6_k_impl`:
+        /// the same products, 16 at a time, times the same scales) and its float operations
+        /// are the single-row kernel's, in its order.
+        #[target_feature(enable = $feat)]
+        unsafe fn k_tile_impl<const Q6: bool>(p: &[Unpacked], a: [&[u8]; 4]) -> [f32; 4] {
+            let xs = UnpackedK::view(p);
+            let ys = a.map(as_blocks::<BlockQ8K>);
+            assert!(ys.iter().all(|y| y.len() >= xs.len()));
+            let mut sum = [0f32; 4];
+            for (i, x) in xs.iter().enumerate() {
+                let mut sumi = [vdupq_n_s32(0); 4];
+                for g in 0..8 {
+                    for h in 0..2 {
+                        let q = u16x(&x.q[32 * g + 16 * h..]);
+                        let q = if Q6 { signed(q, 32) } else { vreinterpretq_s8_u8(q) };
+                        let scale = x.scales[g][8 * h] as i32;
+                        for (t, s) in sumi.iter_mut().enumerate() {
+                            *s = vmlaq_n_s32(*s, idot(vdupq_n_s32(0), q, y16(&ys[t][i], 32 * g + 16 * h)), scale);
+                        }
+                    }
+                }
+                for t in 0..4 {
+                    let y = &ys[t][i];
+                    let si = vaddvq_s32(sumi[t]) as f32;
+                    if Q6 {
+                        sum[t] += x.d * y.d * si;
+                    } else {
+                        let mins: i32 = (0..16).map(|l| y.bsums[l] as i32 * x.sums[l] as i32).sum();
+                        sum[t] += x.d * y.d * si - x.dmin * y.d * mins as f32;
+                    }
+                }
+            }
+            sum
         }
 
         /// 16 activation bytes of a Q8_K block from element `o`.

@@ -247,3 +247,29 @@ fn a_cap_never_raises_the_level() {
         assert_eq!(Isa::capped(&Isa::available(), level.as_str()), level);
     }
 }
+
+/// The element-by-element k-quant unpack (aarch64's) writes what each level's own unpack
+/// writes, field by field.
+#[test]
+fn k_quant_unpacks_agree() {
+    let mut rng = Lcg(29);
+    for isa in isas() {
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            let Some(tile) = tile_fn(ty, isa) else { continue };
+            let w = random_row(ty, 1024, &mut rng);
+            let slots = 4 * super::UnpackedK::SLOTS;
+            let (mut a, mut b) = (vec![super::Unpacked::default(); slots], vec![super::Unpacked::default(); slots]);
+            (tile.unpack)(&w, &mut a);
+            match ty {
+                GgmlType::Q4_K => super::unpack_k::<false>(&w, &mut b),
+                _ => super::unpack_k::<true>(&w, &mut b),
+            }
+            for (x, y) in super::UnpackedK::view(&a).iter().zip(super::UnpackedK::view(&b)) {
+                assert_eq!(x.q, y.q, "{ty} {isa:?}: values");
+                assert_eq!(x.scales, y.scales, "{ty} {isa:?}: scales");
+                assert_eq!(x.sums, y.sums, "{ty} {isa:?}: sums");
+                assert_eq!((x.d.to_bits(), x.dmin.to_bits()), (y.d.to_bits(), y.dmin.to_bits()), "{ty} {isa:?}: d, dmin");
+            }
+        }
+    }
+}
