@@ -167,7 +167,7 @@ impl UnpackedK {
 /// Q4_K (`Q6` false) or Q6_K rows into [`UnpackedK`] super-blocks, element by element (the
 /// x86 levels have their own vector version; the tests hold the tiles on both to the
 /// single-row kernels).
-#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+#[cfg(any(test, target_arch = "aarch64"))]
 pub(crate) fn unpack_k<const Q6: bool>(w: &[u8], out: &mut [Unpacked]) {
     let out = UnpackedK::view_mut(out);
     if Q6 {
@@ -262,6 +262,13 @@ pub struct TileKernel {
 }
 
 impl TileKernel {
+    /// The kernel for weight type `ty`: its block size, panel slots and activation type
+    /// follow from the type.
+    fn new(ty: GgmlType, rows: usize, unpack: UnpackFn, f: TileFn) -> TileKernel {
+        let slots = if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) { UnpackedK::SLOTS } else { 1 };
+        TileKernel { rows, block_bytes: ty.block_bytes(), slots, act: ActType::of(ty), unpack, f }
+    }
+
     /// The products of weight rows `w` (exactly [`TileKernel::rows`] of them, packed) with
     /// four activation rows: unpack, then the tile. For tests and benchmarks; the matmul
     /// unpacks a whole chunk of rows once for all its tokens.
@@ -299,17 +306,9 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
                         }
                     };
                 }
-                let k = |f: TileFn, unpack: UnpackFn| TileKernel {
-                    rows: 1,
-                    block_bytes: ty.block_bytes(),
-                    slots: UnpackedK::SLOTS,
-                    act: ActType::of(ty),
-                    unpack,
-                    f,
-                };
                 match ty {
-                    GgmlType::Q4_K => return Some(k(one_row!(q4_k_tile), $m::q4_k_unpack)),
-                    GgmlType::Q6_K => return Some(k(one_row!(q6_k_tile), $m::q6_k_unpack)),
+                    GgmlType::Q4_K => return Some(TileKernel::new(ty, 1, $m::q4_k_unpack, one_row!(q4_k_tile))),
+                    GgmlType::Q6_K => return Some(TileKernel::new(ty, 1, $m::q6_k_unpack, one_row!(q6_k_tile))),
                     _ => {}
                 }
                 let (f, unpack): (TileFn, UnpackFn) = match ty {
@@ -320,7 +319,7 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
                     GgmlType::Q8_0 => (widen!(q8_0_tile), $m::q8_0_unpack),
                     _ => return None,
                 };
-                Some(TileKernel { rows: $m::TILE_ROWS, block_bytes: ty.block_bytes(), slots: 1, act: ActType::of(ty), unpack, f })
+                Some(TileKernel::new(ty, $m::TILE_ROWS, unpack, f))
             }};
         }
         match isa {
@@ -334,17 +333,15 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
     {
         macro_rules! pick {
             ($m:ident) => {{
-                let k = |f: TileFn, unpack: UnpackFn| TileKernel {
-                    rows: 1,
-                    block_bytes: ty.block_bytes(),
-                    slots: UnpackedK::SLOTS,
-                    act: ActType::of(ty),
-                    unpack,
-                    f,
-                };
                 match ty {
-                    GgmlType::Q4_K => return Some(k(|p, a, _| std::array::from_fn(|r| if r == 0 { $m::q4_k_tile(p, a) } else { [0.0; 4] }), $m::q4_k_unpack)),
-                    GgmlType::Q6_K => return Some(k(|p, a, _| std::array::from_fn(|r| if r == 0 { $m::q6_k_tile(p, a) } else { [0.0; 4] }), $m::q6_k_unpack)),
+                    GgmlType::Q4_K => {
+                        let f: TileFn = |p, a, _| std::array::from_fn(|r| if r == 0 { $m::q4_k_tile(p, a) } else { [0.0; 4] });
+                        return Some(TileKernel::new(ty, 1, $m::q4_k_unpack, f));
+                    }
+                    GgmlType::Q6_K => {
+                        let f: TileFn = |p, a, _| std::array::from_fn(|r| if r == 0 { $m::q6_k_tile(p, a) } else { [0.0; 4] });
+                        return Some(TileKernel::new(ty, 1, $m::q6_k_unpack, f));
+                    }
                     _ => {}
                 }
                 let unpack: UnpackFn = match ty {
@@ -359,7 +356,7 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
                     let t = $m::tile32(p, a, sc);
                     std::array::from_fn(|r| if r < $m::TILE_ROWS { t[r] } else { [0.0; 4] })
                 };
-                Some(TileKernel { rows: $m::TILE_ROWS, block_bytes: ty.block_bytes(), slots: 1, act: ActType::of(ty), unpack, f })
+                Some(TileKernel::new(ty, $m::TILE_ROWS, unpack, f))
             }};
         }
         match isa {

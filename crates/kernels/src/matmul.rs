@@ -171,10 +171,9 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
 }
 
 /// Rows ahead of the one being multiplied that a single-token pass (decode) asks the cache
-/// for: generation streams every weight once per token, and on a core whose kernels are not
-/// far from the memory bound (Zen 2, AVX2) the hardware prefetcher alone leaves it waiting
-/// (`bantam bench -p 0 -n 64 -t 1` there: qwen2.5 17.8 → 20.6 t/s, gemma3 36 → 41, smollm2
-/// 76 → 86; 2 to 16 rows ahead measure the same).
+/// for: generation streams every weight once per token, and where the kernels are not far
+/// from the memory bound the hardware prefetcher alone leaves them waiting (measured in
+/// docs/BENCHMARKS.md, "AMD EPYC Zen 2"; 2 to 16 rows ahead measure the same).
 const PREFETCH_ROWS: usize = 4;
 
 /// Ask for `len` bytes of `data` from `start` (clipped to `data`) to be brought into cache.
