@@ -7,8 +7,11 @@
 //!         `group` query heads that share the KV head → rows = tokens · group
 //! chunk = KEY_CHUNK absolute key positions; a job's rows go through the chunks their
 //!         causal (and sliding-window) ranges touch
-//! block = KB keys of a chunk, dequantized to f32 once per job and used by every row:
-//!         s = q·K_blockᵀ · scale, then the row's running (max m, sum l, output o) update
+//! block = KB keys of a chunk, dequantized to f32 once per job and used by every row (a
+//!         job of a few rows over an f16 cache, as in decoding, converts in registers instead):
+//!         S = Q·K_blockᵀ · scale for all rows (two rows × four keys per kernel step), then
+//!         each row's running (max m, sum l) update and P = e^(S - m), then O += P·V_block
+//!         for all rows (two rows × 32 columns per step)
 //! ```
 //!
 //! Every chunk starts a fresh state and states combine in chunk order, so a job can run its
@@ -18,7 +21,7 @@
 //! cache, never on the batch around it, the thread count or the schedule (tested bit for
 //! bit below).
 
-use crate::blocks::f32_to_f16;
+use crate::blocks::{f16_to_f32, f32_to_f16};
 use crate::dot::Isa;
 use crate::pool::Pool;
 use crate::pool::SendPtr;
@@ -277,7 +280,7 @@ pub fn attention<'a>(
     }
     let state = hdv + 2;
     let rows_max = QT * group;
-    let per_thread = KB * (hd + hdv) + 2 * KB + KB + 2 * rows_max * state;
+    let per_thread = thread_floats(hd, hdv, group);
     let nt = pool.n_threads();
     if s.thread.len() < nt * per_thread {
         s.thread.resize(nt * per_thread, 0.0);
@@ -350,6 +353,14 @@ pub fn attention<'a>(
     }
 }
 
+/// Floats of one thread's scratch for heads of `head_dim` / `head_dim_v` with `group` query
+/// heads per KV head: a block of K and V in f32, the scores and probabilities of a tile's
+/// rows, and those rows' running and chunk states.
+pub fn thread_floats(head_dim: usize, head_dim_v: usize, group: usize) -> usize {
+    let rows = QT * group;
+    KB * (head_dim + head_dim_v) + 2 * rows * KB + 2 * rows * (head_dim_v + 2)
+}
+
 fn window_start(window: Option<usize>, p: usize) -> usize {
     window.map_or(0, |w| (p + 1).saturating_sub(w))
 }
@@ -377,6 +388,31 @@ fn finish(ctx: &Ctx<'_, '_>, job: &Job, rows: &[f32], out: SendPtr) {
     }
 }
 
+/// A block's K or V rows as the kernels read them.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// The block's f32 copy: row `j` at element `j · width`.
+    F32(&'a [f32]),
+    /// An f16 cache read in place (small jobs, where a copy would cost more than it saves):
+    /// row `j` at byte `j · stride`.
+    F16 { bytes: &'a [u8], stride: usize },
+}
+
+impl Rows<'_> {
+    /// Elements `d .. d + N` of row `j`, in rows of `width` elements. Converting f16 is exact,
+    /// so both forms give the kernels the same values.
+    #[inline(always)]
+    fn get<const N: usize>(self, j: usize, d: usize, width: usize) -> [f32; N] {
+        match self {
+            Rows::F32(f) => f[j * width + d..][..N].try_into().expect("lanes"),
+            Rows::F16 { bytes, stride } => std::array::from_fn(|i| {
+                let at = j * stride + 2 * (d + i);
+                f16_to_f32(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
+            }),
+        }
+    }
+}
+
 /// The arithmetic one instruction-set level compiles the kernels with: the portable
 /// versions by default, overridden where a level has explicit SIMD. Each level uses one
 /// version of each piece for every batch, which is what keeps results batch-invariant.
@@ -388,8 +424,8 @@ trait Level: Sized {
     /// Ask for the cache lines of `bytes` ahead of their use (a hint; no effect on results).
     fn prefetch(_bytes: &[u8]) {}
     /// See [`scores`].
-    fn scores<const R: usize>(qs: [&[f32]; R], kf: &[f32], hd: usize, a: usize, e: usize, scale: f32, out: [&mut [f32]; R]) {
-        scores::<Self, R>(qs, kf, hd, a, e, scale, out)
+    fn scores<const R: usize>(qs: [&[f32]; R], k: Rows<'_>, hd: usize, a: usize, e: usize, scale: f32, out: [&mut [f32]; R]) {
+        scores::<Self, R>(qs, k, hd, a, e, scale, out)
     }
     /// `p[j] = e^(s[j] - m)` for `j` in `a..e`, zero elsewhere in the block.
     fn exps(s: &[f32], m: f32, a: usize, e: usize, p: &mut [f32]) {
@@ -399,10 +435,17 @@ trait Level: Sized {
             *pj = exp(sj - m);
         }
     }
-    /// See [`pv`].
-    fn pv(o: &mut [f32], p: &[f32], vf: &[f32], hdv: usize, a: usize, e: usize) {
-        pv::<Self>(o, p, vf, hdv, a, e)
+    /// The largest of `s[a..e]`.
+    fn max(s: &[f32], a: usize, e: usize) -> f32 {
+        s[a..e].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x))
     }
+    /// See [`pv`].
+    fn pv<const R: usize>(o: [&mut [f32]; R], p: [&[f32]; R], v: Rows<'_>, hdv: usize, a: usize, e: usize) {
+        pv::<Self, R>(o, p, v, hdv, a, e)
+    }
+    /// Jobs of at most this many rows read an f16 cache in place ([`Rows::F16`]) instead of
+    /// copying each block to f32 first.
+    const DIRECT_ROWS: usize = 0;
 }
 
 /// No fused multiply-add (the scalar level).
@@ -450,11 +493,14 @@ impl Level for Avx2 {
         }
     }
     #[inline(always)]
-    fn scores<const R: usize>(qs: [&[f32]; R], kf: &[f32], hd: usize, a: usize, e: usize, scale: f32, out: [&mut [f32]; R]) {
+    fn scores<const R: usize>(qs: [&[f32]; R], k: Rows<'_>, hd: usize, a: usize, e: usize, scale: f32, out: [&mut [f32]; R]) {
         if hd.is_multiple_of(8) {
-            unsafe { x86::scores::<R>(qs, kf, hd, a, e, scale, out) }
+            match k {
+                Rows::F32(f) => unsafe { x86::scores::<x86::F32Rows, R>(qs, x86::F32Rows::new(f, hd, e), hd, a, e, scale, out) },
+                Rows::F16 { bytes, stride } => unsafe { x86::scores::<x86::F16Rows, R>(qs, x86::F16Rows::new(bytes, stride, hd, e), hd, a, e, scale, out) },
+            }
         } else {
-            scores::<Self, R>(qs, kf, hd, a, e, scale, out)
+            scores::<Self, R>(qs, k, hd, a, e, scale, out)
         }
     }
     #[inline(always)]
@@ -462,13 +508,21 @@ impl Level for Avx2 {
         unsafe { x86::exps(s, m, a, e, p) }
     }
     #[inline(always)]
-    fn pv(o: &mut [f32], p: &[f32], vf: &[f32], hdv: usize, a: usize, e: usize) {
+    fn max(s: &[f32], a: usize, e: usize) -> f32 {
+        unsafe { x86::max(s, a, e) }
+    }
+    #[inline(always)]
+    fn pv<const R: usize>(o: [&mut [f32]; R], p: [&[f32]; R], v: Rows<'_>, hdv: usize, a: usize, e: usize) {
         if hdv.is_multiple_of(8) {
-            unsafe { x86::pv(o, p, vf, hdv, a, e) }
+            match v {
+                Rows::F32(f) => unsafe { x86::pv::<x86::F32Rows, R>(o, p, x86::F32Rows::new(f, hdv, e), hdv, a, e) },
+                Rows::F16 { bytes, stride } => unsafe { x86::pv::<x86::F16Rows, R>(o, p, x86::F16Rows::new(bytes, stride, hdv, e), hdv, a, e) },
+            }
         } else {
-            pv::<Self>(o, p, vf, hdv, a, e)
+            pv::<Self, R>(o, p, v, hdv, a, e)
         }
     }
+    const DIRECT_ROWS: usize = 8;
 }
 
 fn chunk_at(isa: Isa, ctx: &Ctx<'_, '_>, job: &Job, c: usize, st: &mut [f32], buf: &mut [f32]) {
@@ -521,69 +575,100 @@ fn chunk<L: Level>(ctx: &Ctx<'_, '_>, job: &Job, c: usize, st: &mut [f32], buf: 
     let (hd, hdv, group) = (sh.head_dim, sh.head_dim_v, ctx.group);
     let state = hdv + 2;
     let qd = sh.n_head * hd;
+    let rows = job.n * group;
     empty(st, state);
     let (kf, rest) = buf.split_at_mut(KB * hd);
     let (vf, rest) = rest.split_at_mut(KB * hdv);
-    let (s2, rest) = rest.split_at_mut(2 * KB);
-    let p = &mut rest[..KB];
+    let (s, rest) = rest.split_at_mut(rows * KB);
+    let p = &mut rest[..rows * KB];
     let view = (ctx.kv)(job.seq);
     let (kh, vh) = (view.k_type.row_bytes(hd), view.v_type.row_bytes(hdv));
     let (krow, vrow) = (kh * sh.n_head_kv, vh * sh.n_head_kv);
     let end = job.p0 + job.n; // keys below this are in the cache
     let lo_min = window_start(sh.window, job.p0);
     let c_end = ((c + 1) * KEY_CHUNK).min(end);
+    // Row `r`'s query: token `r / group`, head `r % group` of the KV head's group.
+    let q_of = |r: usize| &ctx.q[(job.t0 + r / group) * qd + (job.g * group + r % group) * hd..][..hd];
+    let direct = rows <= L::DIRECT_ROWS && view.k_type == CacheType::F16 && view.v_type == CacheType::F16;
     let mut b0 = (c * KEY_CHUNK).max(lo_min / KB * KB);
     while b0 < c_end {
         let kn = KB.min(c_end - b0);
+        // The keys of this block token `i` sees, as offsets `a..e` into the block.
+        let range = |i: usize| {
+            let p_i = job.p0 + i;
+            (window_start(sh.window, p_i).max(b0).saturating_sub(b0), (p_i + 1).min(b0 + kn).saturating_sub(b0))
+        };
+        // Every row's scores and products span the union of the tokens' ranges.
+        let (mut lo, mut hi) = (KB, 0);
+        for i in 0..job.n {
+            let (a, e) = range(i);
+            if a < e {
+                (lo, hi) = (lo.min(a), hi.max(e));
+            }
+        }
+        if lo >= hi {
+            b0 += KB;
+            continue;
+        }
         // The next block's rows (of this chunk or the next) while this one computes.
         for at in b0 + KB..(b0 + 2 * KB).min(end) {
             L::prefetch(&view.k[at * krow + job.g * kh..][..kh]);
             L::prefetch(&view.v[at * vrow + job.g * vh..][..vh]);
         }
-        for j in 0..kn {
-            let at = b0 + j;
-            L::load(view.k_type, &view.k[at * krow + job.g * kh..][..kh], &mut kf[j * hd..(j + 1) * hd]);
-            L::load(view.v_type, &view.v[at * vrow + job.g * vh..][..vh], &mut vf[j * hdv..(j + 1) * hdv]);
-        }
-        for i in 0..job.n {
-            let p_i = job.p0 + i;
-            let lo = window_start(sh.window, p_i).max(b0);
-            let hi = (p_i + 1).min(b0 + kn);
-            if lo >= hi {
-                continue;
+        let (kr, vr) = if direct {
+            (Rows::F16 { bytes: &view.k[b0 * krow + job.g * kh..], stride: krow }, Rows::F16 { bytes: &view.v[b0 * vrow + job.g * vh..], stride: vrow })
+        } else {
+            for j in lo..hi {
+                let at = b0 + j;
+                L::load(view.k_type, &view.k[at * krow + job.g * kh..][..kh], &mut kf[j * hd..(j + 1) * hd]);
+                L::load(view.v_type, &view.v[at * vrow + job.g * vh..][..vh], &mut vf[j * hdv..(j + 1) * hdv]);
             }
-            let (a, e) = (lo - b0, hi - b0);
-            let q0 = (job.t0 + i) * qd + job.g * group * hd;
-            let mut hh = 0;
-            while hh < group {
-                let (s0, s1) = s2.split_at_mut(KB);
-                if hh + 1 < group {
-                    let qa = &ctx.q[q0 + hh * hd..][..hd];
-                    let qb = &ctx.q[q0 + (hh + 1) * hd..][..hd];
-                    L::scores::<2>([qa, qb], kf, hd, a, e, sh.scale, [s0, s1]);
-                    for (k, sc) in [&*s0, &*s1].into_iter().enumerate() {
-                        let r = i * group + hh + k;
-                        update::<L>(&mut st[r * state..(r + 1) * state], sc, p, vf, hdv, a, e);
-                    }
-                    hh += 2;
-                } else {
-                    let qa = &ctx.q[q0 + hh * hd..][..hd];
-                    L::scores::<1>([qa], kf, hd, a, e, sh.scale, [s0]);
-                    let r = i * group + hh;
-                    update::<L>(&mut st[r * state..(r + 1) * state], s0, p, vf, hdv, a, e);
-                    hh += 1;
-                }
+            (Rows::F32(kf), Rows::F32(vf))
+        };
+        // S = Q·Kᵀ · scale over keys lo..hi, two rows at a time.
+        let mut r = 0;
+        while r < rows {
+            let s_r = &mut s[r * KB..];
+            if r + 1 < rows {
+                let (s0, s1) = s_r.split_at_mut(KB);
+                L::scores::<2>([q_of(r), q_of(r + 1)], kr, hd, lo, hi, sh.scale, [s0, &mut s1[..KB]]);
+                r += 2;
+            } else {
+                L::scores::<1>([q_of(r)], kr, hd, lo, hi, sh.scale, [&mut s_r[..KB]]);
+                r += 1;
+            }
+        }
+        // Each row's softmax step over its own keys; P is zero outside them.
+        for r in 0..rows {
+            let (a, e) = range(r / group);
+            let pr = &mut p[r * KB..(r + 1) * KB];
+            if a < e {
+                step::<L>(&mut st[r * state..(r + 1) * state], &s[r * KB..(r + 1) * KB], pr, a, e);
+            } else {
+                pr.fill(0.0);
+            }
+        }
+        // O += P·V over keys lo..hi, two rows at a time.
+        let mut r = 0;
+        while r < rows {
+            let (o_r, o_rest) = st[r * state..].split_at_mut(state);
+            if r + 1 < rows {
+                L::pv::<2>([&mut o_r[2..], &mut o_rest[2..state]], [&p[r * KB..], &p[(r + 1) * KB..]], vr, hdv, lo, hi);
+                r += 2;
+            } else {
+                L::pv::<1>([&mut o_r[2..]], [&p[r * KB..]], vr, hdv, lo, hi);
+                r += 1;
             }
         }
         b0 += KB;
     }
 }
 
-/// `out[r][j] = (q_r · k_j) · scale` for keys `a..e` of the block `kf` `[KB, hd]`: eight
+/// `out[r][j] = (q_r · k_j) · scale` for keys `a..e` of the block `k` `[KB, hd]`: eight
 /// lane accumulators over `hd`, summed in a fixed tree, so a pair's score is the same bits
 /// whichever rows and keys it is computed beside.
 #[inline(always)]
-fn scores<L: Level, const R: usize>(qs: [&[f32]; R], kf: &[f32], hd: usize, a: usize, e: usize, scale: f32, out: [&mut [f32]; R]) {
+fn scores<L: Level, const R: usize>(qs: [&[f32]; R], kf: Rows<'_>, hd: usize, a: usize, e: usize, scale: f32, out: [&mut [f32]; R]) {
     let full = hd / LANES * LANES;
     let mut j = a;
     while j + 4 <= e {
@@ -591,11 +676,11 @@ fn scores<L: Level, const R: usize>(qs: [&[f32]; R], kf: &[f32], hd: usize, a: u
         let mut d = 0;
         while d < full {
             for u in 0..4 {
-                let k: &[f32; LANES] = kf[(j + u) * hd + d..][..LANES].try_into().expect("lanes");
-                for r in 0..R {
-                    let q: &[f32; LANES] = qs[r][d..d + LANES].try_into().expect("lanes");
+                let k: [f32; LANES] = kf.get(j + u, d, hd);
+                for (acc, q) in acc.iter_mut().zip(&qs) {
+                    let q: &[f32; LANES] = q[d..d + LANES].try_into().expect("lanes");
                     for l in 0..LANES {
-                        acc[r][u][l] = L::fma(q[l], k[l], acc[r][u][l]);
+                        acc[u][l] = L::fma(q[l], k[l], acc[u][l]);
                     }
                 }
             }
@@ -603,7 +688,7 @@ fn scores<L: Level, const R: usize>(qs: [&[f32]; R], kf: &[f32], hd: usize, a: u
         }
         for r in 0..R {
             for u in 0..4 {
-                out[r][j + u] = reduce::<L>(&acc[r][u], &qs[r][full..], &kf[(j + u) * hd + full..(j + u + 1) * hd]) * scale;
+                out[r][j + u] = reduce::<L>(&acc[r][u], &qs[r][full..], kf, j + u, hd) * scale;
             }
         }
         j += 4;
@@ -612,7 +697,7 @@ fn scores<L: Level, const R: usize>(qs: [&[f32]; R], kf: &[f32], hd: usize, a: u
         let mut acc = [[0f32; LANES]; R];
         let mut d = 0;
         while d < full {
-            let k: &[f32; LANES] = kf[j * hd + d..][..LANES].try_into().expect("lanes");
+            let k: [f32; LANES] = kf.get(j, d, hd);
             for r in 0..R {
                 let q: &[f32; LANES] = qs[r][d..d + LANES].try_into().expect("lanes");
                 for l in 0..LANES {
@@ -622,27 +707,29 @@ fn scores<L: Level, const R: usize>(qs: [&[f32]; R], kf: &[f32], hd: usize, a: u
             d += LANES;
         }
         for r in 0..R {
-            out[r][j] = reduce::<L>(&acc[r], &qs[r][full..], &kf[j * hd + full..(j + 1) * hd]) * scale;
+            out[r][j] = reduce::<L>(&acc[r], &qs[r][full..], kf, j, hd) * scale;
         }
         j += 1;
     }
 }
 
-/// Lane accumulators to one sum (fixed tree), then the tail of `hd` beyond the lanes.
+/// Lane accumulators to one sum (fixed tree), then the tail of key `j` beyond the lanes
+/// (`q` holds the query's tail).
 #[inline(always)]
-fn reduce<L: Level>(acc: &[f32; LANES], q: &[f32], k: &[f32]) -> f32 {
+fn reduce<L: Level>(acc: &[f32; LANES], q: &[f32], k: Rows<'_>, j: usize, hd: usize) -> f32 {
     let mut s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-    for (&x, &y) in q.iter().zip(k) {
-        s = L::fma(x, y, s);
+    for (i, &x) in q.iter().enumerate() {
+        s = L::fma(x, k.get::<1>(j, hd - q.len() + i, hd)[0], s);
     }
     s
 }
 
-/// One row's online-softmax step over keys `a..e` of a block: scores `s`, values `vf`
-/// `[KB, hdv]`, the row's state `st` `[m, l, o[hdv]]`; `p` is scratch.
+/// One row's online-softmax step over keys `a..e` of a block: scores `s`, the row's state
+/// `st` `[m, l, o[hdv]]` (`o` rescaled to the new maximum here, the block's products added
+/// by [`pv`] after); writes the block's probabilities `p` `[KB]`, zero outside `a..e`.
 #[inline(always)]
-fn update<L: Level>(st: &mut [f32], s: &[f32], p: &mut [f32], vf: &[f32], hdv: usize, a: usize, e: usize) {
-    let mb = s[a..e].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+fn step<L: Level>(st: &mut [f32], s: &[f32], p: &mut [f32], a: usize, e: usize) {
+    let mb = L::max(s, a, e);
     let (m, o) = st.split_at_mut(2);
     if m[0] == f32::NEG_INFINITY {
         m[0] = mb;
@@ -661,28 +748,41 @@ fn update<L: Level>(st: &mut [f32], s: &[f32], p: &mut [f32], vf: &[f32], hdv: u
         }
     }
     m[1] += ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
-    L::pv(o, p, vf, hdv, a, e);
 }
 
-/// `o += Σ p_j v_j` over keys `a..e` of the block `vf` `[KB, hdv]`: one fused chain per
-/// element, in key order.
+/// `o_r += Σ p_r[j] v_j` over keys `a..e` of the block `v` `[KB, hdv]`, for R rows: one
+/// fused chain per element, in key order (a zero `p` leaves an element as it was, so rows
+/// whose own keys are fewer get the same bits as alone).
 #[inline(always)]
-fn pv<L: Level>(o: &mut [f32], p: &[f32], vf: &[f32], hdv: usize, a: usize, e: usize) {
-    let mut j = a;
-    while j + 4 <= e {
-        let (v0, v1, v2, v3) = (&vf[j * hdv..][..hdv], &vf[(j + 1) * hdv..][..hdv], &vf[(j + 2) * hdv..][..hdv], &vf[(j + 3) * hdv..][..hdv]);
-        let (p0, p1, p2, p3) = (p[j], p[j + 1], p[j + 2], p[j + 3]);
-        for (c, x) in o.iter_mut().enumerate() {
-            *x = L::fma(p3, v3[c], L::fma(p2, v2[c], L::fma(p1, v1[c], L::fma(p0, v0[c], *x))));
+fn pv<L: Level, const R: usize>(o: [&mut [f32]; R], p: [&[f32]; R], v: Rows<'_>, hdv: usize, a: usize, e: usize) {
+    let Rows::F32(vf) = v else {
+        // In place (f16): element by element, in the same order.
+        for (o, p) in o.into_iter().zip(p) {
+            for (j, &pj) in p.iter().enumerate().take(e).skip(a) {
+                for (c, x) in o.iter_mut().enumerate().take(hdv) {
+                    *x = L::fma(pj, v.get::<1>(j, c, hdv)[0], *x);
+                }
+            }
         }
-        j += 4;
-    }
-    while j < e {
-        let (v, pj) = (&vf[j * hdv..][..hdv], p[j]);
-        for (x, &vc) in o.iter_mut().zip(v) {
-            *x = L::fma(pj, vc, *x);
+        return;
+    };
+    for (o, p) in o.into_iter().zip(p) {
+        let mut j = a;
+        while j + 4 <= e {
+            let (v0, v1, v2, v3) = (&vf[j * hdv..][..hdv], &vf[(j + 1) * hdv..][..hdv], &vf[(j + 2) * hdv..][..hdv], &vf[(j + 3) * hdv..][..hdv]);
+            let (p0, p1, p2, p3) = (p[j], p[j + 1], p[j + 2], p[j + 3]);
+            for (c, x) in o.iter_mut().enumerate().take(hdv) {
+                *x = L::fma(p3, v3[c], L::fma(p2, v2[c], L::fma(p1, v1[c], L::fma(p0, v0[c], *x))));
+            }
+            j += 4;
         }
-        j += 1;
+        while j < e {
+            let (v, pj) = (&vf[j * hdv..][..hdv], p[j]);
+            for (x, &vc) in o.iter_mut().zip(v) {
+                *x = L::fma(pj, vc, *x);
+            }
+            j += 1;
+        }
     }
 }
 
@@ -725,7 +825,9 @@ mod x86 {
             }
             i += 8;
         }
-        CacheType::F16.load(&src[2 * i..2 * n], &mut dst[i..n]);
+        if i < n {
+            CacheType::F16.load(&src[2 * i..2 * n], &mut dst[i..n]);
+        }
     }
 
     /// Four scores' lane sums `[8]` each, reduced as `reduce` does:
@@ -737,6 +839,21 @@ mod x86 {
             let ab = _mm_add_ps(_mm_unpacklo_ps(a, b), _mm_unpackhi_ps(a, b)); // [a0+a2, b0+b2, a1+a3, b1+b3]
             let cd = _mm_add_ps(_mm_unpacklo_ps(c, d), _mm_unpackhi_ps(c, d));
             _mm_add_ps(_mm_movelh_ps(ab, cd), _mm_movehl_ps(cd, ab))
+        }
+    }
+
+    /// Eight scores' lane sums `[8]` each (`acc` A..H), reduced as `reduce` does, into one
+    /// vector in the order A C E G B D F H: cross-half pairs, then lanes `0+2`, `1+3`,
+    /// then the two, eight at once.
+    #[inline(always)]
+    unsafe fn reduce8(acc: [__m256; 8]) -> __m256 {
+        unsafe {
+            let half = |x: __m256, y: __m256| _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(x, y), _mm256_permute2f128_ps::<0x31>(x, y));
+            let (ab, cd, ef, gh) = (half(acc[0], acc[1]), half(acc[2], acc[3]), half(acc[4], acc[5]), half(acc[6], acc[7]));
+            // [sX0 sX1 sX2 sX3] → [tX0 tX1] with t0 = s0 + s2, t1 = s1 + s3.
+            let u = _mm256_add_ps(_mm256_shuffle_ps::<0x44>(ab, cd), _mm256_shuffle_ps::<0xEE>(ab, cd));
+            let w = _mm256_add_ps(_mm256_shuffle_ps::<0x44>(ef, gh), _mm256_shuffle_ps::<0xEE>(ef, gh));
+            _mm256_add_ps(_mm256_shuffle_ps::<0x88>(u, w), _mm256_shuffle_ps::<0xDD>(u, w))
         }
     }
 
@@ -757,24 +874,72 @@ mod x86 {
         }
     }
 
+    /// Where the kernels read a block's rows from, eight elements at a time.
+    pub trait Src: Copy {
+        /// Elements `d .. d + 8` of row `j` as f32 (the caller keeps `j` and `d + 8` inside
+        /// the rows and width the source was made for).
+        unsafe fn at(self, j: usize, d: usize) -> __m256;
+    }
+
+    /// The block's f32 copy.
+    #[derive(Clone, Copy)]
+    pub struct F32Rows {
+        p: *const f32,
+        width: usize,
+    }
+
+    impl F32Rows {
+        /// `rows` rows of `width` elements in `f`.
+        pub fn new(f: &[f32], width: usize, rows: usize) -> F32Rows {
+            assert!(f.len() >= rows * width);
+            F32Rows { p: f.as_ptr(), width }
+        }
+    }
+
+    impl Src for F32Rows {
+        #[inline(always)]
+        unsafe fn at(self, j: usize, d: usize) -> __m256 {
+            // SAFETY: inside the rows `new` checked (the caller's contract).
+            unsafe { _mm256_loadu_ps(self.p.add(j * self.width + d)) }
+        }
+    }
+
+    /// An f16 cache in place, converted in registers (exactly).
+    #[derive(Clone, Copy)]
+    pub struct F16Rows {
+        p: *const u8,
+        stride: usize,
+    }
+
+    impl F16Rows {
+        /// `rows` rows of `width` f16 elements, `stride` bytes apart, in `bytes`.
+        pub fn new(bytes: &[u8], stride: usize, width: usize, rows: usize) -> F16Rows {
+            assert!(rows == 0 || bytes.len() >= (rows - 1) * stride + 2 * width);
+            F16Rows { p: bytes.as_ptr(), stride }
+        }
+    }
+
+    impl Src for F16Rows {
+        #[inline(always)]
+        unsafe fn at(self, j: usize, d: usize) -> __m256 {
+            // SAFETY: inside the rows `new` checked (the caller's contract).
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(self.p.add(j * self.stride + 2 * d) as *const __m128i)) }
+        }
+    }
+
     /// `super::scores` for `hd % 8 == 0`: R rows against four keys at a time.
     #[inline(always)]
-    pub unsafe fn scores<const R: usize>(qs: [&[f32]; R], kf: &[f32], hd: usize, a: usize, e: usize, scale: f32, out: [&mut [f32]; R]) {
-        assert!(kf.len() >= e * hd && qs.iter().all(|q| q.len() >= hd) && out.iter().all(|o| o.len() >= e));
-        // SAFETY: every load is below `e * hd` of `kf` and `hd` of a query (asserted).
+    pub unsafe fn scores<S: Src, const R: usize>(qs: [&[f32]; R], k: S, hd: usize, a: usize, e: usize, scale: f32, out: [&mut [f32]; R]) {
+        assert!(qs.iter().all(|q| q.len() >= hd) && out.iter().all(|o| o.len() >= e));
+        // SAFETY: keys below `e` of `k` (made for `e` rows of `hd`), `hd` of a query
+        // (asserted).
         unsafe {
-            let kp = kf.as_ptr();
             let mut j = a;
             while j + 4 <= e {
                 let mut acc = [[_mm256_setzero_ps(); 4]; R];
                 let mut d = 0;
                 while d < hd {
-                    let k = [
-                        _mm256_loadu_ps(kp.add(j * hd + d)),
-                        _mm256_loadu_ps(kp.add((j + 1) * hd + d)),
-                        _mm256_loadu_ps(kp.add((j + 2) * hd + d)),
-                        _mm256_loadu_ps(kp.add((j + 3) * hd + d)),
-                    ];
+                    let k = [k.at(j, d), k.at(j + 1, d), k.at(j + 2, d), k.at(j + 3, d)];
                     for r in 0..R {
                         let q = _mm256_loadu_ps(qs[r].as_ptr().add(d));
                         for u in 0..4 {
@@ -783,9 +948,16 @@ mod x86 {
                     }
                     d += 8;
                 }
-                for r in 0..R {
-                    let v = _mm_mul_ps(reduce4(acc[r]), _mm_set1_ps(scale));
-                    _mm_storeu_ps(out[r].as_ptr().add(j) as *mut f32, v);
+                if R == 2 {
+                    let v =
+                        _mm256_mul_ps(reduce8([acc[0][0], acc[1][0], acc[0][1], acc[1][1], acc[0][2], acc[1][2], acc[0][3], acc[1][3]]), _mm256_set1_ps(scale));
+                    _mm_storeu_ps(out[0].as_ptr().add(j) as *mut f32, _mm256_castps256_ps128(v));
+                    _mm_storeu_ps(out[1].as_ptr().add(j) as *mut f32, _mm256_extractf128_ps::<1>(v));
+                } else {
+                    for r in 0..R {
+                        let v = _mm_mul_ps(reduce4(acc[r]), _mm_set1_ps(scale));
+                        _mm_storeu_ps(out[r].as_ptr().add(j) as *mut f32, v);
+                    }
                 }
                 j += 4;
             }
@@ -793,7 +965,7 @@ mod x86 {
                 let mut acc = [_mm256_setzero_ps(); R];
                 let mut d = 0;
                 while d < hd {
-                    let k = _mm256_loadu_ps(kp.add(j * hd + d));
+                    let k = k.at(j, d);
                     for r in 0..R {
                         acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(qs[r].as_ptr().add(d)), k, acc[r]);
                     }
@@ -847,40 +1019,78 @@ mod x86 {
         p[e..KB].fill(0.0);
     }
 
-    /// `super::pv` for `hdv % 8 == 0`: the output in registers, 64 columns at a time, over
-    /// every key of the block (the same fused chain per element, in key order).
+    /// `super::pv` for `hdv % 8 == 0`: R rows' outputs in registers, 32 columns at a time,
+    /// over every key of `a..e` (the same fused chain per element, in key order).
     #[inline(always)]
-    pub unsafe fn pv(o: &mut [f32], p: &[f32], vf: &[f32], hdv: usize, a: usize, e: usize) {
-        assert!(o.len() >= hdv && vf.len() >= e * hdv && p.len() >= e);
-        // SAFETY: rows `a..e` of `vf` and `hdv` of `o` (asserted).
+    pub unsafe fn pv<S: Src, const R: usize>(o: [&mut [f32]; R], p: [&[f32]; R], v: S, hdv: usize, a: usize, e: usize) {
+        assert!(o.iter().all(|o| o.len() >= hdv) && p.iter().all(|p| p.len() >= e));
+        // SAFETY: rows `a..e` of `v` (made for `e` rows of `hdv`), `e` of each `p` and `hdv`
+        // of each `o` (asserted).
         unsafe {
-            let (vp, op) = (vf.as_ptr(), o.as_mut_ptr());
+            let op = o.map(|o| o.as_mut_ptr());
+            let pp = p.map(|p| p.as_ptr());
             let mut c = 0;
-            while c + 64 <= hdv {
-                let mut acc = [_mm256_setzero_ps(); 8];
-                for (u, x) in acc.iter_mut().enumerate() {
-                    *x = _mm256_loadu_ps(op.add(c + 8 * u));
-                }
-                for (j, &pj) in p.iter().enumerate().take(e).skip(a) {
-                    let w = _mm256_set1_ps(pj);
-                    let row = vp.add(j * hdv + c);
-                    for (u, x) in acc.iter_mut().enumerate() {
-                        *x = _mm256_fmadd_ps(w, _mm256_loadu_ps(row.add(8 * u)), *x);
+            while c + 32 <= hdv {
+                let mut acc = [[_mm256_setzero_ps(); 4]; R];
+                for r in 0..R {
+                    for (u, x) in acc[r].iter_mut().enumerate() {
+                        *x = _mm256_loadu_ps(op[r].add(c + 8 * u));
                     }
                 }
-                for (u, x) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(op.add(c + 8 * u), *x);
+                for j in a..e {
+                    let v = [v.at(j, c), v.at(j, c + 8), v.at(j, c + 16), v.at(j, c + 24)];
+                    for r in 0..R {
+                        let w = _mm256_broadcast_ss(&*pp[r].add(j));
+                        for u in 0..4 {
+                            acc[r][u] = _mm256_fmadd_ps(w, v[u], acc[r][u]);
+                        }
+                    }
                 }
-                c += 64;
+                for r in 0..R {
+                    for (u, x) in acc[r].iter().enumerate() {
+                        _mm256_storeu_ps(op[r].add(c + 8 * u), *x);
+                    }
+                }
+                c += 32;
             }
             while c < hdv {
-                let mut x = _mm256_loadu_ps(op.add(c));
-                for (j, &pj) in p.iter().enumerate().take(e).skip(a) {
-                    x = _mm256_fmadd_ps(_mm256_set1_ps(pj), _mm256_loadu_ps(vp.add(j * hdv + c)), x);
+                let mut acc = [_mm256_setzero_ps(); R];
+                for r in 0..R {
+                    acc[r] = _mm256_loadu_ps(op[r].add(c));
                 }
-                _mm256_storeu_ps(op.add(c), x);
+                for j in a..e {
+                    let v = v.at(j, c);
+                    for r in 0..R {
+                        acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*pp[r].add(j)), v, acc[r]);
+                    }
+                }
+                for r in 0..R {
+                    _mm256_storeu_ps(op[r].add(c), acc[r]);
+                }
                 c += 8;
             }
+        }
+    }
+
+    /// `Level::max`: whole vectors inside `a..e`, then the ends one by one.
+    #[inline(always)]
+    pub unsafe fn max(s: &[f32], a: usize, e: usize) -> f32 {
+        assert!(a < e && e <= s.len());
+        // SAFETY: every load lies inside `a..e` of `s` (asserted).
+        unsafe {
+            let mut j = a;
+            let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+            while j + 8 <= e {
+                m = _mm256_max_ps(m, _mm256_loadu_ps(s.as_ptr().add(j)));
+                j += 8;
+            }
+            let h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            let mut x = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+            for &v in &s[j..e] {
+                x = x.max(v);
+            }
+            x
         }
     }
 

@@ -127,7 +127,7 @@ impl Scratch {
         // Quantized activations: at most one byte and a bit per element, four slots.
         let acts = 4 * t * c.n_embd.max(c.n_ff) * 9 / 8;
         let group = c.n_head / c.n_head_kv.max(1);
-        let per_thread = attention::KB * (c.head_dim + c.head_dim_v + 3) + 2 * attention::QT * group * (c.head_dim_v + 2);
+        let per_thread = attention::thread_floats(c.head_dim, c.head_dim_v, group);
         let partial = c.n_head_kv * (n_ctx / attention::KEY_CHUNK + 1) * group * (c.head_dim_v + 2);
         4 * (rows + c.n_embd + c.n_vocab + n_threads * per_thread + partial) + acts
     }
