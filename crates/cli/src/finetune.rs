@@ -405,11 +405,12 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
             }
             let el = t0.elapsed().as_secs_f64();
             let run_steps = step - resume_at;
+            // Without a validation split there is no validation loss to show.
+            let val = if last_val.is_nan() { String::new() } else { format!(" val {last_val:.4}") };
             let line = format!(
-                "step {step}/{total} epoch {} loss {:.4} val {:.4} lr {rate:.1e} {:.0} tok/s eta {}",
+                "step {step}/{total} epoch {} loss {:.4}{val} lr {rate:.1e} {:.0} tok/s eta {}",
                 epoch + 1,
                 loss_sum / n_loss.max(1) as f64,
-                last_val,
                 tokens_done as f64 / el,
                 fmt_secs(el / run_steps as f64 * (total - step) as f64)
             );
@@ -432,11 +433,8 @@ pub fn main(a: FinetuneArgs) -> Result<()> {
     }
     write(&params, &a.output, step, last_val)?;
     examples.clear();
-    eprintln!(
-        "wrote {} ({step} steps, {tokens_done} tokens in {}; validation loss {val0:.4} → {last_val:.4})",
-        a.output.display(),
-        fmt_secs(t0.elapsed().as_secs_f64())
-    );
+    let val = if val0.is_nan() { String::new() } else { format!("; validation loss {val0:.4} → {last_val:.4}") };
+    eprintln!("wrote {} ({step} steps, {tokens_done} tokens in {}{val})", a.output.display(), fmt_secs(t0.elapsed().as_secs_f64()));
     let _ = std::io::stderr().flush();
     if let Some(task) = &a.eval {
         eval_gain(task, a.eval_args.as_deref(), &name, &a.output)?;

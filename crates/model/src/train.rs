@@ -315,19 +315,30 @@ impl<'m> Trainer<'m> {
                 }
                 None => x,
             };
+            // ax [T, rank] = x Aᵀ, then out += f · ax Bᵀ; threads take tokens.
             let mut ax = vec![0f32; t_n * r];
-            for t in 0..t_n {
-                for k in 0..r {
-                    ax[t * r + k] = dot(&lm.a[k * lm.cols..(k + 1) * lm.cols], &x[t * lm.cols..(t + 1) * lm.cols]);
+            let chunks = t_n.min(kernels::pool::MAX_CHUNKS);
+            let axp = SendPtr(ax.as_mut_ptr());
+            pool.run_chunks(chunks, |i, n| {
+                for t in Pool::range(i, n, t_n) {
+                    for k in 0..r {
+                        let v = dot(&lm.a[k * lm.cols..(k + 1) * lm.cols], &x[t * lm.cols..(t + 1) * lm.cols]);
+                        // SAFETY: token t's entries belong to this chunk alone.
+                        unsafe { *axp.at(t * r + k) = v };
+                    }
                 }
-            }
+            });
             let f = params.factor();
-            for t in 0..t_n {
-                let o = &mut out[t * lm.rows..(t + 1) * lm.rows];
-                for (i, oi) in o.iter_mut().enumerate() {
-                    *oi += f * dot(&lm.b[i * r..(i + 1) * r], &ax[t * r..(t + 1) * r]);
+            let op = SendPtr(out.as_mut_ptr());
+            pool.run_chunks(chunks, |i, n| {
+                for t in Pool::range(i, n, t_n) {
+                    // SAFETY: token t's output row belongs to this chunk alone.
+                    let o = unsafe { std::slice::from_raw_parts_mut(op.at(t * lm.rows), lm.rows) };
+                    for (i, oi) in o.iter_mut().enumerate() {
+                        *oi += f * dot(&lm.b[i * r..(i + 1) * r], &ax[t * r..(t + 1) * r]);
+                    }
                 }
-            }
+            });
             tape.ax.insert(name, ax);
         }
     }
@@ -366,49 +377,73 @@ impl<'m> Trainer<'m> {
             let ax = &tape.ax[name];
             let (oa, ob) = self.offsets[mi];
             let mask = tape.mask.get(name);
+            // Threads take ranges of B's rows, then of the columns; each element still sums
+            // its tokens in order, so the result does not depend on the thread count.
+            let chunks = pool.n_threads();
+            let gp = SendPtr(self.grads.as_mut_ptr());
             // dB [rows, rank] += f · Σ_t dy[t] ⊗ ax[t]
-            for t in 0..t_n {
-                let dyt = &dy[t * lm.rows..(t + 1) * lm.rows];
-                let axt = &ax[t * r..(t + 1) * r];
-                for (i, &d) in dyt.iter().enumerate() {
-                    let g = &mut self.grads[ob + i * r..ob + (i + 1) * r];
-                    for k in 0..r {
-                        g[k] += f * d * axt[k];
+            pool.run_chunks(chunks, |c, n| {
+                let rows = Pool::range(c, n, lm.rows);
+                for t in 0..t_n {
+                    let axt = &ax[t * r..(t + 1) * r];
+                    for i in rows.clone() {
+                        let d = dy[t * lm.rows + i];
+                        // SAFETY: row i of dB belongs to this chunk alone.
+                        let g = unsafe { std::slice::from_raw_parts_mut(gp.at(ob + i * r), r) };
+                        for k in 0..r {
+                            g[k] += f * d * axt[k];
+                        }
                     }
                 }
-            }
-            // u [T, rank] = f · dy B;  dA [rank, cols] += Σ_t u[t] ⊗ x[t];  dx += u A
+            });
+            // u [T, rank] = f · dy B
+            let mut u = vec![0f32; t_n * r];
             for t in 0..t_n {
                 let dyt = &dy[t * lm.rows..(t + 1) * lm.rows];
-                let xt = &x[t * lm.cols..(t + 1) * lm.cols];
                 for k in 0..r {
-                    let mut u = 0f32;
+                    let mut s = 0f32;
                     for (i, &d) in dyt.iter().enumerate() {
-                        u += d * lm.b[i * r + k];
+                        s += d * lm.b[i * r + k];
                     }
-                    let u = f * u;
-                    if u == 0.0 {
-                        continue;
-                    }
-                    let ga = &mut self.grads[oa + k * lm.cols..oa + (k + 1) * lm.cols];
-                    let dxt = &mut dx[t * lm.cols..(t + 1) * lm.cols];
-                    let ak = &lm.a[k * lm.cols..(k + 1) * lm.cols];
-                    match mask {
-                        // The adapter saw x ∘ mask.
-                        Some(mask) => {
-                            let mt = &mask[t * lm.cols..(t + 1) * lm.cols];
-                            for j in 0..lm.cols {
-                                ga[j] += u * xt[j] * mt[j];
-                                dxt[j] += u * ak[j] * mt[j];
+                    u[t * r + k] = f * s;
+                }
+            }
+            // dA [rank, cols] += Σ_t u[t] ⊗ x[t];  dx += u A
+            let dxp = SendPtr(dx.as_mut_ptr());
+            pool.run_chunks(chunks, |c, n| {
+                let cols = Pool::range(c, n, lm.cols);
+                for t in 0..t_n {
+                    let xt = &x[t * lm.cols..(t + 1) * lm.cols][cols.clone()];
+                    for k in 0..r {
+                        let u = u[t * r + k];
+                        if u == 0.0 {
+                            continue;
+                        }
+                        // SAFETY: these columns of dA and of dx belong to this chunk alone.
+                        let (ga, dxt) = unsafe {
+                            (
+                                std::slice::from_raw_parts_mut(gp.at(oa + k * lm.cols + cols.start), cols.len()),
+                                std::slice::from_raw_parts_mut(dxp.at(t * lm.cols + cols.start), cols.len()),
+                            )
+                        };
+                        let ak = &lm.a[k * lm.cols..(k + 1) * lm.cols][cols.clone()];
+                        match mask {
+                            // The adapter saw x ∘ mask.
+                            Some(mask) => {
+                                let mt = &mask[t * lm.cols..(t + 1) * lm.cols][cols.clone()];
+                                for j in 0..cols.len() {
+                                    ga[j] += u * xt[j] * mt[j];
+                                    dxt[j] += u * ak[j] * mt[j];
+                                }
+                            }
+                            None => {
+                                axpy(ga, u, xt);
+                                axpy(dxt, u, ak);
                             }
                         }
-                        None => {
-                            axpy(ga, u, xt);
-                            axpy(dxt, u, ak);
-                        }
                     }
                 }
-            }
+            });
         }
     }
 
@@ -709,10 +744,23 @@ fn rope_inv(x: &mut [f32], pos: usize, base: f32, neox: bool, freq_factors: Opti
 /// block instead of once per row.
 const RB: usize = 8;
 
+/// `a · b + c`, fused (one rounding) where `F`, the CPU having FMA; else two roundings.
+#[inline(always)]
+fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Whether the portable loops may fuse: aarch64 always has FMA.
+const PORTABLE_FMA: bool = cfg!(target_arch = "aarch64");
+
 /// `out[r] = w_r · x` for the `RB` rows of `w` (`[RB, cols]`), eight lanes per row summed
 /// in `dot`'s order.
 #[inline(always)]
-fn dots_lanes(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
+fn dots_lanes<const F: bool>(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
     let mut acc = [[0f32; 8]; RB];
     let n8 = cols / 8 * 8;
     let mut j = 0;
@@ -721,7 +769,7 @@ fn dots_lanes(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
         for (r, a) in acc.iter_mut().enumerate() {
             let wv: &[f32; 8] = w[r * cols + j..r * cols + j + 8].try_into().expect("eight");
             for k in 0..8 {
-                a[k] += wv[k] * xv[k];
+                a[k] = madd::<F>(wv[k], xv[k], a[k]);
             }
         }
         j += 8;
@@ -737,11 +785,11 @@ fn dots_lanes(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
 
 /// `y += Σ_r c[r] · w_r` for the `RB` rows of `w` (`[RB, cols]`).
 #[inline(always)]
-fn axpys_lanes(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
+fn axpys_lanes<const F: bool>(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
     for (j, yj) in y.iter_mut().enumerate().take(cols) {
         let mut s = *yj;
         for r in 0..RB {
-            s += c[r] * w[r * cols + j];
+            s = madd::<F>(c[r], w[r * cols + j], s);
         }
         *yj = s;
     }
@@ -750,13 +798,13 @@ fn axpys_lanes(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dots_avx2(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
-    dots_lanes(w, cols, x, out)
+    dots_lanes::<true>(w, cols, x, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn axpys_avx2(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
-    axpys_lanes(y, c, w, cols)
+    axpys_lanes::<true>(y, c, w, cols)
 }
 
 fn dots(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
@@ -765,7 +813,7 @@ fn dots(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
         // SAFETY: the CPU has AVX2 and FMA (the kernels' detection).
         return unsafe { dots_avx2(w, cols, x, out) };
     }
-    dots_lanes(w, cols, x, out)
+    dots_lanes::<PORTABLE_FMA>(w, cols, x, out)
 }
 
 fn axpys(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
@@ -774,7 +822,7 @@ fn axpys(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
         // SAFETY: as in `dots`.
         return unsafe { axpys_avx2(y, c, w, cols) };
     }
-    axpys_lanes(y, c, w, cols)
+    axpys_lanes::<PORTABLE_FMA>(y, c, w, cols)
 }
 
 /// `out [T, rows] = x [T, cols] · Wᵀ`, W's rows dequantized on the fly, `RB` at a time;
