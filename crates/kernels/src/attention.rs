@@ -1267,7 +1267,7 @@ mod tests {
     #[test]
     fn a_tokens_attention_is_the_same_bits_in_any_batch() {
         for isa in Isa::available() {
-            for (n_head, n_kv, hd, window, len) in [(9, 3, 64, None, 700), (4, 1, 256, Some(100), 300), (14, 2, 64, None, 530)] {
+            for (n_head, n_kv, hd, window, len) in [(9, 3, 64, None, 700), (4, 1, 256, Some(100), 300), (14, 2, 64, None, 530), (3, 1, 72, Some(37), 140)] {
                 let c = case(n_head, n_kv, hd, window, len, (CacheType::F16, CacheType::F16), 5);
                 let whole = c.run(&Pool::new(2), isa, 0, len);
                 let row = n_head * hd;
