@@ -379,7 +379,7 @@ impl<'m> Trainer<'m> {
             let mask = tape.mask.get(name);
             // Threads take ranges of B's rows, then of the columns; each element still sums
             // its tokens in order, so the result does not depend on the thread count.
-            let chunks = pool.n_threads();
+            let chunks = pool.n_threads().min(kernels::pool::MAX_CHUNKS);
             let gp = SendPtr(self.grads.as_mut_ptr());
             // dB [rows, rank] += f · Σ_t dy[t] ⊗ ax[t]
             pool.run_chunks(chunks, |c, n| {
