@@ -20,4 +20,5 @@ pub mod matmul;
 pub mod ops;
 pub mod pool;
 pub mod quantize;
+pub mod sgemm;
 pub mod weights;

@@ -26,6 +26,7 @@ use crate::weights::{GateUpProj, Mat, QkvProj};
 use crate::{Model, ModelError};
 use kernels::pool::Pool;
 use kernels::pool::SendPtr;
+use kernels::sgemm::{self, Strided, StridedMut};
 use std::collections::HashMap;
 
 /// One adapted matrix being trained: `A` `[rank, cols]`, `B` `[rows, rank]`.
@@ -740,90 +741,9 @@ fn rope_inv(x: &mut [f32], pos: usize, base: f32, neox: bool, freq_factors: Opti
     }
 }
 
-/// Rows of a weight matrix dequantized together, so each token's input is read once per
-/// block instead of once per row.
-const RB: usize = 8;
-
-/// `a · b + c`, fused (one rounding) where `F`, the CPU having FMA; else two roundings.
-#[inline(always)]
-fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if F {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
-/// Whether the portable loops may fuse: aarch64 always has FMA.
-const PORTABLE_FMA: bool = cfg!(target_arch = "aarch64");
-
-/// `out[r] = w_r · x` for the `RB` rows of `w` (`[RB, cols]`), eight lanes per row summed
-/// in `dot`'s order.
-#[inline(always)]
-fn dots_lanes<const F: bool>(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
-    let mut acc = [[0f32; 8]; RB];
-    let n8 = cols / 8 * 8;
-    let mut j = 0;
-    while j < n8 {
-        let xv: &[f32; 8] = x[j..j + 8].try_into().expect("eight");
-        for (r, a) in acc.iter_mut().enumerate() {
-            let wv: &[f32; 8] = w[r * cols + j..r * cols + j + 8].try_into().expect("eight");
-            for k in 0..8 {
-                a[k] = madd::<F>(wv[k], xv[k], a[k]);
-            }
-        }
-        j += 8;
-    }
-    for (r, a) in acc.iter().enumerate() {
-        let mut s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-        for jj in n8..cols {
-            s += w[r * cols + jj] * x[jj];
-        }
-        out[r] = s;
-    }
-}
-
-/// `y += Σ_r c[r] · w_r` for the `RB` rows of `w` (`[RB, cols]`).
-#[inline(always)]
-fn axpys_lanes<const F: bool>(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
-    for (j, yj) in y.iter_mut().enumerate().take(cols) {
-        let mut s = *yj;
-        for r in 0..RB {
-            s = madd::<F>(c[r], w[r * cols + j], s);
-        }
-        *yj = s;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dots_avx2(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
-    dots_lanes::<true>(w, cols, x, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn axpys_avx2(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
-    axpys_lanes::<true>(y, c, w, cols)
-}
-
-fn dots(w: &[f32], cols: usize, x: &[f32], out: &mut [f32; RB]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::lora::wide() {
-        // SAFETY: the CPU has AVX2 and FMA (the kernels' detection).
-        return unsafe { dots_avx2(w, cols, x, out) };
-    }
-    dots_lanes::<PORTABLE_FMA>(w, cols, x, out)
-}
-
-fn axpys(y: &mut [f32], c: &[f32; RB], w: &[f32], cols: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::lora::wide() {
-        // SAFETY: as in `dots`.
-        return unsafe { axpys_avx2(y, c, w, cols) };
-    }
-    axpys_lanes::<PORTABLE_FMA>(y, c, w, cols)
-}
+/// Rows of a weight matrix dequantized together: each token tile reads them from the
+/// cache (16 rows of the widest catalog matrix, 4864 floats, fit in L2).
+const RB: usize = 16;
 
 /// `out [T, rows] = x [T, cols] · Wᵀ`, W's rows dequantized on the fly, `RB` at a time;
 /// threads take blocks of rows.
@@ -834,25 +754,25 @@ fn dense_fwd(pool: &Pool, m: &Model, w: &Mat, x: &[f32], t_n: usize, out: &mut [
     let blocks = rows.div_ceil(RB);
     pool.run(|i, n| {
         let mut wb = vec![0f32; RB * cols];
-        let mut o = [0f32; RB];
+        let mut o = vec![0f32; t_n * RB];
         for b in Pool::range(i, n, blocks) {
             let (r0, nr) = (b * RB, RB.min(rows - b * RB));
-            for r in 0..RB {
-                // A short last block repeats its last row (computed, not stored).
-                q.dequantize_row(r0 + r.min(nr - 1), &mut wb[r * cols..(r + 1) * cols]);
+            for r in 0..nr {
+                q.dequantize_row(r0 + r, &mut wb[r * cols..(r + 1) * cols]);
             }
+            // o [T, nr]
+            sgemm::nt(m.isa, cols, Strided::new(&wb, cols), nr, Strided::new(x, cols), t_n, StridedMut::new(&mut o, nr));
             for t in 0..t_n {
-                dots(&wb, cols, &x[t * cols..(t + 1) * cols], &mut o);
-                for (r, &v) in o.iter().enumerate().take(nr) {
-                    // SAFETY: element (t, r0 + r) is written by the thread owning block b only.
-                    unsafe { *ptr.at(t * rows + r0 + r) = v };
-                }
+                // SAFETY: columns r0..r0 + nr of `out` are written by the thread owning block b only.
+                let dst = unsafe { std::slice::from_raw_parts_mut(ptr.at(t * rows + r0), nr) };
+                dst.copy_from_slice(&o[t * nr..(t + 1) * nr]);
             }
         }
     });
 }
 
-/// `dx [T, cols] += dy [T, rows] · W`; each thread sums its blocks' share, then the shares add.
+/// `dx [T, cols] += dy [T, rows] · W`; each thread sums its blocks' share (rows in order),
+/// then the shares add in thread order.
 fn dense_bwd(pool: &Pool, m: &Model, w: &Mat, dy: &[f32], t_n: usize, dx: &mut [f32]) {
     let q = w.view(&m.file, m.isa);
     let (rows, cols) = (w.rows, w.cols);
@@ -866,18 +786,10 @@ fn dense_bwd(pool: &Pool, m: &Model, w: &Mat, dy: &[f32], t_n: usize, dx: &mut [
         let mut wb = vec![0f32; RB * cols];
         for b in Pool::range(i, n, blocks) {
             let (r0, nr) = (b * RB, RB.min(rows - b * RB));
-            for r in 0..RB {
-                q.dequantize_row(r0 + r.min(nr - 1), &mut wb[r * cols..(r + 1) * cols]);
+            for r in 0..nr {
+                q.dequantize_row(r0 + r, &mut wb[r * cols..(r + 1) * cols]);
             }
-            for t in 0..t_n {
-                let mut c = [0f32; RB];
-                for (r, cr) in c.iter_mut().enumerate().take(nr) {
-                    *cr = dy[t * rows + r0 + r];
-                }
-                if c.iter().any(|&v| v != 0.0) {
-                    axpys(&mut part[t * cols..(t + 1) * cols], &c, &wb, cols);
-                }
-            }
+            sgemm::nn_acc(m.isa, cols, Strided::new(&wb, cols), nr, Strided::new(&dy[r0..], rows), t_n, StridedMut::new(part, cols));
         }
     });
     for part in parts.chunks_exact(t_n * cols) {
