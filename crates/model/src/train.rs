@@ -21,7 +21,7 @@
 //! mean cross-entropy of the next tokens.
 
 use crate::config::{Activation, RopeStyle};
-use crate::lora::{axpy, dot, Adapter, Pair, Target, LAYER_TARGETS};
+use crate::lora::{axpy, Adapter, Pair, Target, LAYER_TARGETS};
 use crate::weights::{GateUpProj, Mat, QkvProj};
 use crate::{Model, ModelError};
 use kernels::pool::Pool;
@@ -306,7 +306,7 @@ impl<'m> Trainer<'m> {
         dense_fwd(pool, self.model, w, x, t_n, out);
         if let Some(&mi) = self.index.get(&(Some(il), name)) {
             let lm = &params.mats[mi];
-            let r = params.rank;
+            let (r, isa) = (params.rank, self.model.isa);
             let dropped;
             let x = match self.dropout_mask(il, mi, t_n * lm.cols) {
                 Some(mask) => {
@@ -316,29 +316,16 @@ impl<'m> Trainer<'m> {
                 }
                 None => x,
             };
-            // ax [T, rank] = x Aᵀ, then out += f · ax Bᵀ; threads take tokens.
+            // ax [T, rank] = x Aᵀ, then out += (f · ax) Bᵀ; threads take tokens.
             let mut ax = vec![0f32; t_n * r];
-            let chunks = t_n.min(kernels::pool::MAX_CHUNKS);
-            let axp = SendPtr(ax.as_mut_ptr());
-            pool.run_chunks(chunks, |i, n| {
-                for t in Pool::range(i, n, t_n) {
-                    for k in 0..r {
-                        let v = dot(&lm.a[k * lm.cols..(k + 1) * lm.cols], &x[t * lm.cols..(t + 1) * lm.cols]);
-                        // SAFETY: token t's entries belong to this chunk alone.
-                        unsafe { *axp.at(t * r + k) = v };
-                    }
-                }
+            by_rows(pool, t_n, &mut ax, r, |t0, tn, ax| {
+                sgemm::nt(isa, lm.cols, Strided::new(&lm.a, lm.cols), r, Strided::new(&x[t0 * lm.cols..], lm.cols), tn, StridedMut::new(ax, r))
             });
             let f = params.factor();
-            let op = SendPtr(out.as_mut_ptr());
-            pool.run_chunks(chunks, |i, n| {
-                for t in Pool::range(i, n, t_n) {
-                    // SAFETY: token t's output row belongs to this chunk alone.
-                    let o = unsafe { std::slice::from_raw_parts_mut(op.at(t * lm.rows), lm.rows) };
-                    for (i, oi) in o.iter_mut().enumerate() {
-                        *oi += f * dot(&lm.b[i * r..(i + 1) * r], &ax[t * r..(t + 1) * r]);
-                    }
-                }
+            let fax: Vec<f32> = ax.iter().map(|v| f * v).collect();
+            let bt = transpose(&lm.b, lm.rows, r); // [rank, rows]
+            by_rows(pool, t_n, &mut out[..t_n * lm.rows], lm.rows, |t0, tn, o| {
+                sgemm::nn_acc(isa, lm.rows, Strided::new(&bt, lm.rows), r, Strided::new(&fax[t0 * r..], r), tn, StridedMut::new(o, lm.rows))
             });
             tape.ax.insert(name, ax);
         }
@@ -374,76 +361,52 @@ impl<'m> Trainer<'m> {
         dense_bwd(pool, self.model, w, dy, t_n, dx);
         if let Some(&mi) = self.index.get(&(Some(il), name)) {
             let lm = &params.mats[mi];
-            let (r, f) = (params.rank, params.factor());
-            let ax = &tape.ax[name];
+            let (r, f, isa) = (params.rank, params.factor(), self.model.isa);
+            let (rows, cols) = (lm.rows, lm.cols);
             let (oa, ob) = self.offsets[mi];
             let mask = tape.mask.get(name);
-            // Threads take ranges of B's rows, then of the columns; each element still sums
-            // its tokens in order, so the result does not depend on the thread count.
-            let chunks = pool.n_threads().min(kernels::pool::MAX_CHUNKS);
-            let gp = SendPtr(self.grads.as_mut_ptr());
-            // dB [rows, rank] += f · Σ_t dy[t] ⊗ ax[t]
-            pool.run_chunks(chunks, |c, n| {
-                let rows = Pool::range(c, n, lm.rows);
-                for t in 0..t_n {
-                    let axt = &ax[t * r..(t + 1) * r];
-                    for i in rows.clone() {
-                        let d = dy[t * lm.rows + i];
-                        // SAFETY: row i of dB belongs to this chunk alone.
-                        let g = unsafe { std::slice::from_raw_parts_mut(gp.at(ob + i * r), r) };
-                        for k in 0..r {
-                            g[k] += f * d * axt[k];
-                        }
-                    }
+            // The adapter saw x ∘ mask.
+            let dropped;
+            let x = match mask {
+                Some(mask) => {
+                    dropped = x[..t_n * cols].iter().zip(mask).map(|(v, m)| v * m).collect::<Vec<f32>>();
+                    &dropped[..]
                 }
+                None => &x[..t_n * cols],
+            };
+            // dBᵀ [rank, rows] = (f · ax)ᵀ dy; added to dB [rows, rank].
+            let faxt = transpose(&tape.ax[name].iter().map(|v| f * v).collect::<Vec<f32>>(), t_n, r); // [rank, T]
+            let mut dbt = vec![0f32; r * rows];
+            by_rows(pool, r, &mut dbt, rows, |k0, kn, d| {
+                sgemm::nn_acc(isa, rows, Strided::new(dy, rows), t_n, Strided::new(&faxt[k0 * t_n..], t_n), kn, StridedMut::new(d, rows))
             });
-            // u [T, rank] = f · dy B
-            let mut u = vec![0f32; t_n * r];
-            for t in 0..t_n {
-                let dyt = &dy[t * lm.rows..(t + 1) * lm.rows];
-                for k in 0..r {
-                    let mut s = 0f32;
-                    for (i, &d) in dyt.iter().enumerate() {
-                        s += d * lm.b[i * r + k];
-                    }
-                    u[t * r + k] = f * s;
+            let db = &mut self.grads[ob..ob + rows * r];
+            for (i, g) in db.chunks_exact_mut(r).enumerate() {
+                for (k, gk) in g.iter_mut().enumerate() {
+                    *gk += dbt[k * rows + i];
                 }
             }
-            // dA [rank, cols] += Σ_t u[t] ⊗ x[t];  dx += u A
-            let dxp = SendPtr(dx.as_mut_ptr());
-            pool.run_chunks(chunks, |c, n| {
-                let cols = Pool::range(c, n, lm.cols);
-                for t in 0..t_n {
-                    let xt = &x[t * lm.cols..(t + 1) * lm.cols][cols.clone()];
-                    for k in 0..r {
-                        let u = u[t * r + k];
-                        if u == 0.0 {
-                            continue;
-                        }
-                        // SAFETY: these columns of dA and of dx belong to this chunk alone.
-                        let (ga, dxt) = unsafe {
-                            (
-                                std::slice::from_raw_parts_mut(gp.at(oa + k * lm.cols + cols.start), cols.len()),
-                                std::slice::from_raw_parts_mut(dxp.at(t * lm.cols + cols.start), cols.len()),
-                            )
-                        };
-                        let ak = &lm.a[k * lm.cols..(k + 1) * lm.cols][cols.clone()];
-                        match mask {
-                            // The adapter saw x ∘ mask.
-                            Some(mask) => {
-                                let mt = &mask[t * lm.cols..(t + 1) * lm.cols][cols.clone()];
-                                for j in 0..cols.len() {
-                                    ga[j] += u * xt[j] * mt[j];
-                                    dxt[j] += u * ak[j] * mt[j];
-                                }
-                            }
-                            None => {
-                                axpy(ga, u, xt);
-                                axpy(dxt, u, ak);
-                            }
-                        }
+            // u [T, rank] = dy (f B)
+            let fbt: Vec<f32> = transpose(&lm.b, rows, r).iter().map(|v| f * v).collect(); // [rank, rows]
+            let mut u = vec![0f32; t_n * r];
+            by_rows(pool, t_n, &mut u, r, |t0, tn, u| {
+                sgemm::nt(isa, rows, Strided::new(&fbt, rows), r, Strided::new(&dy[t0 * rows..], rows), tn, StridedMut::new(u, r))
+            });
+            // dA [rank, cols] += uᵀ x
+            let ut = transpose(&u, t_n, r); // [rank, T]
+            by_rows(pool, r, &mut self.grads[oa..oa + r * cols], cols, |k0, kn, ga| {
+                sgemm::nn_acc(isa, cols, Strided::new(x, cols), t_n, Strided::new(&ut[k0 * t_n..], t_n), kn, StridedMut::new(ga, cols))
+            });
+            // dx += (u A) ∘ mask
+            by_rows(pool, t_n, &mut dx[..t_n * cols], cols, |t0, tn, d| match mask {
+                Some(mask) => {
+                    let mut ua = vec![0f32; tn * cols];
+                    sgemm::nn_acc(isa, cols, Strided::new(&lm.a, cols), r, Strided::new(&u[t0 * r..], r), tn, StridedMut::new(&mut ua, cols));
+                    for ((o, v), m) in d.iter_mut().zip(&ua).zip(&mask[t0 * cols..]) {
+                        *o += v * m;
                     }
                 }
+                None => sgemm::nn_acc(isa, cols, Strided::new(&lm.a, cols), r, Strided::new(&u[t0 * r..], r), tn, StridedMut::new(d, cols)),
             });
         }
     }
@@ -502,7 +465,7 @@ impl<'m> Trainer<'m> {
             }
         }
         // Attention, causal (and windowed), per head. [T, att_dim]
-        let (att, p) = attention_fwd(pool, c, il, &q, &k, &v, t_n);
+        let (att, p) = attention_fwd(pool, m, il, &q, &k, &v, t_n);
         let mut o1 = vec![0f32; t_n * ne];
         self.proj(pool, params, il, "attn_output", &lw.wo, &att, t_n, &mut o1, tape);
         let mut x2 = x.clone();
@@ -613,7 +576,7 @@ impl<'m> Trainer<'m> {
         }
         let mut datt = vec![0f32; t_n * att_dim];
         self.proj_bwd(pool, params, il, "attn_output", &lw.wo, &tape.att, &do1, t_n, &mut datt, tape);
-        let (mut dq, mut dk, dv) = attention_bwd(pool, c, il, &tape.q, &tape.k, &tape.v, &tape.p, &datt, t_n);
+        let (mut dq, mut dk, dv) = attention_bwd(pool, m, il, &tape.q, &tape.k, &tape.v, &tape.p, &datt, t_n);
         // Through rope (its inverse rotation) and qk-norm, back to the raw projections.
         let base = if c.swa_layers[il] { c.rope_base_swa } else { c.rope_base };
         let neox = c.rope_style == RopeStyle::Neox;
@@ -655,6 +618,34 @@ impl<'m> Trainer<'m> {
         }
         dx
     }
+}
+
+/// `m [rows, cols]` → `mᵀ [cols, rows]`.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for (i, row) in m.chunks_exact(cols).take(rows).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * rows + i] = v;
+        }
+    }
+    t
+}
+
+/// Runs `f(first, count, rows)` on contiguous ranges of the `n` rows of `y` (`[n, width]`),
+/// one range per thread, each with its rows of `y` alone.
+fn by_rows(pool: &Pool, n: usize, y: &mut [f32], width: usize, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    assert!(y.len() >= n * width);
+    let chunks = pool.n_threads().min(n).min(kernels::pool::MAX_CHUNKS);
+    let p = SendPtr(y.as_mut_ptr());
+    pool.run_chunks(chunks, |i, c| {
+        let range = Pool::range(i, c, n);
+        if range.is_empty() {
+            return;
+        }
+        // SAFETY: the ranges are disjoint and inside `y` (asserted above).
+        let rows = unsafe { std::slice::from_raw_parts_mut(p.at(range.start * width), range.len() * width) };
+        f(range.start, range.len(), rows)
+    });
 }
 
 fn add(a: &mut [f32], b: &[f32]) {
@@ -797,10 +788,21 @@ fn dense_bwd(pool: &Pool, m: &Model, w: &Mat, dy: &[f32], t_n: usize, dx: &mut [
     }
 }
 
+/// Query rows per attention tile: their scores against the keys any of them sees come
+/// from one matrix product.
+const QB: usize = 32;
+
+/// The keys `lo..hi` that some query row of `t0..t1` sees (causal, within the window).
+fn tile_keys(window: Option<usize>, t0: usize, t1: usize) -> (usize, usize) {
+    (window.map_or(0, |w| (t0 + 1).saturating_sub(w)), t1)
+}
+
 /// Causal softmax attention of every head over the sequence; returns the output
-/// `[T, n_head * hd_v]` and the probabilities `[n_head, T, T]`.
-fn attention_fwd(pool: &Pool, c: &crate::Config, il: usize, q: &[f32], k: &[f32], v: &[f32], t_n: usize) -> (Vec<f32>, Vec<f32>) {
-    let (nh, hd, hdv) = (c.n_head, c.head_dim, c.head_dim_v);
+/// `[T, n_head * hd_v]` and the probabilities `[n_head, T, T]` (0 outside the mask).
+/// Threads take heads.
+fn attention_fwd(pool: &Pool, m: &Model, il: usize, q: &[f32], k: &[f32], v: &[f32], t_n: usize) -> (Vec<f32>, Vec<f32>) {
+    let c = &m.config;
+    let (nh, hd, hdv, isa) = (c.n_head, c.head_dim, c.head_dim_v, m.isa);
     let group = nh / c.n_head_kv;
     let (qd, kvd, vd) = (c.q_dim(), c.kv_dim(), c.v_dim());
     let window = if c.swa_layers[il] { c.sliding_window } else { None };
@@ -808,40 +810,57 @@ fn attention_fwd(pool: &Pool, c: &crate::Config, il: usize, q: &[f32], k: &[f32]
     let mut p = vec![0f32; nh * t_n * t_n];
     let (po, pp) = (SendPtr(out.as_mut_ptr()), SendPtr(p.as_mut_ptr()));
     pool.run_chunks(nh.min(kernels::pool::MAX_CHUNKS), |i, n| {
+        let mut oh = vec![0f32; t_n * hdv];
         for h in Pool::range(i, n, nh) {
             let g = h / group;
-            for ti in 0..t_n {
-                let lo = window.map_or(0, |w| (ti + 1).saturating_sub(w));
-                let qi = &q[ti * qd + h * hd..ti * qd + (h + 1) * hd];
-                // SAFETY: head h's rows of P and columns of out are this chunk's alone.
-                let prow = unsafe { std::slice::from_raw_parts_mut(pp.at((h * t_n + ti) * t_n), t_n) };
-                let mut max = f32::NEG_INFINITY;
-                for tj in lo..=ti {
-                    let s = dot(qi, &k[tj * kvd + g * hd..tj * kvd + (g + 1) * hd]) * c.attn_scale;
-                    prow[tj] = s;
-                    max = max.max(s);
+            // SAFETY: head h's probabilities are this chunk's alone.
+            let ph = unsafe { std::slice::from_raw_parts_mut(pp.at(h * t_n * t_n), t_n * t_n) };
+            oh.iter_mut().for_each(|x| *x = 0.0);
+            for t0 in (0..t_n).step_by(QB) {
+                let t1 = (t0 + QB).min(t_n);
+                let (lo, hi) = tile_keys(window, t0, t1);
+                // S [t1 - t0, hi - lo] = Q_h Kᵀ, in place in P's rows.
+                let (qt, kt) = (Strided::new(&q[t0 * qd + h * hd..], qd), Strided::new(&k[lo * kvd + g * hd..], kvd));
+                sgemm::nt(isa, hd, kt, hi - lo, qt, t1 - t0, StridedMut::new(&mut ph[t0 * t_n + lo..], t_n));
+                for ti in t0..t1 {
+                    let row = &mut ph[ti * t_n..(ti + 1) * t_n];
+                    let lo_i = window.map_or(0, |w| (ti + 1).saturating_sub(w));
+                    row[lo..lo_i].iter_mut().for_each(|x| *x = 0.0);
+                    row[ti + 1..hi.max(ti + 1)].iter_mut().for_each(|x| *x = 0.0);
+                    let seen = &mut row[lo_i..=ti];
+                    let mut max = f32::NEG_INFINITY;
+                    for s in seen.iter_mut() {
+                        *s *= c.attn_scale;
+                        max = max.max(*s);
+                    }
+                    let mut sum = 0f32;
+                    for s in seen.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    seen.iter_mut().for_each(|s| *s /= sum);
                 }
-                let mut sum = 0f32;
-                for pj in &mut prow[lo..=ti] {
-                    *pj = (*pj - max).exp();
-                    sum += *pj;
-                }
-                let o = unsafe { std::slice::from_raw_parts_mut(po.at(ti * nh * hdv + h * hdv), hdv) };
-                for tj in lo..=ti {
-                    prow[tj] /= sum;
-                    axpy(o, prow[tj], &v[tj * vd + g * hdv..tj * vd + (g + 1) * hdv]);
-                }
+                // O_h [t1 - t0, hdv] = P V
+                let vt = Strided::new(&v[lo * vd + g * hdv..], vd);
+                sgemm::nn_acc(isa, hdv, vt, hi - lo, Strided::new(&ph[t0 * t_n + lo..], t_n), t1 - t0, StridedMut::new(&mut oh[t0 * hdv..], hdv));
+            }
+            for t in 0..t_n {
+                // SAFETY: head h's columns of `out` are this chunk's alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(po.at(t * nh * hdv + h * hdv), hdv) };
+                dst.copy_from_slice(&oh[t * hdv..(t + 1) * hdv]);
             }
         }
     });
     (out, p)
 }
 
-/// Gradients of the attention's inputs: `(dq [T, qd], dk [T, kvd], dv [T, vd])`.
+/// Gradients of the attention's inputs: `(dq [T, qd], dk [T, kvd], dv [T, vd])`. Threads
+/// take query heads; each head's share of `dk` and `dv` is kept apart, then the heads of a
+/// group add in order.
 #[allow(clippy::too_many_arguments)]
 fn attention_bwd(
     pool: &Pool,
-    c: &crate::Config,
+    m: &Model,
     il: usize,
     q: &[f32],
     k: &[f32],
@@ -850,41 +869,73 @@ fn attention_bwd(
     dout: &[f32],
     t_n: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (nh, nkv, hd, hdv) = (c.n_head, c.n_head_kv, c.head_dim, c.head_dim_v);
+    let c = &m.config;
+    let (nh, nkv, hd, hdv, isa) = (c.n_head, c.n_head_kv, c.head_dim, c.head_dim_v, m.isa);
     let group = nh / nkv;
-    let (qd, kvd, vd) = (c.q_dim(), c.kv_dim(), c.v_dim());
+    let (qd, kvd, vd, od) = (c.q_dim(), c.kv_dim(), c.v_dim(), nh * hdv);
     let window = if c.swa_layers[il] { c.sliding_window } else { None };
-    let (mut dq, mut dk, mut dv) = (vec![0f32; t_n * qd], vec![0f32; t_n * kvd], vec![0f32; t_n * vd]);
-    let (pq, pk, pv) = (SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dv.as_mut_ptr()));
-    // Chunks by KV head: the heads of a group write the same dk, dv.
-    pool.run_chunks(nkv.min(kernels::pool::MAX_CHUNKS), |i, n| {
-        let mut dp = vec![0f32; t_n];
-        for g in Pool::range(i, n, nkv) {
-            for h in g * group..(g + 1) * group {
-                for ti in 0..t_n {
-                    let lo = window.map_or(0, |w| (ti + 1).saturating_sub(w));
-                    let prow = &p[(h * t_n + ti) * t_n..(h * t_n + ti + 1) * t_n];
-                    let doi = &dout[ti * nh * hdv + h * hdv..ti * nh * hdv + (h + 1) * hdv];
-                    let mut sum = 0f32;
-                    for tj in lo..=ti {
-                        dp[tj] = dot(doi, &v[tj * vd + g * hdv..tj * vd + (g + 1) * hdv]);
-                        sum += prow[tj] * dp[tj];
-                        // SAFETY: KV head g's columns of dv, dk and head h's of dq are this chunk's.
-                        let dvj = unsafe { std::slice::from_raw_parts_mut(pv.at(tj * vd + g * hdv), hdv) };
-                        axpy(dvj, prow[tj], doi);
-                    }
-                    let qi = &q[ti * qd + h * hd..ti * qd + (h + 1) * hd];
-                    let dqi = unsafe { std::slice::from_raw_parts_mut(pq.at(ti * qd + h * hd), hd) };
-                    for tj in lo..=ti {
-                        let ds = prow[tj] * (dp[tj] - sum) * c.attn_scale;
-                        axpy(dqi, ds, &k[tj * kvd + g * hd..tj * kvd + (g + 1) * hd]);
-                        let dkj = unsafe { std::slice::from_raw_parts_mut(pk.at(tj * kvd + g * hd), hd) };
-                        axpy(dkj, ds, qi);
+    let mut dq = vec![0f32; t_n * qd];
+    // Per query head: its dk [T, hd] and dv [T, hdv].
+    let mut dkh = vec![0f32; nh * t_n * hd];
+    let mut dvh = vec![0f32; nh * t_n * hdv];
+    let (pq, pk, pv) = (SendPtr(dq.as_mut_ptr()), SendPtr(dkh.as_mut_ptr()), SendPtr(dvh.as_mut_ptr()));
+    pool.run_chunks(nh.min(kernels::pool::MAX_CHUNKS), |i, n| {
+        let mut ds = vec![0f32; t_n * t_n];
+        let mut dqh = vec![0f32; t_n * hd];
+        for h in Pool::range(i, n, nh) {
+            let g = h / group;
+            let ph = &p[h * t_n * t_n..(h + 1) * t_n * t_n];
+            let dot_h = &dout[h * hdv..];
+            ds.iter_mut().for_each(|x| *x = 0.0);
+            dqh.iter_mut().for_each(|x| *x = 0.0);
+            for t0 in (0..t_n).step_by(QB) {
+                let t1 = (t0 + QB).min(t_n);
+                let (lo, hi) = tile_keys(window, t0, t1);
+                // dP [t1 - t0, hi - lo] = dO_h Vᵀ, in ds's rows.
+                let vt = Strided::new(&v[lo * vd + g * hdv..], vd);
+                sgemm::nt(isa, hdv, vt, hi - lo, Strided::new(&dot_h[t0 * od..], od), t1 - t0, StridedMut::new(&mut ds[t0 * t_n + lo..], t_n));
+                // dS = P ∘ (dP − Σ P∘dP) · scale
+                for ti in t0..t1 {
+                    let (prow, drow) = (&ph[ti * t_n..(ti + 1) * t_n], &mut ds[ti * t_n..(ti + 1) * t_n]);
+                    let sum: f32 = prow[lo..hi].iter().zip(&drow[lo..hi]).map(|(p, d)| p * d).sum();
+                    for (d, &p) in drow[lo..hi].iter_mut().zip(&prow[lo..hi]) {
+                        *d = p * (*d - sum) * c.attn_scale;
                     }
                 }
+                // dQ_h [t1 - t0, hd] = dS K
+                let kt = Strided::new(&k[lo * kvd + g * hd..], kvd);
+                sgemm::nn_acc(isa, hd, kt, hi - lo, Strided::new(&ds[t0 * t_n + lo..], t_n), t1 - t0, StridedMut::new(&mut dqh[t0 * hd..], hd));
+            }
+            for t in 0..t_n {
+                // SAFETY: head h's columns of dq are this chunk's alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(pq.at(t * qd + h * hd), hd) };
+                dst.copy_from_slice(&dqh[t * hd..(t + 1) * hd]);
+            }
+            // dK_h = dSᵀ Q_h and dV_h = Pᵀ dO_h, by tiles of key rows over the queries that
+            // see them.
+            let (dst, pt) = (transpose(&ds, t_n, t_n), transpose(ph, t_n, t_n));
+            // SAFETY: head h's shares are this chunk's alone.
+            let (dk, dv) = unsafe {
+                (std::slice::from_raw_parts_mut(pk.at(h * t_n * hd), t_n * hd), std::slice::from_raw_parts_mut(pv.at(h * t_n * hdv), t_n * hdv))
+            };
+            for j0 in (0..t_n).step_by(QB) {
+                let j1 = (j0 + QB).min(t_n);
+                let hi = window.map_or(t_n, |w| (j1 + w - 1).min(t_n));
+                let qt = Strided::new(&q[j0 * qd + h * hd..], qd);
+                sgemm::nn_acc(isa, hd, qt, hi - j0, Strided::new(&dst[j0 * t_n + j0..], t_n), j1 - j0, StridedMut::new(&mut dk[j0 * hd..], hd));
+                let ot = Strided::new(&dot_h[j0 * od..], od);
+                sgemm::nn_acc(isa, hdv, ot, hi - j0, Strided::new(&pt[j0 * t_n + j0..], t_n), j1 - j0, StridedMut::new(&mut dv[j0 * hdv..], hdv));
             }
         }
     });
+    let (mut dk, mut dv) = (vec![0f32; t_n * kvd], vec![0f32; t_n * vd]);
+    for h in 0..nh {
+        let g = h / group;
+        for t in 0..t_n {
+            add(&mut dk[t * kvd + g * hd..t * kvd + (g + 1) * hd], &dkh[(h * t_n + t) * hd..(h * t_n + t + 1) * hd]);
+            add(&mut dv[t * vd + g * hdv..t * vd + (g + 1) * hdv], &dvh[(h * t_n + t) * hdv..(h * t_n + t + 1) * hdv]);
+        }
+    }
     (dq, dk, dv)
 }
 
