@@ -262,21 +262,28 @@ impl<'m> Trainer<'m> {
         }
         let mut logits = vec![0f32; pos.len() * nv];
         dense_fwd(pool, m, &m.weights.output, &hf, pos.len(), &mut logits);
-        let mut loss = 0f64;
+        // Each position's loss, then d loss / d logits = softmax − onehot (through the logit
+        // scale) in place; threads take positions.
+        let losses = std::sync::Mutex::new(vec![0f64; pos.len()]);
         let mut dlogits = logits;
-        for (j, &t) in pos.iter().enumerate() {
-            let row = &mut dlogits[j * nv..(j + 1) * nv];
-            row.iter_mut().for_each(|v| *v /= c.logit_scale);
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-            let target = tokens[t + 1] as usize;
-            loss += sum.ln() + max as f64 - row[target] as f64;
-            // d loss / d logits = softmax - onehot, through the logit scale.
-            for v in row.iter_mut() {
-                *v = (((*v - max) as f64).exp() / sum) as f32 * grad_scale / c.logit_scale;
+        by_rows(pool, pos.len(), &mut dlogits, nv, |j0, _, rows| {
+            for (j, row) in rows.chunks_exact_mut(nv).enumerate() {
+                row.iter_mut().for_each(|v| *v /= c.logit_scale);
+                let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let target = tokens[pos[j0 + j] + 1] as usize;
+                let at_target = row[target];
+                let mut sum = 0f64;
+                for v in row.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v as f64;
+                }
+                losses.lock().unwrap_or_else(|e| e.into_inner())[j0 + j] = sum.ln() + max as f64 - at_target as f64;
+                let k = (grad_scale / c.logit_scale) as f64 / sum;
+                row.iter_mut().for_each(|v| *v = (*v as f64 * k) as f32);
+                row[target] -= grad_scale / c.logit_scale;
             }
-            row[target] -= grad_scale / c.logit_scale;
-        }
+        });
+        let loss: f64 = losses.into_inner().unwrap_or_else(|e| e.into_inner()).iter().sum();
         if !backward {
             return Ok((loss, pos.len()));
         }
@@ -419,9 +426,11 @@ impl<'m> Trainer<'m> {
         tape.ax.clear();
         tape.mask.clear();
         let mut h1 = vec![0f32; t_n * ne];
-        for t in 0..t_n {
-            rms_fwd(&x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps, &mut h1[t * ne..(t + 1) * ne]);
-        }
+        by_rows(pool, t_n, &mut h1, ne, |t0, _, h| {
+            for (j, hj) in h.chunks_exact_mut(ne).enumerate() {
+                rms_fwd(&x[(t0 + j) * ne..(t0 + j + 1) * ne], &lw.attn_norm, c.rms_eps, hj);
+            }
+        });
         let (mut q, mut k, mut v) = (vec![0f32; t_n * qd], vec![0f32; t_n * kvd], vec![0f32; t_n * vd]);
         match &lw.qkv {
             QkvProj::Separate { wq, wk, wv } => {
@@ -455,27 +464,32 @@ impl<'m> Trainer<'m> {
         let freqs = m.weights.rope_freqs.as_deref();
         for (buf, norm, width) in [(&mut q, &lw.q_norm, qd), (&mut k, &lw.k_norm, kvd)] {
             let per = width / hd;
-            for (i, head) in buf.chunks_exact_mut(hd).enumerate() {
-                let t = i / per;
-                if let Some(w) = norm {
-                    let src = head.to_vec();
-                    rms_fwd(&src, w, c.rms_eps, head);
+            by_rows(pool, t_n, buf, width, |t0, _, rows| {
+                for (i, head) in rows.chunks_exact_mut(hd).enumerate() {
+                    if let Some(w) = norm {
+                        let src = head.to_vec();
+                        rms_fwd(&src, w, c.rms_eps, head);
+                    }
+                    kernels::ops::rope(&mut head[..c.n_rot], t0 + i / per, base, neox, freqs);
                 }
-                kernels::ops::rope(&mut head[..c.n_rot], t, base, neox, freqs);
-            }
+            });
         }
         // Attention, causal (and windowed), per head. [T, att_dim]
         let (att, p) = attention_fwd(pool, m, il, &q, &k, &v, t_n);
         let mut o1 = vec![0f32; t_n * ne];
         self.proj(pool, params, il, "attn_output", &lw.wo, &att, t_n, &mut o1, tape);
         let mut x2 = x.clone();
-        for t in 0..t_n {
-            branch_fwd(&o1[t * ne..(t + 1) * ne], lw.attn_post_norm.as_deref(), c.rms_eps, c.residual_scale, &mut x2[t * ne..(t + 1) * ne]);
-        }
+        by_rows(pool, t_n, &mut x2, ne, |t0, _, rows| {
+            for (j, xj) in rows.chunks_exact_mut(ne).enumerate() {
+                branch_fwd(&o1[(t0 + j) * ne..(t0 + j + 1) * ne], lw.attn_post_norm.as_deref(), c.rms_eps, c.residual_scale, xj);
+            }
+        });
         let mut h2 = vec![0f32; t_n * ne];
-        for t in 0..t_n {
-            rms_fwd(&x2[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps, &mut h2[t * ne..(t + 1) * ne]);
-        }
+        by_rows(pool, t_n, &mut h2, ne, |t0, _, h| {
+            for (j, hj) in h.chunks_exact_mut(ne).enumerate() {
+                rms_fwd(&x2[(t0 + j) * ne..(t0 + j + 1) * ne], &lw.ffn_norm, c.rms_eps, hj);
+            }
+        });
         let nf = c.n_ff;
         let (mut gate, mut up) = (vec![0f32; t_n * nf], vec![0f32; t_n * nf]);
         match &lw.gate_up {
@@ -492,13 +506,20 @@ impl<'m> Trainer<'m> {
                 }
             }
         }
-        let act: Vec<f32> = gate.iter().zip(&up).map(|(&g, &u)| activation(c.activation, g).0 * u).collect();
+        let mut act = vec![0f32; t_n * nf];
+        by_rows(pool, t_n, &mut act, nf, |t0, _, a| {
+            for (i, ai) in a.iter_mut().enumerate() {
+                *ai = activation(c.activation, gate[t0 * nf + i]).0 * up[t0 * nf + i];
+            }
+        });
         let mut o2 = vec![0f32; t_n * ne];
         self.proj(pool, params, il, "ffn_down", &lw.w_down, &act, t_n, &mut o2, tape);
         let mut out = x2.clone();
-        for t in 0..t_n {
-            branch_fwd(&o2[t * ne..(t + 1) * ne], lw.ffn_post_norm.as_deref(), c.rms_eps, c.residual_scale, &mut out[t * ne..(t + 1) * ne]);
-        }
+        by_rows(pool, t_n, &mut out, ne, |t0, _, rows| {
+            for (j, oj) in rows.chunks_exact_mut(ne).enumerate() {
+                branch_fwd(&o2[(t0 + j) * ne..(t0 + j + 1) * ne], lw.ffn_post_norm.as_deref(), c.rms_eps, c.residual_scale, oj);
+            }
+        });
         tape.x = x;
         tape.h1 = h1;
         tape.q = q;
@@ -525,24 +546,26 @@ impl<'m> Trainer<'m> {
         // Feed-forward branch: out = x2 + rs·post(o2).
         let mut dx2 = dout.clone();
         let mut do2 = vec![0f32; t_n * ne];
-        for t in 0..t_n {
-            branch_bwd(
-                &tape.o2[t * ne..(t + 1) * ne],
-                lw.ffn_post_norm.as_deref(),
-                c.rms_eps,
-                c.residual_scale,
-                &dout[t * ne..(t + 1) * ne],
-                &mut do2[t * ne..(t + 1) * ne],
-            );
-        }
+        by_rows(pool, t_n, &mut do2, ne, |t0, _, rows| {
+            for (j, dj) in rows.chunks_exact_mut(ne).enumerate() {
+                let t = t0 + j;
+                branch_bwd(&tape.o2[t * ne..(t + 1) * ne], lw.ffn_post_norm.as_deref(), c.rms_eps, c.residual_scale, &dout[t * ne..(t + 1) * ne], dj);
+            }
+        });
         let mut dact = vec![0f32; t_n * nf];
         self.proj_bwd(pool, params, il, "ffn_down", &lw.w_down, &tape.act, &do2, t_n, &mut dact, tape);
         let (mut dgate, mut dup) = (vec![0f32; t_n * nf], vec![0f32; t_n * nf]);
-        for i in 0..t_n * nf {
-            let (a, da_dg) = activation(c.activation, tape.gate[i]);
-            dgate[i] = dact[i] * tape.up[i] * da_dg;
-            dup[i] = dact[i] * a;
-        }
+        let pu = SendPtr(dup.as_mut_ptr());
+        by_rows(pool, t_n, &mut dgate, nf, |t0, tn, dg| {
+            // SAFETY: these tokens' rows of dup are this chunk's alone, as its rows of dgate.
+            let du = unsafe { std::slice::from_raw_parts_mut(pu.at(t0 * nf), tn * nf) };
+            for (i, (g, u)) in dg.iter_mut().zip(du).enumerate() {
+                let j = t0 * nf + i;
+                let (a, da_dg) = activation(c.activation, tape.gate[j]);
+                *g = dact[j] * tape.up[j] * da_dg;
+                *u = dact[j] * a;
+            }
+        });
         let mut dh2 = vec![0f32; t_n * ne];
         match &lw.gate_up {
             GateUpProj::Separate { gate: wg, up: wu } => {
@@ -558,22 +581,21 @@ impl<'m> Trainer<'m> {
                 self.proj_bwd(pool, params, il, "ffn_up", w, &tape.h2, &dfused, t_n, &mut dh2, tape);
             }
         }
-        for t in 0..t_n {
-            rms_bwd(&tape.x2[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps, &dh2[t * ne..(t + 1) * ne], &mut dx2[t * ne..(t + 1) * ne]);
-        }
+        by_rows(pool, t_n, &mut dx2, ne, |t0, _, rows| {
+            for (j, dj) in rows.chunks_exact_mut(ne).enumerate() {
+                let t = t0 + j;
+                rms_bwd(&tape.x2[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps, &dh2[t * ne..(t + 1) * ne], dj);
+            }
+        });
         // Attention branch: x2 = x + rs·post(o1).
         let mut dx = dx2.clone();
         let mut do1 = vec![0f32; t_n * ne];
-        for t in 0..t_n {
-            branch_bwd(
-                &tape.o1[t * ne..(t + 1) * ne],
-                lw.attn_post_norm.as_deref(),
-                c.rms_eps,
-                c.residual_scale,
-                &dx2[t * ne..(t + 1) * ne],
-                &mut do1[t * ne..(t + 1) * ne],
-            );
-        }
+        by_rows(pool, t_n, &mut do1, ne, |t0, _, rows| {
+            for (j, dj) in rows.chunks_exact_mut(ne).enumerate() {
+                let t = t0 + j;
+                branch_bwd(&tape.o1[t * ne..(t + 1) * ne], lw.attn_post_norm.as_deref(), c.rms_eps, c.residual_scale, &dx2[t * ne..(t + 1) * ne], dj);
+            }
+        });
         let mut datt = vec![0f32; t_n * att_dim];
         self.proj_bwd(pool, params, il, "attn_output", &lw.wo, &tape.att, &do1, t_n, &mut datt, tape);
         let (mut dq, mut dk, dv) = attention_bwd(pool, m, il, &tape.q, &tape.k, &tape.v, &tape.p, &datt, t_n);
@@ -583,16 +605,17 @@ impl<'m> Trainer<'m> {
         let freqs = m.weights.rope_freqs.as_deref();
         for (grad, raw, norm, width) in [(&mut dq, &tape.q_raw, &lw.q_norm, qd), (&mut dk, &tape.k_raw, &lw.k_norm, kvd)] {
             let per = width / hd;
-            for (i, head) in grad.chunks_exact_mut(hd).enumerate() {
-                let t = i / per;
-                rope_inv(&mut head[..c.n_rot], t, base, neox, freqs);
-                if let Some(w) = norm {
-                    let src = &raw[i * hd..(i + 1) * hd];
-                    let g = head.to_vec();
-                    head.iter_mut().for_each(|v| *v = 0.0);
-                    rms_bwd(src, w, c.rms_eps, &g, head);
+            by_rows(pool, t_n, grad, width, |t0, _, rows| {
+                for (i, head) in rows.chunks_exact_mut(hd).enumerate() {
+                    rope_inv(&mut head[..c.n_rot], t0 + i / per, base, neox, freqs);
+                    if let Some(w) = norm {
+                        let src = &raw[t0 * width + i * hd..t0 * width + (i + 1) * hd];
+                        let g = head.to_vec();
+                        head.iter_mut().for_each(|v| *v = 0.0);
+                        rms_bwd(src, w, c.rms_eps, &g, head);
+                    }
                 }
-            }
+            });
         }
         let mut dh1 = vec![0f32; t_n * ne];
         match &lw.qkv {
@@ -613,9 +636,12 @@ impl<'m> Trainer<'m> {
                 self.proj_bwd(pool, params, il, "attn_qkv", w, &tape.h1, &dfused, t_n, &mut dh1, tape);
             }
         }
-        for t in 0..t_n {
-            rms_bwd(&tape.x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps, &dh1[t * ne..(t + 1) * ne], &mut dx[t * ne..(t + 1) * ne]);
-        }
+        by_rows(pool, t_n, &mut dx, ne, |t0, _, rows| {
+            for (j, dj) in rows.chunks_exact_mut(ne).enumerate() {
+                let t = t0 + j;
+                rms_bwd(&tape.x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps, &dh1[t * ne..(t + 1) * ne], dj);
+            }
+        });
         dx
     }
 }
@@ -762,18 +788,25 @@ fn dense_fwd(pool: &Pool, m: &Model, w: &Mat, x: &[f32], t_n: usize, out: &mut [
     });
 }
 
-/// `dx [T, cols] += dy [T, rows] · W`; each thread sums its blocks' share (rows in order),
-/// then the shares add in thread order.
+/// `dx [T, cols] += dy [T, rows] · W`. Threads take blocks of rows: the first adds its
+/// blocks' share into `dx` (rows in order), each other one into a share of its own; the
+/// shares add after, in thread order.
 fn dense_bwd(pool: &Pool, m: &Model, w: &Mat, dy: &[f32], t_n: usize, dx: &mut [f32]) {
     let q = w.view(&m.file, m.isa);
     let (rows, cols) = (w.rows, w.cols);
-    let n_threads = pool.n_threads();
-    let mut parts = vec![0f32; n_threads * t_n * cols];
-    let ptr = SendPtr(parts.as_mut_ptr());
+    let n_threads = pool.n_threads().min(kernels::pool::MAX_CHUNKS);
+    let parts: Vec<std::sync::Mutex<Vec<f32>>> = (1..n_threads).map(|_| Default::default()).collect();
     let blocks = rows.div_ceil(RB);
-    pool.run(|i, n| {
-        // SAFETY: part i belongs to chunk i alone.
-        let part = unsafe { std::slice::from_raw_parts_mut(ptr.at(i * t_n * cols), t_n * cols) };
+    let dxp = SendPtr(dx.as_mut_ptr());
+    pool.run_chunks(n_threads, |i, n| {
+        let mut own = Vec::new();
+        let part = if i == 0 {
+            // SAFETY: only chunk 0 touches dx while the job runs.
+            unsafe { std::slice::from_raw_parts_mut(dxp.at(0), t_n * cols) }
+        } else {
+            own.resize(t_n * cols, 0f32);
+            &mut own[..]
+        };
         let mut wb = vec![0f32; RB * cols];
         for b in Pool::range(i, n, blocks) {
             let (r0, nr) = (b * RB, RB.min(rows - b * RB));
@@ -782,10 +815,16 @@ fn dense_bwd(pool: &Pool, m: &Model, w: &Mat, dy: &[f32], t_n: usize, dx: &mut [
             }
             sgemm::nn_acc(m.isa, cols, Strided::new(&wb, cols), nr, Strided::new(&dy[r0..], rows), t_n, StridedMut::new(part, cols));
         }
+        if i > 0 {
+            *parts[i - 1].lock().unwrap_or_else(|e| e.into_inner()) = own;
+        }
     });
-    for part in parts.chunks_exact(t_n * cols) {
-        add(&mut dx[..t_n * cols], part);
-    }
+    let parts: Vec<Vec<f32>> = parts.into_iter().map(|p| p.into_inner().unwrap_or_else(|e| e.into_inner())).collect();
+    by_rows(pool, t_n, &mut dx[..t_n * cols], cols, |t0, tn, d| {
+        for p in &parts {
+            add(d, &p[t0 * cols..(t0 + tn) * cols]);
+        }
+    });
 }
 
 /// Query rows per attention tile: their scores against the keys any of them sees come
