@@ -9,7 +9,7 @@
 //! - [`nn_acc`]: `y += c · w`, each element a chain `y = c_r·w_r + y` over `r` ascending
 //!   (fused).
 //!
-//! On x86 with AVX2 and FMA, tiles of 4 rows × 3 tokens ([`nt`]) and 3 tokens × 24 columns
+//! On x86 with AVX2 and FMA, tiles of 4 rows × 3 tokens ([`nt`]) and 6 tokens × 16 columns
 //! ([`nn_acc`]) in registers; elsewhere the portable loops, fused where the CPU fuses
 //! (aarch64, or x86's AVX2 level) and unfused on x86's scalar level.
 
@@ -152,8 +152,8 @@ mod x86 {
     const NT_R: usize = 4;
     const NT_T: usize = 3;
     /// Tokens per [`nn_acc`] tile, vectors of eight columns per tile.
-    const NN_T: usize = 3;
-    const NN_C: usize = 3;
+    const NN_T: usize = 6;
+    const NN_C: usize = 2;
 
     /// `((l0+l4)+(l1+l5))+((l2+l6)+(l3+l7))`.
     #[inline]
@@ -174,7 +174,7 @@ mod x86 {
                 let tn = (n_t - t0).min(NT_T);
                 let (xt, ot) = (xp.add(t0 * x.ld), op.add(t0 * out.ld));
                 match tn {
-                    3 => nt_rows::<3>(k, wp, w.ld, n_r, xt, x.ld, ot, out.ld),
+                3 => nt_rows::<3>(k, wp, w.ld, n_r, xt, x.ld, ot, out.ld),
                     2 => nt_rows::<2>(k, wp, w.ld, n_r, xt, x.ld, ot, out.ld),
                     _ => nt_rows::<1>(k, wp, w.ld, n_r, xt, x.ld, ot, out.ld),
                 }
@@ -193,7 +193,7 @@ mod x86 {
                 let rn = (n_r - r0).min(NT_R);
                 let (wr, o) = (w.add(r0 * ldw), out.add(r0));
                 match rn {
-                    4 => nt_tile::<4, T>(k, wr, ldw, x, ldx, o, ldo),
+                4 => nt_tile::<4, T>(k, wr, ldw, x, ldx, o, ldo),
                     3 => nt_tile::<3, T>(k, wr, ldw, x, ldx, o, ldo),
                     2 => nt_tile::<2, T>(k, wr, ldw, x, ldx, o, ldo),
                     _ => nt_tile::<1, T>(k, wr, ldw, x, ldx, o, ldo),
@@ -247,7 +247,10 @@ mod x86 {
                 let tn = (n_t - t0).min(NN_T);
                 let (ct, yt) = (cp.add(t0 * c.ld), yp.add(t0 * y.ld));
                 match tn {
-                    3 => nn_cols::<3>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
+                    6 => nn_cols::<6>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
+                5 => nn_cols::<5>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
+                4 => nn_cols::<4>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
+                3 => nn_cols::<3>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
                     2 => nn_cols::<2>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
                     _ => nn_cols::<1>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
                 }
@@ -267,7 +270,6 @@ mod x86 {
                 let vn = (n8 - v0).min(NN_C);
                 let (wv, yv) = (w.add(v0 * 8), y.add(v0 * 8));
                 match vn {
-                    3 => nn_tile::<T, 3>(k, wv, ldw, c, ldc, yv, ldy),
                     2 => nn_tile::<T, 2>(k, wv, ldw, c, ldc, yv, ldy),
                     _ => nn_tile::<T, 1>(k, wv, ldw, c, ldc, yv, ldy),
                 }
