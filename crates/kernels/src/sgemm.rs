@@ -174,7 +174,7 @@ mod x86 {
                 let tn = (n_t - t0).min(NT_T);
                 let (xt, ot) = (xp.add(t0 * x.ld), op.add(t0 * out.ld));
                 match tn {
-                3 => nt_rows::<3>(k, wp, w.ld, n_r, xt, x.ld, ot, out.ld),
+                    3 => nt_rows::<3>(k, wp, w.ld, n_r, xt, x.ld, ot, out.ld),
                     2 => nt_rows::<2>(k, wp, w.ld, n_r, xt, x.ld, ot, out.ld),
                     _ => nt_rows::<1>(k, wp, w.ld, n_r, xt, x.ld, ot, out.ld),
                 }
@@ -193,7 +193,7 @@ mod x86 {
                 let rn = (n_r - r0).min(NT_R);
                 let (wr, o) = (w.add(r0 * ldw), out.add(r0));
                 match rn {
-                4 => nt_tile::<4, T>(k, wr, ldw, x, ldx, o, ldo),
+                    4 => nt_tile::<4, T>(k, wr, ldw, x, ldx, o, ldo),
                     3 => nt_tile::<3, T>(k, wr, ldw, x, ldx, o, ldo),
                     2 => nt_tile::<2, T>(k, wr, ldw, x, ldx, o, ldo),
                     _ => nt_tile::<1, T>(k, wr, ldw, x, ldx, o, ldo),
@@ -248,9 +248,9 @@ mod x86 {
                 let (ct, yt) = (cp.add(t0 * c.ld), yp.add(t0 * y.ld));
                 match tn {
                     6 => nn_cols::<6>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
-                5 => nn_cols::<5>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
-                4 => nn_cols::<4>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
-                3 => nn_cols::<3>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
+                    5 => nn_cols::<5>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
+                    4 => nn_cols::<4>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
+                    3 => nn_cols::<3>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
                     2 => nn_cols::<2>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
                     _ => nn_cols::<1>(n, wp, w.ld, k, ct, c.ld, yt, y.ld),
                 }

@@ -19,6 +19,15 @@
 //! ```
 //! then the final norm, the output projection at the positions that carry loss, and the
 //! mean cross-entropy of the next tokens.
+//!
+//! Every product is a [`kernels::sgemm`] call: a projection dequantizes 16 of W's rows at a
+//! time and multiplies them against all `T` tokens (threads take blocks of rows); the
+//! adapters' factors are thin products over tokens; attention runs by tiles of 32 query
+//! rows against the keys they see (threads take heads). The per-token loops (norms, rope,
+//! activations, residuals, the loss) run over the pool by ranges of tokens. Every element
+//! is summed in a fixed order, so a sequence's gradients do not depend on the tiles; the
+//! base's backward adds one share per thread, so they may differ in the last bits between
+//! thread counts.
 
 use crate::config::{Activation, RopeStyle};
 use crate::lora::{axpy, Adapter, Pair, Target, LAYER_TARGETS};
@@ -897,17 +906,7 @@ fn attention_fwd(pool: &Pool, m: &Model, il: usize, q: &[f32], k: &[f32], v: &[f
 /// take query heads; each head's share of `dk` and `dv` is kept apart, then the heads of a
 /// group add in order.
 #[allow(clippy::too_many_arguments)]
-fn attention_bwd(
-    pool: &Pool,
-    m: &Model,
-    il: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    p: &[f32],
-    dout: &[f32],
-    t_n: usize,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn attention_bwd(pool: &Pool, m: &Model, il: usize, q: &[f32], k: &[f32], v: &[f32], p: &[f32], dout: &[f32], t_n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let c = &m.config;
     let (nh, nkv, hd, hdv, isa) = (c.n_head, c.n_head_kv, c.head_dim, c.head_dim_v, m.isa);
     let group = nh / nkv;
@@ -954,9 +953,8 @@ fn attention_bwd(
             // see them.
             let (dst, pt) = (transpose(&ds, t_n, t_n), transpose(ph, t_n, t_n));
             // SAFETY: head h's shares are this chunk's alone.
-            let (dk, dv) = unsafe {
-                (std::slice::from_raw_parts_mut(pk.at(h * t_n * hd), t_n * hd), std::slice::from_raw_parts_mut(pv.at(h * t_n * hdv), t_n * hdv))
-            };
+            let (dk, dv) =
+                unsafe { (std::slice::from_raw_parts_mut(pk.at(h * t_n * hd), t_n * hd), std::slice::from_raw_parts_mut(pv.at(h * t_n * hdv), t_n * hdv)) };
             for j0 in (0..t_n).step_by(QB) {
                 let j1 = (j0 + QB).min(t_n);
                 let hi = window.map_or(t_n, |w| (j1 + w - 1).min(t_n));
