@@ -58,6 +58,9 @@ pub fn nt(isa: Isa, k: usize, w: Strided, n_r: usize, x: Strided, n_t: usize, ou
     w.check(n_r, k, "w");
     x.check(n_t, k, "x");
     out.check(n_t, n_r, "out");
+    if n_r == 0 || n_t == 0 {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if fused_x86(isa) {
         // SAFETY: the CPU has AVX2 and FMA; the extents were checked above.
@@ -75,6 +78,9 @@ pub fn nn_acc(isa: Isa, n: usize, w: Strided, k: usize, c: Strided, n_t: usize, 
     w.check(k, n, "w");
     c.check(n_t, k, "c");
     y.check(n_t, n, "y");
+    if n == 0 || k == 0 || n_t == 0 {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if fused_x86(isa) {
         // SAFETY: as in `nt`.

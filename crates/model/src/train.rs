@@ -776,6 +776,7 @@ const RB: usize = 16;
 fn dense_fwd(pool: &Pool, m: &Model, w: &Mat, x: &[f32], t_n: usize, out: &mut [f32]) {
     let q = w.view(&m.file, m.isa);
     let (rows, cols) = (w.rows, w.cols);
+    assert!(x.len() >= t_n * cols && out.len() >= t_n * rows, "dense_fwd: short buffers");
     let ptr = SendPtr(out.as_mut_ptr());
     let blocks = rows.div_ceil(RB);
     pool.run(|i, n| {
@@ -803,6 +804,7 @@ fn dense_fwd(pool: &Pool, m: &Model, w: &Mat, x: &[f32], t_n: usize, out: &mut [
 fn dense_bwd(pool: &Pool, m: &Model, w: &Mat, dy: &[f32], t_n: usize, dx: &mut [f32]) {
     let q = w.view(&m.file, m.isa);
     let (rows, cols) = (w.rows, w.cols);
+    assert!(dy.len() >= t_n * rows && dx.len() >= t_n * cols, "dense_bwd: short buffers");
     let n_threads = pool.n_threads().min(kernels::pool::MAX_CHUNKS);
     let parts: Vec<std::sync::Mutex<Vec<f32>>> = (1..n_threads).map(|_| Default::default()).collect();
     let blocks = rows.div_ceil(RB);
@@ -920,6 +922,7 @@ fn attention_bwd(pool: &Pool, m: &Model, il: usize, q: &[f32], k: &[f32], v: &[f
     pool.run_chunks(nh.min(kernels::pool::MAX_CHUNKS), |i, n| {
         let mut ds = vec![0f32; t_n * t_n];
         let mut dqh = vec![0f32; t_n * hd];
+        let (mut dst, mut pt) = (vec![0f32; QB * t_n], vec![0f32; QB * t_n]);
         for h in Pool::range(i, n, nh) {
             let g = h / group;
             let ph = &p[h * t_n * t_n..(h + 1) * t_n * t_n];
@@ -950,18 +953,25 @@ fn attention_bwd(pool: &Pool, m: &Model, il: usize, q: &[f32], k: &[f32], v: &[f
                 dst.copy_from_slice(&dqh[t * hd..(t + 1) * hd]);
             }
             // dK_h = dSᵀ Q_h and dV_h = Pᵀ dO_h, by tiles of key rows over the queries that
-            // see them.
-            let (dst, pt) = (transpose(&ds, t_n, t_n), transpose(ph, t_n, t_n));
+            // see them (the tile's block of dSᵀ and Pᵀ transposed into `dst`, `pt`).
             // SAFETY: head h's shares are this chunk's alone.
             let (dk, dv) =
                 unsafe { (std::slice::from_raw_parts_mut(pk.at(h * t_n * hd), t_n * hd), std::slice::from_raw_parts_mut(pv.at(h * t_n * hdv), t_n * hdv)) };
             for j0 in (0..t_n).step_by(QB) {
                 let j1 = (j0 + QB).min(t_n);
                 let hi = window.map_or(t_n, |w| (j1 + w - 1).min(t_n));
+                let (nj, ni) = (j1 - j0, hi - j0);
+                // dst, pt [nj, ni]: row j − j0 holds column j of dS, P over the queries j0..hi.
+                for (a, ti) in (j0..hi).enumerate() {
+                    for j in j0..j1 {
+                        dst[(j - j0) * ni + a] = ds[ti * t_n + j];
+                        pt[(j - j0) * ni + a] = ph[ti * t_n + j];
+                    }
+                }
                 let qt = Strided::new(&q[j0 * qd + h * hd..], qd);
-                sgemm::nn_acc(isa, hd, qt, hi - j0, Strided::new(&dst[j0 * t_n + j0..], t_n), j1 - j0, StridedMut::new(&mut dk[j0 * hd..], hd));
+                sgemm::nn_acc(isa, hd, qt, ni, Strided::new(&dst, ni), nj, StridedMut::new(&mut dk[j0 * hd..], hd));
                 let ot = Strided::new(&dot_h[j0 * od..], od);
-                sgemm::nn_acc(isa, hdv, ot, hi - j0, Strided::new(&pt[j0 * t_n + j0..], t_n), j1 - j0, StridedMut::new(&mut dv[j0 * hdv..], hdv));
+                sgemm::nn_acc(isa, hdv, ot, ni, Strided::new(&pt, ni), nj, StridedMut::new(&mut dv[j0 * hdv..], hdv));
             }
         }
     });
