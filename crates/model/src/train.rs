@@ -435,11 +435,7 @@ impl<'m> Trainer<'m> {
         tape.ax.clear();
         tape.mask.clear();
         let mut h1 = vec![0f32; t_n * ne];
-        by_rows(pool, t_n, &mut h1, ne, |t0, _, h| {
-            for (j, hj) in h.chunks_exact_mut(ne).enumerate() {
-                rms_fwd(&x[(t0 + j) * ne..(t0 + j + 1) * ne], &lw.attn_norm, c.rms_eps, hj);
-            }
-        });
+        by_tokens(pool, t_n, &mut h1, ne, |t, hj| rms_fwd(&x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps, hj));
         let (mut q, mut k, mut v) = (vec![0f32; t_n * qd], vec![0f32; t_n * kvd], vec![0f32; t_n * vd]);
         match &lw.qkv {
             QkvProj::Separate { wq, wk, wv } => {
@@ -472,14 +468,13 @@ impl<'m> Trainer<'m> {
         let neox = c.rope_style == RopeStyle::Neox;
         let freqs = m.weights.rope_freqs.as_deref();
         for (buf, norm, width) in [(&mut q, &lw.q_norm, qd), (&mut k, &lw.k_norm, kvd)] {
-            let per = width / hd;
-            by_rows(pool, t_n, buf, width, |t0, _, rows| {
-                for (i, head) in rows.chunks_exact_mut(hd).enumerate() {
+            by_tokens(pool, t_n, buf, width, |t, row| {
+                for head in row.chunks_exact_mut(hd) {
                     if let Some(w) = norm {
                         let src = head.to_vec();
                         rms_fwd(&src, w, c.rms_eps, head);
                     }
-                    kernels::ops::rope(&mut head[..c.n_rot], t0 + i / per, base, neox, freqs);
+                    kernels::ops::rope(&mut head[..c.n_rot], t, base, neox, freqs);
                 }
             });
         }
@@ -488,17 +483,9 @@ impl<'m> Trainer<'m> {
         let mut o1 = vec![0f32; t_n * ne];
         self.proj(pool, params, il, "attn_output", &lw.wo, &att, t_n, &mut o1, tape);
         let mut x2 = x.clone();
-        by_rows(pool, t_n, &mut x2, ne, |t0, _, rows| {
-            for (j, xj) in rows.chunks_exact_mut(ne).enumerate() {
-                branch_fwd(&o1[(t0 + j) * ne..(t0 + j + 1) * ne], lw.attn_post_norm.as_deref(), c.rms_eps, c.residual_scale, xj);
-            }
-        });
+        by_tokens(pool, t_n, &mut x2, ne, |t, xj| branch_fwd(&o1[t * ne..(t + 1) * ne], lw.attn_post_norm.as_deref(), c.rms_eps, c.residual_scale, xj));
         let mut h2 = vec![0f32; t_n * ne];
-        by_rows(pool, t_n, &mut h2, ne, |t0, _, h| {
-            for (j, hj) in h.chunks_exact_mut(ne).enumerate() {
-                rms_fwd(&x2[(t0 + j) * ne..(t0 + j + 1) * ne], &lw.ffn_norm, c.rms_eps, hj);
-            }
-        });
+        by_tokens(pool, t_n, &mut h2, ne, |t, hj| rms_fwd(&x2[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps, hj));
         let nf = c.n_ff;
         let (mut gate, mut up) = (vec![0f32; t_n * nf], vec![0f32; t_n * nf]);
         match &lw.gate_up {
@@ -516,19 +503,15 @@ impl<'m> Trainer<'m> {
             }
         }
         let mut act = vec![0f32; t_n * nf];
-        by_rows(pool, t_n, &mut act, nf, |t0, _, a| {
+        by_tokens(pool, t_n, &mut act, nf, |t, a| {
             for (i, ai) in a.iter_mut().enumerate() {
-                *ai = activation(c.activation, gate[t0 * nf + i]).0 * up[t0 * nf + i];
+                *ai = activation(c.activation, gate[t * nf + i]).0 * up[t * nf + i];
             }
         });
         let mut o2 = vec![0f32; t_n * ne];
         self.proj(pool, params, il, "ffn_down", &lw.w_down, &act, t_n, &mut o2, tape);
         let mut out = x2.clone();
-        by_rows(pool, t_n, &mut out, ne, |t0, _, rows| {
-            for (j, oj) in rows.chunks_exact_mut(ne).enumerate() {
-                branch_fwd(&o2[(t0 + j) * ne..(t0 + j + 1) * ne], lw.ffn_post_norm.as_deref(), c.rms_eps, c.residual_scale, oj);
-            }
-        });
+        by_tokens(pool, t_n, &mut out, ne, |t, oj| branch_fwd(&o2[t * ne..(t + 1) * ne], lw.ffn_post_norm.as_deref(), c.rms_eps, c.residual_scale, oj));
         tape.x = x;
         tape.h1 = h1;
         tape.q = q;
@@ -555,11 +538,8 @@ impl<'m> Trainer<'m> {
         // Feed-forward branch: out = x2 + rs·post(o2).
         let mut dx2 = dout.clone();
         let mut do2 = vec![0f32; t_n * ne];
-        by_rows(pool, t_n, &mut do2, ne, |t0, _, rows| {
-            for (j, dj) in rows.chunks_exact_mut(ne).enumerate() {
-                let t = t0 + j;
-                branch_bwd(&tape.o2[t * ne..(t + 1) * ne], lw.ffn_post_norm.as_deref(), c.rms_eps, c.residual_scale, &dout[t * ne..(t + 1) * ne], dj);
-            }
+        by_tokens(pool, t_n, &mut do2, ne, |t, dj| {
+            branch_bwd(&tape.o2[t * ne..(t + 1) * ne], lw.ffn_post_norm.as_deref(), c.rms_eps, c.residual_scale, &dout[t * ne..(t + 1) * ne], dj)
         });
         let mut dact = vec![0f32; t_n * nf];
         self.proj_bwd(pool, params, il, "ffn_down", &lw.w_down, &tape.act, &do2, t_n, &mut dact, tape);
@@ -590,20 +570,12 @@ impl<'m> Trainer<'m> {
                 self.proj_bwd(pool, params, il, "ffn_up", w, &tape.h2, &dfused, t_n, &mut dh2, tape);
             }
         }
-        by_rows(pool, t_n, &mut dx2, ne, |t0, _, rows| {
-            for (j, dj) in rows.chunks_exact_mut(ne).enumerate() {
-                let t = t0 + j;
-                rms_bwd(&tape.x2[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps, &dh2[t * ne..(t + 1) * ne], dj);
-            }
-        });
+        by_tokens(pool, t_n, &mut dx2, ne, |t, dj| rms_bwd(&tape.x2[t * ne..(t + 1) * ne], &lw.ffn_norm, c.rms_eps, &dh2[t * ne..(t + 1) * ne], dj));
         // Attention branch: x2 = x + rs·post(o1).
         let mut dx = dx2.clone();
         let mut do1 = vec![0f32; t_n * ne];
-        by_rows(pool, t_n, &mut do1, ne, |t0, _, rows| {
-            for (j, dj) in rows.chunks_exact_mut(ne).enumerate() {
-                let t = t0 + j;
-                branch_bwd(&tape.o1[t * ne..(t + 1) * ne], lw.attn_post_norm.as_deref(), c.rms_eps, c.residual_scale, &dx2[t * ne..(t + 1) * ne], dj);
-            }
+        by_tokens(pool, t_n, &mut do1, ne, |t, dj| {
+            branch_bwd(&tape.o1[t * ne..(t + 1) * ne], lw.attn_post_norm.as_deref(), c.rms_eps, c.residual_scale, &dx2[t * ne..(t + 1) * ne], dj)
         });
         let mut datt = vec![0f32; t_n * att_dim];
         self.proj_bwd(pool, params, il, "attn_output", &lw.wo, &tape.att, &do1, t_n, &mut datt, tape);
@@ -613,12 +585,11 @@ impl<'m> Trainer<'m> {
         let neox = c.rope_style == RopeStyle::Neox;
         let freqs = m.weights.rope_freqs.as_deref();
         for (grad, raw, norm, width) in [(&mut dq, &tape.q_raw, &lw.q_norm, qd), (&mut dk, &tape.k_raw, &lw.k_norm, kvd)] {
-            let per = width / hd;
-            by_rows(pool, t_n, grad, width, |t0, _, rows| {
-                for (i, head) in rows.chunks_exact_mut(hd).enumerate() {
-                    rope_inv(&mut head[..c.n_rot], t0 + i / per, base, neox, freqs);
+            by_tokens(pool, t_n, grad, width, |t, row| {
+                for (i, head) in row.chunks_exact_mut(hd).enumerate() {
+                    rope_inv(&mut head[..c.n_rot], t, base, neox, freqs);
                     if let Some(w) = norm {
-                        let src = &raw[t0 * width + i * hd..t0 * width + (i + 1) * hd];
+                        let src = &raw[t * width + i * hd..t * width + (i + 1) * hd];
                         let g = head.to_vec();
                         head.iter_mut().for_each(|v| *v = 0.0);
                         rms_bwd(src, w, c.rms_eps, &g, head);
@@ -645,14 +616,15 @@ impl<'m> Trainer<'m> {
                 self.proj_bwd(pool, params, il, "attn_qkv", w, &tape.h1, &dfused, t_n, &mut dh1, tape);
             }
         }
-        by_rows(pool, t_n, &mut dx, ne, |t0, _, rows| {
-            for (j, dj) in rows.chunks_exact_mut(ne).enumerate() {
-                let t = t0 + j;
-                rms_bwd(&tape.x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps, &dh1[t * ne..(t + 1) * ne], dj);
-            }
-        });
+        by_tokens(pool, t_n, &mut dx, ne, |t, dj| rms_bwd(&tape.x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps, &dh1[t * ne..(t + 1) * ne], dj));
         dx
     }
+}
+
+/// Runs `f(t, row)` for each of the `n` rows of `y` (`[n, width]`), threads taking
+/// contiguous ranges.
+fn by_tokens(pool: &Pool, n: usize, y: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    by_rows(pool, n, y, width, |t0, _, rows| rows.chunks_exact_mut(width).enumerate().for_each(|(j, row)| f(t0 + j, row)));
 }
 
 /// `m [rows, cols]` → `mᵀ [cols, rows]`.
