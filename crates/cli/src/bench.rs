@@ -116,7 +116,7 @@ impl Runner<'_> {
         let t0 = Instant::now();
         for _ in 0..n {
             b.clear();
-            b.push(t, 0, true);
+            b.push_generated(t, 0, true);
             b.adapters.push(self.adapters.clone());
             self.m.forward(&self.pool, &b, &mut [&mut self.cache], &mut self.s)?;
             t = self.rng.next(self.m.config.n_vocab);

@@ -297,6 +297,10 @@ struct Slot {
     cache: KvCache,
     /// Exactly the tokens the cache holds.
     tokens: Vec<u32>,
+    /// How many of them were read from prompts: the rest were generated, and where the
+    /// model computes the two kinds differently (`Model::prompt_tokens_differ`) they serve
+    /// no later prompt, so a request's output does not depend on what the cache held.
+    prompt_len: usize,
     /// The adapters the cache was computed under: a prefix serves only requests with the
     /// same ones.
     adapters: Option<Arc<model::Adapters>>,
@@ -341,7 +345,7 @@ impl Engine {
             .map(|_| {
                 let cache = KvCache::with_types(&lm.model.config, o.n_ctx, o.cache)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-                Ok(Slot { cache, tokens: Vec::new(), adapters: None, active: None, last_used: 0 })
+                Ok(Slot { cache, tokens: Vec::new(), prompt_len: 0, adapters: None, active: None, last_used: 0 })
             })
             .collect::<std::io::Result<_>>()?;
         Ok(Engine {
@@ -480,10 +484,18 @@ impl Engine {
             let scored_from = self.waiting[0].prompt_logprobs.map(|_| self.waiting[0].score_from.max(1));
             let usable = scored_from.unwrap_or(prompt.len()).min(prompt.len()).saturating_sub(1);
             let adapters = self.waiting[0].adapters.as_deref();
+            let differ = self.lm.model.prompt_tokens_differ();
             let common: Vec<usize> = self
                 .slots
                 .iter()
-                .map(|s| if model::Adapters::same(s.adapters.as_deref(), adapters) { common_prefix(&s.tokens, prompt).min(usable) } else { 0 })
+                .map(|s| {
+                    let read = if differ { s.prompt_len } else { usize::MAX };
+                    if model::Adapters::same(s.adapters.as_deref(), adapters) {
+                        common_prefix(&s.tokens, prompt).min(usable).min(read)
+                    } else {
+                        0
+                    }
+                })
                 .collect();
             let dest = (0..self.slots.len())
                 .filter(|&i| self.slots[i].active.is_none())
@@ -495,6 +507,7 @@ impl Engine {
             slot_d.cache.truncate(common[d]);
             slot_d.tokens.truncate(common[d]);
             slot_d.adapters = req.adapters.clone();
+            slot_d.prompt_len = req.prompt.len();
             if best > common[d] {
                 let (a, b) = (d.min(src), d.max(src));
                 let (lo, hi) = self.slots.split_at_mut(b);
@@ -555,7 +568,7 @@ impl Engine {
         for item in &self.plan.items {
             let a = self.slots[item.slot].active.as_ref().expect("planned slots run");
             match a.next {
-                Some(t) => self.batch.push(t, item.slot, true),
+                Some(t) => self.batch.push_generated(t, item.slot, true),
                 None => {
                     let chunk = &a.req.prompt[a.n_done..a.n_done + item.n_tokens];
                     let ends = a.n_done + item.n_tokens == a.req.prompt.len();

@@ -7,6 +7,7 @@
 use crate::dot::{dot4_fn, dot_fn, tile_fn, ActScales, ActType, Dot4Fn, DotFn, Isa, TileKernel, Unpacked, MAX_TILE_ROWS};
 use crate::pool::Pool;
 use crate::pool::SendPtr;
+use crate::sgemm::{Strided, StridedMut};
 use gguf::GgmlType;
 
 /// A weight matrix `[rows, cols]` (row-major, `cols` contiguous) in a ggml type, borrowed
@@ -21,6 +22,8 @@ pub struct QMatrix<'a> {
     dot4: Option<Dot4Fn>,
     tile: Option<TileKernel>,
     row_bytes: usize,
+    isa: Isa,
+    dense: bool,
 }
 
 impl<'a> QMatrix<'a> {
@@ -36,7 +39,19 @@ impl<'a> QMatrix<'a> {
             dot4: dot4_fn(ty, isa),
             tile: tile_fn(ty, isa),
             row_bytes,
+            isa,
+            dense: dense_default(ty, isa),
         })
+    }
+
+    /// The matrix with its prompt path chosen: dense (`true`) or quantized.
+    pub fn with_dense_prompts(self, dense: bool) -> Self {
+        QMatrix { dense, ..self }
+    }
+
+    /// Whether prompt tokens take [`matmul_split`]'s dense path with this matrix.
+    pub fn dense_prompts(&self) -> bool {
+        self.dense
     }
 
     pub fn row(&self, r: usize) -> &'a [u8] {
@@ -47,6 +62,20 @@ impl<'a> QMatrix<'a> {
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         crate::dequant::dequantize_row(self.ty, self.row(r), out)
     }
+}
+
+/// Where the level has no integer dot-product instruction (x86's AVX2 level), the
+/// 32-element types and the float ones multiply faster as f32 rows (dequantized 16 at a
+/// time) against f32 activations than through the integer tiles (docs/BENCHMARKS.md, "Dense
+/// prompts"); the k-quants' tiles keep up with it, so they stay quantized.
+/// `BANTAM_DENSE_PROMPTS=0` turns the dense path off, `=1` on at every level.
+fn dense_default(ty: GgmlType, isa: Isa) -> bool {
+    use GgmlType::*;
+    matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+        && match dense_setting() {
+            Some(on) => on,
+            None => isa == Isa::Avx2,
+        }
 }
 
 /// Scratch for quantized activations, grown on demand and reused (no allocation per call
@@ -111,11 +140,25 @@ impl ActSlot {
     }
 }
 
+/// `BANTAM_DENSE_PROMPTS` (`0` or `1`), read once.
+fn dense_setting() -> Option<bool> {
+    static SET: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| match std::env::var("BANTAM_DENSE_PROMPTS").as_deref() {
+        Ok("0") => Some(false),
+        Ok("1") => Some(true),
+        _ => None,
+    })
+}
+
 /// Most matrices [`matmul_many`] takes in one pass.
 pub const MAX_JOBS: usize = 4;
 
 /// Rows of W a thread handles per tile.
 const TILE: usize = 16;
+
+/// Rows the dense path dequantizes at a time: a thread holds `[DENSE_ROWS, cols]` of them
+/// and their products `[n, DENSE_ROWS]`.
+pub const DENSE_ROWS: usize = TILE;
 
 /// `out[t * w.rows + r] = W[r] · x[t]` for `t < n`. x: `[n, w.cols]`, out: `[n, w.rows]`.
 pub fn matmul(pool: &Pool, w: &QMatrix, x: &[f32], n: usize, act: &mut ActBuf, out: &mut [f32]) {
@@ -127,14 +170,62 @@ pub fn matmul(pool: &Pool, w: &QMatrix, x: &[f32], n: usize, act: &mut ActBuf, o
 /// across the threads together, so a decode step waits on one job instead of several.
 /// x: `[n, cols]`; each output `[n, rows_i]`.
 pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], n: usize, act: &mut ActBuf) {
+    matmul_split(pool, jobs, x, n, &[], act)
+}
+
+/// The matrices of one pass, each with where its output starts.
+type Parts<'a> = [Option<(QMatrix<'a>, SendPtr)>; MAX_JOBS];
+
+/// [`matmul_many`] over a batch of two kinds of token: `prompt[t]` marks a token read from
+/// a request (a prompt, or an input to embed), the others were generated (`prompt` empty:
+/// none is a prompt token). Prompt tokens take the dense path with the matrices that have
+/// one ([`QMatrix::dense_prompts`]): f32 rows, dequantized 16 at a time, against the f32
+/// activations through [`crate::sgemm::nt`]; everything else the quantized path. Both paths
+/// give a token the same bits in any batch, so a token's products depend on its kind and
+/// never on what it is batched with.
+/// x: `[n, cols]`; each output `[n, rows_i]`.
+pub fn matmul_split(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], n: usize, prompt: &[bool], act: &mut ActBuf) {
     let Some(cols) = jobs.first().map(|(w, _)| w.cols) else { return };
     assert_eq!(x.len(), n * cols, "activation shape");
+    assert!(prompt.is_empty() || prompt.len() == n, "one kind per token");
+    assert!(jobs.len() <= MAX_JOBS, "at most {MAX_JOBS} matrices per pass");
     for (w, out) in jobs.iter() {
         assert_eq!(w.cols, cols, "matrices sharing an input must have the same columns");
         assert_eq!(out.len(), n * w.rows, "output shape");
     }
+    let kind = |t: usize| prompt.get(t).copied().unwrap_or(false);
+    let mut t0 = 0;
+    while t0 < n {
+        // A run of tokens of one kind: [t0, t1).
+        let mut t1 = t0 + 1;
+        while t1 < n && kind(t1) == kind(t0) {
+            t1 += 1;
+        }
+        let (mut quantized, mut dense): (Parts, Parts) = ([None; MAX_JOBS], [None; MAX_JOBS]);
+        for (i, (w, out)) in jobs.iter_mut().enumerate() {
+            let part = Some((**w, SendPtr(out[t0 * w.rows..].as_mut_ptr())));
+            if kind(t0) && w.dense_prompts() {
+                dense[i] = part;
+            } else {
+                quantized[i] = part;
+            }
+        }
+        let xs = &x[t0 * cols..t1 * cols];
+        if quantized.iter().any(Option::is_some) {
+            quantized_pass(pool, &quantized, xs, t1 - t0, cols, act);
+        }
+        if dense.iter().any(Option::is_some) {
+            dense_pass(pool, &dense, xs, t1 - t0, cols);
+        }
+        t0 = t1;
+    }
+}
+
+/// The quantized path: the input quantized once per activation type, the rows of all
+/// matrices split across the threads together.
+fn quantized_pass(pool: &Pool, parts: &Parts, x: &[f32], n: usize, cols: usize, act: &mut ActBuf) {
     let mut filled = [false; 4];
-    for (w, _) in jobs.iter() {
+    for (w, _) in parts.iter().flatten() {
         let at = ActType::of(w.ty);
         let k = slot_index(at);
         if !filled[k] {
@@ -142,12 +233,7 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
             filled[k] = true;
         }
     }
-    let total: usize = jobs.iter().map(|(w, _)| w.rows).sum();
-    assert!(jobs.len() <= MAX_JOBS, "at most {MAX_JOBS} matrices per pass");
-    let mut parts: [Option<(QMatrix, SendPtr)>; MAX_JOBS] = [None; MAX_JOBS];
-    for (p, (w, out)) in parts.iter_mut().zip(jobs.iter_mut()) {
-        *p = Some((**w, SendPtr(out.as_mut_ptr())));
-    }
+    let total: usize = parts.iter().flatten().map(|(w, _)| w.rows).sum();
     let act = &*act;
     // Several chunks per thread, so threads that run sooner take more of them; chunks are
     // whole groups of MAX_TILE_ROWS rows, so the prompt tiles line up with them.
@@ -168,6 +254,54 @@ pub fn matmul_many(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32], 
             base += w.rows;
         }
     });
+}
+
+thread_local! {
+    /// A thread's dequantized rows `[TILE, cols]` and their products `[n, TILE]` for the
+    /// dense path, reused from call to call.
+    static DENSE: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The dense path: each thread takes TILE rows at a time, dequantizes them once and
+/// multiplies them with every token (`sgemm::nt`, whose sums have one order whatever the
+/// tile, so a token's result does not depend on the batch).
+fn dense_pass(pool: &Pool, parts: &Parts, x: &[f32], n: usize, cols: usize) {
+    let total: usize = parts.iter().flatten().map(|(w, _)| w.rows).sum();
+    let n_chunks = (total / TILE).clamp(1, 4 * pool.n_threads());
+    let units = total.div_ceil(TILE);
+    pool.run_chunks(n_chunks, |i, nc| {
+        let units = Pool::range(i, nc, units);
+        let range = units.start * TILE..(units.end * TILE).min(total);
+        DENSE.with_borrow_mut(|(panel, prod)| {
+            let mut base = 0;
+            for (w, optr) in parts.iter().flatten() {
+                let (lo, hi) = (range.start.max(base) - base, range.end.min(base + w.rows).saturating_sub(base));
+                for r0 in (lo..hi).step_by(TILE) {
+                    let nr = TILE.min(hi - r0);
+                    fit_len(panel, nr * cols);
+                    fit_len(prod, n * nr);
+                    for r in 0..nr {
+                        w.dequantize_row(r0 + r, &mut panel[r * cols..(r + 1) * cols]);
+                    }
+                    crate::sgemm::nt(w.isa, cols, Strided::new(panel, cols), nr, Strided::new(x, cols), n, StridedMut::new(prod, nr));
+                    for t in 0..n {
+                        for r in 0..nr {
+                            // SAFETY: row r0 + r is in this thread's range and t < n, so the
+                            // element is in bounds and no other thread writes it.
+                            unsafe { *optr.0.add(t * w.rows + r0 + r) = prod[t * nr + r] };
+                        }
+                    }
+                }
+                base += w.rows;
+            }
+        });
+    });
+}
+
+fn fit_len(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
 }
 
 /// Rows ahead of the one being multiplied that a single-token pass (decode) asks the cache
@@ -293,6 +427,44 @@ mod tests {
                 matmul(&pool, &w, &x[start * cols..(start + len) * cols], len, &mut ActBuf::default(), &mut part);
                 for (i, (a, b)) in part.iter().zip(&all[start * rows..]).enumerate() {
                     assert_eq!(a.to_bits(), b.to_bits(), "{ty} {isa:?}: token {} row {} in a batch of {len}", start + i / rows, i % rows);
+                }
+            }
+        }
+    }
+
+    /// A batch of both kinds of token: prompt tokens through the dense path give the same
+    /// bits in any batch and any mix (and as many threads), generated ones the same bits as
+    /// the quantized path alone; both are near the exact product.
+    #[test]
+    fn split_batches_keep_each_kinds_bits() {
+        use GgmlType::*;
+        let (rows, cols, n) = (37, 256, 10);
+        let mut rng = crate::dot::tests::Lcg(5);
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
+        let kinds: Vec<bool> = (0..n).map(|t| t % 3 != 1).collect();
+        for (ty, isa) in [F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0].into_iter().flat_map(|ty| Isa::available().into_iter().map(move |i| (ty, i))) {
+            let data: Vec<u8> = (0..rows).flat_map(|_| crate::dot::tests::random_row(ty, cols, &mut rng)).collect();
+            let w = QMatrix::new(ty, rows, cols, &data, isa).unwrap().with_dense_prompts(true);
+            let mut wf = vec![0f32; rows * cols];
+            for r in 0..rows {
+                w.dequantize_row(r, &mut wf[r * cols..(r + 1) * cols]);
+            }
+            let mut all = vec![0f32; n * rows];
+            matmul_split(&Pool::new(2), &mut [(&w, &mut all[..])], &x, n, &kinds, &mut ActBuf::default());
+            let mut quantized = vec![0f32; n * rows];
+            matmul(&Pool::new(1), &w, &x, n, &mut ActBuf::default(), &mut quantized);
+            for t in 0..n {
+                // The token alone, as a prompt token or a generated one, on one thread.
+                let mut one = vec![0f32; rows];
+                matmul_split(&Pool::new(1), &mut [(&w, &mut one[..])], &x[t * cols..(t + 1) * cols], 1, &kinds[t..t + 1], &mut ActBuf::default());
+                let want = if kinds[t] { &one[..] } else { &quantized[t * rows..(t + 1) * rows] };
+                for r in 0..rows {
+                    let got = all[t * rows + r];
+                    assert_eq!(got.to_bits(), one[r].to_bits(), "{ty} {isa:?}: token {t} row {r} alone");
+                    assert_eq!(got.to_bits(), want[r].to_bits(), "{ty} {isa:?}: token {t} row {r} by kind");
+                    let exact: f64 = (0..cols).map(|k| wf[r * cols + k] as f64 * x[t * cols + k] as f64).sum();
+                    let tol = if kinds[t] { 1e-4 } else { 0.05 } * (1.0 + exact.abs());
+                    assert!((got as f64 - exact).abs() < tol, "{ty} {isa:?}: token {t} row {r}: {got} vs {exact}");
                 }
             }
         }

@@ -16,7 +16,7 @@ use crate::lora::{Adapters, PerToken};
 use crate::weights::{GateUpProj, Mat, QkvProj};
 use crate::{Model, ModelError};
 use kernels::attention::{self, KvView};
-use kernels::matmul::{matmul, matmul_many, ActBuf, QMatrix};
+use kernels::matmul::{matmul_split, ActBuf, QMatrix};
 use kernels::ops;
 use kernels::pool::Pool;
 use std::sync::Arc;
@@ -30,6 +30,10 @@ pub struct Batch {
     pub seq: Vec<usize>,
     /// Whether to compute logits for this token.
     pub logits: Vec<bool>,
+    /// Whether the token was read from a request (a prompt, an input to embed) rather than
+    /// generated: prompt tokens may take a different path through the weights
+    /// (`kernels::matmul::matmul_split`), so each kind of token has results of its own.
+    pub prompt: Vec<bool>,
     /// Per sequence (by index, as `seq`), the LoRA adapters it runs with; a sequence past
     /// the end has none.
     pub adapters: Vec<Option<Arc<Adapters>>>,
@@ -40,12 +44,20 @@ impl Batch {
         self.tokens.clear();
         self.seq.clear();
         self.logits.clear();
+        self.prompt.clear();
         self.adapters.clear();
     }
+    /// A token read from a request (its prompt, an input to embed).
     pub fn push(&mut self, token: u32, seq: usize, logits: bool) {
         self.tokens.push(token);
         self.seq.push(seq);
         self.logits.push(logits);
+        self.prompt.push(true);
+    }
+    /// A token the model generated, fed back to decode the next.
+    pub fn push_generated(&mut self, token: u32, seq: usize, logits: bool) {
+        self.push(token, seq, logits);
+        *self.prompt.last_mut().expect("just pushed") = false;
     }
     pub fn len(&self) -> usize {
         self.tokens.len()
@@ -60,17 +72,18 @@ impl Batch {
 #[derive(Default)]
 pub struct Scratch {
     pos: Vec<usize>,
-    next: Vec<usize>, // [n_sequences] next position of each sequence
-    x: Vec<f32>,      // [T, n_embd] residual stream
-    h: Vec<f32>,      // [T, n_embd] normed input of a sub-block
-    q: Vec<f32>,      // [T, n_head * hd]
-    k: Vec<f32>,      // [T, n_kv * hd]
-    v: Vec<f32>,      // [T, n_kv * hd_v]
-    att: Vec<f32>,    // [T, n_head * hd_v]
-    o: Vec<f32>,      // [T, n_embd]
-    gate: Vec<f32>,   // [T, n_ff]
-    fused: Vec<f32>,  // [T, q+k+v] or [T, 2*n_ff] output of a fused projection
-    up: Vec<f32>,     // [T, n_ff]
+    next: Vec<usize>,      // [n_sequences] next position of each sequence
+    out_prompt: Vec<bool>, // [n_logits] the kind of each token given logits
+    x: Vec<f32>,           // [T, n_embd] residual stream
+    h: Vec<f32>,           // [T, n_embd] normed input of a sub-block
+    q: Vec<f32>,           // [T, n_head * hd]
+    k: Vec<f32>,           // [T, n_kv * hd]
+    v: Vec<f32>,           // [T, n_kv * hd_v]
+    att: Vec<f32>,         // [T, n_head * hd_v]
+    o: Vec<f32>,           // [T, n_embd]
+    gate: Vec<f32>,        // [T, n_ff]
+    fused: Vec<f32>,       // [T, q+k+v] or [T, 2*n_ff] output of a fused projection
+    up: Vec<f32>,          // [T, n_ff]
     attn: attention::Scratch,
     last: Vec<f32>,       // [n_out, n_embd]
     pub logits: Vec<f32>, // [n_out, n_vocab]
@@ -129,7 +142,9 @@ impl Scratch {
         let group = c.n_head / c.n_head_kv.max(1);
         let per_thread = attention::thread_floats(c.head_dim, c.head_dim_v, group);
         let partial = c.n_head_kv * (n_ctx / attention::KEY_CHUNK + 1) * group * (c.head_dim_v + 2);
-        4 * (rows + c.n_embd + c.n_vocab + n_threads * per_thread + partial) + acts
+        // The dense path's rows and products per thread (kernels::matmul::DENSE_ROWS rows).
+        let dense = kernels::matmul::DENSE_ROWS * (c.n_embd.max(c.n_ff).max(att) + t);
+        4 * (rows + c.n_embd + c.n_vocab + n_threads * (per_thread + dense) + partial) + acts
     }
 }
 
@@ -147,8 +162,31 @@ impl Model {
         m.view(&self.file, self.isa)
     }
 
-    fn mm(&self, pool: &Pool, m: &Mat, x: &[f32], n: usize, act: &mut ActBuf, out: &mut [f32]) {
-        matmul(pool, &self.view(m), &x[..n * m.cols], n, act, &mut out[..n * m.rows]);
+    /// Whether a prompt token and a generated one can get different results (some matrix
+    /// takes the dense path for prompt tokens): then a cached generated token is not what
+    /// the same token read from a prompt would have left, and a prefix cache must not serve
+    /// one for the other.
+    pub fn prompt_tokens_differ(&self) -> bool {
+        let w = &self.weights;
+        let dense = |m: &Mat| self.view(m).dense_prompts();
+        dense(&w.output)
+            || w.layers.iter().any(|l| {
+                let qkv = match &l.qkv {
+                    QkvProj::Separate { wq, wk, wv } => dense(wq) || dense(wk) || dense(wv),
+                    QkvProj::Fused(m) => dense(m),
+                };
+                let gate_up = match &l.gate_up {
+                    GateUpProj::Separate { gate, up } => dense(gate) || dense(up),
+                    GateUpProj::Fused(m) => dense(m),
+                };
+                qkv || gate_up || dense(&l.wo) || dense(&l.w_down)
+            })
+    }
+
+    /// `out = x · mᵀ` for the batch's tokens, each by its kind (`Batch::prompt`).
+    fn mm(&self, pool: &Pool, m: &Mat, batch: &Batch, x: &[f32], act: &mut ActBuf, out: &mut [f32]) {
+        let n = batch.len();
+        matmul_split(pool, &mut [(&self.view(m), &mut out[..n * m.rows])], &x[..n * m.cols], n, &batch.prompt, act);
     }
 
     /// A sub-block's output `o` joins the residual stream `x`: post-norm (gemma3) and
@@ -192,7 +230,10 @@ impl Model {
                 st.add(usize::MAX, "output", &s.last[..n_logits * ne], ne);
             }
             let w = self.weights.output.view(&self.file, self.isa);
-            matmul(pool, &w, &s.last[..n_logits * ne], n_logits, &mut s.act, &mut s.logits);
+            // The output rows belong to the tokens marked for logits, in batch order.
+            s.out_prompt.clear();
+            s.out_prompt.extend(batch.prompt.iter().zip(&batch.logits).filter(|(_, &l)| l).map(|(&p, _)| p).take(n_logits));
+            matmul_split(pool, &mut [(&w, &mut s.logits[..])], &s.last[..n_logits * ne], n_logits, &s.out_prompt, &mut s.act);
             if (PerToken { sets: &batch.adapters, seq: &batch.seq }).any() {
                 // The output rows belong to the tokens marked for logits, in batch order.
                 let seq: Vec<usize> = batch.seq.iter().zip(&batch.logits).filter(|(_, &l)| l).map(|(&q, _)| q).take(n_logits).collect();
@@ -217,6 +258,11 @@ impl Model {
     fn forward_hidden(&self, pool: &Pool, batch: &Batch, caches: &mut [&mut KvCache], s: &mut Scratch) -> Result<usize, ModelError> {
         let c = &self.config;
         let t_n = batch.len();
+        for (what, len) in [("seq", batch.seq.len()), ("logits", batch.logits.len()), ("prompt", batch.prompt.len())] {
+            if len != t_n && !(what == "prompt" && len == 0) {
+                return Err(ModelError::BadBatch(format!("{t_n} tokens but {len} entries in `{what}`")));
+            }
+        }
         // Positions: each sequence continues from its cache length.
         s.pos.clear();
         // Taken out of the scratch (and put back below) so it is reused without a borrow.
@@ -274,11 +320,12 @@ impl Model {
             match &lw.qkv {
                 QkvProj::Separate { wq, wk, wv } => {
                     let (wq, wk, wv) = (self.view(wq), self.view(wk), self.view(wv));
-                    matmul_many(
+                    matmul_split(
                         pool,
                         &mut [(&wq, &mut s.q[..t_n * qd]), (&wk, &mut s.k[..t_n * kvd]), (&wv, &mut s.v[..t_n * vd])],
                         &s.h[..t_n * ne],
                         t_n,
+                        &batch.prompt,
                         &mut s.act,
                     );
                     lora.apply(pool, &(Some(il), "attn_q"), &s.h, ne, &mut s.q, qd);
@@ -289,7 +336,7 @@ impl Model {
                     // [T, q + k + v] in s.fused, then split.
                     let width = qd + kvd + vd;
                     fit(&mut s.fused, t_n * width);
-                    self.mm(pool, w, &s.h, t_n, &mut s.act, &mut s.fused);
+                    self.mm(pool, w, batch, &s.h, &mut s.act, &mut s.fused);
                     lora.apply(pool, &(Some(il), "attn_qkv"), &s.h, ne, &mut s.fused, width);
                     for t in 0..t_n {
                         let row = &s.fused[t * width..(t + 1) * width];
@@ -342,7 +389,7 @@ impl Model {
             if let Some(st) = &mut s.stats {
                 st.add(il, "attn_output", &s.att[..t_n * att_dim], att_dim);
             }
-            self.mm(pool, &lw.wo, &s.att, t_n, &mut s.act, &mut s.o);
+            self.mm(pool, &lw.wo, batch, &s.att, &mut s.act, &mut s.o);
             lora.apply(pool, &(Some(il), "attn_output"), &s.att, att_dim, &mut s.o, ne);
             for t in 0..t_n {
                 let x = &mut s.x[t * ne..(t + 1) * ne];
@@ -363,7 +410,7 @@ impl Model {
             match &lw.gate_up {
                 GateUpProj::Separate { gate, up } => {
                     let (wg, wu) = (self.view(gate), self.view(up));
-                    matmul_many(pool, &mut [(&wg, &mut s.gate[..nf]), (&wu, &mut s.up[..nf])], &s.h[..t_n * ne], t_n, &mut s.act);
+                    matmul_split(pool, &mut [(&wg, &mut s.gate[..nf]), (&wu, &mut s.up[..nf])], &s.h[..t_n * ne], t_n, &batch.prompt, &mut s.act);
                     lora.apply(pool, &(Some(il), "ffn_gate"), &s.h, ne, &mut s.gate, c.n_ff);
                     lora.apply(pool, &(Some(il), "ffn_up"), &s.h, ne, &mut s.up, c.n_ff);
                 }
@@ -371,7 +418,7 @@ impl Model {
                     // [T, 2 * n_ff]: gate first, then up.
                     let ff = c.n_ff;
                     fit(&mut s.fused, t_n * 2 * ff);
-                    self.mm(pool, w, &s.h, t_n, &mut s.act, &mut s.fused);
+                    self.mm(pool, w, batch, &s.h, &mut s.act, &mut s.fused);
                     lora.apply(pool, &(Some(il), "ffn_up"), &s.h, ne, &mut s.fused, 2 * ff);
                     for t in 0..t_n {
                         s.gate[t * ff..(t + 1) * ff].copy_from_slice(&s.fused[2 * t * ff..(2 * t + 1) * ff]);
@@ -386,7 +433,7 @@ impl Model {
             if let Some(st) = &mut s.stats {
                 st.add(il, "ffn_down", &s.gate[..nf], c.n_ff);
             }
-            self.mm(pool, &lw.w_down, &s.gate, t_n, &mut s.act, &mut s.o);
+            self.mm(pool, &lw.w_down, batch, &s.gate, &mut s.act, &mut s.o);
             lora.apply(pool, &(Some(il), "ffn_down"), &s.gate, c.n_ff, &mut s.o, ne);
             for t in 0..t_n {
                 self.add_branch(&mut s.x[t * ne..(t + 1) * ne], &mut s.o[t * ne..(t + 1) * ne], lw.ffn_post_norm.as_deref());

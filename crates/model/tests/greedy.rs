@@ -84,7 +84,7 @@ fn check(name: &str) {
             }
             got.push(id as u32);
             batch.clear();
-            batch.push(id as u32, 0, true);
+            batch.push_generated(id as u32, 0, true);
         }
         eprintln!("{name} {:?}: {} of {} tokens identical", case["prompt"].as_str().unwrap(), got.len(), want.len());
     }

@@ -146,7 +146,7 @@ fn check(name: &str) {
             }
             got += 1;
             batch.clear();
-            batch.push(id as u32, 0, true);
+            batch.push_generated(id as u32, 0, true);
             with(&set, &mut batch, 0);
         }
         eprintln!("{name} {:?}: {got} of {} tokens identical", case["prompt"].as_str().unwrap(), want.len());

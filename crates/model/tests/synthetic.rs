@@ -52,7 +52,7 @@ fn check(arch: &str) {
                 break;
             }
             b.clear();
-            b.push(best, 0, true);
+            b.push_generated(best, 0, true);
         }
     }
 }
