@@ -106,6 +106,44 @@ fn same_tokens_alone_beside_seven_others_and_from_the_prefix_cache() {
     assert!(h.stats.prefix_hit_tokens.load(Ordering::Relaxed) > 0);
 }
 
+/// The ids a request generated, with its figures.
+fn collect_ids(mut rx: mpsc::UnboundedReceiver<Event>) -> (Vec<u32>, Usage) {
+    let mut ids = Vec::new();
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            Event::Token { id, .. } => ids.push(id),
+            Event::Done { usage, .. } => return (ids, usage),
+            Event::Error(e) => panic!("engine error: {e}"),
+        }
+    }
+    panic!("the engine hung up without Done");
+}
+
+/// A second turn whose prompt holds the first turn's answer token for token answers as it
+/// does in a fresh engine, although the first turn's generated tokens sit in the cache: where
+/// prompt tokens and generated ones are computed differently, the cache serves the second
+/// prompt only up to the first prompt's end; otherwise the answer is reused too.
+#[test]
+fn a_second_turn_answers_the_same_whether_the_first_is_cached_or_not() {
+    let lm = load();
+    let first = prompt(&lm, PROMPTS[0]);
+    let h = engine(&lm, Budget::default());
+    let (answer, _) = collect_ids(submit(&h, first.clone(), 24));
+    assert!(!answer.is_empty());
+    let mut second = first.clone();
+    second.extend_from_slice(&answer);
+    second.extend(prompt(&lm, PROMPTS[2]).into_iter().skip(1));
+    let (warm, usage) = collect_ids(submit(&h, second.clone(), 24));
+    let cold = collect_ids(submit(&engine(&lm, Budget::default()), second.clone(), 24)).0;
+    assert_eq!(warm, cold, "the second turn depends on what the cache held");
+    let (cached, read) = (usage.cached_tokens, first.len());
+    if lm.model.prompt_tokens_differ() {
+        assert_eq!(cached, read, "cached {cached} of a first prompt of {read}");
+    } else {
+        assert!(cached > read, "cached {cached}: the first answer was not reused");
+    }
+}
+
 #[test]
 fn a_long_prompt_read_in_chunks_beside_running_streams_gives_the_same_answer() {
     let lm = load();
