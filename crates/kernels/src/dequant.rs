@@ -5,6 +5,115 @@
 use crate::blocks::*;
 use gguf::GgmlType;
 
+/// [`dequantize_row`] with the level's vector unit where it has a kernel for `ty` (the
+/// 32-element types on x86's AVX2 levels), the same values bit for bit (each element one
+/// conversion, one multiply and, for the `_1` types, one add, as the scalar code rounds).
+pub fn dequantize_row_isa(ty: GgmlType, isa: crate::dot::Isa, src: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != crate::dot::Isa::Scalar && x86::has(ty) {
+        // SAFETY: every x86 level above scalar has AVX2 (Isa::available checks it).
+        return unsafe { x86::dequantize_row(ty, src, out) };
+    }
+    let _ = isa;
+    dequantize_row(ty, src, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use crate::blocks::*;
+    use gguf::GgmlType;
+    use std::arch::x86_64::*;
+
+    pub fn has(ty: GgmlType) -> bool {
+        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0)
+    }
+
+    /// Eight bytes widened to eight i32 lanes, signed or not.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn widen<const SIGNED: bool>(p: &[u8; 8]) -> __m256i {
+        // SAFETY: reads the eight bytes of `p`.
+        let v = unsafe { _mm_loadl_epi64(p.as_ptr() as *const __m128i) };
+        if SIGNED {
+            _mm256_cvtepi8_epi32(v)
+        } else {
+            _mm256_cvtepu8_epi32(v)
+        }
+    }
+
+    /// `y = (q as f32) * d (+ m)`, rounded as the scalar code rounds.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn put(q: __m256i, d: __m256, m: Option<__m256>, y: &mut [f32]) {
+        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+        let y: &mut [f32; 8] = y.try_into().expect("eight lanes");
+        // SAFETY: writes the eight floats of `y`.
+        unsafe { _mm256_storeu_ps(y.as_mut_ptr(), m.map_or(v, |m| _mm256_add_ps(v, m))) };
+    }
+
+    /// The 32 elements of a 4- or 5-bit block: nibbles from `qs` (element j low, j + 16
+    /// high), fifth bits from `qh` (bit i for element i), less `offset`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn nibbles(qs: &[u8; 16], qh: Option<u32>, offset: i32, d: __m256, m: Option<__m256>, y: &mut [f32]) {
+        // SAFETY: reads the 16 bytes of `qs`.
+        let raw = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
+        let mask = _mm_set1_epi8(0x0F);
+        let (lo, hi) = (_mm_and_si128(raw, mask), _mm_and_si128(_mm_srli_epi16(raw, 4), mask));
+        let groups = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let off = _mm256_set1_epi32(offset);
+        for (g, (bytes, dst)) in groups.into_iter().zip(y.chunks_exact_mut(8)).enumerate() {
+            let mut q = _mm256_cvtepu8_epi32(bytes);
+            if let Some(qh) = qh {
+                let bits = _mm256_srlv_epi32(_mm256_set1_epi32((qh >> (8 * g)) as i32), lanes);
+                q = _mm256_or_si256(q, _mm256_slli_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(1)), 4));
+            }
+            put(_mm256_sub_epi32(q, off), d, m, dst);
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2. `src` holds whole blocks of `ty` for `out`.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
+        // An f16 scale broadcast, converted in registers (F16C; every AVX2 level has it).
+        let f = |h: u16| _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)));
+        match ty {
+            GgmlType::Q4_0 => {
+                for (b, y) in as_blocks::<BlockQ4_0>(src).iter().zip(out.chunks_exact_mut(QK)) {
+                    nibbles(&b.qs, None, 8, f(b.d), None, y);
+                }
+            }
+            GgmlType::Q4_1 => {
+                for (b, y) in as_blocks::<BlockQ4_1>(src).iter().zip(out.chunks_exact_mut(QK)) {
+                    nibbles(&b.qs, None, 0, f(b.d), Some(f(b.m)), y);
+                }
+            }
+            GgmlType::Q5_0 => {
+                for (b, y) in as_blocks::<BlockQ5_0>(src).iter().zip(out.chunks_exact_mut(QK)) {
+                    nibbles(&b.qs, Some(u32::from_le_bytes(b.qh)), 16, f(b.d), None, y);
+                }
+            }
+            GgmlType::Q5_1 => {
+                for (b, y) in as_blocks::<BlockQ5_1>(src).iter().zip(out.chunks_exact_mut(QK)) {
+                    nibbles(&b.qs, Some(u32::from_le_bytes(b.qh)), 0, f(b.d), Some(f(b.m)), y);
+                }
+            }
+            GgmlType::Q8_0 => {
+                for (b, y) in as_blocks::<BlockQ8_0>(src).iter().zip(out.chunks_exact_mut(QK)) {
+                    for (src, dst) in b.qs.chunks_exact(8).zip(y.chunks_exact_mut(8)) {
+                        // SAFETY: i8 and u8 have one layout.
+                        let src: &[u8] = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const u8, 8) };
+                        put(widen::<true>(src.try_into().expect("eight bytes")), f(b.d), None, dst);
+                    }
+                }
+            }
+            _ => unreachable!("no AVX2 dequantization for {ty}"),
+        }
+    }
+}
+
 /// Dequantize one row of `out.len()` elements stored as `ty` in `src`.
 /// `src` must hold exactly the row's bytes.
 pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
@@ -213,6 +322,33 @@ fn dequant_q6k(b: &BlockQ6K, y: &mut [f32]) {
             let q = q6k_quad(ql, qh, l);
             for k in 0..4 {
                 y[n * 128 + l + 32 * k] = d * sc[is + 2 * k] as f32 * q[k] as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dot::Isa;
+
+    /// Every level's dequantization is the scalar one, bit for bit, on random blocks
+    /// (random scales included, so subnormal, infinite and NaN halves come up too).
+    #[test]
+    fn vector_dequantization_is_the_scalar_one() {
+        let mut rng = crate::dot::tests::Lcg(77);
+        let cols = 256;
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F16] {
+            for isa in Isa::available() {
+                for _ in 0..50 {
+                    let row = crate::dot::tests::random_row(ty, cols, &mut rng);
+                    let (mut want, mut got) = (vec![0f32; cols], vec![1f32; cols]);
+                    dequantize_row(ty, &row, &mut want);
+                    dequantize_row_isa(ty, isa, &row, &mut got);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(a.to_bits(), b.to_bits(), "{ty} {isa:?} element {i}: {a} vs {b}");
+                    }
+                }
             }
         }
     }

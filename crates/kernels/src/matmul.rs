@@ -281,15 +281,13 @@ fn dense_pass(pool: &Pool, parts: &Parts, x: &[f32], n: usize, cols: usize) {
                     fit_len(panel, nr * cols);
                     fit_len(prod, n * nr);
                     for r in 0..nr {
-                        w.dequantize_row(r0 + r, &mut panel[r * cols..(r + 1) * cols]);
+                        crate::dequant::dequantize_row_isa(w.ty, w.isa, w.row(r0 + r), &mut panel[r * cols..(r + 1) * cols]);
                     }
                     crate::sgemm::nt(w.isa, cols, Strided::new(panel, cols), nr, Strided::new(x, cols), n, StridedMut::new(prod, nr));
-                    for t in 0..n {
-                        for r in 0..nr {
-                            // SAFETY: row r0 + r is in this thread's range and t < n, so the
-                            // element is in bounds and no other thread writes it.
-                            unsafe { *optr.0.add(t * w.rows + r0 + r) = prod[t * nr + r] };
-                        }
+                    for (t, p) in prod[..n * nr].chunks_exact(nr).enumerate() {
+                        // SAFETY: rows r0..r0 + nr are in this thread's range and t < n, so
+                        // the elements are in bounds and no other thread writes them.
+                        unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), optr.0.add(t * w.rows + r0), nr) };
                     }
                 }
                 base += w.rows;
