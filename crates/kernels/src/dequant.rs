@@ -25,7 +25,25 @@ mod x86 {
     use std::arch::x86_64::*;
 
     pub fn has(ty: GgmlType) -> bool {
-        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0)
+        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K)
+    }
+
+    /// 32 bytes as four groups of eight (in their low halves), in order.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn eights(v: __m256i) -> [__m128i; 4] {
+        let (a, b) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        [a, _mm_srli_si128(a, 8), b, _mm_srli_si128(b, 8)]
+    }
+
+    /// `y[0..32] = q[i] * d (+ m)` for 32 bytes `q`, signed or not.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn bytes32<const SIGNED: bool>(q: __m256i, d: __m256, m: Option<__m256>, y: &mut [f32]) {
+        for (g, dst) in eights(q).into_iter().zip(y.chunks_exact_mut(8)) {
+            let q = if SIGNED { _mm256_cvtepi8_epi32(g) } else { _mm256_cvtepu8_epi32(g) };
+            put(q, d, m, dst);
+        }
     }
 
     /// Eight bytes widened to eight i32 lanes, signed or not.
@@ -106,6 +124,69 @@ mod x86 {
                         // SAFETY: i8 and u8 have one layout.
                         let src: &[u8] = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const u8, 8) };
                         put(widen::<true>(src.try_into().expect("eight bytes")), f(b.d), None, dst);
+                    }
+                }
+            }
+            GgmlType::Q4_K => {
+                let mask = _mm256_set1_epi8(0x0F);
+                for (b, y) in as_blocks::<BlockQ4K>(src).iter().zip(out.chunks_exact_mut(QK_K)) {
+                    let (d, min) = (crate::blocks::f16_to_f32(b.d), crate::blocks::f16_to_f32(b.dmin));
+                    let (sc, mn) = super::unpack_scale_min_k4(&b.scales);
+                    for (j, y) in y.chunks_exact_mut(64).enumerate() {
+                        // SAFETY: reads 32 of the block's bytes.
+                        let q = unsafe { _mm256_loadu_si256(b.qs[j * 32..].as_ptr() as *const __m256i) };
+                        let (lo, hi) = (_mm256_and_si256(q, mask), _mm256_and_si256(_mm256_srli_epi16(q, 4), mask));
+                        // d·q − m as d·q + (−m): the same rounding.
+                        let (d1, m1) = (d * sc[2 * j] as f32, min * mn[2 * j] as f32);
+                        let (d2, m2) = (d * sc[2 * j + 1] as f32, min * mn[2 * j + 1] as f32);
+                        let (y1, y2) = y.split_at_mut(32);
+                        bytes32::<false>(lo, _mm256_set1_ps(d1), Some(_mm256_set1_ps(-m1)), y1);
+                        bytes32::<false>(hi, _mm256_set1_ps(d2), Some(_mm256_set1_ps(-m2)), y2);
+                    }
+                }
+            }
+            GgmlType::Q6_K => {
+                let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+                for (b, y) in as_blocks::<BlockQ6K>(src).iter().zip(out.chunks_exact_mut(QK_K)) {
+                    let d = crate::blocks::f16_to_f32(b.d);
+                    for (n, y) in y.chunks_exact_mut(128).enumerate() {
+                        // SAFETY: reads 64 + 32 of the block's bytes.
+                        let (ql0, ql1, qh) = unsafe {
+                            (
+                                _mm256_loadu_si256(b.ql[n * 64..].as_ptr() as *const __m256i),
+                                _mm256_loadu_si256(b.ql[n * 64 + 32..].as_ptr() as *const __m256i),
+                                _mm256_loadu_si256(b.qh[n * 32..].as_ptr() as *const __m256i),
+                            )
+                        };
+                        let high = |shift: i32| {
+                            let h = match shift {
+                                0 => qh,
+                                2 => _mm256_srli_epi16(qh, 2),
+                                4 => _mm256_srli_epi16(qh, 4),
+                                _ => _mm256_srli_epi16(qh, 6),
+                            };
+                            _mm256_slli_epi16(_mm256_and_si256(h, m2), 4)
+                        };
+                        // Positions l + 32k, l < 32, as q6k_quad has them, less 32.
+                        let quads = [
+                            _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0)),
+                            _mm256_or_si256(_mm256_and_si256(ql1, m4), high(2)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(6)),
+                        ];
+                        let sc = &b.scales[n * 8..];
+                        for (k, (q, y)) in quads.into_iter().zip(y.chunks_exact_mut(32)).enumerate() {
+                            let q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+                            // (d·sc)·q, as the scalar code multiplies; l < 16 and l ≥ 16 have
+                            // scales of their own.
+                            for (h, y) in y.chunks_exact_mut(16).enumerate() {
+                                let ds = _mm256_set1_ps(d * sc[h + 2 * k] as f32);
+                                let g = eights(q);
+                                for (e, dst) in g[2 * h..2 * h + 2].iter().zip(y.chunks_exact_mut(8)) {
+                                    put(_mm256_cvtepi8_epi32(*e), ds, None, dst);
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -338,7 +419,9 @@ mod tests {
     fn vector_dequantization_is_the_scalar_one() {
         let mut rng = crate::dot::tests::Lcg(77);
         let cols = 256;
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F16] {
+        for ty in
+            [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_K, GgmlType::F16]
+        {
             for isa in Isa::available() {
                 for _ in 0..50 {
                     let row = crate::dot::tests::random_row(ty, cols, &mut rng);
