@@ -311,6 +311,9 @@ struct Slot {
 
 struct Engine {
     lm: Arc<LoadedModel>,
+    /// `Model::prompt_tokens_differ`, computed once: whether generated positions may serve
+    /// a later prompt from the prefix cache.
+    prompt_tokens_differ: bool,
     pool: SharedPool,
     rx: mpsc::Receiver<Command>,
     stats: Arc<EngineStats>,
@@ -350,6 +353,7 @@ impl Engine {
             .collect::<std::io::Result<_>>()?;
         Ok(Engine {
             pool,
+            prompt_tokens_differ: lm.model.prompt_tokens_differ(),
             lm,
             rx,
             stats,
@@ -484,12 +488,11 @@ impl Engine {
             let scored_from = self.waiting[0].prompt_logprobs.map(|_| self.waiting[0].score_from.max(1));
             let usable = scored_from.unwrap_or(prompt.len()).min(prompt.len()).saturating_sub(1);
             let adapters = self.waiting[0].adapters.as_deref();
-            let differ = self.lm.model.prompt_tokens_differ();
             let common: Vec<usize> = self
                 .slots
                 .iter()
                 .map(|s| {
-                    let read = if differ { s.prompt_len } else { usize::MAX };
+                    let read = if self.prompt_tokens_differ { s.prompt_len } else { usize::MAX };
                     if model::Adapters::same(s.adapters.as_deref(), adapters) {
                         common_prefix(&s.tokens, prompt).min(usable).min(read)
                     } else {

@@ -6,8 +6,9 @@ use crate::blocks::*;
 use gguf::GgmlType;
 
 /// [`dequantize_row`] with the level's vector unit where it has a kernel for `ty` (the
-/// 32-element types on x86's AVX2 levels), the same values bit for bit (each element one
-/// conversion, one multiply and, for the `_1` types, one add, as the scalar code rounds).
+/// 32-element types, Q4_K and Q6_K on x86's AVX2 levels), the same values bit for bit (each
+/// element rounded in the scalar code's order: one conversion, one multiply and, where the
+/// type has a minimum, one add).
 pub fn dequantize_row_isa(ty: GgmlType, isa: crate::dot::Isa, src: &[u8], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if isa != crate::dot::Isa::Scalar && x86::has(ty) {
@@ -43,19 +44,6 @@ mod x86 {
         for (g, dst) in eights(q).into_iter().zip(y.chunks_exact_mut(8)) {
             let q = if SIGNED { _mm256_cvtepi8_epi32(g) } else { _mm256_cvtepu8_epi32(g) };
             put(q, d, m, dst);
-        }
-    }
-
-    /// Eight bytes widened to eight i32 lanes, signed or not.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn widen<const SIGNED: bool>(p: &[u8; 8]) -> __m256i {
-        // SAFETY: reads the eight bytes of `p`.
-        let v = unsafe { _mm_loadl_epi64(p.as_ptr() as *const __m128i) };
-        if SIGNED {
-            _mm256_cvtepi8_epi32(v)
-        } else {
-            _mm256_cvtepu8_epi32(v)
         }
     }
 
@@ -120,11 +108,9 @@ mod x86 {
             }
             GgmlType::Q8_0 => {
                 for (b, y) in as_blocks::<BlockQ8_0>(src).iter().zip(out.chunks_exact_mut(QK)) {
-                    for (src, dst) in b.qs.chunks_exact(8).zip(y.chunks_exact_mut(8)) {
-                        // SAFETY: i8 and u8 have one layout.
-                        let src: &[u8] = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const u8, 8) };
-                        put(widen::<true>(src.try_into().expect("eight bytes")), f(b.d), None, dst);
-                    }
+                    // SAFETY: reads the block's 32 bytes.
+                    let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
+                    bytes32::<true>(q, f(b.d), None, y);
                 }
             }
             GgmlType::Q4_K => {
@@ -413,8 +399,7 @@ mod tests {
     use super::*;
     use crate::dot::Isa;
 
-    /// Every level's dequantization is the scalar one, bit for bit, on random blocks
-    /// (random scales included, so subnormal, infinite and NaN halves come up too).
+    /// Every level's dequantization is the scalar one, bit for bit, on random blocks.
     #[test]
     fn vector_dequantization_is_the_scalar_one() {
         let mut rng = crate::dot::tests::Lcg(77);
