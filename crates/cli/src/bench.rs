@@ -140,7 +140,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
     let bos = if lm.tokenizer.add_bos() { lm.tokenizer.bos() } else { None };
     let types = a.cache.types()?;
     let longest = a.n_depth.iter().max().unwrap_or(&0) + a.n_prompt.iter().chain(&a.n_gen).max().unwrap_or(&0) + 1;
-    let cache = KvCache::with_types(&m.config, longest, types)?;
+    let cache = KvCache::with_pass(&m.config, longest, types, a.ubatch)?;
     let mut run = Runner {
         m,
         pool: Pool::new(threads),

@@ -76,7 +76,7 @@ pub fn main(a: ShowArgs) -> Result<()> {
     let types = a.cache.types()?;
     types.check(c)?;
     let per_token = types.bytes_per_token(c) as u64;
-    let kv = per_token * n_ctx as u64;
+    let kv = types.cache_bytes(c, n_ctx, model::DEFAULT_PASS) as u64;
     let compute = model::Scratch::planned_bytes(c, n_ctx.min(512), n_ctx, crate::threads(None)) as u64;
     let template = m.file.get("tokenizer.chat_template").is_some();
     println!("  Model");
@@ -100,7 +100,15 @@ pub fn main(a: ShowArgs) -> Result<()> {
     println!("    file size           {}", human_bytes(m.file.file_size() as u64));
     println!();
     let kv_name = if types.k == types.v { types.k.to_string() } else { format!("K {} / V {}", types.k, types.v) };
-    println!("  Memory plan ({kv_name} KV cache, {} per token)", human_bytes(per_token));
+    match c.sliding_window.filter(|_| kv < per_token * n_ctx as u64) {
+        Some(w) => println!(
+            "  Memory plan ({kv_name} KV cache, {} per token; the {} sliding-window layers keep the last {w} + {} positions)",
+            human_bytes(per_token),
+            c.swa_layers.iter().filter(|&&s| s).count(),
+            model::DEFAULT_PASS
+        ),
+        None => println!("  Memory plan ({kv_name} KV cache, {} per token)", human_bytes(per_token)),
+    }
     let weights = m.file.file_size() as u64;
     println!(
         "    one sequence of {n_ctx:<5} {} (weights {} + KV cache {} + compute {})",

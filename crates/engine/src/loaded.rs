@@ -166,8 +166,9 @@ impl LoadedModel {
         }
     }
 
-    /// Bytes of the KV cache per token of context (all layers, K and V, stored as `types`).
-    pub fn kv_bytes_per_token(&self, types: model::CacheTypes) -> usize {
-        types.bytes_per_token(&self.model.config)
+    /// Bytes of one sequence's KV cache of `n_ctx` positions (all layers, K and V, stored
+    /// as `types`; sliding-window layers hold rings for passes of up to `pass` tokens).
+    pub fn kv_bytes(&self, types: model::CacheTypes, n_ctx: usize, pass: usize) -> usize {
+        types.cache_bytes(&self.model.config, n_ctx, pass)
     }
 }

@@ -21,7 +21,7 @@ pub struct PerplexityReport {
 }
 
 /// Tokens per forward pass.
-const UBATCH: usize = 512;
+const UBATCH: usize = model::DEFAULT_PASS;
 
 /// Score `tokens` (already tokenized with BOS as the model adds it).
 pub fn perplexity(model: &Model, pool: &Pool, tokens: &[u32], n_ctx: usize, bos: Option<u32>, cache: CacheTypes) -> Result<PerplexityReport, EngineError> {

@@ -23,6 +23,13 @@ pub struct Budget {
     pub idle: usize,
 }
 
+impl Budget {
+    /// The most tokens of one sequence a step may compute.
+    pub fn most(&self) -> usize {
+        self.busy.max(self.idle).max(1)
+    }
+}
+
 impl Default for Budget {
     fn default() -> Self {
         Budget { busy: 128, idle: 512 }

@@ -146,7 +146,8 @@ impl EngineHandle {
 
     /// Bytes the weights and the slot caches may take.
     pub fn memory_bytes(&self) -> usize {
-        self.model.model.file.file_size() + self.options.max_parallel * self.options.n_ctx * self.model.kv_bytes_per_token(self.options.cache)
+        let o = &self.options;
+        self.model.model.file.file_size() + o.max_parallel * self.model.kv_bytes(o.cache, o.n_ctx, o.budget.most())
     }
 }
 
@@ -234,7 +235,7 @@ impl EmbedJob {
 
     /// Plan up to `room` tokens for this step, starting inputs while lanes are free; the
     /// number planned.
-    fn plan(&mut self, room: usize, c: &model::Config) -> usize {
+    fn plan(&mut self, room: usize, c: &model::Config, pass: usize) -> usize {
         let mut left = room;
         for lane in &mut self.lanes {
             lane.taking = (self.req.inputs[lane.input].len() - lane.pos).min(left);
@@ -243,7 +244,13 @@ impl EmbedJob {
         while left > 0 && self.lanes.len() < EMBED_LANES && self.next < self.req.inputs.len() {
             let n = self.req.inputs[self.next].len();
             let taking = n.min(left);
-            self.lanes.push(Lane { input: self.next, pos: 0, taking, sum: vec![0.0; c.n_embd], cache: KvCache::new(c, n) });
+            self.lanes.push(Lane {
+                input: self.next,
+                pos: 0,
+                taking,
+                sum: vec![0.0; c.n_embd],
+                cache: KvCache::with_pass(c, n, Default::default(), pass).expect("f16 fits every head"),
+            });
             self.next += 1;
             left -= taking;
         }
@@ -346,7 +353,7 @@ impl Engine {
     fn new(lm: Arc<LoadedModel>, o: &EngineOptions, stats: Arc<EngineStats>, rx: mpsc::Receiver<Command>, pool: SharedPool) -> std::io::Result<Engine> {
         let slots = (0..o.max_parallel.max(1))
             .map(|_| {
-                let cache = KvCache::with_types(&lm.model.config, o.n_ctx, o.cache)
+                let cache = KvCache::with_pass(&lm.model.config, o.n_ctx, o.cache, o.budget.most())
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
                 Ok(Slot { cache, tokens: Vec::new(), prompt_len: 0, adapters: None, active: None, last_used: 0 })
             })
@@ -494,7 +501,9 @@ impl Engine {
                 .map(|s| {
                     let read = if self.prompt_tokens_differ { s.prompt_len } else { usize::MAX };
                     if model::Adapters::same(s.adapters.as_deref(), adapters) {
-                        common_prefix(&s.tokens, prompt).min(usable).min(read)
+                        // A sliding-window ring keeps a prefix only while it holds the
+                        // window before its end.
+                        s.cache.keepable(common_prefix(&s.tokens, prompt).min(usable).min(read))
                     } else {
                         0
                     }
@@ -507,7 +516,8 @@ impl Engine {
             let req = self.waiting.pop_front().expect("not empty");
             let (src, best) = common.iter().copied().enumerate().max_by_key(|&(i, c)| (c, i == d)).unwrap_or((d, 0));
             let slot_d = &mut self.slots[d];
-            slot_d.cache.truncate(common[d]);
+            let kept = slot_d.cache.truncate(common[d]);
+            debug_assert_eq!(kept, common[d]);
             slot_d.tokens.truncate(common[d]);
             slot_d.adapters = req.adapters.clone();
             slot_d.prompt_len = req.prompt.len();
@@ -557,7 +567,7 @@ impl Engine {
         let embed_tokens = match self.embeds.front_mut() {
             None => 0,
             Some(_) if decoding && self.embed_credit < 0.0 => 0,
-            Some(job) => job.plan(room, &self.lm.model.config),
+            Some(job) => job.plan(room, &self.lm.model.config, self.budget.most()),
         };
         if self.plan.items.is_empty() && embed_tokens == 0 {
             return Ok(());

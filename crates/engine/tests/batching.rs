@@ -1,7 +1,8 @@
 //! The engine thread on a real model (smollm2:135m): a greedy request gives the same text
 //! in a one-slot engine (what `bantam run` uses) as beside seven others, with its prompt
 //! read in small chunks next to running streams, and again from the prefix cache. A dropped
-//! receiver frees its slot; embeddings run in chunks beside streams.
+//! receiver frees its slot; embeddings run in chunks beside streams. On gemma3:270m, slots
+//! whose sliding-window layers keep rings answer as whole caches do.
 
 use engine::generate::{FinishReason, GenerateParams};
 use engine::sampler::SamplingParams;
@@ -351,4 +352,42 @@ fn embeddings_ride_beside_a_stream_without_stalling_it() {
         assert!(dot > 0.9999, "an embedding changed beside the stream: cosine {dot}");
     }
     drop(rx);
+}
+
+/// gemma3:270m's sliding-window layers (512 positions): with prompt steps of 64 tokens the
+/// slots keep rings of 576 rows for them, and answer as an engine with a row per position
+/// (steps of 512 in a context of 1024). The prefix cache serves a conversation's
+/// continuation from a ring, and recomputes a prompt that shares only an early prefix with a
+/// long one the ring has moved past.
+#[test]
+fn sliding_window_rings_answer_as_whole_caches_and_bound_the_prefix_cache() {
+    let path = store::model_file("gemma3:270m").expect("gemma3:270m must be pulled (scripts/test.sh does)");
+    let lm = Arc::new(LoadedModel::load("gemma3:270m", path, Defaults::default()).unwrap());
+    assert_eq!(lm.model.config.sliding_window, Some(512));
+    let (steps, whole_steps) = (Budget { busy: 16, idle: 64 }, Budget::default());
+    assert!(lm.kv_bytes(Default::default(), 1024, steps.most()) < lm.kv_bytes(Default::default(), 1024, whole_steps.most()) * 2 / 3);
+
+    let filler = "The committee met on Tuesday to review the budget, the schedule and the plans for the new library. ".repeat(34);
+    let long = prompt(&lm, &format!("{filler}\nWhat did the committee review? Answer in one sentence."));
+    let early = prompt(&lm, "The committee met on Tuesday. Who met?");
+    assert!(long.len() > 640 && long.len() < 900, "the prompt ({} tokens) must outrun a ring of 576", long.len());
+    assert!(long.iter().zip(&early).take_while(|(a, b)| a == b).count() > 4, "the two prompts share a beginning");
+
+    let (ring, whole) = (engine(&lm, steps), engine(&lm, whole_steps));
+    let (answer, _) = collect_ids(submit(&ring, long.clone(), 12));
+    assert!(!answer.is_empty());
+    assert_eq!(answer, collect_ids(submit(&whole, long.clone(), 12)).0, "a ring answered differently from a whole cache");
+
+    // A continuation of the conversation reuses the ring's cache.
+    let mut next = long.clone();
+    next.extend_from_slice(&answer);
+    next.extend(prompt(&lm, "And when?").into_iter().skip(1));
+    let (again, usage) = collect_ids(submit(&ring, next.clone(), 12));
+    assert!(usage.cached_tokens >= long.len() - 1, "cached {} of {}", usage.cached_tokens, long.len());
+    assert_eq!(again, collect_ids(submit(&whole, next, 12)).0);
+
+    // A prompt sharing only the beginning cannot start from a ring that moved past it.
+    let (short, usage) = collect_ids(submit(&ring, early.clone(), 12));
+    assert_eq!(usage.cached_tokens, 0, "a ring served {} tokens whose window it overwrote", usage.cached_tokens);
+    assert_eq!(short, collect_ids(submit(&engine(&lm, whole_steps), early, 12)).0);
 }

@@ -37,7 +37,7 @@ fn main() {
             t.store(&row, &mut v[p * t.row_bytes(kvd)..][..t.row_bytes(kvd)]);
         }
         let q: Vec<f32> = (0..prompt * n_head * hd).map(|_| next()).collect();
-        let view = KvView { k: &k, v: &v, k_type: t, v_type: t };
+        let view = KvView { k: &k, v: &v, k_type: t, v_type: t, rows: len };
         let kv = |_| view;
         for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
             let mut scratch = Scratch::default();

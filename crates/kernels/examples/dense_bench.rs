@@ -2,7 +2,7 @@
 //! thread: the integer tiles (activations quantized to 8 bits) against the dense path (16
 //! rows dequantized to f32 at a time, then `sgemm::nt`), at the shapes of the catalog
 //! models. JSON lines, GFLOPS-equivalent (2·rows·cols·tokens per call).
-//! `cargo run --release -p kernels --example dense_bench [TOKENS]`
+//! `cargo run --release -p kernels --example dense_bench [TOKENS] [TYPE,...]`
 use gguf::GgmlType;
 use kernels::dot::Isa;
 use kernels::matmul::{matmul_split, ActBuf, QMatrix};
@@ -14,7 +14,9 @@ fn main() {
     let pool = Pool::new(1);
     let toks: usize = std::env::args().nth(1).map_or(128, |v| v.parse().expect("tokens"));
     let prompt = vec![true; toks];
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+    let only: Option<Vec<GgmlType>> = std::env::args().nth(2).map(|v| v.split(',').map(|t| GgmlType::parse(t).expect("a type name")).collect());
+    let all = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
+    for ty in only.unwrap_or(all.to_vec()) {
         for (rows, cols) in [(4864usize, 896usize), (896, 4864), (2048, 768)] {
             if !cols.is_multiple_of(ty.block_len()) {
                 continue;

@@ -199,14 +199,17 @@ pub struct Shape {
     pub window: Option<usize>,
 }
 
-/// One layer of one sequence's cache: K `[positions, n_head_kv · head_dim]` and V
-/// `[positions, n_head_kv · head_dim_v]`, each position a row of its type's bytes.
+/// One layer of one sequence's cache: K `[rows, n_head_kv · head_dim]` and V
+/// `[rows, n_head_kv · head_dim_v]`, each row one position in its type's bytes. Position
+/// `p` is in row `p % rows`: a cache with a row per position has `rows` above every
+/// position, a sliding-window ring (a multiple of [`KB`] rows) reuses rows.
 #[derive(Clone, Copy)]
 pub struct KvView<'a> {
     pub k: &'a [u8],
     pub v: &'a [u8],
     pub k_type: CacheType,
     pub v_type: CacheType,
+    pub rows: usize,
 }
 
 /// A query tile of one KV head.
@@ -612,14 +615,17 @@ fn chunk<L: Level>(ctx: &Ctx<'_, '_>, job: &Job, c: usize, st: &mut [f32], buf: 
         }
         // The next block's rows (of this chunk or the next) while this one computes.
         for at in b0 + KB..(b0 + 2 * KB).min(end) {
+            let at = at % view.rows;
             L::prefetch(&view.k[at * krow + job.g * kh..][..kh]);
             L::prefetch(&view.v[at * vrow + job.g * vh..][..vh]);
         }
+        // The block's rows: consecutive, since a ring's rows are a multiple of KB.
+        let r0 = b0 % view.rows;
         let (kr, vr) = if direct {
-            (Rows::F16 { bytes: &view.k[b0 * krow + job.g * kh..], stride: krow }, Rows::F16 { bytes: &view.v[b0 * vrow + job.g * vh..], stride: vrow })
+            (Rows::F16 { bytes: &view.k[r0 * krow + job.g * kh..], stride: krow }, Rows::F16 { bytes: &view.v[r0 * vrow + job.g * vh..], stride: vrow })
         } else {
             for j in lo..hi {
-                let at = b0 + j;
+                let at = r0 + j;
                 L::load(view.k_type, &view.k[at * krow + job.g * kh..][..kh], &mut kf[j * hd..(j + 1) * hd]);
                 L::load(view.v_type, &view.v[at * vrow + job.g * vh..][..vh], &mut vf[j * hdv..(j + 1) * hdv]);
             }
@@ -1145,18 +1151,36 @@ mod tests {
 
     impl Case {
         fn view(&self) -> KvView<'_> {
-            KvView { k: &self.k, v: &self.v, k_type: self.types.0, v_type: self.types.1 }
+            KvView { k: &self.k, v: &self.v, k_type: self.types.0, v_type: self.types.1, rows: usize::MAX }
         }
 
         /// Tokens `from..to` of the sequence in one batch.
         fn run(&self, pool: &Pool, isa: Isa, from: usize, to: usize) -> Vec<f32> {
+            self.run_over(pool, isa, from, to, self.view())
+        }
+
+        /// Positions `0..to` written in order into a ring of `rows` rows (a later position
+        /// overwriting an earlier one), as a sliding-window cache holds them.
+        fn ring(&self, to: usize, rows: usize) -> (Vec<u8>, Vec<u8>) {
+            let kvd = self.shape.n_head_kv * self.shape.head_dim;
+            let (kb, vb) = (self.types.0.row_bytes(kvd), self.types.1.row_bytes(kvd));
+            let (mut k, mut v) = (vec![0u8; rows * kb], vec![0u8; rows * vb]);
+            for p in 0..to {
+                let r = p % rows;
+                k[r * kb..(r + 1) * kb].copy_from_slice(&self.k[p * kb..(p + 1) * kb]);
+                v[r * vb..(r + 1) * vb].copy_from_slice(&self.v[p * vb..(p + 1) * vb]);
+            }
+            (k, v)
+        }
+
+        fn run_over(&self, pool: &Pool, isa: Isa, from: usize, to: usize, view: KvView<'_>) -> Vec<f32> {
             let sh = &self.shape;
             let n = to - from;
             let q = &self.q[from * sh.n_head * sh.head_dim..to * sh.n_head * sh.head_dim];
             let seq = vec![0; n];
             let pos: Vec<usize> = (from..to).collect();
             let mut out = vec![0f32; n * sh.n_head * sh.head_dim_v];
-            let kv = |_| self.view();
+            let kv = |_| view;
             attention(pool, isa, sh, q, &seq, &pos, &kv, &mut out, &mut Scratch::default());
             out
         }
@@ -1275,6 +1299,38 @@ mod tests {
                 for (from, to, threads) in [(len - 1, len, 2), (len - 1, len, 1), (len - 7, len, 2), (100, 133, 1), (17, 18, 2), (0, 5, 2)] {
                     let part = c.run(&Pool::new(threads), isa, from, to);
                     assert!(part == whole[from * row..to * row], "{isa:?} tokens {from}..{to} on {threads} threads differ from the whole batch");
+                }
+            }
+        }
+    }
+
+    /// A sliding-window layer read from a ring of `window + pass` rows (rounded up to
+    /// blocks) that has overwritten older positions gives the same bits as the whole cache,
+    /// for passes of 1 up to `pass` tokens, f16 and quantized.
+    #[test]
+    fn a_window_read_from_a_ring_is_the_same_bits() {
+        for isa in Isa::available() {
+            for (n_head, n_kv, hd, window, len) in [(4, 1, 256, 100, 300), (3, 1, 72, 37, 140), (4, 2, 64, 8, 200)] {
+                for types in [(CacheType::F16, CacheType::F16), (CacheType::Q8_0, CacheType::Q4_0)] {
+                    if hd % 32 != 0 && types.0 != CacheType::F16 {
+                        continue;
+                    }
+                    let c = case(n_head, n_kv, hd, Some(window), len, types, 9);
+                    let row = n_head * hd;
+                    let whole = c.run(&Pool::new(2), isa, 0, len);
+                    for pass in [1, 5, 16, 40] {
+                        let rows = (window + pass).div_ceil(KB) * KB;
+                        for to in [len, len - 3, rows + 1, 2 * rows + pass / 2].into_iter().filter(|&to| to <= len) {
+                            let from = to.saturating_sub(pass);
+                            let (k, v) = c.ring(to, rows);
+                            let view = KvView { k: &k, v: &v, k_type: types.0, v_type: types.1, rows };
+                            let got = c.run_over(&Pool::new(2), isa, from, to, view);
+                            assert!(
+                                got == whole[from * row..to * row],
+                                "{isa:?} {types:?} window {window}, ring of {rows}: tokens {from}..{to} differ from the whole cache's"
+                            );
+                        }
+                    }
                 }
             }
         }

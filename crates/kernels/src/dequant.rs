@@ -26,7 +26,30 @@ mod x86 {
     use std::arch::x86_64::*;
 
     pub fn has(ty: GgmlType) -> bool {
-        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K)
+        use GgmlType::*;
+        matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K)
+    }
+
+    /// Each byte of `v` shifted right by `bits` (0..8) and masked to `mask`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn field(v: __m256i, bits: i32, mask: __m256i) -> __m256i {
+        _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(bits)), mask)
+    }
+
+    /// 32 bytes as two runs of 16, each with its own scale (and offset): the 16-element
+    /// groups of Q2_K, Q3_K and Q6_K.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn sixteens<const SIGNED: bool>(q: __m256i, d: [f32; 2], m: Option<[f32; 2]>, y: &mut [f32]) {
+        let g = eights(q);
+        for (h, y) in y.chunks_exact_mut(16).enumerate() {
+            let (dh, mh) = (_mm256_set1_ps(d[h]), m.map(|m| _mm256_set1_ps(m[h])));
+            for (e, dst) in g[2 * h..2 * h + 2].iter().zip(y.chunks_exact_mut(8)) {
+                let q = if SIGNED { _mm256_cvtepi8_epi32(*e) } else { _mm256_cvtepu8_epi32(*e) };
+                put(q, dh, mh, dst);
+            }
+        }
     }
 
     /// 32 bytes as four groups of eight (in their low halves), in order.
@@ -144,35 +167,80 @@ mod x86 {
                                 _mm256_loadu_si256(b.qh[n * 32..].as_ptr() as *const __m256i),
                             )
                         };
-                        let high = |shift: i32| {
-                            let h = match shift {
-                                0 => qh,
-                                2 => _mm256_srli_epi16(qh, 2),
-                                4 => _mm256_srli_epi16(qh, 4),
-                                _ => _mm256_srli_epi16(qh, 6),
-                            };
-                            _mm256_slli_epi16(_mm256_and_si256(h, m2), 4)
-                        };
+                        let high = |shift: i32| _mm256_slli_epi16(field(qh, shift, m2), 4);
                         // Positions l + 32k, l < 32, as q6k_quad has them, less 32.
                         let quads = [
                             _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0)),
                             _mm256_or_si256(_mm256_and_si256(ql1, m4), high(2)),
-                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(4)),
-                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(6)),
+                            _mm256_or_si256(field(ql0, 4, m4), high(4)),
+                            _mm256_or_si256(field(ql1, 4, m4), high(6)),
                         ];
                         let sc = &b.scales[n * 8..];
                         for (k, (q, y)) in quads.into_iter().zip(y.chunks_exact_mut(32)).enumerate() {
                             let q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
                             // (d·sc)·q, as the scalar code multiplies; l < 16 and l ≥ 16 have
                             // scales of their own.
-                            for (h, y) in y.chunks_exact_mut(16).enumerate() {
-                                let ds = _mm256_set1_ps(d * sc[h + 2 * k] as f32);
-                                let g = eights(q);
-                                for (e, dst) in g[2 * h..2 * h + 2].iter().zip(y.chunks_exact_mut(8)) {
-                                    put(_mm256_cvtepi8_epi32(*e), ds, None, dst);
-                                }
-                            }
+                            let ds = [d * sc[2 * k] as f32, d * sc[1 + 2 * k] as f32];
+                            sixteens::<true>(q, ds, None, y);
                         }
+                    }
+                }
+            }
+            GgmlType::Q5_K => {
+                let (mask, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
+                for (b, y) in as_blocks::<BlockQ5K>(src).iter().zip(out.chunks_exact_mut(QK_K)) {
+                    let (d, min) = (crate::blocks::f16_to_f32(b.d), crate::blocks::f16_to_f32(b.dmin));
+                    let (sc, mn) = super::unpack_scale_min_k4(&b.scales);
+                    // SAFETY: reads the block's 32 bytes of fifth bits.
+                    let qh = unsafe { _mm256_loadu_si256(b.qh.as_ptr() as *const __m256i) };
+                    for (j, y) in y.chunks_exact_mut(64).enumerate() {
+                        // SAFETY: reads 32 of the block's bytes.
+                        let q = unsafe { _mm256_loadu_si256(b.qs[j * 32..].as_ptr() as *const __m256i) };
+                        // Element l's fifth bit is bit 2j (low nibble) or 2j + 1 (high) of qh[l].
+                        let h1 = _mm256_slli_epi16(field(qh, 2 * j as i32, one), 4);
+                        let h2 = _mm256_slli_epi16(field(qh, 2 * j as i32 + 1, one), 4);
+                        let lo = _mm256_or_si256(_mm256_and_si256(q, mask), h1);
+                        let hi = _mm256_or_si256(field(q, 4, mask), h2);
+                        let (d1, m1) = (d * sc[2 * j] as f32, min * mn[2 * j] as f32);
+                        let (d2, m2) = (d * sc[2 * j + 1] as f32, min * mn[2 * j + 1] as f32);
+                        let (y1, y2) = y.split_at_mut(32);
+                        bytes32::<false>(lo, _mm256_set1_ps(d1), Some(_mm256_set1_ps(-m1)), y1);
+                        bytes32::<false>(hi, _mm256_set1_ps(d2), Some(_mm256_set1_ps(-m2)), y2);
+                    }
+                }
+            }
+            GgmlType::Q2_K => {
+                let three = _mm256_set1_epi8(3);
+                for (b, y) in as_blocks::<BlockQ2K>(src).iter().zip(out.chunks_exact_mut(QK_K)) {
+                    let (d, min) = (crate::blocks::f16_to_f32(b.d), crate::blocks::f16_to_f32(b.dmin));
+                    // Eight runs of 32 per half block: the 2-bit planes of its 32 bytes.
+                    for (k, y) in y.chunks_exact_mut(32).enumerate() {
+                        let (n, plane) = (k / 4, k % 4);
+                        // SAFETY: reads 32 of the block's bytes.
+                        let q = unsafe { _mm256_loadu_si256(b.qs[n * 32..].as_ptr() as *const __m256i) };
+                        let (s0, s1) = (b.scales[2 * k], b.scales[2 * k + 1]);
+                        let dl = [d * (s0 & 0xF) as f32, d * (s1 & 0xF) as f32];
+                        let ml = [-(min * (s0 >> 4) as f32), -(min * (s1 >> 4) as f32)];
+                        sixteens::<false>(field(q, 2 * plane as i32, three), dl, Some(ml), y);
+                    }
+                }
+            }
+            GgmlType::Q3_K => {
+                let (three, one, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1), _mm256_set1_epi8(4));
+                for (b, y) in as_blocks::<BlockQ3K>(src).iter().zip(out.chunks_exact_mut(QK_K)) {
+                    let d = crate::blocks::f16_to_f32(b.d);
+                    let scales = super::unpack_q3k_scales(&b.scales);
+                    // SAFETY: reads the block's 32 bytes of high bits.
+                    let hm = unsafe { _mm256_loadu_si256(b.hmask.as_ptr() as *const __m256i) };
+                    for (k, y) in y.chunks_exact_mut(32).enumerate() {
+                        let (n, plane) = (k / 4, k % 4);
+                        // SAFETY: reads 32 of the block's bytes.
+                        let q = unsafe { _mm256_loadu_si256(b.qs[n * 32..].as_ptr() as *const __m256i) };
+                        // Two low bits, less 4 where the high bit (bit k of hmask) is clear.
+                        let high = _mm256_slli_epi16(field(hm, k as i32, one), 2);
+                        let v = _mm256_sub_epi8(_mm256_or_si256(field(q, 2 * plane as i32, three), high), four);
+                        let dl = [d * scales[2 * k] as f32, d * scales[2 * k + 1] as f32];
+                        sixteens::<true>(v, dl, None, y);
                     }
                 }
             }
@@ -404,9 +472,7 @@ mod tests {
     fn vector_dequantization_is_the_scalar_one() {
         let mut rng = crate::dot::tests::Lcg(77);
         let cols = 256;
-        for ty in
-            [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_K, GgmlType::F16]
-        {
+        for ty in crate::dot::tests::ALL {
             for isa in Isa::available() {
                 for _ in 0..50 {
                     let row = crate::dot::tests::random_row(ty, cols, &mut rng);

@@ -65,14 +65,13 @@ impl<'a> QMatrix<'a> {
 }
 
 /// Where the level has no integer dot-product instruction (x86's AVX2 level), the float
-/// types, the 32-element ones, Q4_K and Q6_K multiply faster as f32 rows (dequantized 16 at
-/// a time with the level's vector unit) against f32 activations than through the integer
-/// tiles (docs/BENCHMARKS.md, "Dense prompts"); Q2_K, Q3_K and Q5_K, dequantized by scalar
-/// code, stay quantized. `BANTAM_DENSE_PROMPTS=0` turns the dense path off, `=1` on at
-/// every level.
+/// types, the 32-element ones and the k-quants multiply faster as f32 rows (dequantized 16
+/// at a time with the level's vector unit) against f32 activations than through the integer
+/// tiles (docs/BENCHMARKS.md, "Dense prompts"). `BANTAM_DENSE_PROMPTS=0` turns the dense
+/// path off, `=1` on at every level.
 fn dense_default(ty: GgmlType, isa: Isa) -> bool {
     use GgmlType::*;
-    matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q6_K)
+    matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K)
         && match dense_setting() {
             Some(on) => on,
             None => isa == Isa::Avx2,
@@ -441,7 +440,9 @@ mod tests {
         let mut rng = crate::dot::tests::Lcg(5);
         let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
         let kinds: Vec<bool> = (0..n).map(|t| t % 3 != 1).collect();
-        for (ty, isa) in [F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K].into_iter().flat_map(|ty| Isa::available().into_iter().map(move |i| (ty, i))) {
+        for (ty, isa) in
+            [F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K].into_iter().flat_map(|ty| Isa::available().into_iter().map(move |i| (ty, i)))
+        {
             let data: Vec<u8> = (0..rows).flat_map(|_| crate::dot::tests::random_row(ty, cols, &mut rng)).collect();
             let w = QMatrix::new(ty, rows, cols, &data, isa).unwrap().with_dense_prompts(true);
             let mut wf = vec![0f32; rows * cols];

@@ -280,6 +280,16 @@ impl Model {
             s.pos.push(next[sq]);
             next[sq] += 1;
         }
+        // A sliding-window ring has room for so many new positions per pass.
+        for (sq, (cache, &n)) in caches.iter().zip(&next).enumerate() {
+            if n - cache.len() > cache.max_pass() {
+                return Err(ModelError::BadBatch(format!(
+                    "{} tokens of sequence {sq} in one pass; its cache takes at most {} per pass",
+                    n - cache.len(),
+                    cache.max_pass()
+                )));
+            }
+        }
         let (ne, qd, kvd, vd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.v_dim());
         let att_dim = c.n_head * c.head_dim_v;
         fit(&mut s.x, t_n * ne);

@@ -1,6 +1,15 @@
-//! The key/value cache of one sequence: per layer, K `[capacity, n_head_kv * head_dim]` and
-//! V `[capacity, n_head_kv * head_dim_v]`, each position a row of its [`CacheType`]'s bytes
+//! The key/value cache of one sequence: per layer, K `[rows, n_head_kv * head_dim]` and
+//! V `[rows, n_head_kv * head_dim_v]`, each position a row of its [`CacheType`]'s bytes
 //! (f16 by default, as llama.cpp's; q8_0 or q4_0 as its `-ctk` / `-ctv`).
+//!
+//! A full-attention layer has a row per position (`rows = capacity`). A sliding-window
+//! layer (gemma3's local layers) needs only the last `window` positions, so where that is
+//! shorter than the capacity it keeps a ring of `window + pass` rows, rounded up to
+//! attention blocks: position `p` lives in row `p % rows`, and one forward pass may add up
+//! to `pass` positions of the sequence without overwriting a key its tokens still see (as
+//! llama.cpp's SWA cache holds `n_swa + n_ubatch` cells). Attention reads the same values
+//! either way, so a ring changes memory, not results.
+//!
 //! One zeroed mapping holds every layer (`[layer][K rows, V rows]`), so pages are committed
 //! only as positions fill; a cache of [`HUGE_MIN`] bytes or more asks for transparent huge
 //! pages, since a deep cache is read whole for every token and 4 KiB pages would cost a TLB
@@ -9,21 +18,35 @@
 use crate::config::Config;
 use crate::ModelError;
 pub use kernels::attention::CacheType;
-use kernels::attention::KvView;
+use kernels::attention::{KvView, KB};
 
 /// Caches this large or larger ask for transparent huge pages.
 pub const HUGE_MIN: usize = 32 << 20;
 
+/// Positions one forward pass may add to a sequence by default (llama.cpp's n_ubatch, and
+/// the engine's prompt step): what a sliding-window ring leaves room for beyond its window.
+pub const DEFAULT_PASS: usize = 512;
+
 pub struct KvCache {
     buf: Region,
-    n_layer: usize,
     k_type: CacheType,
     v_type: CacheType,
     /// Bytes of one position's K and V row.
     k_row: usize,
     v_row: usize,
+    /// Rows of each layer (the capacity, or a sliding-window layer's ring).
+    rows: Vec<usize>,
+    /// Where each layer's K rows start; its V rows follow them.
+    offset: Vec<usize>,
     len: usize,
     capacity: usize,
+    /// Most positions one forward pass may add (`usize::MAX` without rings).
+    pass: usize,
+    /// One past the highest position written since the cache was last empty: a ring still
+    /// holds the positions from `high - rows` on.
+    high: usize,
+    /// The smallest window among the ring layers (0 without rings).
+    window: usize,
 }
 
 /// The cache types of K and V.
@@ -31,6 +54,15 @@ pub struct KvCache {
 pub struct CacheTypes {
     pub k: CacheType,
     pub v: CacheType,
+}
+
+/// Rows of layer `il` for a cache of `capacity` positions and passes of up to `pass`
+/// positions.
+fn layer_rows(c: &Config, il: usize, capacity: usize, pass: usize) -> usize {
+    match c.sliding_window.filter(|_| c.swa_layers[il]) {
+        Some(w) => capacity.min(w.saturating_add(pass).div_ceil(KB).saturating_mul(KB)),
+        None => capacity,
+    }
 }
 
 impl CacheTypes {
@@ -50,7 +82,17 @@ impl CacheTypes {
 
     /// Bytes of K and V for one token across all layers.
     pub fn bytes_per_token(self, c: &Config) -> usize {
-        c.n_layer * (self.k.row_bytes(c.kv_dim()) + self.v.row_bytes(c.v_dim()))
+        c.n_layer * self.layer_row_bytes(c)
+    }
+
+    fn layer_row_bytes(self, c: &Config) -> usize {
+        self.k.row_bytes(c.kv_dim()) + self.v.row_bytes(c.v_dim())
+    }
+
+    /// Bytes of a cache of `capacity` positions with passes of up to `pass` positions
+    /// ([`KvCache::with_pass`]): sliding-window layers count their rings only.
+    pub fn cache_bytes(self, c: &Config, capacity: usize, pass: usize) -> usize {
+        (0..c.n_layer).map(|il| layer_rows(c, il, capacity, pass.max(1))).sum::<usize>() * self.layer_row_bytes(c)
     }
 }
 
@@ -60,19 +102,38 @@ impl KvCache {
         KvCache::with_types(c, capacity, CacheTypes::default()).expect("every head size fits f16")
     }
 
-    /// A cache of `capacity` positions with K and V stored as `types`.
+    /// A cache of `capacity` positions with K and V stored as `types`, for passes of up to
+    /// [`DEFAULT_PASS`] positions.
     pub fn with_types(c: &Config, capacity: usize, types: CacheTypes) -> Result<KvCache, ModelError> {
+        KvCache::with_pass(c, capacity, types, DEFAULT_PASS)
+    }
+
+    /// A cache of `capacity` positions whose forward passes add up to `pass` positions each
+    /// (what its sliding-window rings leave room for).
+    pub fn with_pass(c: &Config, capacity: usize, types: CacheTypes, pass: usize) -> Result<KvCache, ModelError> {
         types.check(c)?;
         let (k_row, v_row) = (types.k.row_bytes(c.kv_dim()), types.v.row_bytes(c.v_dim()));
+        let rows: Vec<usize> = (0..c.n_layer).map(|il| layer_rows(c, il, capacity, pass.max(1))).collect();
+        let mut offset = Vec::with_capacity(c.n_layer);
+        let mut total = 0;
+        for &r in &rows {
+            offset.push(total);
+            total += r * (k_row + v_row);
+        }
+        let ring = rows.iter().any(|&r| r < capacity);
         Ok(KvCache {
-            buf: Region::zeroed(c.n_layer * capacity * (k_row + v_row)),
-            n_layer: c.n_layer,
+            buf: Region::zeroed(total),
             k_type: types.k,
             v_type: types.v,
             k_row,
             v_row,
+            rows,
+            offset,
             len: 0,
             capacity,
+            pass: if ring { pass.max(1) } else { usize::MAX },
+            high: 0,
+            window: if ring { c.sliding_window.unwrap_or(0) } else { 0 },
         })
     }
 
@@ -90,65 +151,106 @@ impl KvCache {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+    /// Most positions of this sequence one forward pass may add.
+    pub fn max_pass(&self) -> usize {
+        self.pass
+    }
     /// Forget everything (positions restart at 0).
     pub fn clear(&mut self) {
         self.len = 0;
+        self.high = 0;
     }
-    /// Keep only the first `n` positions (prefix reuse).
-    pub fn truncate(&mut self, n: usize) {
-        self.len = self.len.min(n);
+
+    /// How many of the first `n` positions this cache can keep: `n` (or its length, if
+    /// shorter), or 0 where a sliding-window ring has already overwritten keys that the
+    /// position after them would see.
+    pub fn keepable(&self, n: usize) -> usize {
+        let n = n.min(self.len);
+        let ring_min = self.rows.iter().copied().filter(|&r| r < self.capacity).min();
+        match ring_min {
+            Some(r) if self.high.saturating_sub(r) > (n + 1).saturating_sub(self.window) => 0,
+            _ => n,
+        }
     }
+
+    /// Keep only the first `n` positions (prefix reuse), or none where a ring cannot keep
+    /// them ([`KvCache::keepable`]); returns the positions kept.
+    pub fn truncate(&mut self, n: usize) -> usize {
+        let keep = self.keepable(n);
+        if keep == 0 {
+            self.clear();
+        }
+        self.len = keep;
+        keep
+    }
+
     /// Make this cache hold the first `n` positions of `src` (a prefix another sequence
     /// computed): positions this cache already shares with it (`self.len()` of them, the
-    /// caller's claim) are kept, the rest copied. Both caches must be of one model.
+    /// caller's claim, which must be keepable) are kept, the rest copied. Both caches must
+    /// be of one model and one pass size, and `n` keepable in `src`.
     pub fn copy_prefix_from(&mut self, src: &KvCache, n: usize) {
         let n = n.min(src.len).min(self.capacity);
         let from = self.len.min(n);
         let (kd, vd) = (self.k_row, self.v_row);
-        assert!(kd == src.k_row && vd == src.v_row && self.types() == src.types() && self.n_layer == src.n_layer, "caches of different models");
-        for l in 0..self.n_layer {
+        assert!(kd == src.k_row && vd == src.v_row && self.types() == src.types() && self.rows == src.rows, "caches of different models or pass sizes");
+        debug_assert!(src.keepable(n) == n, "copying positions a ring no longer holds");
+        for l in 0..self.rows.len() {
+            let rows = self.rows[l];
+            // A ring holds the last `rows` positions; a position's row is the same in both.
+            let first = from.max(n.saturating_sub(rows));
             let (ks, vs) = (src.k_range(l), src.v_range(l));
             let (kr, vr) = (self.k_range(l), self.v_range(l));
             let dst = self.buf.as_mut_slice();
-            dst[kr][from * kd..n * kd].copy_from_slice(&src.buf.as_slice()[ks][from * kd..n * kd]);
-            dst[vr][from * vd..n * vd].copy_from_slice(&src.buf.as_slice()[vs][from * vd..n * vd]);
+            let srcb = src.buf.as_slice();
+            let mut p = first;
+            while p < n {
+                // Positions p .. end sit in consecutive rows.
+                let (r0, end) = (p % rows, n.min(p - p % rows + rows));
+                let r1 = r0 + (end - p);
+                dst[kr.clone()][r0 * kd..r1 * kd].copy_from_slice(&srcb[ks.clone()][r0 * kd..r1 * kd]);
+                dst[vr.clone()][r0 * vd..r1 * vd].copy_from_slice(&srcb[vs.clone()][r0 * vd..r1 * vd]);
+                p = end;
+            }
         }
         self.len = n;
+        self.high = self.high.max(n);
     }
 
     pub(crate) fn set_len(&mut self, n: usize) {
         debug_assert!(n <= self.capacity);
         self.len = n;
+        self.high = self.high.max(n);
     }
 
     /// Store the K and V rows `[kv_dim]`, `[v_dim]` of `layer` at `pos`.
     pub(crate) fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let (kd, vd) = (self.k_row, self.v_row);
+        let row = pos % self.rows[layer];
         let (kr, vr) = (self.k_range(layer), self.v_range(layer));
         let buf = self.buf.as_mut_slice();
-        self.k_type.store(k, &mut buf[kr][pos * kd..(pos + 1) * kd]);
-        self.v_type.store(v, &mut buf[vr][pos * vd..(pos + 1) * vd]);
+        self.k_type.store(k, &mut buf[kr][row * kd..(row + 1) * kd]);
+        self.v_type.store(v, &mut buf[vr][row * vd..(row + 1) * vd]);
     }
 
     fn k_range(&self, layer: usize) -> std::ops::Range<usize> {
-        let start = layer * self.capacity * (self.k_row + self.v_row);
-        start..start + self.capacity * self.k_row
+        let start = self.offset[layer];
+        start..start + self.rows[layer] * self.k_row
     }
 
     fn v_range(&self, layer: usize) -> std::ops::Range<usize> {
-        let start = layer * self.capacity * (self.k_row + self.v_row) + self.capacity * self.k_row;
-        start..start + self.capacity * self.v_row
+        let start = self.offset[layer] + self.rows[layer] * self.k_row;
+        start..start + self.rows[layer] * self.v_row
     }
 
-    /// K `[positions, kv_dim]` and V `[positions, v_dim]` of a layer.
+    /// K `[rows, kv_dim]` and V `[rows, v_dim]` of a layer (position `p` in row `p % rows`).
     pub(crate) fn layer(&self, layer: usize) -> KvView<'_> {
         let buf = self.buf.as_slice();
-        KvView { k: &buf[self.k_range(layer)], v: &buf[self.v_range(layer)], k_type: self.k_type, v_type: self.v_type }
+        KvView { k: &buf[self.k_range(layer)], v: &buf[self.v_range(layer)], k_type: self.k_type, v_type: self.v_type, rows: self.rows[layer] }
     }
 
     /// Bytes reserved (not necessarily committed).
     pub fn reserved_bytes(&self) -> usize {
-        self.capacity * (self.k_row + self.v_row) * self.n_layer
+        self.rows.iter().sum::<usize>() * (self.k_row + self.v_row)
     }
 }
 

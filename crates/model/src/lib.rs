@@ -26,7 +26,7 @@ mod weights;
 
 pub use block::{ActivationStats, Batch, Scratch};
 pub use config::{Arch, Config};
-pub use kv_cache::{CacheType, CacheTypes, KvCache};
+pub use kv_cache::{CacheType, CacheTypes, KvCache, DEFAULT_PASS};
 pub use lora::{Adapter, Adapters, LoraError};
 pub use weights::{GateUpProj, Mat, QkvProj, Weights};
 

@@ -109,7 +109,8 @@ impl ModelSet {
                 h
             }
             None => {
-                self.make_room(lm.model.file.file_size(), lm.kv_bytes_per_token(self.limits.engine.cache))?;
+                let e = &self.limits.engine;
+                self.make_room(lm.model.file.file_size(), lm.kv_bytes(e.cache, e.n_ctx, e.budget.most()))?;
                 Arc::new(
                     EngineHandle::spawn(lm.clone(), self.limits.engine.clone(), self.pool.clone())
                         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("engine thread: {e}")))?,
@@ -134,10 +135,13 @@ impl ModelSet {
     /// Evict idle models, least recently used first, until one more of `need` bytes fits.
     /// Evict idle models until one of `weights` bytes with KV caches of `kv_per_token`
     /// bytes a token fits; a model that can never fit is refused with what would fit.
-    fn make_room(&self, weights: usize, kv_per_token: usize) -> Result<(), ApiError> {
+    /// Room for an engine of `weights` bytes and slots of `kv_per_slot` bytes of cache each.
+    fn make_room(&self, weights: usize, kv_per_slot: usize) -> Result<(), ApiError> {
         let mib = |b: usize| b / (1 << 20);
         let (slots, n_ctx, budget) = (self.limits.engine.max_parallel, self.limits.engine.n_ctx, self.limits.max_memory);
-        let need = weights + slots * n_ctx * kv_per_token;
+        let need = weights + slots * kv_per_slot;
+        // For the advice: the cache's bytes per position on average.
+        let kv_per_token = kv_per_slot.div_ceil(n_ctx.max(1));
         if need > budget {
             let fits = budget.saturating_sub(weights) / (kv_per_token * slots).max(1);
             let fits_slots = budget.saturating_sub(weights) / (kv_per_token * n_ctx).max(1);

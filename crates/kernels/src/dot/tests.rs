@@ -48,7 +48,7 @@ fn aligned(n: usize) -> Vec<u32> {
     vec![0u32; n.div_ceil(4)]
 }
 
-const ALL: [GgmlType; 13] = [
+pub(crate) const ALL: [GgmlType; 13] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
