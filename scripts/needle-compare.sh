@@ -10,6 +10,7 @@
 # Usage: scripts/needle-compare.sh [MODEL] [LLAMA_BUILD_DIR] [CTX] [TOKENS,...] [FRACS,...] [CACHES,...]
 #   defaults: smollm2:135m, /tmp/llamacpp-levels/build-avx512-vnni, 8192, 2000,7000,
 #   0.1,0.5,0.9, f16,q8_0. TOKENS are the filler's approximate length in the model's tokens.
+#   NEEDLE_KEEP=DIR keeps the prompts there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-smollm2:135m}"; build="${2:-/tmp/llamacpp-levels/build-avx512-vnni}"; ctx="${3:-8192}"
@@ -52,6 +53,7 @@ for want in lengths:
         body.insert(int(len(body) * frac), needle)
         open(f"{work}/needle-{want}-{frac}.txt", "w").write("\n\n".join(body) + "\n\n" + q)
 PY
+[ -n "${NEEDLE_KEEP:-}" ] && mkdir -p "$NEEDLE_KEEP" && cp "$work"/needle-*.txt "$NEEDLE_KEEP"/
 IFS=, read -ra cache_list <<< "$caches"
 for f in "$work"/needle-*.txt; do
     n=$(basename "$f" .txt)
