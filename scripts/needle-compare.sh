@@ -5,8 +5,10 @@
 # llama.cpp's Jinja template); a base model (no template) continues "The secret number
 # mentioned in the text above is". Both decode greedily without a repeat penalty (bantam
 # --repeat-penalty 1, llama.cpp's default), and only the generated text is searched for the
-# number. Prints one line per prompt, cache and engine, with bantam's peak RSS and the memory
-# plan `bantam show -c CTX` gives for that cache. Not part of CI.
+# number. bantam reads the prompt from stdin (a 32K-token prompt is over the 128 KiB a single
+# command-line argument may hold). Prints one line per prompt, cache and engine, with
+# bantam's peak RSS and the memory plan `bantam show -c CTX` gives for that cache. Not part
+# of CI.
 # Usage: scripts/needle-compare.sh [MODEL] [LLAMA_BUILD_DIR] [CTX] [TOKENS,...] [FRACS,...] [CACHES,...]
 #   defaults: smollm2:135m, /tmp/llamacpp-levels/build-avx512-vnni, 8192, 2000,7000,
 #   0.1,0.5,0.9, f16,q8_0. TOKENS are the filler's approximate length in the model's tokens.
@@ -60,8 +62,8 @@ for f in "$work"/needle-*.txt; do
     len=$($bin tokenize "$model" - < "$f" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
     for t in "${cache_list[@]}"; do
         plan=$($bin show "$model" -c "$ctx" --kv-cache-type "$t" | awk '/one sequence of/ {print $5, $6; exit}')
-        /usr/bin/time -f 'peak_rss_kib %M' -o "$work/time" $bin run "$model" "$(cat "$f")" --temperature 0 --repeat-penalty 1 -n 24 -c "$ctx" \
-            --kv-cache-type "$t" > "$work/out" 2>/dev/null
+        /usr/bin/time -f 'peak_rss_kib %M' -o "$work/time" $bin run "$model" --temperature 0 --repeat-penalty 1 -n 24 -c "$ctx" \
+            --kv-cache-type "$t" < "$f" > "$work/out" 2>/dev/null
         b=$(tr '\n' ' ' < "$work/out"); rss=$(awk '/peak_rss_kib/ {printf "%.1f MiB", $2 / 1024}' "$work/time")
         mode=(-no-cnv)
         [ "$chat" = yes ] && mode=(-cnv -st --jinja)
