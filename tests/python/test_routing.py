@@ -313,3 +313,24 @@ escalate = {{ patterns = ["(?i)refund"] }}
     bad = subprocess.run([str(bantam_binary()), "route", "calibrate", "--task", str(tmp_path / "task.toml"), "--routes", str(routes),
                           "--route", "nope", "--target-escalation", "10%"], capture_output=True, text=True)
     assert bad.returncode != 0 and "no route" in bad.stderr
+
+    # Self-consistency: answers without samples cannot calibrate it; with them, each local
+    # row records the share of the route's samples that agree, and min_agreement is written.
+    missing = subprocess.run([str(bantam_binary()), "route", "calibrate", "--task", str(tmp_path / "task.toml"), "--routes", str(routes),
+                              "--route", "casc", "--target-escalation", "20%", "--items", str(items), "--signal", "agreement", "--dry-run"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "measured agreement" in missing.stderr, missing.stderr
+    routes.write_text(routes.read_text().replace("samples = 4", "samples = 3").replace("sample_temperature = 0.7", "sample_temperature = 1.5"))
+    items2 = tmp_path / "answers-sc.jsonl"
+    sc = subprocess.run([str(bantam_binary()), "route", "calibrate", "--task", str(tmp_path / "task.toml"), "--routes", str(routes),
+                         "--route", "casc", "--target-escalation", "30%", "--items", str(items2), "--signal", "agreement",
+                         "--json", str(report), "--", "--parallel", "4", "-t", "2"], capture_output=True, text=True, timeout=600)
+    assert sc.returncode == 0, sc.stderr
+    local = [json.loads(l) for l in items2.read_text().splitlines() if "signals" in l]
+    assert len(local) == len(SENTIMENT)
+    shares = [r["signals"]["agreement"] for r in local]
+    assert all(0 <= a <= 1 and abs(a * 3 - round(a * 3)) < 1e-6 for a in shares), shares
+    rep = json.loads(report.read_text())
+    assert rep["signal"] == "agreement" and rep["threshold"].startswith("min_agreement = "), rep["threshold"]
+    text = routes.read_text()
+    assert rep["threshold"] in text and "samples = 3" in text and "sample_temperature = 1.5" in text, text

@@ -49,8 +49,9 @@ pub struct CalibrateArgs {
     /// Quality to reach, as a share of the upstream's own, e.g. 95%
     #[arg(long, value_parser = percent)]
     target_quality: Option<f64>,
-    /// The signal to threshold: mean-logprob, min-logprob, entropy, margin, or auto (the
-    /// one with the best APGR on the calibration half)
+    /// The signal to threshold: mean-logprob, min-logprob, entropy, margin, agreement
+    /// (self-consistency: the route's `samples` more answers per item are drawn), or auto
+    /// (the one with the best APGR on the calibration half, among those measured)
     #[arg(long, default_value = "auto")]
     signal: String,
     /// Share of the items the threshold is picked on; the rest measure it
@@ -110,7 +111,10 @@ fn percent(s: &str) -> Result<f64, String> {
 }
 
 /// The signals a cascade thresholds, as "doubt": the larger, the likelier to escalate.
-pub const SIGNALS: [&str; 4] = ["mean-logprob", "min-logprob", "entropy", "margin"];
+pub const SIGNALS: [&str; 5] = ["mean-logprob", "min-logprob", "entropy", "margin", "agreement"];
+
+/// The index of self-consistency's signal in [`SIGNALS`].
+const AGREEMENT: usize = 4;
 
 /// One labelled item: whether each model was right, and the local answer's doubt per signal.
 #[derive(Debug, Clone)]
@@ -120,15 +124,15 @@ pub struct Scored {
     pub upstream: bool,
     /// Per signal in [`SIGNALS`] order; +inf where the route escalates regardless (a parse
     /// failure, the length limit), -inf where the signal is absent.
-    pub doubt: [f64; 4],
+    pub doubt: [f64; 5],
 }
 
-fn doubts(sig: &Value, forced: bool) -> [f64; 4] {
+fn doubts(sig: &Value, forced: bool) -> [f64; 5] {
     if forced {
-        return [f64::INFINITY; 4];
+        return [f64::INFINITY; 5];
     }
     let get = |k: &str, sign: f64| sig.get(k).and_then(Value::as_f64).map_or(f64::NEG_INFINITY, |v| sign * v);
-    [get("mean_logprob", -1.0), get("min_logprob", -1.0), get("mean_entropy", 1.0), get("min_margin", -1.0)]
+    [get("mean_logprob", -1.0), get("min_logprob", -1.0), get("mean_entropy", 1.0), get("min_margin", -1.0), get("agreement", -1.0)]
 }
 
 /// Quality after escalating the `k` most doubtful items.
@@ -232,7 +236,8 @@ fn threshold_line(signal: usize, t: f64) -> String {
         0 => format!("min_mean_logprob = {}", -t),
         1 => format!("min_token_logprob = {}", -t),
         2 => format!("max_entropy = {t}"),
-        _ => format!("min_margin = {}", -t),
+        3 => format!("min_margin = {}", -t),
+        _ => format!("min_agreement = {}", -t),
     }
 }
 
@@ -290,7 +295,7 @@ fn read_items(path: &Path, upstream: &str, forced: impl Fn(&Value) -> bool) -> R
 fn write_thresholds(path: &Path, route: &str, line: &str, keep: &[String]) -> Result<()> {
     let text = std::fs::read_to_string(path)?;
     let header = format!("[routes.{route}.escalate]");
-    let owned = ["min_mean_logprob", "min_token_logprob", "max_entropy", "min_margin"];
+    let owned = ["min_mean_logprob", "min_token_logprob", "max_entropy", "min_margin", "min_agreement"];
     let mut out: Vec<String> = Vec::new();
     let mut section = String::new();
     for l in text.lines() {
@@ -317,7 +322,12 @@ fn write_thresholds(path: &Path, route: &str, line: &str, keep: &[String]) -> Re
 
 /// The route's escalate settings other than the thresholds, as TOML lines.
 fn kept_settings(e: &server::route::config::Thresholds) -> Vec<String> {
-    let mut v = vec![format!("on_parse_failure = {}", e.on_parse_failure), format!("on_length = {}", e.on_length)];
+    let mut v = vec![
+        format!("on_parse_failure = {}", e.on_parse_failure),
+        format!("on_length = {}", e.on_length),
+        format!("samples = {}", e.samples),
+        format!("sample_temperature = {}", e.sample_temperature),
+    ];
     if let Some(m) = e.max_prompt_tokens {
         v.push(format!("max_prompt_tokens = {m}"));
     }
@@ -360,6 +370,11 @@ fn calibrate(a: CalibrateArgs) -> Result<()> {
         }
         let mut argv: Vec<String> = vec!["eval".into(), a.task.display().to_string(), "--models".into(), route.local.clone(), "--upstream".into(), spec];
         argv.extend(["--signals".into(), route.decide_tokens.to_string(), "--items".into(), items_path.display().to_string()]);
+        let wants_agreement = signal == Some(AGREEMENT) || route.escalate.min_agreement.is_some();
+        if wants_agreement && !a.eval.iter().any(|x| x == "--agreement" || x.starts_with("--agreement=")) {
+            let e = &route.escalate;
+            argv.extend(["--agreement".into(), e.samples.to_string(), "--agreement-temperature".into(), e.sample_temperature.to_string()]);
+        }
         argv.extend(a.eval.iter().cloned());
         let line = EvalLine::try_parse_from(&argv).map_err(|e| anyhow::anyhow!("{e}"))?;
         crate::eval::main(line.args)?;
@@ -373,7 +388,14 @@ fn calibrate(a: CalibrateArgs) -> Result<()> {
         bail!("{} items cannot be split {:.0}% / {:.0}%", cal.len() + held.len(), 100.0 * a.split, 100.0 * (1.0 - a.split));
     }
     let apgrs: Vec<Option<f64>> = (0..SIGNALS.len()).map(|s| apgr(&cal, &curve(&cal, s))).collect();
-    let chosen = signal.unwrap_or_else(|| (0..SIGNALS.len()).max_by(|&x, &y| apgrs[x].unwrap_or(0.0).total_cmp(&apgrs[y].unwrap_or(0.0))).unwrap_or(0));
+    // A signal no item measured (agreement without samples) is not a choice.
+    let measured = |x: usize| cal.iter().any(|s| s.doubt[x].is_finite());
+    if let Some(x) = signal.filter(|&x| !measured(x)) {
+        bail!("no calibration item measured {} (items from an earlier run without it?)", SIGNALS[x]);
+    }
+    let chosen = signal.unwrap_or_else(|| {
+        (0..SIGNALS.len()).filter(|&x| measured(x)).max_by(|&x, &y| apgrs[x].unwrap_or(0.0).total_cmp(&apgrs[y].unwrap_or(0.0))).unwrap_or(0)
+    });
     let k = k_for(&cal, chosen, a.target_escalation, a.target_quality);
     let t = threshold_for(&cal, chosen, k);
     let (rate, quality) = apply(&held, chosen, t);
@@ -522,7 +544,7 @@ mod tests {
     use super::*;
 
     fn item(id: usize, local: bool, upstream: bool, doubt: f64) -> Scored {
-        Scored { id: id.to_string(), local, upstream, doubt: [doubt, doubt, doubt, doubt] }
+        Scored { id: id.to_string(), local, upstream, doubt: [doubt; 5] }
     }
 
     #[test]
@@ -597,6 +619,14 @@ mod tests {
         let e = &f.routes["a"].escalate;
         assert_eq!((e.min_mean_logprob, e.max_entropy, e.patterns.clone()), (Some(-0.75), None, vec!["x".to_string()]));
         assert_eq!(f.routes["b"].local, "s");
+        // Self-consistency: the share is written back as min_agreement, and the samples kept.
+        std::fs::write(&p, std::fs::read_to_string(&p).unwrap().replace("samples = 4", "samples = 6")).unwrap();
+        let f = RouteFile::load(&p).unwrap();
+        write_thresholds(&p, "a", &threshold_line(AGREEMENT, -0.625), &kept_settings(&f.routes["a"].escalate)).unwrap();
+        let e = RouteFile::load(&p).unwrap().routes["a"].escalate.clone();
+        assert_eq!((e.min_agreement, e.min_mean_logprob, e.samples, e.sample_temperature), (Some(0.625), None, 6, 0.7));
+        assert_eq!(doubts(&json!({"agreement": 0.75}), false)[AGREEMENT], -0.75);
+        assert_eq!(doubts(&json!({"min_margin": 1.0}), false)[AGREEMENT], f64::NEG_INFINITY);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -255,6 +255,52 @@ async fn routes_answer_and_say_how_they_were_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_consistency_escalates_when_samples_disagree() {
+    let up = upstream_server().await;
+    // `wild`: four samples at temperature 2 must all say what the answer says; `tame`: half
+    // of four samples at temperature 0.01 (the greedy answer, but for a near-tie) must.
+    let routes = router(&format!(
+        r#"
+        [upstreams.big]
+        url = "{up}"
+        model = "{MODEL}"
+        [routes.wild]
+        policy = "cascade"
+        local = "{MODEL}"
+        upstream = "big"
+        escalate = {{ min_agreement = 1.0, samples = 4, sample_temperature = 2.0 }}
+        [routes.tame]
+        policy = "cascade"
+        local = "{MODEL}"
+        upstream = "big"
+        escalate = {{ min_agreement = 0.5, samples = 4, sample_temperature = 0.01 }}
+        "#
+    ));
+    let app = app(AppState::new(config()).with_router(routes));
+    let direct = post(&app, "/v1/chat/completions", chat(MODEL, false)).await.json();
+    let want = direct["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    for (route, how) in [("wild", "upstream"), ("tame", "local")] {
+        let r = post(&app, "/v1/chat/completions", chat(route, false)).await;
+        assert_eq!((r.status, served(&r)), (StatusCode::OK, how), "{route}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["choices"][0]["message"]["content"], want.as_str(), "{route}");
+        // The samples' tokens are not the client's: usage is the answer's alone.
+        let counts = |u: &Value| (u["prompt_tokens"].clone(), u["completion_tokens"].clone());
+        assert_eq!(counts(&v["usage"]), counts(&direct["usage"]), "{route}");
+        if how == "upstream" {
+            let reason = v["bantam"]["reason"].as_str().unwrap();
+            assert!(reason.starts_with("agreement ") && reason.ends_with("< 1"), "{reason}");
+        }
+        // A stream waits for the whole answers, then goes out as one answer would.
+        let r = post(&app, "/v1/chat/completions", chat(route, true)).await;
+        assert_eq!((r.status, served(&r)), (StatusCode::OK, how), "{route}");
+        let (text, routed, usage) = openai_stream(&r);
+        assert_eq!((text.as_str(), routed["served"].as_str()), (want.as_str(), Some(how)), "{route}");
+        assert_eq!(counts(&usage), counts(&direct["usage"]), "{route}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_faults_never_reach_the_client() {
     for kind in ["refused", "hang", "500", "garbage", "cut"] {
         let url = if kind == "refused" { refusing() } else { faulty(kind).await };

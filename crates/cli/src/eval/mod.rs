@@ -17,6 +17,7 @@ use data::{Gold, Item, Kind};
 use engine::template::ChatMessage;
 use engine::{EngineHandle, EngineOptions, Event, Grammar, LoadedModel, Options, Request, SharedPool};
 use serde_json::{json, Value};
+use server::route::signals::{agreement, answer_key};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -123,6 +124,13 @@ pub struct EvalArgs {
     /// file: what `bantam route calibrate` sets its thresholds from
     #[arg(long, value_name = "K")]
     signals: Option<usize>,
+    /// With --signals: sample N more answers per item at --agreement-temperature and record
+    /// the share that say the same as the answer (a cascade's self-consistency)
+    #[arg(long, value_name = "N", requires = "signals", value_parser = clap::value_parser!(u64).range(1..=server::route::config::MAX_SAMPLES as u64))]
+    agreement: Option<u64>,
+    /// The temperature of the --agreement samples
+    #[arg(long, default_value_t = 0.7, requires = "agreement")]
+    agreement_temperature: f32,
 }
 
 /// How a classification is answered.
@@ -290,7 +298,7 @@ pub fn main(args: EvalArgs) -> Result<()> {
         let mode = (a.kind == Kind::Code).then(|| code::Mode::of(a.prompt_style, lm.template.is_some(), a.prompt.is_some()));
         let options = EngineOptions {
             max_parallel: a.parallel,
-            max_queue: rows.len() * a.labels.len().max(1),
+            max_queue: rows.len() * a.labels.len().max(1).max(a.agreement.unwrap_or(1)),
             n_ctx: a.ctx_size,
             budget: Default::default(),
             cache: Default::default(),
@@ -324,7 +332,18 @@ pub fn main(args: EvalArgs) -> Result<()> {
         let answers = if a.kind == Kind::Classify && a.score == Score::Loglik {
             score_labels(&engine, &lm, jobs, &a.labels, &name)?
         } else {
-            answer_all(&engine, &lm, jobs, grammar.as_ref(), a.kind == Kind::Code, a.signals, &name)?
+            let samples = a.agreement.map(|k| sample_jobs(&jobs, k, a.agreement_temperature));
+            let mut answers = answer_all(&engine, &lm, jobs, grammar.as_ref(), a.kind == Kind::Code, a.signals, &name)?;
+            if let Some((k, samples)) = samples {
+                let drawn = answer_all(&engine, &lm, samples, grammar.as_ref(), a.kind == Kind::Code, None, &format!("{name} samples"))?;
+                let keys: Vec<String> = drawn.iter().map(|d| answer_key(&d.prediction, None)).collect();
+                for (i, ans) in answers.iter_mut().enumerate() {
+                    if let Some(s) = ans.signals.as_mut() {
+                        s.agreement = agreement(&answer_key(&ans.prediction, None), &keys[i * k..(i + 1) * k]);
+                    }
+                }
+            }
+            answers
         };
         finish(&name, digest, &rows, answers, mode, started.elapsed(), Pricing::Hardware(cost_per_hour))?;
     }
@@ -626,6 +645,21 @@ fn answer_all(
         }
         Ok(out.into_iter().flatten().collect())
     })
+}
+
+/// Self-consistency's samples of each job, `k` in a row, as a cascade draws them: at
+/// `temperature`, seeded from the job's seed plus [`SAMPLE_SEED`](server::route::SAMPLE_SEED).
+fn sample_jobs(jobs: &[(Vec<u32>, engine::GenerateParams)], k: usize, temperature: f32) -> (usize, Vec<(Vec<u32>, engine::GenerateParams)>) {
+    let mut out = Vec::with_capacity(jobs.len() * k);
+    for (ids, params) in jobs {
+        for s in 0..k {
+            let mut p = params.clone();
+            p.sampling.temperature = temperature;
+            p.sampling.seed = p.sampling.seed.wrapping_add(server::route::SAMPLE_SEED as u64 + s as u64);
+            out.push((ids.clone(), p));
+        }
+    }
+    (k, out)
 }
 
 /// Each label's log-likelihood after each prompt (`num_predict` 0, the prompt scored); the

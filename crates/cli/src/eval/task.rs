@@ -52,6 +52,9 @@ pub struct Task {
     pub completions: Vec<PathBuf>,
     pub html: Option<PathBuf>,
     pub signals: Option<usize>,
+    /// Self-consistency samples per item, and their temperature.
+    pub agreement: Option<usize>,
+    pub agreement_temperature: f32,
 }
 
 /// A task file's fields; each is overridden by its command-line flag.
@@ -111,6 +114,9 @@ impl Task {
         if models.is_empty() && a.upstream.is_empty() && a.completions.is_empty() {
             bail!("--models is required");
         }
+        if a.agreement.is_some() && !(a.agreement_temperature > 0.0 && a.agreement_temperature <= 2.0) {
+            bail!("--agreement-temperature must be above 0 and at most 2");
+        }
         Ok(Task {
             data,
             models,
@@ -141,6 +147,8 @@ impl Task {
             completions: a.completions,
             html: a.html,
             signals: a.signals,
+            agreement: a.agreement.map(|k| k as usize),
+            agreement_temperature: a.agreement_temperature,
         })
     }
 }

@@ -121,7 +121,7 @@ pub struct RouteConfig {
 }
 
 /// When a cascade escalates: any threshold crossed. Unset thresholds are off.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
     /// Mean log-probability of the answer's tokens below this.
@@ -144,12 +144,42 @@ pub struct Thresholds {
     /// An answer cut by the token limit.
     #[serde(default)]
     pub on_length: bool,
+    /// Self-consistency: the share of `samples` more local answers, drawn at
+    /// `sample_temperature`, that say the same as the answer (compared as
+    /// [`answer_key`](super::signals::answer_key) reads them), below this. Off unless set;
+    /// the samples run beside the answer and their tokens are not the client's.
+    #[serde(default)]
+    pub min_agreement: Option<f32>,
+    /// How many answers self-consistency samples.
+    #[serde(default = "defaults::samples")]
+    pub samples: usize,
+    /// The temperature they are drawn at.
+    #[serde(default = "defaults::sample_temperature")]
+    pub sample_temperature: f32,
     /// Prompts longer than this many tokens go upstream without a local try.
     #[serde(default)]
     pub max_prompt_tokens: Option<usize>,
     /// Regular expressions: a last user message that matches one goes upstream directly.
     #[serde(default)]
     pub patterns: Vec<String>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Thresholds {
+        Thresholds {
+            min_mean_logprob: None,
+            min_token_logprob: None,
+            max_entropy: None,
+            min_margin: None,
+            min_agreement: None,
+            samples: defaults::samples(),
+            sample_temperature: defaults::sample_temperature(),
+            on_parse_failure: defaults::yes(),
+            on_length: false,
+            max_prompt_tokens: None,
+            patterns: Vec::new(),
+        }
+    }
 }
 
 /// What happens to a key past its budget.
@@ -204,7 +234,16 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn samples() -> usize {
+        4
+    }
+    pub fn sample_temperature() -> f32 {
+        0.7
+    }
 }
+
+/// The most answers self-consistency may sample per request.
+pub const MAX_SAMPLES: usize = 16;
 
 impl RouteFile {
     pub fn load(path: &Path) -> Result<RouteFile, ConfigError> {
@@ -258,6 +297,16 @@ impl RouteFile {
             }
             if r.decide_tokens == 0 {
                 return bad(format!("route {name:?}: decide_tokens must be at least 1"));
+            }
+            let e = &r.escalate;
+            if e.min_agreement.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
+                return bad(format!("route {name:?}: min_agreement is a share between 0 and 1"));
+            }
+            if !(1..=MAX_SAMPLES).contains(&e.samples) {
+                return bad(format!("route {name:?}: samples must be 1 to {MAX_SAMPLES}"));
+            }
+            if !(e.sample_temperature > 0.0 && e.sample_temperature <= 2.0) {
+                return bad(format!("route {name:?}: sample_temperature must be above 0 and at most 2"));
             }
             for p in &r.escalate.patterns {
                 if let Err(e) = fancy_regex::Regex::new(p) {
@@ -337,6 +386,9 @@ mod tests {
             ("[routes.a]\npolicy = \"local\"\nlocal = \"m\"\n[routes.a.escalate]\npatterns = [\"(\"]", "pattern"),
             ("[routes.a]\npolicy = \"sometimes\"\nlocal = \"m\"", "unknown variant"),
             ("[routes.a]\npolicy = \"local\"\nlocal = \"m\"\nlocale = \"x\"", "unknown field"),
+            ("[routes.a]\npolicy = \"local\"\nlocal = \"m\"\n[routes.a.escalate]\nmin_agreement = 1.5", "min_agreement"),
+            ("[routes.a]\npolicy = \"local\"\nlocal = \"m\"\n[routes.a.escalate]\nmin_agreement = 0.5\nsamples = 0", "samples must be"),
+            ("[routes.a]\npolicy = \"local\"\nlocal = \"m\"\n[routes.a.escalate]\nsample_temperature = 0", "sample_temperature"),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();

@@ -22,7 +22,7 @@ use config::{ConfigError, KeyConfig, RouteConfig};
 use engine::template::ChatMessage;
 use engine::{FinishReason, Grammar, Usage};
 use futures_util::StreamExt;
-use signals::Signals;
+use signals::{agreement, answer_key, Signals};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -433,6 +433,24 @@ fn last_user_text(p: &Prompt) -> Option<String> {
     }
 }
 
+/// Self-consistency's samples of a job: `samples` choices per prompt at the route's
+/// temperature, seeded apart from the answer's own (from the request's seed, or 0, so the
+/// same request is judged the same way), with no log-probabilities.
+fn sample_job(job: &Job, t: &config::Thresholds) -> Job {
+    let mut j = job.clone();
+    j.n = t.samples;
+    j.stream = false;
+    j.confidence = false;
+    j.logprobs = None;
+    j.prompt_logprobs = None;
+    j.options.temperature = Some(t.sample_temperature);
+    j.options.seed = Some(job.options.seed.filter(|s| *s >= 0).unwrap_or(0).wrapping_add(SAMPLE_SEED));
+    j
+}
+
+/// Added to a request's seed for its self-consistency samples.
+pub const SAMPLE_SEED: i64 = 1 << 20;
+
 /// The local model first; the upstream when the answer's signals cross a threshold.
 async fn cascade(state: &AppState, route: &Route, up: Arc<Upstream>, mut job: Job) -> Result<Run, ApiError> {
     let cfg = &route.config;
@@ -452,6 +470,9 @@ async fn cascade(state: &AppState, route: &Route, up: Arc<Upstream>, mut job: Jo
     job.confidence = true;
     let local = start_local(state, job.clone()).await;
     job.confidence = false;
+    // Self-consistency: more answers, sampled beside this one.
+    let consistency = cfg.escalate.min_agreement.is_some() && local.is_ok();
+    let samples = if consistency { start_local(state, sample_job(&job, &cfg.escalate)).await.ok() } else { None };
     // What the local model cannot take (a prompt past its context, a full queue) goes up.
     let local = match local {
         Ok(run) => run,
@@ -468,8 +489,10 @@ async fn cascade(state: &AppState, route: &Route, up: Arc<Upstream>, mut job: Jo
     let mut signals = vec![Signals::new(cfg.decide_tokens); total];
     let mut texts = vec![String::new(); total];
     let mut done = vec![false; total];
+    let mut calls = vec![None; total];
     let mut held = Vec::new();
-    let decided = |signals: &[Signals], done: &[bool]| job.stream && (0..total).all(|i| done[i] || signals[i].tokens() >= cfg.decide_tokens);
+    // Self-consistency compares whole answers, so a stream then decides at their end.
+    let decided = |signals: &[Signals], done: &[bool]| job.stream && !consistency && (0..total).all(|i| done[i] || signals[i].tokens() >= cfg.decide_tokens);
     while !decided(&signals, &done) {
         let Some((i, p)) = pieces.next().await else { break };
         if i < total {
@@ -480,16 +503,30 @@ async fn cascade(state: &AppState, route: &Route, up: Arc<Upstream>, mut job: Jo
                         signals[i].push(*c);
                     }
                 }
-                Piece::Done { content, calls, usage, .. } => {
+                Piece::Done { content, calls: c, usage, .. } => {
                     texts[i] += content;
                     signals[i].length = usage.finish == FinishReason::Length;
-                    signals[i].parse_failure = must.fails(&texts[i], calls.is_some());
+                    signals[i].parse_failure = must.fails(&texts[i], c.is_some());
+                    calls[i].clone_from(c);
                     done[i] = true;
                 }
                 Piece::Error(_) => done[i] = true,
             }
         }
         held.push((i, p));
+    }
+    if let Some(run) = samples {
+        // The samples of prompt p are p·k … p·k + k − 1, as the answer's choices are p·n + c.
+        let k = run.n;
+        if let Ok(answers) = run.collect().await {
+            let keys: Vec<String> = answers.iter().map(|a| answer_key(&a.content, a.calls.as_deref())).collect();
+            for (i, s) in signals.iter_mut().enumerate() {
+                let p = i / n;
+                if done[i] && keys.len() >= (p + 1) * k {
+                    s.agreement = agreement(&answer_key(&texts[i], calls[i].as_deref()), &keys[p * k..(p + 1) * k]);
+                }
+            }
+        }
     }
     let rest = if done.iter().all(|d| *d) { None } else { Some(pieces) };
     let replay: Pieces = Box::pin(futures_util::stream::iter(held));

@@ -2,7 +2,9 @@
 //! distributions the engine sampled from (no extra model call), and how the answer ended.
 
 use super::config::Thresholds;
+use engine::tools::ToolCall;
 use engine::Confidence;
+use serde_json::Value;
 
 /// Confidence of one answer so far.
 #[derive(Debug, Clone)]
@@ -19,6 +21,8 @@ pub struct Signals {
     pub length: bool,
     /// Must be JSON or a tool call, and is not.
     pub parse_failure: bool,
+    /// Self-consistency: the share of sampled answers that say the same.
+    pub agreement: Option<f32>,
 }
 
 impl Signals {
@@ -33,6 +37,7 @@ impl Signals {
             min_margin_first: f32::INFINITY,
             length: false,
             parse_failure: false,
+            agreement: None,
         }
     }
 
@@ -88,6 +93,11 @@ impl Signals {
                 return Some(format!("margin {:.3} < {min}", self.min_margin_first));
             }
         }
+        if let (Some(min), Some(a)) = (t.min_agreement, self.agreement) {
+            if a < min {
+                return Some(format!("agreement {a:.2} < {min}"));
+            }
+        }
         None
     }
 
@@ -101,8 +111,47 @@ impl Signals {
             "min_margin": (self.n_first > 0 && self.min_margin_first.is_finite()).then_some(self.min_margin_first),
             "length": self.length,
             "parse_failure": self.parse_failure,
+            "agreement": self.agreement,
         })
     }
+}
+
+/// What self-consistency compares: a tool call by its names and arguments, JSON as a value
+/// (key order and spacing do not count), other text with its whitespace collapsed, case
+/// folded and a final full stop dropped.
+pub fn answer_key(text: &str, calls: Option<&[ToolCall]>) -> String {
+    if let Some(calls) = calls {
+        let calls: Vec<String> = calls.iter().map(|c| format!("{}({})", c.name, canonical(&c.arguments))).collect();
+        return format!("calls:{}", calls.join(";"));
+    }
+    let t = text.trim();
+    if t.starts_with(['{', '[']) {
+        if let Ok(v) = serde_json::from_str::<Value>(t) {
+            return format!("json:{}", canonical(&v));
+        }
+    }
+    let words: Vec<&str> = t.split_whitespace().collect();
+    let s = words.join(" ").to_lowercase();
+    s.strip_suffix('.').unwrap_or(&s).to_string()
+}
+
+/// JSON with every object's keys in order.
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&m[k.as_str()]))).collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        v => v.to_string(),
+    }
+}
+
+/// The share of `samples` whose key is `answer`'s; `None` without samples.
+pub fn agreement(answer: &str, samples: &[String]) -> Option<f32> {
+    (!samples.is_empty()).then(|| samples.iter().filter(|s| *s == answer).count() as f32 / samples.len() as f32)
 }
 
 #[cfg(test)]
@@ -139,6 +188,32 @@ mod tests {
         s.parse_failure = true;
         s.length = true;
         assert_eq!(s.crossed(&Thresholds { on_parse_failure: true, ..Thresholds::default() }).as_deref(), Some("parse_failure"));
-        assert_eq!(s.crossed(&Thresholds { on_length: true, ..Thresholds::default() }).as_deref(), Some("length"));
+        s.agreement = Some(0.25);
+        assert_eq!(s.crossed(&Thresholds { on_parse_failure: false, on_length: true, ..Thresholds::default() }).as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn agreement_compares_what_answers_say() {
+        let t = Thresholds { on_parse_failure: false, min_agreement: Some(0.5), ..Thresholds::default() };
+        let mut s = Signals::new(4);
+        s.agreement = Some(0.25);
+        assert_eq!(s.crossed(&t).as_deref(), Some("agreement 0.25 < 0.5"));
+        s.agreement = Some(0.5);
+        assert_eq!(s.crossed(&t), None);
+        // Off unless set.
+        s.agreement = Some(0.0);
+        assert_eq!(s.crossed(&Thresholds { on_parse_failure: false, ..Thresholds::default() }), None);
+
+        assert_eq!(answer_key("  The  answer is\n42. ", None), answer_key("the answer is 42", None));
+        assert_ne!(answer_key("41", None), answer_key("42", None));
+        assert_eq!(answer_key("{\"b\": [1, {\"y\":2,\"x\":1}], \"a\": \"X\"}", None), answer_key("{\"a\":\"X\",\"b\":[1,{\"x\":1,\"y\":2}]}", None));
+        assert_ne!(answer_key("{\"a\": \"X\"}", None), answer_key("{\"a\": \"x\"}", None));
+        let call = |n: &str, a: Value| vec![ToolCall { name: n.into(), arguments: a }];
+        let (c1, c2) = (call("f", serde_json::json!({"a": 1, "b": 2})), call("f", serde_json::json!({"b": 2, "a": 1})));
+        assert_eq!(answer_key("", Some(&c1)), answer_key("ignored", Some(&c2)));
+        assert_ne!(answer_key("", Some(&c1)), answer_key("", Some(&call("g", serde_json::json!({"a": 1, "b": 2})))));
+        let samples: Vec<String> = ["yes", "no", "yes", "yes"].iter().map(|s| answer_key(s, None)).collect();
+        assert_eq!(agreement(&answer_key("Yes.", None), &samples), Some(0.75));
+        assert_eq!(agreement("x", &[]), None);
     }
 }
