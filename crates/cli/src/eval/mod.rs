@@ -315,9 +315,11 @@ pub fn main(args: EvalArgs) -> Result<()> {
         .params()?
         .params;
         let mut jobs = Vec::with_capacity(rows.len());
-        for &(k, it) in &rows {
+        // Row r (item j's sample k, r = j·samples + k) is seeded seed + r: every answer draws
+        // on its own.
+        for (r, &(_, it)) in rows.iter().enumerate() {
             let mut p = params.clone();
-            p.sampling.seed = a.seed.wrapping_add(k as u64);
+            p.sampling.seed = a.seed.wrapping_add(r as u64);
             let ids = match (mode, &it.gold) {
                 (Some(mode), Gold::Tests(t)) => {
                     p.stop.extend(mode.stops(t));
@@ -354,9 +356,10 @@ pub fn main(args: EvalArgs) -> Result<()> {
         let mode = remote_mode;
         let bodies: Vec<Value> = rows
             .iter()
-            .map(|&(k, it)| {
+            .enumerate()
+            .map(|(r, &(_, it))| {
                 let wire = |m: Vec<ChatMessage>| Value::Array(m.iter().map(|m| json!({"role": m.role, "content": m.content})).collect());
-                let mut body = json!({"temperature": a.temperature, "max_tokens": a.max_tokens, "seed": a.seed.wrapping_add(k as u64)});
+                let mut body = json!({"temperature": a.temperature, "max_tokens": a.max_tokens, "seed": a.seed.wrapping_add(r as u64)});
                 match (mode, &it.gold) {
                     (Some(code::Mode::Direct), _) => body["prompt"] = json!(it.input),
                     (Some(code::Mode::Instruct), _) => body["messages"] = wire(code::instruct_messages(a.system.as_deref(), &it.input)),
@@ -648,7 +651,8 @@ fn answer_all(
 }
 
 /// Self-consistency's samples of each job, `k` in a row, as a cascade draws them: at
-/// `temperature`, seeded from the job's seed plus [`SAMPLE_SEED`](server::route::SAMPLE_SEED).
+/// `temperature`, seeded from the job's own seed (one per item) plus
+/// [`SAMPLE_SEED`](server::route::SAMPLE_SEED) and the sample's number.
 fn sample_jobs(jobs: &[(Vec<u32>, engine::GenerateParams)], k: usize, temperature: f32) -> (usize, Vec<(Vec<u32>, engine::GenerateParams)>) {
     let mut out = Vec::with_capacity(jobs.len() * k);
     for (ids, params) in jobs {

@@ -434,8 +434,9 @@ fn last_user_text(p: &Prompt) -> Option<String> {
 }
 
 /// Self-consistency's samples of a job: `samples` choices per prompt at the route's
-/// temperature, seeded apart from the answer's own (from the request's seed, or 0, so the
-/// same request is judged the same way), with no log-probabilities.
+/// temperature, with no log-probabilities, seeded apart from the answer's own: from the
+/// request's seed, or else from its prompt, so that the same request is judged the same
+/// way and different prompts draw independently.
 fn sample_job(job: &Job, t: &config::Thresholds) -> Job {
     let mut j = job.clone();
     j.n = t.samples;
@@ -444,7 +445,13 @@ fn sample_job(job: &Job, t: &config::Thresholds) -> Job {
     j.logprobs = None;
     j.prompt_logprobs = None;
     j.options.temperature = Some(t.sample_temperature);
-    j.options.seed = Some(job.options.seed.filter(|s| *s >= 0).unwrap_or(0).wrapping_add(SAMPLE_SEED));
+    let base = job.options.seed.filter(|s| *s >= 0).unwrap_or_else(|| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        format!("{:?}", job.prompt).hash(&mut h);
+        (h.finish() >> 2) as i64
+    });
+    j.options.seed = Some(base.wrapping_add(SAMPLE_SEED) & i64::MAX);
     j
 }
 
