@@ -289,6 +289,7 @@ escalate = {{ patterns = ["(?i)refund"] }}
     assert rep["held_out"]["items"] + rep["calibration"]["items"] == len(SENTIMENT)
     assert abs(rep["calibration"]["escalated"] - 0.5) < 0.2, rep["calibration"]
     assert rep["signal"] in ("mean-logprob", "min-logprob", "entropy", "margin")
+    assert rep["apgr_calibration"]["agreement"] is None, "no samples were drawn, so agreement has no APGR"
     text = routes.read_text()
     assert "[routes.casc.escalate]" in text and rep["threshold"] in text and '"(?i)refund"' in text, text
     assert "<svg" in (tmp_path / "curve.html").read_text()

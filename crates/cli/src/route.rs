@@ -387,9 +387,9 @@ fn calibrate(a: CalibrateArgs) -> Result<()> {
     if cal.is_empty() || held.is_empty() {
         bail!("{} items cannot be split {:.0}% / {:.0}%", cal.len() + held.len(), 100.0 * a.split, 100.0 * (1.0 - a.split));
     }
-    let apgrs: Vec<Option<f64>> = (0..SIGNALS.len()).map(|s| apgr(&cal, &curve(&cal, s))).collect();
-    // A signal no item measured (agreement without samples) is not a choice.
+    // A signal no item measured (agreement without samples) is not a choice, and has no APGR.
     let measured = |x: usize| cal.iter().any(|s| s.doubt[x].is_finite());
+    let apgrs: Vec<Option<f64>> = (0..SIGNALS.len()).map(|s| if measured(s) { apgr(&cal, &curve(&cal, s)) } else { None }).collect();
     if let Some(x) = signal.filter(|&x| !measured(x)) {
         bail!("no calibration item measured {} (items from an earlier run without it?)", SIGNALS[x]);
     }
