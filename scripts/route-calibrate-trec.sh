@@ -5,8 +5,8 @@
 # decoding held to the six labels. Writes the report for a 20% target, then the held-out
 # shares for 10/20/30% over ten splits (the same answers, from the items file); then the
 # local model again with four self-consistency samples per item (temperature 0.7), and
-# the same with `--signal agreement`. Not part of CI (600 items: about 15 minutes on 2
-# cores, and as long again for the samples). Usage: scripts/route-calibrate-trec.sh [OUT_DIR] [N]
+# the same with `--signal agreement`. Not part of CI (2400 items: about 45 minutes on 2
+# cores for the two models, and 25 more for the samples). Usage: scripts/route-calibrate-trec.sh [OUT_DIR] [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$PWD/target/release/bantam"
