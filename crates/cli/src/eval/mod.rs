@@ -334,7 +334,7 @@ pub fn main(args: EvalArgs) -> Result<()> {
         let answers = if a.kind == Kind::Classify && a.score == Score::Loglik {
             score_labels(&engine, &lm, jobs, &a.labels, &name)?
         } else {
-            let samples = a.agreement.map(|k| sample_jobs(&jobs, k, a.agreement_temperature));
+            let samples = a.agreement.map(|k| (k, sample_jobs(&jobs, k, a.agreement_temperature)));
             let mut answers = answer_all(&engine, &lm, jobs, grammar.as_ref(), a.kind == Kind::Code, a.signals, &name)?;
             if let Some((k, samples)) = samples {
                 let drawn = answer_all(&engine, &lm, samples, grammar.as_ref(), a.kind == Kind::Code, None, &format!("{name} samples"))?;
@@ -653,7 +653,7 @@ fn answer_all(
 /// Self-consistency's samples of each job, `k` in a row, as a cascade draws them: at
 /// `temperature`, seeded from the job's own seed (one per item) plus
 /// [`SAMPLE_SEED`](server::route::SAMPLE_SEED) and the sample's number.
-fn sample_jobs(jobs: &[(Vec<u32>, engine::GenerateParams)], k: usize, temperature: f32) -> (usize, Vec<(Vec<u32>, engine::GenerateParams)>) {
+fn sample_jobs(jobs: &[(Vec<u32>, engine::GenerateParams)], k: usize, temperature: f32) -> Vec<(Vec<u32>, engine::GenerateParams)> {
     let mut out = Vec::with_capacity(jobs.len() * k);
     for (ids, params) in jobs {
         for s in 0..k {
@@ -663,7 +663,7 @@ fn sample_jobs(jobs: &[(Vec<u32>, engine::GenerateParams)], k: usize, temperatur
             out.push((ids.clone(), p));
         }
     }
-    (k, out)
+    out
 }
 
 /// Each label's log-likelihood after each prompt (`num_predict` 0, the prompt scored); the

@@ -114,7 +114,7 @@ impl Task {
         if models.is_empty() && a.upstream.is_empty() && a.completions.is_empty() {
             bail!("--models is required");
         }
-        if a.agreement.is_some() && !(a.agreement_temperature > 0.0 && a.agreement_temperature <= 2.0) {
+        if a.agreement.is_some() && !server::route::config::sample_temperature_ok(a.agreement_temperature) {
             bail!("--agreement-temperature must be above 0 and at most 2");
         }
         Ok(Task {

@@ -245,6 +245,12 @@ mod defaults {
 /// The most answers self-consistency may sample per request.
 pub const MAX_SAMPLES: usize = 16;
 
+/// Whether self-consistency may sample at this temperature: above 0 (greedy samples all
+/// say the same) and at most 2.
+pub fn sample_temperature_ok(t: f32) -> bool {
+    t > 0.0 && t <= 2.0
+}
+
 impl RouteFile {
     pub fn load(path: &Path) -> Result<RouteFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
@@ -305,7 +311,7 @@ impl RouteFile {
             if !(1..=MAX_SAMPLES).contains(&e.samples) {
                 return bad(format!("route {name:?}: samples must be 1 to {MAX_SAMPLES}"));
             }
-            if !(e.sample_temperature > 0.0 && e.sample_temperature <= 2.0) {
+            if !sample_temperature_ok(e.sample_temperature) {
                 return bad(format!("route {name:?}: sample_temperature must be above 0 and at most 2"));
             }
             for p in &r.escalate.patterns {

@@ -477,9 +477,6 @@ async fn cascade(state: &AppState, route: &Route, up: Arc<Upstream>, mut job: Jo
     job.confidence = true;
     let local = start_local(state, job.clone()).await;
     job.confidence = false;
-    // Self-consistency: more answers, sampled beside this one.
-    let consistency = cfg.escalate.min_agreement.is_some() && local.is_ok();
-    let samples = if consistency { start_local(state, sample_job(&job, &cfg.escalate)).await.ok() } else { None };
     // What the local model cannot take (a prompt past its context, a full queue) goes up.
     let local = match local {
         Ok(run) => run,
@@ -491,6 +488,9 @@ async fn cascade(state: &AppState, route: &Route, up: Arc<Upstream>, mut job: Jo
             return upstream_or_fallback(state, route, up, job, Some(format!("prompt_tokens {n} > {max}")), None).await;
         }
     }
+    // Self-consistency: more answers, sampled beside this one.
+    let consistency = cfg.escalate.min_agreement.is_some();
+    let samples = if consistency { start_local(state, sample_job(&job, &cfg.escalate)).await.ok() } else { None };
     let (lease, mut pieces, prompts, n, load) = local.into_parts();
     let total = prompts.len() * n;
     let mut signals = vec![Signals::new(cfg.decide_tokens); total];
