@@ -534,7 +534,7 @@ fn chunk_at(isa: Isa, ctx: &Ctx<'_, '_>, job: &Job, c: usize, st: &mut [f32], bu
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::AvxVnni | Isa::Vnni => unsafe { x86::chunk(ctx, job, c, st, buf) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDot => chunk::<Fused>(ctx, job, c, st, buf),
+        Isa::Neon | Isa::NeonDot | Isa::NeonI8mm => chunk::<Fused>(ctx, job, c, st, buf),
         _ => chunk::<Plain>(ctx, job, c, st, buf),
     }
 }
@@ -545,7 +545,7 @@ fn combine_rows(isa: Isa, running: &mut [f32], part: &[f32], state: usize) {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::AvxVnni | Isa::Vnni => unsafe { x86::combine(running, part, state) },
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDot => combine::<Fused>(running, part, state),
+        Isa::Neon | Isa::NeonDot | Isa::NeonI8mm => combine::<Fused>(running, part, state),
         _ => combine::<Plain>(running, part, state),
     }
 }

@@ -21,7 +21,7 @@ pub use x86::{avx2, avxvnni, vnni};
 #[cfg(target_arch = "aarch64")]
 mod arm;
 #[cfg(target_arch = "aarch64")]
-pub use arm::{dotprod, neon};
+pub use arm::{dotprod, i8mm, neon};
 
 /// The format of the activation operand of a weight type's dot product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,6 +362,7 @@ pub fn tile_fn(ty: GgmlType, isa: Isa) -> Option<TileKernel> {
         match isa {
             Isa::Neon => return pick!(neon),
             Isa::NeonDot => return pick!(dotprod),
+            Isa::NeonI8mm => return pick!(i8mm),
             _ => {}
         }
     }
@@ -383,6 +384,8 @@ pub enum Isa {
     Neon,
     /// aarch64: Advanced SIMD with the dot-product extension (`sdot`).
     NeonDot,
+    /// aarch64: the dot-product extension and the 8-bit matrix multiply (`smmla`).
+    NeonI8mm,
 }
 
 impl Isa {
@@ -404,7 +407,7 @@ impl Isa {
     }
 
     /// Every level, lowest first within each architecture.
-    const ORDER: [Isa; 6] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Vnni, Isa::Neon, Isa::NeonDot];
+    const ORDER: [Isa; 7] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Vnni, Isa::Neon, Isa::NeonDot, Isa::NeonI8mm];
 
     /// Every level this CPU has, from scalar up.
     pub fn available() -> Vec<Isa> {
@@ -428,6 +431,9 @@ impl Isa {
                 v.push(Isa::Neon);
                 if std::arch::is_aarch64_feature_detected!("dotprod") {
                     v.push(Isa::NeonDot);
+                    if std::arch::is_aarch64_feature_detected!("i8mm") {
+                        v.push(Isa::NeonI8mm);
+                    }
                 }
             }
         }
@@ -443,6 +449,7 @@ impl Isa {
             Isa::Vnni => "avx512-vnni",
             Isa::Neon => "neon",
             Isa::NeonDot => "neon-dotprod",
+            Isa::NeonI8mm => "neon-i8mm",
         }
     }
 
@@ -507,6 +514,8 @@ pub fn dot_fn(ty: GgmlType, isa: Isa) -> DotFn {
         Isa::Neon => pick_float!(neon),
         #[cfg(target_arch = "aarch64")]
         Isa::NeonDot => pick_float!(dotprod),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonI8mm => pick_float!(i8mm),
         _ => {}
     }
     match isa {
@@ -520,6 +529,8 @@ pub fn dot_fn(ty: GgmlType, isa: Isa) -> DotFn {
         Isa::Neon => pick_simd!(neon, ty),
         #[cfg(target_arch = "aarch64")]
         Isa::NeonDot => pick_simd!(dotprod, ty),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonI8mm => pick_simd!(i8mm, ty),
         _ => {}
     }
     match ty {

@@ -1,7 +1,8 @@
-//! aarch64 dot products after ggml's `arch/arm/quants.c`, compiled twice from one source:
-//! [`neon`] (Advanced SIMD, which every aarch64 CPU has: byte products widened with
-//! `smull` and summed pairwise) and [`dotprod`] (the same with ARMv8.2's `sdot`, four byte
-//! products into each i32 lane in one instruction), chosen at run time.
+//! aarch64 dot products after ggml's `arch/arm/quants.c`, compiled three times from one
+//! source: [`neon`] (Advanced SIMD, which every aarch64 CPU has: byte products widened with
+//! `smull` and summed pairwise), [`dotprod`] (the same with ARMv8.2's `sdot`, four byte
+//! products into each i32 lane in one instruction) and [`i8mm`] (`sdot`, and the 8-bit
+//! matrix multiply `smmla` in the 32-element types' prompt tiles), chosen at run time.
 //!
 //! Weights are unpacked to signed bytes (NEON multiplies signed by signed, so no sign
 //! trick is needed) and dotted 16 at a time; the 32-element types scale each block's lanes
@@ -12,6 +13,9 @@
 
 macro_rules! arm_kernels {
     ($feat:literal, |$acc:ident, $x:ident, $y:ident| $dot:expr) => {
+        arm_kernels!($feat, |$acc, $x, $y| $dot, false, |_m, _a, _b| unreachable!("no smmla at this level"));
+    };
+    ($feat:literal, |$acc:ident, $x:ident, $y:ident| $dot:expr, $mmla:literal, |$mc:ident, $ma:ident, $mb:ident| $mm:expr) => {
         use crate::blocks::*;
         use crate::dot::{unpack_k, ActScales, Unpacked, UnpackedK};
         use std::arch::aarch64::*;
@@ -21,6 +25,15 @@ macro_rules! arm_kernels {
         #[target_feature(enable = $feat)]
         fn idot($acc: int32x4_t, $x: int8x16_t, $y: int8x16_t) -> int32x4_t {
             $dot
+        }
+
+        /// `smmla`: `acc` (a 2×2 i32 matrix, row-major) plus `a · bᵀ`, where `a` and `b`
+        /// are 2×8 byte matrices (row 0 the low eight bytes). Only the `i8mm` level calls it.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        #[allow(unused_variables, unreachable_code)]
+        fn mmla($mc: int32x4_t, $ma: int8x16_t, $mb: int8x16_t) -> int32x4_t {
+            $mm
         }
 
         /// The 32 bytes of an 8-bit block as two vectors.
@@ -201,6 +214,33 @@ macro_rules! arm_kernels {
                 unsafe fn $impl(w: &[u8], a: &[u8]) -> f32 {
                     let (xs, ys) = (as_blocks::<$block>(w), as_blocks::<$act>(a));
                     let n = xs.len().min(ys.len());
+                    if $mmla {
+                        // The `smmla` level: each block's integer dot summed whole and then
+                        // scaled, the form the matrix instruction gives the prompt tiles.
+                        let block = |i: usize| {
+                            let ($b, $yb) = (&xs[i], &ys[i]);
+                            let (x0, x1): (int8x16_t, int8x16_t) = $unpack;
+                            let (y0, y1) = load32(&$yb.qs);
+                            let t = vaddvq_s32(idot(idot(vdupq_n_s32(0), x0, y0), x1, y1)) as f32;
+                            (t, f16_to_f32($b.d) * f16_to_f32($yb.d), $min)
+                        };
+                        let (mut a0, mut a1, mut summs) = (0f32, 0f32, 0f32);
+                        let mut i = 0;
+                        while i + 2 <= n {
+                            let (p, s, m) = block(i);
+                            a0 = p.mul_add(s, a0);
+                            let (q, t, mq) = block(i + 1);
+                            a1 = q.mul_add(t, a1);
+                            summs += m + mq;
+                            i += 2;
+                        }
+                        if i < n {
+                            let (p, s, m) = block(i);
+                            a0 = p.mul_add(s, a0);
+                            summs += m;
+                        }
+                        return (a0 + a1) + summs;
+                    }
                     let block = |i: usize| {
                         let ($b, $yb) = (&xs[i], &ys[i]);
                         let (x0, x1): (int8x16_t, int8x16_t) = $unpack;
@@ -293,8 +333,41 @@ macro_rules! arm_kernels {
             unsafe { tile32_impl(p, a, sc) }
         }
 
+        /// A tile's blocks in the single-row kernels' order: `block(i, acc)` for each block
+        /// `i`, and each (row, token)'s minima `m(r, t, i)` added a pair of blocks at a time
+        /// (as `kernel32!` adds them); returns those sums.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn tile_walk<A>(nb: usize, acc: &mut A, block: impl Fn(usize, &mut A), m: impl Fn(usize, usize, usize) -> f32) -> [[f32; 4]; TILE_ROWS] {
+            let mut summs = [[0f32; 4]; TILE_ROWS];
+            let mut i = 0;
+            while i + 2 <= nb {
+                block(i, acc);
+                block(i + 1, acc);
+                for (r, row) in summs.iter_mut().enumerate() {
+                    for (t, s) in row.iter_mut().enumerate() {
+                        *s += m(r, t, i) + m(r, t, i + 1);
+                    }
+                }
+                i += 2;
+            }
+            if i < nb {
+                block(i, acc);
+                for (r, row) in summs.iter_mut().enumerate() {
+                    for (t, s) in row.iter_mut().enumerate() {
+                        *s += m(r, t, i);
+                    }
+                }
+            }
+            summs
+        }
+
         #[target_feature(enable = $feat)]
         unsafe fn tile32_impl(p: &[Unpacked], a: [&[u8]; 4], sc: &[ActScales]) -> [[f32; 4]; TILE_ROWS] {
+            if $mmla {
+                // SAFETY: as this function's.
+                return unsafe { tile32_mmla(p, a, sc) };
+            }
             assert!(p.len().is_multiple_of(TILE_ROWS), "a tile is whole rows");
             let nb = p.len() / TILE_ROWS;
             let xs: [&[Unpacked]; TILE_ROWS] = std::array::from_fn(|r| &p[r * nb..(r + 1) * nb]);
@@ -307,7 +380,6 @@ macro_rules! arm_kernels {
                 unsafe { (vld1q_s8(q.as_ptr() as *const i8), vld1q_s8(q.as_ptr().add(16) as *const i8)) }
             };
             let mut acc = [[[vdupq_n_f32(0.0); 2]; 4]; TILE_ROWS];
-            let mut summs = [[0f32; 4]; TILE_ROWS];
             let block = |i: usize, acc: &mut [[[float32x4_t; 2]; 4]; TILE_ROWS]| {
                 let x: [(int8x16_t, int8x16_t); TILE_ROWS] = std::array::from_fn(|r| {
                     let q = xs[r][i].q.as_ptr() as *const i8;
@@ -323,27 +395,72 @@ macro_rules! arm_kernels {
                     }
                 }
             };
-            let m = |r: usize, t: usize, i: usize| xs[r][i].m * sc[i].s[t];
-            let mut i = 0;
-            while i + 2 <= nb {
-                block(i, &mut acc);
-                block(i + 1, &mut acc);
-                for (r, row) in summs.iter_mut().enumerate() {
-                    for (t, s) in row.iter_mut().enumerate() {
-                        *s += m(r, t, i) + m(r, t, i + 1);
-                    }
-                }
-                i += 2;
-            }
-            if i < nb {
-                block(i, &mut acc);
-                for (r, row) in summs.iter_mut().enumerate() {
-                    for (t, s) in row.iter_mut().enumerate() {
-                        *s += m(r, t, i);
-                    }
-                }
-            }
+            let summs = tile_walk(nb, &mut acc, block, |r, t, i| xs[r][i].m * sc[i].s[t]);
             std::array::from_fn(|r| std::array::from_fn(|t| vaddvq_f32(vaddq_f32(acc[r][t][0], acc[r][t][1])) + summs[r][t]))
+        }
+
+        /// The prompt tile with `smmla`: the two rows' blocks and two tokens' blocks as 2×8
+        /// byte matrices (four per block: bytes 0..8, 8..16, 16..24, 24..32), four `smmla`
+        /// giving the whole block's integer dot of each (row, token) pair in one vector
+        /// `[(r0,t0), (r0,t1), (r1,t0), (r1,t1)]`; then the single-row kernel's float steps
+        /// (this level's: the block's dot times `dx·dy` into the even or odd block's sum,
+        /// `(even + odd) + minima`), lane by lane.
+        #[target_feature(enable = $feat)]
+        unsafe fn tile32_mmla(p: &[Unpacked], a: [&[u8]; 4], sc: &[ActScales]) -> [[f32; 4]; TILE_ROWS] {
+            const { assert!(TILE_ROWS == 2) };
+            assert!(p.len().is_multiple_of(2), "a tile is whole rows");
+            let nb = p.len() / 2;
+            let xs = [&p[..nb], &p[nb..]];
+            let bytes = a[0].len() / nb;
+            assert!(a.iter().all(|r| r.len() == a[0].len()) && bytes >= 32 && sc.len() >= nb);
+            let y = |t: usize, i: usize| {
+                let q = &a[t][i * bytes + bytes - 32..(i + 1) * bytes];
+                // SAFETY: 32 readable bytes (the slice above is bounds-checked).
+                unsafe { (vld1q_s8(q.as_ptr() as *const i8), vld1q_s8(q.as_ptr().add(16) as *const i8)) }
+            };
+            // Two 2×8 matrices' rows side by side: (low halves, high halves) of `u` and `v`.
+            let pairs = |u: int8x16_t, v: int8x16_t| {
+                let (u, v) = (vreinterpretq_s64_s8(u), vreinterpretq_s64_s8(v));
+                (vreinterpretq_s8_s64(vzip1q_s64(u, v)), vreinterpretq_s8_s64(vzip2q_s64(u, v)))
+            };
+            // acc[pair][parity]: tokens 2·pair and 2·pair + 1, even and odd blocks.
+            let mut acc = [[vdupq_n_f32(0.0); 2]; 2];
+            let block = |i: usize, acc: &mut [[float32x4_t; 2]; 2]| {
+                let x = |r: usize| {
+                    let q = xs[r][i].q.as_ptr() as *const i8;
+                    // SAFETY: 32 readable bytes.
+                    unsafe { (vld1q_s8(q), vld1q_s8(q.add(16))) }
+                };
+                let ((a0, a1), (a2, a3)) = {
+                    let (r0, r1) = (x(0), x(1));
+                    (pairs(r0.0, r1.0), pairs(r0.1, r1.1))
+                };
+                let (d0, d1) = (xs[0][i].d, xs[1][i].d);
+                // SAFETY: four f32 on the stack.
+                let dr = unsafe { vld1q_f32([d0, d0, d1, d1].as_ptr()) };
+                for (pair, acc) in acc.iter_mut().enumerate() {
+                    let (t0, t1) = (2 * pair, 2 * pair + 1);
+                    let ((u0, u1), (v0, v1)) = (y(t0, i), y(t1, i));
+                    let ((b0, b1), (b2, b3)) = (pairs(u0, v0), pairs(u1, v1));
+                    let m = mmla(mmla(mmla(mmla(vdupq_n_s32(0), a0, b0), a1, b1), a2, b2), a3, b3);
+                    let (e0, e1) = (sc[i].d[t0], sc[i].d[t1]);
+                    // SAFETY: four f32 on the stack.
+                    let s = vmulq_f32(dr, unsafe { vld1q_f32([e0, e1, e0, e1].as_ptr()) });
+                    acc[i % 2] = vfmaq_f32(acc[i % 2], vcvtq_f32_s32(m), s);
+                }
+            };
+            let summs = tile_walk(nb, &mut acc, block, |r, t, i| xs[r][i].m * sc[i].s[t]);
+            let mut out = [[0f32; 4]; TILE_ROWS];
+            for (pair, acc) in acc.iter().enumerate() {
+                let mut l = [0f32; 4];
+                // SAFETY: four writable f32.
+                unsafe { vst1q_f32(l.as_mut_ptr(), vaddq_f32(acc[0], acc[1])) };
+                for (k, v) in l.into_iter().enumerate() {
+                    let (r, t) = (k / 2, 2 * pair + k % 2);
+                    out[r][t] = v + summs[r][t];
+                }
+            }
+            out
         }
 
         /// Q4_K / Q6_K rows into [`UnpackedK`] super-blocks ([`unpack_k`]).
@@ -556,21 +673,35 @@ pub mod neon {
     arm_kernels!("neon", |acc, x, y| vpadalq_s16(vpadalq_s16(acc, vmull_s8(vget_low_s8(x), vget_low_s8(y))), vmull_high_s8(x, y)));
 }
 
-/// With the dot-product extension (`sdot`: four byte products into each i32 lane).
-pub mod dotprod {
-    arm_kernels!("neon,dotprod", |acc, x, y| {
-        let mut acc = acc;
-        // SAFETY: `sdot` reads two vector registers and adds into a third; this module's
-        // functions run only where the CPU reported the dot-product extension.
+/// `OP acc.4s, x.16b, y.16b`: an instruction that adds byte products of two vector
+/// registers into a third, which `std::arch` does not offer on stable Rust.
+macro_rules! acc_op {
+    ($op:literal, $acc:ident, $x:ident, $y:ident) => {{
+        let mut acc = $acc;
+        // SAFETY: the instruction reads two vector registers and adds into a third; the
+        // functions of a module that uses it run only where the CPU reported its extension.
         unsafe {
             std::arch::asm!(
-                "sdot {a:v}.4s, {x:v}.16b, {y:v}.16b",
+                concat!($op, " {a:v}.4s, {x:v}.16b, {y:v}.16b"),
                 a = inout(vreg) acc,
-                x = in(vreg) x,
-                y = in(vreg) y,
+                x = in(vreg) $x,
+                y = in(vreg) $y,
                 options(pure, nomem, nostack)
             )
         };
         acc
-    });
+    }};
+}
+
+/// With the dot-product extension (`sdot`: four byte products into each i32 lane).
+pub mod dotprod {
+    arm_kernels!("neon,dotprod", |acc, x, y| acc_op!("sdot", acc, x, y));
+}
+
+/// With the dot-product extension and the 8-bit matrix multiply (`i8mm`): as [`dotprod`],
+/// but the 32-element types' prompt tiles take `smmla` (a 2×8 by 8×2 byte product, two
+/// weight rows against two tokens per instruction), and their single-row kernels sum each
+/// block's integer dot whole before scaling it, so that both give the same bits.
+pub mod i8mm {
+    arm_kernels!("neon,dotprod,i8mm", |acc, x, y| acc_op!("sdot", acc, x, y), true, |acc, a, b| acc_op!("smmla", acc, a, b));
 }

@@ -240,8 +240,10 @@ fn a_cap_never_raises_the_level() {
     assert_eq!(Isa::capped(&x86, ""), Isa::Vnni);
     assert_eq!(Isa::capped(&x86, "avx513"), Isa::Vnni);
     assert_eq!(Isa::capped(&[Isa::Scalar, Isa::Avx2], "avx512-vnni"), Isa::Avx2);
-    let arm = [Isa::Scalar, Isa::Neon, Isa::NeonDot];
+    let arm = [Isa::Scalar, Isa::Neon, Isa::NeonDot, Isa::NeonI8mm];
     assert_eq!(Isa::capped(&arm, "neon"), Isa::Neon);
+    assert_eq!(Isa::capped(&arm, "neon-dotprod"), Isa::NeonDot);
+    assert_eq!(Isa::capped(&arm, ""), Isa::NeonI8mm);
     assert_eq!(Isa::capped(&arm, "avx2"), Isa::Scalar);
     for level in Isa::available() {
         assert_eq!(Isa::capped(&Isa::available(), level.as_str()), level);
