@@ -34,7 +34,13 @@ impl LoadedModel {
     /// syntax is kept in `defaults` for `/api/generate` to render.
     pub fn load(name: &str, path: PathBuf, defaults: Defaults) -> Result<LoadedModel, EngineError> {
         let start = Instant::now();
-        let model = Model::from_gguf(gguf::Gguf::open_resident(&path).map_err(model::ModelError::from)?)?;
+        // A token embedding that is not also the output projection is read a row per token:
+        // it stays mapped, resident only where read.
+        let sparse = |g: &gguf::Gguf| match g.tensor("output.weight") {
+            Some(_) => vec!["token_embd.weight".to_string()],
+            None => Vec::new(),
+        };
+        let model = Model::from_gguf(gguf::Gguf::open_resident(&path, sparse).map_err(model::ModelError::from)?)?;
         let tokenizer = Tokenizer::from_gguf(&model.file)?;
         let piece = |id: Option<u32>| id.map(|i| String::from_utf8_lossy(&tokenizer.token_to_piece(i, true)).into_owned()).unwrap_or_default();
         let jinja = defaults.template.as_deref().filter(|t| t.contains("{%"));

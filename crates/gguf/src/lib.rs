@@ -88,6 +88,58 @@ fn resident_pays(len: u64, thp: Option<&str>, available: Option<u64>, mmap_setti
     huge && fits && !mapped && len > 0
 }
 
+/// The file at `path` (`len` bytes) read into anonymous memory advised for huge pages,
+/// except the byte ranges `holes`, widened to whole 4 KiB pages, which are mapped from the
+/// file at the same offsets (`MAP_FIXED` over the anonymous pages): the same bytes, read
+/// from the page cache only where touched.
+#[cfg(target_os = "linux")]
+fn read_resident(path: &Path, len: usize, mut holes: Vec<(usize, usize)>) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
+    const PAGE: usize = 4096;
+    let file = File::open(path)?;
+    let mut m = memmap2::MmapOptions::new().len(len).map_anon()?;
+    // A hint: without it the copy still works, on small pages.
+    let _ = m.advise(memmap2::Advice::HugePage);
+    let mut pages: Vec<(usize, usize)> = Vec::new();
+    holes.sort_unstable();
+    for (start, end) in holes {
+        let (s, e) = (start / PAGE * PAGE, end.div_ceil(PAGE).saturating_mul(PAGE).min(len.div_ceil(PAGE) * PAGE));
+        match pages.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => pages.push((s, e)),
+        }
+    }
+    let mut at = 0;
+    for &(s, e) in pages.iter().chain(std::iter::once(&(len, len))) {
+        let s = s.min(len);
+        if s > at {
+            file.read_exact_at(&mut m[at..s], at as u64)?;
+        }
+        at = at.max(e.min(len));
+    }
+    for (s, e) in pages {
+        // SAFETY: [s, e) lies inside the anonymous mapping `m` (page-aligned, rounded up to
+        // the mapping's own page-rounded length), which this function owns; MAP_FIXED
+        // replaces those pages with a private read-only view of the same file bytes, and
+        // `m`'s unmapping later covers them too.
+        let p = unsafe {
+            libc::mmap(
+                m.as_mut_ptr().add(s) as *mut libc::c_void,
+                e - s,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                s as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(Bytes::Resident(m.make_read_only()?))
+}
+
 /// `MemAvailable` of /proc/meminfo, in bytes.
 fn memory_available() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -128,30 +180,28 @@ impl Gguf {
     /// Open a model file to run it: where the kernel has transparent huge pages, the file is
     /// read into anonymous memory advised for them, so that a decode step, which streams
     /// every weight once, walks 2 MiB pages instead of 4 KiB ones (fewer TLB misses:
-    /// generation 7–18% faster on the catalog models, docs/BENCHMARKS.md "Huge pages").
-    /// Elsewhere, for a file larger than half the memory available, or with
-    /// `BANTAM_MMAP=1`, the file is mapped as by [`Gguf::open`]. The resident memory is the
-    /// same either way (a decode step touches every page of the mapping); what is lost is
-    /// sharing the page cache's copy with other processes.
-    pub fn open_resident(path: impl AsRef<Path>) -> Result<Self, GgufError> {
-        let path = path.as_ref().to_path_buf();
+    /// generation 7–16% faster on the catalog models, docs/BENCHMARKS.md "Huge pages").
+    /// The tensors `sparse` names (from the indexed file: those read a few rows at a time,
+    /// such as a token embedding that is not also the output projection) stay mapped from
+    /// the file inside that memory, so they cost resident memory only for the rows read, as
+    /// with a mapping. Elsewhere, for a file larger than half the memory available, or with
+    /// `BANTAM_MMAP=1`, the whole file is mapped as by [`Gguf::open`].
+    pub fn open_resident(path: impl AsRef<Path>, sparse: impl FnOnce(&Gguf) -> Vec<String>) -> Result<Self, GgufError> {
+        let mapped = Self::open(path)?;
         #[cfg(target_os = "linux")]
         {
-            let mut file = File::open(&path).map_err(|e| GgufError::io(&path, e))?;
-            let len = file.metadata().map_err(|e| GgufError::io(&path, e))?.len();
+            let len = mapped.bytes.as_slice().len() as u64;
             let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok();
             let setting = std::env::var("BANTAM_MMAP").ok();
-            if let (true, Ok(n)) = (resident_pays(len, thp.as_deref(), memory_available(), setting.as_deref()), usize::try_from(len)) {
-                let mut m = memmap2::MmapOptions::new().len(n).map_anon().map_err(|e| GgufError::io(&path, e))?;
-                // A hint: without it the copy still works, on small pages.
-                let _ = m.advise(memmap2::Advice::HugePage);
-                use std::io::Read;
-                file.read_exact(&mut m).map_err(|e| GgufError::io(&path, e))?;
-                let m = m.make_read_only().map_err(|e| GgufError::io(&path, e))?;
-                return Self::from_bytes(path, Bytes::Resident(m));
+            if resident_pays(len, thp.as_deref(), memory_available(), setting.as_deref()) {
+                let holes: Vec<(usize, usize)> = sparse(&mapped).iter().filter_map(|n| mapped.tensor(n)).map(|t| (t.offset, t.offset + t.size)).collect();
+                let bytes = read_resident(&mapped.path, len as usize, holes).map_err(|e| GgufError::io(&mapped.path, e))?;
+                return Ok(Gguf { bytes, ..mapped });
             }
         }
-        Self::open(path)
+        #[cfg(not(target_os = "linux"))]
+        let _ = sparse;
+        Ok(mapped)
     }
 
     /// Index a file already in memory (tests, fuzzing).
@@ -284,18 +334,33 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gguf-resident-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.gguf");
-        let data: Vec<u8> = (0..4096u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        // Three tensors of 5000 f32 (not whole pages), the middle one left mapped.
+        let data = |k: u32| -> Vec<u8> { (0..5000u32).flat_map(|i| (i as f32 + k as f32 * 1e4).to_le_bytes()).collect() };
         let mut w = GgufWriter::new();
-        w.meta("general.architecture", Value::Str("llama".into())).tensor("t", GgmlType::F32, &[4096], data.clone());
+        w.meta("general.architecture", Value::Str("llama".into()));
+        for k in 0..3 {
+            w.tensor(&format!("t{k}"), GgmlType::F32, &[5000], data(k));
+        }
         std::fs::write(&path, w.to_bytes()).unwrap();
-        let (mapped, resident) = (Gguf::open(&path).unwrap(), Gguf::open_resident(&path).unwrap());
-        let t = resident.tensor("t").unwrap();
-        assert_eq!(resident.tensor_data(t), data.as_slice());
-        assert_eq!(resident.tensor_data(t), mapped.tensor_data(mapped.tensor("t").unwrap()));
+        let mapped = Gguf::open(&path).unwrap();
+        let hole = mapped.tensor("t1").map(|t| (t.offset, t.offset + t.size)).unwrap();
+        let len = mapped.bytes.as_slice().len();
+        // Directly, so the copy is tested whether or not this kernel has huge pages.
+        let copies = [read_resident(&path, len, vec![hole]).unwrap(), read_resident(&path, len, vec![]).unwrap()];
+        for copy in &copies {
+            assert!(matches!(copy, Bytes::Resident(_)));
+            assert_eq!(copy.as_slice(), mapped.bytes.as_slice());
+        }
+        let resident = Gguf::open_resident(&path, |g| vec![g.tensors()[1].name.clone(), "absent".into()]).unwrap();
+        for k in 0..3 {
+            let t = resident.tensor(&format!("t{k}")).unwrap();
+            assert_eq!(resident.tensor_data(t), data(k).as_slice());
+        }
         assert_eq!(resident.metadata_str("general.architecture").unwrap(), "llama");
         // Releasing pages is for mapped files; a resident copy keeps its bytes.
+        let t = resident.tensor("t0").unwrap();
         resident.release(t);
-        assert_eq!(resident.tensor_data(t), data.as_slice());
+        assert_eq!(resident.tensor_data(t), data(0).as_slice());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
