@@ -189,6 +189,31 @@ macro_rules! arm_kernels {
         /// and `$min` its minimum's term against activation block `$yb` (0 for the
         /// symmetric types). Blocks alternate between two accumulators, so one block's
         /// multiply-add does not wait on the last.
+        /// The 32-element types' walk over `n` blocks: `block(i)` gives block `i`'s integer
+        /// lanes, `dx·dy` and minimum term; the lanes are scaled into two alternating sums
+        /// (even and odd blocks, so consecutive FMAs do not wait on each other) by `fma`, the
+        /// minima added a pair of blocks at a time. Returns (even, odd, minima).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn pairwise<A: Copy>(n: usize, zero: A, block: impl Fn(usize) -> (int32x4_t, f32, f32), fma: impl Fn(A, int32x4_t, f32) -> A) -> (A, A, f32) {
+            let (mut a0, mut a1, mut summs) = (zero, zero, 0f32);
+            let mut i = 0;
+            while i + 2 <= n {
+                let (p, s, m) = block(i);
+                a0 = fma(a0, p, s);
+                let (q, t, mq) = block(i + 1);
+                a1 = fma(a1, q, t);
+                summs += m + mq;
+                i += 2;
+            }
+            if i < n {
+                let (p, s, m) = block(i);
+                a0 = fma(a0, p, s);
+                summs += m;
+            }
+            (a0, a1, summs)
+        }
+
         macro_rules! kernel32 {
             ($impl:ident, $unpack_fn:ident, $block:ty, $act:ty, |$b:ident, $yb:ident| $unpack:expr, $min:expr, $m:expr) => {
                 /// Rows into one [`Unpacked`] per block: the two signed byte vectors `$unpack`
@@ -214,55 +239,20 @@ macro_rules! arm_kernels {
                 unsafe fn $impl(w: &[u8], a: &[u8]) -> f32 {
                     let (xs, ys) = (as_blocks::<$block>(w), as_blocks::<$act>(a));
                     let n = xs.len().min(ys.len());
-                    if $mmla {
-                        // The `smmla` level: each block's integer dot summed whole and then
-                        // scaled, the form the matrix instruction gives the prompt tiles.
-                        let block = |i: usize| {
-                            let ($b, $yb) = (&xs[i], &ys[i]);
-                            let (x0, x1): (int8x16_t, int8x16_t) = $unpack;
-                            let (y0, y1) = load32(&$yb.qs);
-                            let t = vaddvq_s32(idot(idot(vdupq_n_s32(0), x0, y0), x1, y1)) as f32;
-                            (t, f16_to_f32($b.d) * f16_to_f32($yb.d), $min)
-                        };
-                        let (mut a0, mut a1, mut summs) = (0f32, 0f32, 0f32);
-                        let mut i = 0;
-                        while i + 2 <= n {
-                            let (p, s, m) = block(i);
-                            a0 = p.mul_add(s, a0);
-                            let (q, t, mq) = block(i + 1);
-                            a1 = q.mul_add(t, a1);
-                            summs += m + mq;
-                            i += 2;
-                        }
-                        if i < n {
-                            let (p, s, m) = block(i);
-                            a0 = p.mul_add(s, a0);
-                            summs += m;
-                        }
-                        return (a0 + a1) + summs;
-                    }
+                    // The block's integer dot `idot` gives, its `dx·dy` and its minimum's term.
                     let block = |i: usize| {
                         let ($b, $yb) = (&xs[i], &ys[i]);
                         let (x0, x1): (int8x16_t, int8x16_t) = $unpack;
                         let (y0, y1) = load32(&$yb.qs);
-                        let p = vcvtq_f32_s32(idot(idot(vdupq_n_s32(0), x0, y0), x1, y1));
-                        (p, f16_to_f32($b.d) * f16_to_f32($yb.d), $min)
+                        (idot(idot(vdupq_n_s32(0), x0, y0), x1, y1), f16_to_f32($b.d) * f16_to_f32($yb.d), $min)
                     };
-                    let (mut a0, mut a1, mut summs) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0), 0f32);
-                    let mut i = 0;
-                    while i + 2 <= n {
-                        let (p, s, m) = block(i);
-                        a0 = vfmaq_f32(a0, p, vdupq_n_f32(s));
-                        let (q, t, mq) = block(i + 1);
-                        a1 = vfmaq_f32(a1, q, vdupq_n_f32(t));
-                        summs += m + mq;
-                        i += 2;
+                    if $mmla {
+                        // The `smmla` level: each block's integer dot summed whole and then
+                        // scaled, the form the matrix instruction gives the prompt tiles.
+                        let (a0, a1, summs) = pairwise(n, 0f32, block, |acc, p, s| (vaddvq_s32(p) as f32).mul_add(s, acc));
+                        return (a0 + a1) + summs;
                     }
-                    if i < n {
-                        let (p, s, m) = block(i);
-                        a0 = vfmaq_f32(a0, p, vdupq_n_f32(s));
-                        summs += m;
-                    }
+                    let (a0, a1, summs) = pairwise(n, vdupq_n_f32(0.0), block, |acc, p, s| vfmaq_f32(acc, vcvtq_f32_s32(p), vdupq_n_f32(s)));
                     vaddvq_f32(vaddq_f32(a0, a1)) + summs
                 }
             };
