@@ -16,6 +16,7 @@ pub mod attention;
 pub mod blocks;
 pub mod dequant;
 pub mod dot;
+pub mod gemm;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

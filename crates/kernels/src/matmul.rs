@@ -5,6 +5,7 @@
 //! tile of weights stays in cache while every token of the batch passes over it.
 
 use crate::dot::{dot4_fn, dot_fn, tile_fn, ActScales, ActType, Dot4Fn, DotFn, Isa, TileKernel, Unpacked, MAX_TILE_ROWS};
+use crate::gemm;
 use crate::pool::Pool;
 use crate::pool::SendPtr;
 use crate::sgemm::{Strided, StridedMut};
@@ -24,6 +25,7 @@ pub struct QMatrix<'a> {
     row_bytes: usize,
     isa: Isa,
     dense: bool,
+    gemm: bool,
 }
 
 impl<'a> QMatrix<'a> {
@@ -41,6 +43,7 @@ impl<'a> QMatrix<'a> {
             row_bytes,
             isa,
             dense: dense_default(ty, isa),
+            gemm: crate::gemm::supported(ty, isa) && prompt_setting("BANTAM_GEMM_PROMPTS", &GEMM_SET) != Some(false),
         })
     }
 
@@ -52,6 +55,17 @@ impl<'a> QMatrix<'a> {
     /// Whether prompt tokens take [`matmul_split`]'s dense path with this matrix.
     pub fn dense_prompts(&self) -> bool {
         self.dense
+    }
+
+    /// The matrix with the int8 prompt path ([`crate::gemm`]) on or off, where its type
+    /// and level have one.
+    pub fn with_gemm_prompts(self, on: bool) -> Self {
+        QMatrix { gemm: on && crate::gemm::supported(self.ty, self.isa), ..self }
+    }
+
+    /// Whether prompt tokens that do not take the dense path take the int8 one.
+    pub fn gemm_prompts(&self) -> bool {
+        self.gemm
     }
 
     pub fn row(&self, r: usize) -> &'a [u8] {
@@ -72,7 +86,7 @@ impl<'a> QMatrix<'a> {
 fn dense_default(ty: GgmlType, isa: Isa) -> bool {
     use GgmlType::*;
     matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K)
-        && match dense_setting() {
+        && match prompt_setting("BANTAM_DENSE_PROMPTS", &DENSE_SET) {
             Some(on) => on,
             None => isa == Isa::Avx2,
         }
@@ -92,6 +106,8 @@ struct ActSlot {
     /// The blocks' scales of each whole group of four rows, group after group (the prompt
     /// tiles' [`ActScales`]).
     scales: Vec<ActScales>,
+    /// Every block's [`gemm::ActEntry`], row after row (the int8 prompt path's).
+    entries: Vec<gemm::ActEntry>,
 }
 
 fn slot_index(at: ActType) -> usize {
@@ -134,16 +150,34 @@ impl ActSlot {
         }
     }
 
+    /// The [`gemm::ActEntry`]s of the `n` rows [`ActSlot::fill`] wrote.
+    fn fill_entries(&mut self, pool: &Pool, at: ActType, n: usize, cols: usize) {
+        let (arb, blocks) = (at.row_bytes(cols), cols / crate::blocks::QK);
+        self.entries.resize(n * blocks, gemm::ActEntry::default());
+        // SAFETY: as in `fill`; `fill` wrote n rows.
+        let bytes = unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, arb * n) };
+        let p = SendEntries(self.entries.as_mut_ptr());
+        pool.run(|i, nt| {
+            let ts = Pool::range(i, nt, n);
+            // SAFETY: each thread writes the entries of its own rows.
+            let out = unsafe { std::slice::from_raw_parts_mut(p.get().add(ts.start * blocks), ts.len() * blocks) };
+            gemm::act_entries(at, &bytes[ts.start * arb..ts.end * arb], arb, out);
+        });
+    }
+
     fn bytes(&self, len: usize) -> &[u8] {
         // SAFETY: as in `fill`; `len` bytes were written there.
         unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, len) }
     }
 }
 
-/// `BANTAM_DENSE_PROMPTS` (`0` or `1`), read once.
-fn dense_setting() -> Option<bool> {
-    static SET: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| match std::env::var("BANTAM_DENSE_PROMPTS").as_deref() {
+static DENSE_SET: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+static GEMM_SET: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+
+/// A prompt-path switch (`BANTAM_DENSE_PROMPTS`, `BANTAM_GEMM_PROMPTS`: `0` or `1`), read
+/// once.
+fn prompt_setting(var: &str, set: &std::sync::OnceLock<Option<bool>>) -> Option<bool> {
+    *set.get_or_init(|| match std::env::var(var).as_deref() {
         Ok("0") => Some(false),
         Ok("1") => Some(true),
         _ => None,
@@ -180,7 +214,8 @@ type Parts<'a> = [Option<(QMatrix<'a>, SendPtr)>; MAX_JOBS];
 /// a request (a prompt, or an input to embed), the others were generated (`prompt` empty:
 /// none is a prompt token). Prompt tokens take the dense path with the matrices that have
 /// one ([`QMatrix::dense_prompts`]): f32 rows, dequantized 16 at a time, against the f32
-/// activations through [`crate::sgemm::nt`]; everything else the quantized path. Both paths
+/// activations through [`crate::sgemm::nt`]; or the int8 one ([`QMatrix::gemm_prompts`],
+/// [`crate::gemm`]); everything else the quantized path. Both paths
 /// give a token the same bits in any batch, so a token's products depend on its kind and
 /// never on what it is batched with.
 /// x: `[n, cols]`; each output `[n, rows_i]`.
@@ -201,11 +236,13 @@ pub fn matmul_split(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32],
         while t1 < n && kind(t1) == kind(t0) {
             t1 += 1;
         }
-        let (mut quantized, mut dense): (Parts, Parts) = ([None; MAX_JOBS], [None; MAX_JOBS]);
+        let (mut quantized, mut dense, mut gemm): (Parts, Parts, Parts) = ([None; MAX_JOBS], [None; MAX_JOBS], [None; MAX_JOBS]);
         for (i, (w, out)) in jobs.iter_mut().enumerate() {
             let part = Some((**w, SendPtr(out[t0 * w.rows..].as_mut_ptr())));
             if kind(t0) && w.dense_prompts() {
                 dense[i] = part;
+            } else if kind(t0) && w.gemm_prompts() {
+                gemm[i] = part;
             } else {
                 quantized[i] = part;
             }
@@ -216,6 +253,9 @@ pub fn matmul_split(pool: &Pool, jobs: &mut [(&QMatrix, &mut [f32])], x: &[f32],
         }
         if dense.iter().any(Option::is_some) {
             dense_pass(pool, &dense, xs, t1 - t0, cols);
+        }
+        if gemm.iter().any(Option::is_some) {
+            gemm_pass(pool, &gemm, xs, t1 - t0, cols, act);
         }
         t0 = t1;
     }
@@ -289,6 +329,78 @@ fn dense_pass(pool: &Pool, parts: &Parts, x: &[f32], n: usize, cols: usize) {
                         // the elements are in bounds and no other thread writes them.
                         unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), optr.0.add(t * w.rows + r0), nr) };
                     }
+                }
+                base += w.rows;
+            }
+        });
+    });
+}
+
+/// The entries' buffer, shared by the pool's threads, each writing its own rows' part.
+#[derive(Clone, Copy)]
+struct SendEntries(*mut gemm::ActEntry);
+// SAFETY: dereferenced only at disjoint offsets by different threads, inside the pool run
+// that `fill_entries` waits for.
+unsafe impl Send for SendEntries {}
+unsafe impl Sync for SendEntries {}
+
+impl SendEntries {
+    fn get(self) -> *mut gemm::ActEntry {
+        self.0
+    }
+}
+
+thread_local! {
+    /// A thread's repacked group of rows for the int8 prompt path, reused from call to call.
+    static GEMM_PANEL: std::cell::RefCell<gemm::Panel> = std::cell::RefCell::new(gemm::Panel::default());
+}
+
+/// The int8 prompt path ([`crate::gemm`]): the input quantized once per activation type
+/// with each block's [`gemm::ActEntry`]; each thread repacks [`gemm::GROUP`] rows at a time
+/// and multiplies them with every token, [`gemm::TOKENS`] at a time.
+fn gemm_pass(pool: &Pool, parts: &Parts, x: &[f32], n: usize, cols: usize, act: &mut ActBuf) {
+    let blocks = cols / crate::blocks::QK;
+    let mut filled = [false; 4];
+    for (w, _) in parts.iter().flatten() {
+        let at = gemm::act_type(w.ty);
+        let k = slot_index(at);
+        if !filled[k] {
+            act.slots[k].fill(pool, at, x, n, cols);
+            act.slots[k].fill_entries(pool, at, n, cols);
+            filled[k] = true;
+        }
+    }
+    let total: usize = parts.iter().flatten().map(|(w, _)| w.rows).sum();
+    let units = total.div_ceil(gemm::GROUP);
+    let n_chunks = units.clamp(1, 4 * pool.n_threads());
+    let act = &*act;
+    pool.run_chunks(n_chunks, |i, nc| {
+        let units = Pool::range(i, nc, units);
+        let range = units.start * gemm::GROUP..(units.end * gemm::GROUP).min(total);
+        GEMM_PANEL.with_borrow_mut(|panel| {
+            let mut base = 0;
+            for (w, optr) in parts.iter().flatten() {
+                let (lo, hi) = (range.start.max(base) - base, range.end.min(base + w.rows).saturating_sub(base));
+                let at = gemm::act_type(w.ty);
+                let slot = &act.slots[slot_index(at)];
+                let arb = at.row_bytes(cols);
+                let acts = gemm::Acts { at, bytes: slot.bytes(arb * n), arb, entries: &slot.entries[..n * blocks], blocks };
+                let mut r0 = lo;
+                while r0 < hi {
+                    let nr = gemm::GROUP.min(hi - r0);
+                    panel.pack(w.ty, &w.data[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], blocks);
+                    let mut out = [[0.0; gemm::GROUP]; gemm::TOKENS];
+                    for t0 in (0..n).step_by(gemm::TOKENS) {
+                        let nt = gemm::TOKENS.min(n - t0);
+                        gemm::products(w.ty, panel, &acts, t0, nt, &mut out);
+                        for (t, o) in out[..nt].iter().enumerate() {
+                            // SAFETY: rows r0..r0 + nr are in this thread's range and
+                            // t0 + t < n, so the elements are in bounds and no other
+                            // thread writes them.
+                            unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), optr.0.add((t0 + t) * w.rows + r0), nr) };
+                        }
+                    }
+                    r0 += nr;
                 }
                 base += w.rows;
             }
@@ -467,6 +579,46 @@ mod tests {
                     // f32 sums against the activations quantized to 8 bits.
                     let tol = if kinds[t] { 1e-5 } else { 2e-2 } * mass;
                     assert!((got as f64 - exact).abs() < tol, "{ty} {isa:?}: token {t} row {r}: {got} vs {exact}");
+                }
+            }
+        }
+    }
+
+    /// The int8 prompt path in a batch of both kinds: a prompt token's products are
+    /// [`gemm::products_scalar`]'s bits alone, in any batch and on any number of threads;
+    /// generated tokens keep the quantized path's bits.
+    #[test]
+    fn int8_prompts_keep_each_kinds_bits() {
+        use GgmlType::*;
+        if !Isa::available().contains(&Isa::Vnni) {
+            eprintln!("no AVX-512 VNNI on this CPU: the int8 prompt path is not used here");
+            return;
+        }
+        let (rows, cols, n) = (45, 512, 21);
+        let mut rng = crate::dot::tests::Lcg(17);
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
+        let kinds: Vec<bool> = (0..n).map(|t| t % 5 != 2).collect();
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K] {
+            let data: Vec<u8> = (0..rows).flat_map(|_| crate::dot::tests::random_row(ty, cols, &mut rng)).collect();
+            let w = QMatrix::new(ty, rows, cols, &data, Isa::Vnni).unwrap().with_dense_prompts(false).with_gemm_prompts(true);
+            assert!(w.gemm_prompts());
+            let at = gemm::act_type(ty);
+            let mut a = vec![0u8; at.row_bytes(cols)];
+            let mut quantized = vec![0f32; n * rows];
+            matmul(&Pool::new(1), &w, &x, n, &mut ActBuf::default(), &mut quantized);
+            for threads in [1, 2, 3] {
+                let mut all = vec![0f32; n * rows];
+                // Two matrices in one pass (the second a copy), so groups cross a boundary.
+                let mut again = vec![0f32; n * rows];
+                matmul_split(&Pool::new(threads), &mut [(&w, &mut all[..]), (&w, &mut again[..])], &x, n, &kinds, &mut ActBuf::default());
+                assert_eq!(all, again);
+                for t in 0..n {
+                    at.quantize(&x[t * cols..(t + 1) * cols], &mut a);
+                    for r in 0..rows {
+                        let got = all[t * rows + r];
+                        let want = if kinds[t] { gemm::products_scalar(ty, w.row(r), &a) } else { quantized[t * rows + r] };
+                        assert_eq!(got.to_bits(), want.to_bits(), "{ty} {threads} threads: token {t} row {r}");
+                    }
                 }
             }
         }
