@@ -40,7 +40,7 @@ pub const TOKENS: usize = 8;
 /// Whether weight type `ty` has this path at `isa`.
 pub fn supported(ty: GgmlType, isa: Isa) -> bool {
     use GgmlType::*;
-    isa == Isa::Vnni && matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K)
+    isa == Isa::Vnni && matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
 }
 
 /// The activation type the path quantizes the input to for `ty`: Q8_1 (whose `s` carries
@@ -60,6 +60,7 @@ fn bias(ty: GgmlType) -> i32 {
         GgmlType::Q4_0 => 8,
         GgmlType::Q5_0 => 16,
         GgmlType::Q8_0 => 128,
+        GgmlType::Q6_K => 32,
         _ => 0,
     }
 }
@@ -112,6 +113,31 @@ fn k_sub_blocks(ty: GgmlType, w: &[u8], out: &mut [Unpacked]) {
     }
 }
 
+/// Whether `ty`'s 32 values have a scale per half (Q6_K's 16-value groups).
+fn halves(ty: GgmlType) -> bool {
+    ty == GgmlType::Q6_K
+}
+
+/// The 32-value sub-blocks of Q6_K rows: the values (unsigned, `q + 32`), the first half's
+/// scale `d·sc` in `d` and the second half's in `m` (both exact in f32).
+fn q6_k_sub_blocks(w: &[u8], out: &mut [Unpacked]) {
+    use crate::blocks::{f16_to_f32, BlockQ6K};
+    for (i, b) in as_blocks::<BlockQ6K>(w).iter().enumerate() {
+        let d = f16_to_f32(b.d);
+        for n in 0..2 {
+            let (ql, qh, sc) = (&b.ql[64 * n..64 * n + 64], &b.qh[32 * n..32 * n + 32], &b.scales[8 * n..8 * n + 8]);
+            for sub in 0..4 {
+                // ggml's order: ql[l] low, ql[l + 32] low, ql[l] high, ql[l + 32] high.
+                let q: [u8; QK] = std::array::from_fn(|l| {
+                    let byte = ql[l + 32 * (sub % 2)];
+                    (if sub < 2 { byte & 0xF } else { byte >> 4 }) | (qh[l] >> (2 * sub) & 3) << 4
+                });
+                out[8 * i + 4 * n + sub] = Unpacked { q, d: d * sc[2 * sub] as f32, m: d * sc[2 * sub + 1] as f32 };
+            }
+        }
+    }
+}
+
 /// One activation block as the kernel reads it: its scale, `d·Σq` (Q8_1) and `Σq`.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
@@ -119,21 +145,24 @@ pub struct ActEntry {
     pub d: f32,
     pub s: f32,
     pub sum: i32,
+    /// Σq of the first 16 values (for the types with a scale per half).
+    pub half: i32,
 }
 
 /// The entries of activation rows `rows` (Q8_0 or Q8_1 blocks, `arb` bytes a row), block
 /// after block, row after row, into `out` (`rows.len() / arb * blocks` entries).
 pub fn act_entries(at: ActType, rows: &[u8], arb: usize, out: &mut [ActEntry]) {
     let f = crate::blocks::f16_to_f32;
+    let sum = |q: &[i8]| q.iter().map(|&q| q as i32).sum();
     match at {
         ActType::Q8_0 => {
             for (o, b) in out.iter_mut().zip(rows.chunks_exact(arb).flat_map(as_blocks::<BlockQ8_0>)) {
-                *o = ActEntry { d: f(b.d), s: 0.0, sum: b.qs.iter().map(|&q| q as i32).sum() };
+                *o = ActEntry { d: f(b.d), s: 0.0, sum: sum(&b.qs), half: sum(&b.qs[..QK / 2]) };
             }
         }
         ActType::Q8_1 => {
             for (o, b) in out.iter_mut().zip(rows.chunks_exact(arb).flat_map(as_blocks::<BlockQ8_1>)) {
-                *o = ActEntry { d: f(b.d), s: f(b.s), sum: b.qs.iter().map(|&q| q as i32).sum() };
+                *o = ActEntry { d: f(b.d), s: f(b.s), sum: sum(&b.qs), half: sum(&b.qs[..QK / 2]) };
             }
         }
         _ => unreachable!("the 32-element types read Q8_0 or Q8_1 activations"),
@@ -167,9 +196,11 @@ impl Panel {
         if self.scratch.len() < GROUP * blocks {
             self.scratch.resize(GROUP * blocks, Unpacked::default());
         }
-        match crate::dot::tile_fn(ty, Isa::Vnni) {
-            Some(tile) if !matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) => (tile.unpack)(rows, &mut self.scratch[..n * blocks]),
-            _ => k_sub_blocks(ty, rows, &mut self.scratch[..n * blocks]),
+        let scratch = &mut self.scratch[..n * blocks];
+        match ty {
+            GgmlType::Q4_K | GgmlType::Q5_K => k_sub_blocks(ty, rows, scratch),
+            GgmlType::Q6_K => q6_k_sub_blocks(rows, scratch),
+            _ => (crate::dot::tile_fn(ty, Isa::Vnni).expect("the 32-element types have an unpacker").unpack)(rows, scratch),
         }
         self.scratch[n * blocks..GROUP * blocks].fill(Unpacked::default());
         self.q.resize(8 * blocks, Line::default());
@@ -211,12 +242,20 @@ pub fn products(ty: GgmlType, p: &Panel, a: &Acts, t0: usize, nt: usize, out: &m
     {
         macro_rules! go {
             ($($n:literal)*) => {
-                match (nt, has_min(ty)) {
+                let kind = if has_min(ty) {
+                    Kind::Min
+                } else if halves(ty) {
+                    Kind::Halves
+                } else {
+                    Kind::Plain
+                };
+                match (nt, kind) {
                     $(
                         // SAFETY: AVX-512 VNNI was checked above; the lengths above bound
                         // every read.
-                        ($n, false) => unsafe { x86::products::<$n, false>(p, a, bias(ty), t0, out) },
-                        ($n, true) => unsafe { x86::products::<$n, true>(p, a, 0, t0, out) },
+                        ($n, Kind::Plain) => unsafe { x86::products::<$n, false, false>(p, a, bias(ty), t0, out) },
+                        ($n, Kind::Min) => unsafe { x86::products::<$n, true, false>(p, a, 0, t0, out) },
+                        ($n, Kind::Halves) => unsafe { x86::products::<$n, false, true>(p, a, bias(ty), t0, out) },
                     )*
                     _ => {}
                 }
@@ -226,6 +265,14 @@ pub fn products(ty: GgmlType, p: &Panel, a: &Acts, t0: usize, nt: usize, out: &m
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, a, t0, out);
+}
+
+/// The kernel's variants.
+#[cfg(target_arch = "x86_64")]
+enum Kind {
+    Plain,
+    Min,
+    Halves,
 }
 
 /// The product of one weight row (`ty`) with one activation row (Q8_0 for the symmetric
@@ -240,9 +287,13 @@ pub fn products_scalar(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q5_0 => as_blocks::<BlockQ5_0>(w).iter().map(|b| (std::array::from_fn(|j| nibble(&b.qs, j) | fifth(b.qh, j)), f(b.d), 0.0)).collect(),
         GgmlType::Q5_1 => as_blocks::<BlockQ5_1>(w).iter().map(|b| (std::array::from_fn(|j| nibble(&b.qs, j) | fifth(b.qh, j)), f(b.d), f(b.m))).collect(),
         GgmlType::Q8_0 => as_blocks::<BlockQ8_0>(w).iter().map(|b| (b.qs.map(|q| (q as u8) ^ 0x80), f(b.d), 0.0)).collect(),
-        GgmlType::Q4_K | GgmlType::Q5_K => {
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
             let mut u = vec![Unpacked::default(); w.len() / ty.block_bytes() * 8];
-            k_sub_blocks(ty, w, &mut u);
+            if halves(ty) {
+                q6_k_sub_blocks(w, &mut u);
+            } else {
+                k_sub_blocks(ty, w, &mut u);
+            }
             u.iter().map(|u| (u.q, u.d, u.m)).collect()
         }
         _ => panic!("no int8 prompt path for {ty:?}"),
@@ -252,11 +303,19 @@ pub fn products_scalar(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
     } else {
         (as_blocks::<BlockQ8_0>(a).iter().map(|b| (b.qs, f(b.d), 0.0)).collect(), false)
     };
+    // Σ u·q − bias·Σq over values lo..hi of a block.
+    let isum = |u: &[u8; QK], q: &[i8; QK], lo: usize, hi: usize| -> i32 {
+        (lo..hi).map(|j| u[j] as i32 * q[j] as i32).sum::<i32>() - bias(ty) * (lo..hi).map(|j| q[j] as i32).sum::<i32>()
+    };
     let mut acc = 0.0f32;
     for ((u, dx, m), (q, dy, s)) in blocks.iter().zip(&acts) {
-        let dot: i32 = u.iter().zip(q).map(|(&u, &q)| u as i32 * q as i32).sum();
-        let isum = dot - bias(ty) * q.iter().map(|&q| q as i32).sum::<i32>();
-        acc = (isum as f32).mul_add(dx * dy, acc);
+        if halves(ty) {
+            // `m` is the second half's scale.
+            acc = (isum(u, q, 0, QK / 2) as f32).mul_add(dx * dy, acc);
+            acc = (isum(u, q, QK / 2, QK) as f32).mul_add(m * dy, acc);
+        } else {
+            acc = (isum(u, q, 0, QK) as f32).mul_add(dx * dy, acc);
+        }
         if min {
             acc = m.mul_add(*s, acc);
         }
@@ -335,31 +394,49 @@ mod x86 {
     /// fused add (and the minimum's, with `MIN`).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
     #[allow(clippy::needless_range_loop)] // b indexes the panel, the rows and the entries
-    pub(super) unsafe fn products<const N: usize, const MIN: bool>(p: &Panel, a: &Acts, bias: i32, t0: usize, out: &mut [[f32; GROUP]; TOKENS]) {
+    pub(super) unsafe fn products<const N: usize, const MIN: bool, const HALVES: bool>(
+        p: &Panel,
+        a: &Acts,
+        bias: i32,
+        t0: usize,
+        out: &mut [[f32; GROUP]; TOKENS],
+    ) {
         let qoff = if MIN { 4 } else { 2 }; // the quants' offset in a Q8_1 / Q8_0 block
         let bb = if MIN { std::mem::size_of::<BlockQ8_1>() } else { std::mem::size_of::<BlockQ8_0>() };
         let rows: [*const u8; N] = std::array::from_fn(|t| a.bytes[(t0 + t) * a.arb..].as_ptr());
         let entries: [&[ActEntry]; N] = std::array::from_fn(|t| &a.entries[(t0 + t) * a.blocks..(t0 + t + 1) * a.blocks]);
         let mut acc = [_mm512_setzero_ps(); N];
         for b in 0..a.blocks {
-            let mut isum: [__m512i; N] = std::array::from_fn(|t| _mm512_set1_epi32(-bias * entries[t][b].sum));
+            // With HALVES, `isum` takes the first 16 values and `isum2` the rest.
+            let first = |e: &ActEntry| if HALVES { e.half } else { e.sum };
+            let mut isum: [__m512i; N] = std::array::from_fn(|t| _mm512_set1_epi32(-bias * first(&entries[t][b])));
+            let mut isum2: [__m512i; N] =
+                std::array::from_fn(|t| if HALVES { _mm512_set1_epi32(-bias * (entries[t][b].sum - entries[t][b].half)) } else { _mm512_setzero_si512() });
             let lines = p.q[8 * b..].as_ptr() as *const __m512i;
             for k in 0..8 {
                 // SAFETY: 8 lines per block, `blocks` blocks (checked by the caller).
                 let w = unsafe { _mm512_load_si512(lines.add(k)) };
                 for t in 0..N {
                     // SAFETY: block b of row t0 + t, bytes 4k..4k + 4 of its quants.
-                    let y = unsafe { std::ptr::read_unaligned(rows[t].add(b * bb + qoff + 4 * k) as *const i32) };
-                    isum[t] = _mm512_dpbusd_epi32(isum[t], w, _mm512_set1_epi32(y));
+                    let y = _mm512_set1_epi32(unsafe { std::ptr::read_unaligned(rows[t].add(b * bb + qoff + 4 * k) as *const i32) });
+                    if HALVES && k >= 4 {
+                        isum2[t] = _mm512_dpbusd_epi32(isum2[t], w, y);
+                    } else {
+                        isum[t] = _mm512_dpbusd_epi32(isum[t], w, y);
+                    }
                 }
             }
             // SAFETY: 16 scales (and minima) per block.
             let dx = unsafe { _mm512_loadu_ps(p.d[GROUP * b..].as_ptr()) };
-            let mx = if MIN { unsafe { _mm512_loadu_ps(p.m[GROUP * b..].as_ptr()) } } else { _mm512_setzero_ps() };
+            // The minima, or with HALVES the second half's scales.
+            let mx = if MIN || HALVES { unsafe { _mm512_loadu_ps(p.m[GROUP * b..].as_ptr()) } } else { _mm512_setzero_ps() };
             for t in 0..N {
                 let e = entries[t][b];
-                let sc = _mm512_mul_ps(dx, _mm512_set1_ps(e.d));
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), sc, acc[t]);
+                let dy = _mm512_set1_ps(e.d);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dx, dy), acc[t]);
+                if HALVES {
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum2[t]), _mm512_mul_ps(mx, dy), acc[t]);
+                }
                 if MIN {
                     acc[t] = _mm512_fmadd_ps(mx, _mm512_set1_ps(e.s), acc[t]);
                 }
@@ -388,7 +465,7 @@ mod tests {
         use GgmlType::*;
         let mut rng = Lcg(7);
         let (cols, n) = (512, 11);
-        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K] {
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             let at = act_type(ty);
             let blocks = cols / QK;
             let arb = at.row_bytes(cols);
@@ -430,7 +507,7 @@ mod tests {
         use GgmlType::*;
         let mut rng = Lcg(9);
         let cols = 256;
-        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K] {
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             let at = act_type(ty);
             let w = random_row(ty, cols, &mut rng);
             let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();

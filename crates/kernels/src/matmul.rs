@@ -598,7 +598,7 @@ mod tests {
         let mut rng = crate::dot::tests::Lcg(17);
         let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
         let kinds: Vec<bool> = (0..n).map(|t| t % 5 != 2).collect();
-        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K] {
+        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
             let data: Vec<u8> = (0..rows).flat_map(|_| crate::dot::tests::random_row(ty, cols, &mut rng)).collect();
             let w = QMatrix::new(ty, rows, cols, &data, Isa::Vnni).unwrap().with_dense_prompts(false).with_gemm_prompts(true);
             assert!(w.gemm_prompts());
