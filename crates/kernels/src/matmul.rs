@@ -68,6 +68,12 @@ impl<'a> QMatrix<'a> {
         self.gemm
     }
 
+    /// Whether prompt tokens take another path than generated ones with this matrix (the
+    /// dense or the int8 one), so that the two kinds of token get different bits.
+    pub fn prompts_differ(&self) -> bool {
+        self.dense || self.gemm
+    }
+
     pub fn row(&self, r: usize) -> &'a [u8] {
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
     }

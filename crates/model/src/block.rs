@@ -16,7 +16,7 @@ use crate::lora::{Adapters, PerToken};
 use crate::weights::{GateUpProj, Mat, QkvProj};
 use crate::{Model, ModelError};
 use kernels::attention::{self, KvView};
-use kernels::matmul::{matmul_split, ActBuf, QMatrix};
+use kernels::matmul::{matmul, matmul_split, ActBuf, QMatrix};
 use kernels::ops;
 use kernels::pool::Pool;
 use std::sync::Arc;
@@ -72,18 +72,17 @@ impl Batch {
 #[derive(Default)]
 pub struct Scratch {
     pos: Vec<usize>,
-    next: Vec<usize>,      // [n_sequences] next position of each sequence
-    out_prompt: Vec<bool>, // [n_logits] the kind of each token given logits
-    x: Vec<f32>,           // [T, n_embd] residual stream
-    h: Vec<f32>,           // [T, n_embd] normed input of a sub-block
-    q: Vec<f32>,           // [T, n_head * hd]
-    k: Vec<f32>,           // [T, n_kv * hd]
-    v: Vec<f32>,           // [T, n_kv * hd_v]
-    att: Vec<f32>,         // [T, n_head * hd_v]
-    o: Vec<f32>,           // [T, n_embd]
-    gate: Vec<f32>,        // [T, n_ff]
-    fused: Vec<f32>,       // [T, q+k+v] or [T, 2*n_ff] output of a fused projection
-    up: Vec<f32>,          // [T, n_ff]
+    next: Vec<usize>, // [n_sequences] next position of each sequence
+    x: Vec<f32>,      // [T, n_embd] residual stream
+    h: Vec<f32>,      // [T, n_embd] normed input of a sub-block
+    q: Vec<f32>,      // [T, n_head * hd]
+    k: Vec<f32>,      // [T, n_kv * hd]
+    v: Vec<f32>,      // [T, n_kv * hd_v]
+    att: Vec<f32>,    // [T, n_head * hd_v]
+    o: Vec<f32>,      // [T, n_embd]
+    gate: Vec<f32>,   // [T, n_ff]
+    fused: Vec<f32>,  // [T, q+k+v] or [T, 2*n_ff] output of a fused projection
+    up: Vec<f32>,     // [T, n_ff]
     attn: attention::Scratch,
     last: Vec<f32>,       // [n_out, n_embd]
     pub logits: Vec<f32>, // [n_out, n_vocab]
@@ -163,24 +162,23 @@ impl Model {
     }
 
     /// Whether a prompt token and a generated one can get different results (some matrix
-    /// takes the dense path for prompt tokens): then a cached generated token is not what
+    /// takes the dense or the int8 path for prompt tokens): then a cached generated token is not what
     /// the same token read from a prompt would have left, and a prefix cache must not serve
     /// one for the other.
     pub fn prompt_tokens_differ(&self) -> bool {
         let w = &self.weights;
-        let dense = |m: &Mat| self.view(m).dense_prompts();
-        dense(&w.output)
-            || w.layers.iter().any(|l| {
-                let qkv = match &l.qkv {
-                    QkvProj::Separate { wq, wk, wv } => dense(wq) || dense(wk) || dense(wv),
-                    QkvProj::Fused(m) => dense(m),
-                };
-                let gate_up = match &l.gate_up {
-                    GateUpProj::Separate { gate, up } => dense(gate) || dense(up),
-                    GateUpProj::Fused(m) => dense(m),
-                };
-                qkv || gate_up || dense(&l.wo) || dense(&l.w_down)
-            })
+        let dense = |m: &Mat| self.view(m).prompts_differ();
+        w.layers.iter().any(|l| {
+            let qkv = match &l.qkv {
+                QkvProj::Separate { wq, wk, wv } => dense(wq) || dense(wk) || dense(wv),
+                QkvProj::Fused(m) => dense(m),
+            };
+            let gate_up = match &l.gate_up {
+                GateUpProj::Separate { gate, up } => dense(gate) || dense(up),
+                GateUpProj::Fused(m) => dense(m),
+            };
+            qkv || gate_up || dense(&l.wo) || dense(&l.w_down)
+        })
     }
 
     /// `out = x · mᵀ` for the batch's tokens, each by its kind (`Batch::prompt`).
@@ -230,10 +228,10 @@ impl Model {
                 st.add(usize::MAX, "output", &s.last[..n_logits * ne], ne);
             }
             let w = self.weights.output.view(&self.file, self.isa);
-            // The output rows belong to the tokens marked for logits, in batch order.
-            s.out_prompt.clear();
-            s.out_prompt.extend(batch.prompt.iter().zip(&batch.logits).filter(|(_, &l)| l).map(|(&p, _)| p).take(n_logits));
-            matmul_split(pool, &mut [(&w, &mut s.logits[..])], &s.last[..n_logits * ne], n_logits, &s.out_prompt, &mut s.act);
+            // Every token through the generated tokens' path: a prompt usually asks for one
+            // token's logits, and the prompt paths would repack (or dequantize) the whole
+            // vocabulary's rows for it.
+            matmul(pool, &w, &s.last[..n_logits * ne], n_logits, &mut s.act, &mut s.logits[..]);
             if (PerToken { sets: &batch.adapters, seq: &batch.seq }).any() {
                 // The output rows belong to the tokens marked for logits, in batch order.
                 let seq: Vec<usize> = batch.seq.iter().zip(&batch.logits).filter(|(_, &l)| l).map(|(&q, _)| q).take(n_logits).collect();
