@@ -491,9 +491,7 @@ mod tests {
                             let want = products_scalar(ty, &w[r * rb..(r + 1) * rb], &abytes[(t0 + t) * arb..(t0 + t + 1) * arb]);
                             assert_eq!(out[t][r].to_bits(), want.to_bits(), "{ty:?} row {r} token {} of {nt}", t0 + t);
                         }
-                        for r in nrows..GROUP {
-                            assert_eq!(out[t][r], 0.0, "{ty:?}: padding rows are zero");
-                        }
+                        assert!(out[t][nrows..].iter().all(|&v| v == 0.0), "{ty:?}: padding rows are zero");
                     }
                 }
             }
