@@ -235,6 +235,7 @@ pub struct Acts<'a> {
 /// `out[t][r]` = the products of the panel's rows with activation rows `t0..t0 + nt`
 /// (`nt` ≤ [`TOKENS`]), in this module's order.
 pub fn products(ty: GgmlType, p: &Panel, a: &Acts, t0: usize, nt: usize, out: &mut [[f32; GROUP]; TOKENS]) {
+    assert!(a.at == act_type(ty), "{ty:?} reads {:?} activations", act_type(ty));
     assert!(nt <= TOKENS && (t0 + nt) * a.arb <= a.bytes.len() && (t0 + nt) * a.blocks <= a.entries.len());
     assert!(p.q.len() >= 8 * a.blocks && p.d.len() >= GROUP * a.blocks && p.m.len() >= GROUP * a.blocks);
     assert!(supported(ty, Isa::Vnni) && has_vnni(), "this path needs AVX-512 VNNI");
