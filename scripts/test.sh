@@ -75,8 +75,10 @@ step "reference tier" cargo test --workspace --release --no-fail-fast -- --test-
 for level in avx-vnni avx2 scalar; do
     step "reference greedy at $level" env BANTAM_ISA=$level cargo test --release -p model --test greedy
 done
-# And at AVX2 with prompts through the integer tiles instead of the dense path.
-step "reference greedy at avx2, integer prompts" env BANTAM_ISA=avx2 BANTAM_DENSE_PROMPTS=0 cargo test --release -p model --test greedy
+# And at AVX2 with prompts through the other two prompt paths instead of the int8 one: the
+# dense path (f32 rows), then the integer tiles.
+step "reference greedy at avx2, dense prompts" env BANTAM_ISA=avx2 BANTAM_GEMM_PROMPTS=0 cargo test --release -p model --test greedy
+step "reference greedy at avx2, integer tiles" env BANTAM_ISA=avx2 BANTAM_GEMM_PROMPTS=0 BANTAM_DENSE_PROMPTS=0 cargo test --release -p model --test greedy
 step "aarch64 under qemu-user" bash scripts/test-aarch64.sh
 
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -1,6 +1,6 @@
 //! Prompt tokens through an int8 matrix multiply with 16 weight rows in the lanes of one
-//! AVX-512 register (the AVX-512 VNNI level, the 32-element types Q4_0, Q4_1, Q5_0, Q5_1,
-//! Q8_0).
+//! AVX-512 register (the AVX-512 VNNI level) or of two AVX2 ones (the AVX2 level), for the
+//! 32-element types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the k-quants Q4_K, Q5_K, Q6_K.
 //!
 //! The single-row and tile kernels keep eight partial sums per (row, token) and turn each
 //! block's integer lanes into floats before adding them: two float operations for every 32
@@ -22,8 +22,13 @@
 //!                  acc  = fma(m, s, acc)                    (types with a minimum)
 //! ```
 //!
-//! [`products_scalar`] is that definition written out, and the tests hold the kernel to it
-//! bit for bit. Prompt tokens take this path at that level, generated tokens the single-row
+//! The AVX2 kernel has no `vpdpbusd`: `vpmaddubsw` makes pairs of products as i16, a few
+//! lines' pairs are summed as i16 while they cannot saturate, and `vpmaddwd` with ones
+//! widens them into the same lanes. Integer sums are exact in any order, so both kernels
+//! give the same bits.
+//!
+//! [`products_scalar`] is that definition written out, and the tests hold both kernels to
+//! it bit for bit. Prompt tokens take this path at that level, generated tokens the single-row
 //! kernels (as the dense path does at AVX2), so a token's result depends on its kind and
 //! never on the batch around it.
 
@@ -37,10 +42,10 @@ pub const GROUP: usize = 16;
 /// vector registers).
 pub const TOKENS: usize = 8;
 
-/// Whether weight type `ty` has this path at `isa`.
+/// Whether weight type `ty` has this path at `isa` (on this CPU).
 pub fn supported(ty: GgmlType, isa: Isa) -> bool {
     use GgmlType::*;
-    isa == Isa::Vnni && matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
+    matches!(isa, Isa::Avx2 | Isa::Vnni) && has_level(isa) && matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
 }
 
 /// The activation type the path quantizes the input to for `ty`: Q8_1 (whose `s` carries
@@ -65,14 +70,24 @@ fn bias(ty: GgmlType) -> i32 {
     }
 }
 
-/// Whether this CPU runs the kernel (checked on every call; the detection is cached).
-fn has_vnni() -> bool {
+/// Whether this CPU runs the kernel of `isa` (checked on every call; the detection is
+/// cached).
+fn has_level(isa: Isa) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vl")
+        use std::arch::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma");
+        match isa {
+            Isa::Avx2 => avx2,
+            Isa::Vnni => avx2 && has!("avx512vnni") && has!("avx512bw") && has!("avx512vl"),
+            _ => false,
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    false
+    {
+        let _ = isa;
+        false
+    }
 }
 
 fn has_min(ty: GgmlType) -> bool {
@@ -187,9 +202,9 @@ pub struct Panel {
 
 impl Panel {
     /// Repack `rows` (whole rows of `ty`, at most [`GROUP`], back to back) of `blocks`
-    /// blocks of 32 values each (the k-quants' sub-blocks).
-    pub fn pack(&mut self, ty: GgmlType, rows: &[u8], blocks: usize) {
-        assert!(supported(ty, Isa::Vnni) && has_vnni(), "this path needs AVX-512 VNNI");
+    /// blocks of 32 values each (the k-quants' sub-blocks) for the kernel of `isa`.
+    pub fn pack(&mut self, ty: GgmlType, isa: Isa, rows: &[u8], blocks: usize) {
+        assert!(supported(ty, isa), "no int8 prompt path for {ty:?} at {}", isa.as_str());
         let row_bytes = ty.row_bytes(blocks * QK).expect("whole blocks");
         let n = rows.len() / row_bytes;
         assert!(n <= GROUP && n * row_bytes == rows.len(), "at most a group of whole rows");
@@ -200,7 +215,7 @@ impl Panel {
         match ty {
             GgmlType::Q4_K | GgmlType::Q5_K => k_sub_blocks(ty, rows, scratch),
             GgmlType::Q6_K => q6_k_sub_blocks(rows, scratch),
-            _ => (crate::dot::tile_fn(ty, Isa::Vnni).expect("the 32-element types have an unpacker").unpack)(rows, scratch),
+            _ => (crate::dot::tile_fn(ty, isa).expect("the 32-element types have an unpacker").unpack)(rows, scratch),
         }
         self.scratch[n * blocks..GROUP * blocks].fill(Unpacked::default());
         self.q.resize(8 * blocks, Line::default());
@@ -214,10 +229,17 @@ impl Panel {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX-512 was checked above; the scratch holds GROUP rows of `blocks`.
-        unsafe {
-            x86::transpose(&self.scratch[..GROUP * blocks], blocks, &mut self.q[..8 * blocks])
-        };
+        {
+            let (scratch, q) = (&self.scratch[..GROUP * blocks], &mut self.q[..8 * blocks]);
+            // SAFETY: the level was checked above; the scratch holds GROUP rows of `blocks`.
+            unsafe {
+                if isa == Isa::Vnni {
+                    x86::transpose(scratch, blocks, q)
+                } else {
+                    x86::transpose_avx2(scratch, blocks, q)
+                }
+            }
+        }
     }
 }
 
@@ -233,30 +255,36 @@ pub struct Acts<'a> {
 }
 
 /// `out[t][r]` = the products of the panel's rows with activation rows `t0..t0 + nt`
-/// (`nt` ≤ [`TOKENS`]), in this module's order.
-pub fn products(ty: GgmlType, p: &Panel, a: &Acts, t0: usize, nt: usize, out: &mut [[f32; GROUP]; TOKENS]) {
+/// (`nt` ≤ [`TOKENS`]), in this module's order, through the kernel of `isa` (the panel
+/// packed for it).
+pub fn products(ty: GgmlType, isa: Isa, p: &Panel, a: &Acts, t0: usize, nt: usize, out: &mut [[f32; GROUP]; TOKENS]) {
     assert!(a.at == act_type(ty), "{ty:?} reads {:?} activations", act_type(ty));
     assert!(nt <= TOKENS && (t0 + nt) * a.arb <= a.bytes.len() && (t0 + nt) * a.blocks <= a.entries.len());
     assert!(p.q.len() >= 8 * a.blocks && p.d.len() >= GROUP * a.blocks && p.m.len() >= GROUP * a.blocks);
-    assert!(supported(ty, Isa::Vnni) && has_vnni(), "this path needs AVX-512 VNNI");
+    assert!(supported(ty, isa), "no int8 prompt path for {ty:?} at {}", isa.as_str());
     #[cfg(target_arch = "x86_64")]
     {
+        if isa == Isa::Avx2 {
+            // At most AVX2_TOKENS at a time: each token's sums and accumulators take two of
+            // the 16 vector registers.
+            let mut part = [[0.0; GROUP]; TOKENS];
+            for c0 in (0..nt).step_by(AVX2_TOKENS) {
+                let n = AVX2_TOKENS.min(nt - c0);
+                // SAFETY: AVX2 and FMA were checked above; the lengths above bound every read.
+                unsafe { x86::products_avx2_for(ty, n, p, a, t0 + c0, &mut part) };
+                out[c0..c0 + n].copy_from_slice(&part[..n]);
+            }
+            return;
+        }
         macro_rules! go {
             ($($n:literal)*) => {
-                let kind = if has_min(ty) {
-                    Kind::Min
-                } else if halves(ty) {
-                    Kind::Halves
-                } else {
-                    Kind::Plain
-                };
-                match (nt, kind) {
+                match (nt, has_min(ty), halves(ty)) {
                     $(
                         // SAFETY: AVX-512 VNNI was checked above; the lengths above bound
                         // every read.
-                        ($n, Kind::Plain) => unsafe { x86::products::<$n, false, false>(p, a, bias(ty), t0, out) },
-                        ($n, Kind::Min) => unsafe { x86::products::<$n, true, false>(p, a, 0, t0, out) },
-                        ($n, Kind::Halves) => unsafe { x86::products::<$n, false, true>(p, a, bias(ty), t0, out) },
+                        ($n, false, false) => unsafe { x86::products::<$n, false, false>(p, a, bias(ty), t0, out) },
+                        ($n, true, _) => unsafe { x86::products::<$n, true, false>(p, a, 0, t0, out) },
+                        ($n, false, true) => unsafe { x86::products::<$n, false, true>(p, a, bias(ty), t0, out) },
                     )*
                     _ => {}
                 }
@@ -268,13 +296,9 @@ pub fn products(ty: GgmlType, p: &Panel, a: &Acts, t0: usize, nt: usize, out: &m
     let _ = (p, a, t0, out);
 }
 
-/// The kernel's variants.
+/// Tokens the AVX2 kernel takes at once.
 #[cfg(target_arch = "x86_64")]
-enum Kind {
-    Plain,
-    Min,
-    Halves,
-}
+const AVX2_TOKENS: usize = 4;
 
 /// The product of one weight row (`ty`) with one activation row (Q8_0 for the symmetric
 /// types, Q8_1 for those with a minimum) in this module's order: the definition the kernel
@@ -389,6 +413,158 @@ mod x86 {
         }
     }
 
+    /// [`transpose`] with AVX2: each half of the group (rows 0..8, 8..16) as an 8×8 dword
+    /// transpose into the lines' first and second 32 bytes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_avx2(scratch: &[Unpacked], blocks: usize, q: &mut [Line]) {
+        assert!(scratch.len() == GROUP * blocks && q.len() == 8 * blocks);
+        for b in 0..blocks {
+            for h in 0..2 {
+                // SAFETY: `q` of an Unpacked is 32 bytes, 32-aligned.
+                let r: [__m256i; 8] = std::array::from_fn(|j| unsafe { _mm256_load_si256(scratch[(8 * h + j) * blocks + b].q.as_ptr() as *const __m256i) });
+                // t[2i], t[2i + 1]: rows 2i and 2i + 1 interleaved, dwords 0, 1 | 4, 5 and 2, 3 | 6, 7.
+                let t: [__m256i; 8] = std::array::from_fn(|i| {
+                    let (x, y) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                    if i % 2 == 0 {
+                        _mm256_unpacklo_epi32(x, y)
+                    } else {
+                        _mm256_unpackhi_epi32(x, y)
+                    }
+                });
+                // u[4g + c]: dword c (low lane) and c + 4 (high lane) of rows 4g..4g + 4.
+                let u: [__m256i; 8] = std::array::from_fn(|i| {
+                    let (g, c) = (i / 4, i % 4);
+                    let (x, y) = (t[4 * g + c / 2], t[4 * g + 2 + c / 2]);
+                    if c % 2 == 0 {
+                        _mm256_unpacklo_epi64(x, y)
+                    } else {
+                        _mm256_unpackhi_epi64(x, y)
+                    }
+                });
+                let lines = q[8 * b..].as_mut_ptr() as *mut u8;
+                for c in 0..4 {
+                    // SAFETY: 8 lines of 64 bytes per block, 64-aligned; half h is 32 bytes
+                    // at offset 32·h.
+                    unsafe {
+                        _mm256_store_si256(lines.add(64 * c + 32 * h) as *mut __m256i, _mm256_permute2x128_si256(u[c], u[4 + c], 0x20));
+                        _mm256_store_si256(lines.add(64 * (c + 4) + 32 * h) as *mut __m256i, _mm256_permute2x128_si256(u[c], u[4 + c], 0x31));
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`products_avx2`] for weight type `ty` and `n` (≤ [`AVX2_TOKENS`]) tokens.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn products_avx2_for(ty: GgmlType, n: usize, p: &Panel, a: &Acts, t0: usize, out: &mut [[f32; GROUP]; TOKENS]) {
+        use GgmlType::*;
+        let bias = bias(ty);
+        macro_rules! go {
+            ($min:literal, $halves:literal, $signed:literal, $run:literal) => {
+                // SAFETY: as this function's.
+                unsafe {
+                    match n {
+                        1 => products_avx2::<1, $min, $halves, $signed, $run>(p, a, bias, t0, out),
+                        2 => products_avx2::<2, $min, $halves, $signed, $run>(p, a, bias, t0, out),
+                        3 => products_avx2::<3, $min, $halves, $signed, $run>(p, a, bias, t0, out),
+                        _ => products_avx2::<4, $min, $halves, $signed, $run>(p, a, bias, t0, out),
+                    }
+                }
+            };
+        }
+        // RUN: the lines whose 16-bit products are summed before widening, as many as the
+        // type's largest value allows without saturating (2·RUN·max·128 < 2¹⁵).
+        match ty {
+            Q4_0 => go!(false, false, false, 8),
+            Q4_1 | Q4_K => go!(true, false, false, 8),
+            Q5_0 => go!(false, false, false, 4),
+            Q5_1 | Q5_K => go!(true, false, false, 4),
+            Q6_K => go!(false, true, false, 2),
+            Q8_0 => go!(false, false, true, 1),
+            _ => unreachable!("no int8 prompt path for {ty:?}"),
+        }
+    }
+
+    /// The AVX2 kernel: the group's two halves of 8 rows one after the other, each line's
+    /// half `vpmaddubsw` with four bytes of a token broadcast (pairs of products as i16),
+    /// RUN lines summed as i16, then `vpmaddwd` with ones into the token's i32 sums; the
+    /// float work per block as in [`products`]. Q8_0 (`SIGNED`), whose unsigned bytes reach
+    /// 255, takes the signed values `u − 128` as `|w|` times the activation with `w`'s sign,
+    /// so no product pair passes 2¹⁵ (the activations are within ±127) and its sums start
+    /// from 0 instead of `−128·Σq`: the same integers.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)] // b indexes the panel, the rows and the entries
+    unsafe fn products_avx2<const N: usize, const MIN: bool, const HALVES: bool, const SIGNED: bool, const RUN: usize>(
+        p: &Panel,
+        a: &Acts,
+        bias: i32,
+        t0: usize,
+        out: &mut [[f32; GROUP]; TOKENS],
+    ) {
+        let qoff = if MIN { 4 } else { 2 };
+        let bb = if MIN { std::mem::size_of::<BlockQ8_1>() } else { std::mem::size_of::<BlockQ8_0>() };
+        let rows: [*const u8; N] = std::array::from_fn(|t| a.bytes[(t0 + t) * a.arb..].as_ptr());
+        let entries: [&[ActEntry]; N] = std::array::from_fn(|t| &a.entries[(t0 + t) * a.blocks..(t0 + t + 1) * a.blocks]);
+        let (ones, flip) = (_mm256_set1_epi16(1), _mm256_set1_epi8(-128));
+        let start = |x: i32| if SIGNED { _mm256_setzero_si256() } else { _mm256_set1_epi32(-bias * x) };
+        for h in 0..2 {
+            let mut acc = [_mm256_setzero_ps(); N];
+            for b in 0..a.blocks {
+                let first = |e: &ActEntry| if HALVES { e.half } else { e.sum };
+                let mut isum: [__m256i; N] = std::array::from_fn(|t| start(first(&entries[t][b])));
+                let mut isum2: [__m256i; N] =
+                    std::array::from_fn(|t| if HALVES { start(entries[t][b].sum - entries[t][b].half) } else { _mm256_setzero_si256() });
+                // SAFETY: 8 lines per block, `blocks` blocks (checked by the caller).
+                let lines = unsafe { (p.q[8 * b..].as_ptr() as *const u8).add(32 * h) };
+                for k0 in (0..8).step_by(RUN) {
+                    let w: [__m256i; RUN] = std::array::from_fn(|j| {
+                        // SAFETY: half h of line k0 + j of block b, 32-aligned.
+                        let w = unsafe { _mm256_load_si256(lines.add(64 * (k0 + j)) as *const __m256i) };
+                        if SIGNED {
+                            _mm256_xor_si256(w, flip)
+                        } else {
+                            w
+                        }
+                    });
+                    let wabs: [__m256i; RUN] = std::array::from_fn(|j| if SIGNED { _mm256_abs_epi8(w[j]) } else { w[j] });
+                    for t in 0..N {
+                        let mut s = _mm256_setzero_si256();
+                        for j in 0..RUN {
+                            // SAFETY: block b of row t0 + t, bytes 4(k0 + j)..+4 of its quants.
+                            let y = _mm256_set1_epi32(unsafe { std::ptr::read_unaligned(rows[t].add(b * bb + qoff + 4 * (k0 + j)) as *const i32) });
+                            let m = if SIGNED { _mm256_maddubs_epi16(wabs[j], _mm256_sign_epi8(y, w[j])) } else { _mm256_maddubs_epi16(w[j], y) };
+                            s = if j == 0 { m } else { _mm256_add_epi16(s, m) };
+                        }
+                        let s = _mm256_madd_epi16(s, ones);
+                        if HALVES && k0 >= 4 {
+                            isum2[t] = _mm256_add_epi32(isum2[t], s);
+                        } else {
+                            isum[t] = _mm256_add_epi32(isum[t], s);
+                        }
+                    }
+                }
+                // SAFETY: 16 scales (and minima) per block; half h is 8 of them.
+                let dx = unsafe { _mm256_loadu_ps(p.d[GROUP * b + 8 * h..].as_ptr()) };
+                let mx = if MIN || HALVES { unsafe { _mm256_loadu_ps(p.m[GROUP * b + 8 * h..].as_ptr()) } } else { _mm256_setzero_ps() };
+                for t in 0..N {
+                    let e = entries[t][b];
+                    let dy = _mm256_set1_ps(e.d);
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dx, dy), acc[t]);
+                    if HALVES {
+                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum2[t]), _mm256_mul_ps(mx, dy), acc[t]);
+                    }
+                    if MIN {
+                        acc[t] = _mm256_fmadd_ps(mx, _mm256_set1_ps(e.s), acc[t]);
+                    }
+                }
+            }
+            for t in 0..N {
+                // SAFETY: 8 f32 of a row of 16.
+                unsafe { _mm256_storeu_ps(out[t][8 * h..].as_mut_ptr(), acc[t]) };
+            }
+        }
+    }
+
     /// Tokens t0..t0 + N against the panel: per block, eight lines of weights, each
     /// `vpdpbusd` with four bytes of every token broadcast, into one integer sum per token
     /// started from `−bias·Σq`; then per token one conversion, the scales' product and one
@@ -459,14 +635,15 @@ mod tests {
     /// a partial group and every token count.
     #[test]
     fn kernel_is_the_scalar_definition_bit_for_bit() {
-        if !Isa::available().contains(&Isa::Vnni) {
-            eprintln!("no AVX-512 VNNI on this CPU: the int8 prompt path is not used here");
+        use GgmlType::*;
+        let levels: Vec<Isa> = [Isa::Avx2, Isa::Vnni].into_iter().filter(|&isa| supported(Q4_0, isa)).collect();
+        if levels.is_empty() {
+            eprintln!("no AVX2 on this CPU: the int8 prompt path is not used here");
             return;
         }
-        use GgmlType::*;
         let mut rng = Lcg(7);
         let (cols, n) = (512, 11);
-        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+        for (ty, isa) in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K].into_iter().flat_map(|ty| levels.iter().map(move |&isa| (ty, isa))) {
             let at = act_type(ty);
             let blocks = cols / QK;
             let arb = at.row_bytes(cols);
@@ -482,17 +659,17 @@ mod tests {
             let w: Vec<u8> = (0..nrows).flat_map(|_| random_row(ty, cols, &mut rng)).collect();
             let rb = w.len() / nrows;
             let mut panel = Panel::default();
-            panel.pack(ty, &w, blocks);
+            panel.pack(ty, isa, &w, blocks);
             for nt in 1..=TOKENS {
                 for t0 in [0, n - nt] {
                     let mut out = [[f32::NAN; GROUP]; TOKENS];
-                    products(ty, &panel, &acts, t0, nt, &mut out);
+                    products(ty, isa, &panel, &acts, t0, nt, &mut out);
                     for t in 0..nt {
                         for r in 0..nrows {
                             let want = products_scalar(ty, &w[r * rb..(r + 1) * rb], &abytes[(t0 + t) * arb..(t0 + t + 1) * arb]);
-                            assert_eq!(out[t][r].to_bits(), want.to_bits(), "{ty:?} row {r} token {} of {nt}", t0 + t);
+                            assert_eq!(out[t][r].to_bits(), want.to_bits(), "{ty:?} at {} row {r} token {} of {nt}", isa.as_str(), t0 + t);
                         }
-                        assert!(out[t][nrows..].iter().all(|&v| v == 0.0), "{ty:?}: padding rows are zero");
+                        assert!(out[t][nrows..].iter().all(|&v| v == 0.0), "{ty:?} at {}: padding rows are zero", isa.as_str());
                     }
                 }
             }

@@ -32,6 +32,7 @@ impl<'a> QMatrix<'a> {
     /// `data` must be exactly `rows` rows of `cols` elements of `ty`; returns `None` if not.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8], isa: Isa) -> Option<Self> {
         let row_bytes = ty.row_bytes(cols)?;
+        let gemm = crate::gemm::supported(ty, isa) && prompt_setting("BANTAM_GEMM_PROMPTS", &GEMM_SET) != Some(false);
         (row_bytes * rows == data.len()).then_some(QMatrix {
             ty,
             rows,
@@ -42,8 +43,8 @@ impl<'a> QMatrix<'a> {
             tile: tile_fn(ty, isa),
             row_bytes,
             isa,
-            dense: dense_default(ty, isa),
-            gemm: crate::gemm::supported(ty, isa) && prompt_setting("BANTAM_GEMM_PROMPTS", &GEMM_SET) != Some(false),
+            dense: dense_default(ty, isa, gemm),
+            gemm,
         })
     }
 
@@ -85,16 +86,17 @@ impl<'a> QMatrix<'a> {
 }
 
 /// Where the level has no integer dot-product instruction (x86's AVX2 level), the float
-/// types, the 32-element ones and the k-quants multiply faster as f32 rows (dequantized 16
-/// at a time with the level's vector unit) against f32 activations than through the integer
+/// types and the quantized types without the int8 prompt path (`gemm`: Q2_K, Q3_K, or all
+/// of them with `BANTAM_GEMM_PROMPTS=0`) multiply faster as f32 rows (dequantized 16 at a
+/// time with the level's vector unit) against f32 activations than through the integer
 /// tiles (docs/BENCHMARKS.md, "Dense prompts"). `BANTAM_DENSE_PROMPTS=0` turns the dense
-/// path off, `=1` on at every level.
-fn dense_default(ty: GgmlType, isa: Isa) -> bool {
+/// path off, `=1` on at every level (before the int8 path).
+fn dense_default(ty: GgmlType, isa: Isa, gemm: bool) -> bool {
     use GgmlType::*;
     matches!(ty, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K)
         && match prompt_setting("BANTAM_DENSE_PROMPTS", &DENSE_SET) {
             Some(on) => on,
-            None => isa == Isa::Avx2,
+            None => isa == Isa::Avx2 && !gemm,
         }
 }
 
@@ -394,11 +396,11 @@ fn gemm_pass(pool: &Pool, parts: &Parts, x: &[f32], n: usize, cols: usize, act: 
                 let mut r0 = lo;
                 while r0 < hi {
                     let nr = gemm::GROUP.min(hi - r0);
-                    panel.pack(w.ty, &w.data[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], blocks);
+                    panel.pack(w.ty, w.isa, &w.data[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], blocks);
                     let mut out = [[0.0; gemm::GROUP]; gemm::TOKENS];
                     for t0 in (0..n).step_by(gemm::TOKENS) {
                         let nt = gemm::TOKENS.min(n - t0);
-                        gemm::products(w.ty, panel, &acts, t0, nt, &mut out);
+                        gemm::products(w.ty, w.isa, panel, &acts, t0, nt, &mut out);
                         for (t, o) in out[..nt].iter().enumerate() {
                             // SAFETY: rows r0..r0 + nr are in this thread's range and
                             // t0 + t < n, so the elements are in bounds and no other
@@ -596,17 +598,18 @@ mod tests {
     #[test]
     fn int8_prompts_keep_each_kinds_bits() {
         use GgmlType::*;
-        if !Isa::available().contains(&Isa::Vnni) {
-            eprintln!("no AVX-512 VNNI on this CPU: the int8 prompt path is not used here");
+        let levels: Vec<Isa> = [Isa::Avx2, Isa::Vnni].into_iter().filter(|&isa| gemm::supported(Q4_0, isa)).collect();
+        if levels.is_empty() {
+            eprintln!("no AVX2 on this CPU: the int8 prompt path is not used here");
             return;
         }
         let (rows, cols, n) = (45, 512, 21);
         let mut rng = crate::dot::tests::Lcg(17);
         let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
         let kinds: Vec<bool> = (0..n).map(|t| t % 5 != 2).collect();
-        for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+        for (ty, isa) in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K].into_iter().flat_map(|ty| levels.iter().map(move |&isa| (ty, isa))) {
             let data: Vec<u8> = (0..rows).flat_map(|_| crate::dot::tests::random_row(ty, cols, &mut rng)).collect();
-            let w = QMatrix::new(ty, rows, cols, &data, Isa::Vnni).unwrap().with_dense_prompts(false).with_gemm_prompts(true);
+            let w = QMatrix::new(ty, rows, cols, &data, isa).unwrap().with_dense_prompts(false).with_gemm_prompts(true);
             assert!(w.gemm_prompts());
             let at = gemm::act_type(ty);
             let mut a = vec![0u8; at.row_bytes(cols)];
@@ -623,7 +626,7 @@ mod tests {
                     for r in 0..rows {
                         let got = all[t * rows + r];
                         let want = if kinds[t] { gemm::products_scalar(ty, w.row(r), &a) } else { quantized[t * rows + r] };
-                        assert_eq!(got.to_bits(), want.to_bits(), "{ty} {threads} threads: token {t} row {r}");
+                        assert_eq!(got.to_bits(), want.to_bits(), "{ty} at {} on {threads} threads: token {t} row {r}", isa.as_str());
                     }
                 }
             }
