@@ -131,6 +131,27 @@ impl Pool {
         }
     }
 
+    /// `f(t, rows)` for each row `t < n` of `K` buffers at once, `rows[k]` being row `t` of
+    /// `bufs[k]` (`bufs[k].1` values a row; each buffer holds at least `n` rows). The rows
+    /// are spread over the threads where there are at least `min_rows` of them, else run
+    /// here; either way each row sees only its own values, so the result is the same.
+    pub fn rows<const K: usize, F: Fn(usize, [&mut [f32]; K]) + Sync>(&self, bufs: [(&mut [f32], usize); K], n: usize, min_rows: usize, f: F) {
+        for (b, len) in &bufs {
+            assert!(b.len() >= n * len, "a buffer shorter than its rows");
+        }
+        let mut bufs = bufs; // held (borrowed mutably) until every row is done
+        let ptrs: [(SendPtr, usize); K] = std::array::from_fn(|k| (SendPtr(bufs[k].0.as_mut_ptr()), bufs[k].1));
+        let chunks = if n >= min_rows { self.n_threads().min(n) } else { 1 };
+        self.run_chunks(chunks, |i, nc| {
+            for t in Pool::range(i, nc, n) {
+                // SAFETY: row t of each buffer is in bounds (checked above) and belongs to
+                // this chunk alone; the buffers are borrowed mutably for the whole run.
+                let rows = ptrs.map(|(p, len)| unsafe { std::slice::from_raw_parts_mut(p.at(t * len), len) });
+                f(t, rows);
+            }
+        });
+    }
+
     /// Split `0..len` into `n` near-equal contiguous ranges; range `i`.
     pub fn range(i: usize, n: usize, len: usize) -> std::ops::Range<usize> {
         let per = len / n;
@@ -231,6 +252,26 @@ mod tests {
         }
         assert_eq!(sum.load(Ordering::SeqCst), 500 * 28);
     }
+    #[test]
+    fn rows_hand_each_row_of_every_buffer_once() {
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            for (n, min_rows) in [(0, 1), (1, 1), (7, 8), (8, 8), (23, 1)] {
+                let (mut a, mut b) = (vec![0.0f32; 3 * n + 1], vec![1.0f32; 2 * n]);
+                pool.rows([(&mut a, 3), (&mut b, 2)], n, min_rows, |t, [a, b]| {
+                    assert_eq!((a.len(), b.len()), (3, 2));
+                    a.iter_mut().for_each(|v| *v += t as f32);
+                    b[1] += a[0];
+                });
+                for t in 0..n {
+                    assert_eq!(&a[3 * t..3 * t + 3], &[t as f32; 3], "{threads} threads, {n} rows");
+                    assert_eq!(&b[2 * t..2 * t + 2], &[1.0, 1.0 + t as f32]);
+                }
+                assert_eq!(a[3 * n], 0.0, "past the rows: untouched");
+            }
+        }
+    }
+
     #[test]
     fn ranges_cover_exactly() {
         for len in 0..50 {

@@ -21,6 +21,12 @@ use kernels::ops;
 use kernels::pool::Pool;
 use std::sync::Arc;
 
+/// Batches of at least this many tokens spread their per-token element-wise work (norms,
+/// RoPE, the gated activation, the residual adds) over the pool; smaller ones run it on the
+/// engine thread, where a dispatch would cost more than the work. Each token's values are
+/// its own either way.
+const ROWS_APART: usize = 8;
+
 /// A flattened batch: token `i` belongs to sequence `seq[i]` (an index into the caches
 /// passed to [`Model::forward`]) and is appended at that sequence's next position. Tokens of
 /// one sequence must appear in order.
@@ -313,9 +319,7 @@ impl Model {
 
         for (il, lw) in self.weights.layers.iter().enumerate() {
             // Attention sub-block.
-            for t in 0..t_n {
-                ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], &s.x[t * ne..(t + 1) * ne], &lw.attn_norm, c.rms_eps);
-            }
+            pool.rows([(&mut s.h, ne), (&mut s.x, ne)], t_n, ROWS_APART, |_, [h, x]| ops::rms_norm_into(h, x, &lw.attn_norm, c.rms_eps));
             if let Some(st) = &mut s.stats {
                 let names: &[&'static str] = match &lw.qkv {
                     QkvProj::Separate { .. } => &["attn_q", "attn_k", "attn_v"],
@@ -356,10 +360,8 @@ impl Model {
             }
             let swa = c.swa_layers[il];
             let base = if swa { c.rope_base_swa } else { c.rope_base };
-            for t in 0..t_n {
-                let q = &mut s.q[t * qd..(t + 1) * qd];
-                let k = &mut s.k[t * kvd..(t + 1) * kvd];
-                let v = &mut s.v[t * vd..(t + 1) * vd];
+            let (pos, seq, kv) = (&s.pos, &batch.seq, &*caches);
+            pool.rows([(&mut s.q, qd), (&mut s.k, kvd), (&mut s.v, vd)], t_n, ROWS_APART, |t, [q, k, v]| {
                 if let (Some(bq), Some(bk), Some(bv)) = (&lw.bq, &lw.bk, &lw.bv) {
                     ops::add_assign(q, bq);
                     ops::add_assign(k, bk);
@@ -375,10 +377,10 @@ impl Model {
                 let neox = c.rope_style == RopeStyle::Neox;
                 for head in q.chunks_exact_mut(c.head_dim).chain(k.chunks_exact_mut(c.head_dim)) {
                     // Only the first n_rot dims rotate (all of them but for phi3).
-                    ops::rope(&mut head[..c.n_rot], s.pos[t], base, neox, self.weights.rope_freqs.as_deref());
+                    ops::rope(&mut head[..c.n_rot], pos[t], base, neox, self.weights.rope_freqs.as_deref());
                 }
                 // A quantized cache stores rotated heads (and the queries rotate with K).
-                let types = caches[batch.seq[t]].types();
+                let types = kv[seq[t]].types();
                 if let Some(n) = types.k.k_rotation(c.head_dim) {
                     attention::rotate(q, n);
                     attention::rotate(k, n);
@@ -386,7 +388,9 @@ impl Model {
                 if let Some(n) = types.v.v_rotation(c.head_dim_v) {
                     attention::rotate(v, n);
                 }
-                caches[batch.seq[t]].store(il, s.pos[t], k, v);
+            });
+            for t in 0..t_n {
+                caches[batch.seq[t]].store(il, s.pos[t], &s.k[t * kvd..(t + 1) * kvd], &s.v[t * vd..(t + 1) * vd]);
             }
             self.attention(pool, il, batch, caches, s);
             for t in 0..t_n {
@@ -399,11 +403,10 @@ impl Model {
             }
             self.mm(pool, &lw.wo, batch, &s.att, &mut s.act, &mut s.o);
             lora.apply(pool, &(Some(il), "attn_output"), &s.att, att_dim, &mut s.o, ne);
-            for t in 0..t_n {
-                let x = &mut s.x[t * ne..(t + 1) * ne];
-                self.add_branch(x, &mut s.o[t * ne..(t + 1) * ne], lw.attn_post_norm.as_deref());
-                ops::rms_norm_into(&mut s.h[t * ne..(t + 1) * ne], x, &lw.ffn_norm, c.rms_eps);
-            }
+            pool.rows([(&mut s.x, ne), (&mut s.o, ne), (&mut s.h, ne)], t_n, ROWS_APART, |_, [x, o, h]| {
+                self.add_branch(x, o, lw.attn_post_norm.as_deref());
+                ops::rms_norm_into(h, x, &lw.ffn_norm, c.rms_eps);
+            });
             // Feed-forward sub-block.
             let nf = t_n * c.n_ff;
             if let Some(st) = &mut s.stats {
@@ -434,18 +437,16 @@ impl Model {
                     }
                 }
             }
-            match c.activation {
-                Activation::SwiGlu => ops::swiglu(&mut s.gate[..nf], &s.up[..nf]),
-                Activation::GeGlu => ops::geglu(&mut s.gate[..nf], &s.up[..nf]),
-            }
+            pool.rows([(&mut s.gate, c.n_ff), (&mut s.up, c.n_ff)], t_n, ROWS_APART, |_, [gate, up]| match c.activation {
+                Activation::SwiGlu => ops::swiglu(gate, up),
+                Activation::GeGlu => ops::geglu(gate, up),
+            });
             if let Some(st) = &mut s.stats {
                 st.add(il, "ffn_down", &s.gate[..nf], c.n_ff);
             }
             self.mm(pool, &lw.w_down, batch, &s.gate, &mut s.act, &mut s.o);
             lora.apply(pool, &(Some(il), "ffn_down"), &s.gate, c.n_ff, &mut s.o, ne);
-            for t in 0..t_n {
-                self.add_branch(&mut s.x[t * ne..(t + 1) * ne], &mut s.o[t * ne..(t + 1) * ne], lw.ffn_post_norm.as_deref());
-            }
+            pool.rows([(&mut s.x, ne), (&mut s.o, ne)], t_n, ROWS_APART, |_, [x, o]| self.add_branch(x, o, lw.ffn_post_norm.as_deref()));
         }
         for (cache, &n) in caches.iter_mut().zip(&next) {
             cache.set_len(n);
