@@ -405,7 +405,15 @@ fn gemm_pass(pool: &Pool, parts: &Parts, x: &[f32], n: usize, cols: usize, act: 
                             // SAFETY: rows r0..r0 + nr are in this thread's range and
                             // t0 + t < n, so the elements are in bounds and no other
                             // thread writes them.
-                            unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), optr.0.add((t0 + t) * w.rows + r0), nr) };
+                            unsafe {
+                                let dst = optr.0.add((t0 + t) * w.rows + r0);
+                                if nr == gemm::GROUP {
+                                    // A whole group: a copy of known size, inlined.
+                                    std::ptr::copy_nonoverlapping(o.as_ptr(), dst, gemm::GROUP)
+                                } else {
+                                    std::ptr::copy_nonoverlapping(o.as_ptr(), dst, nr)
+                                }
+                            };
                         }
                     }
                     r0 += nr;
