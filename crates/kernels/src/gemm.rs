@@ -267,12 +267,10 @@ pub fn products(ty: GgmlType, isa: Isa, p: &Panel, a: &Acts, t0: usize, nt: usiz
         if isa == Isa::Avx2 {
             // At most AVX2_TOKENS at a time: each token's sums and accumulators take two of
             // the 16 vector registers.
-            let mut part = [[0.0; GROUP]; TOKENS];
             for c0 in (0..nt).step_by(AVX2_TOKENS) {
                 let n = AVX2_TOKENS.min(nt - c0);
                 // SAFETY: AVX2 and FMA were checked above; the lengths above bound every read.
-                unsafe { x86::products_avx2_for(ty, n, p, a, t0 + c0, &mut part) };
-                out[c0..c0 + n].copy_from_slice(&part[..n]);
+                unsafe { x86::products_avx2_for(ty, n, p, a, t0 + c0, &mut out[c0..c0 + n]) };
             }
             return;
         }
@@ -454,9 +452,10 @@ mod x86 {
         }
     }
 
-    /// [`products_avx2`] for weight type `ty` and `n` (≤ [`AVX2_TOKENS`]) tokens.
+    /// [`products_avx2`] for weight type `ty` and `n` (≤ [`AVX2_TOKENS`]) tokens, into
+    /// `out[..n]`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn products_avx2_for(ty: GgmlType, n: usize, p: &Panel, a: &Acts, t0: usize, out: &mut [[f32; GROUP]; TOKENS]) {
+    pub(super) unsafe fn products_avx2_for(ty: GgmlType, n: usize, p: &Panel, a: &Acts, t0: usize, out: &mut [[f32; GROUP]]) {
         use GgmlType::*;
         let bias = bias(ty);
         macro_rules! go {
@@ -499,8 +498,9 @@ mod x86 {
         a: &Acts,
         bias: i32,
         t0: usize,
-        out: &mut [[f32; GROUP]; TOKENS],
+        out: &mut [[f32; GROUP]],
     ) {
+        assert!(out.len() >= N);
         let qoff = if MIN { 4 } else { 2 };
         let bb = if MIN { std::mem::size_of::<BlockQ8_1>() } else { std::mem::size_of::<BlockQ8_0>() };
         let rows: [*const u8; N] = std::array::from_fn(|t| a.bytes[(t0 + t) * a.arb..].as_ptr());
